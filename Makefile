@@ -1,0 +1,58 @@
+# Facet: `make run` sets up everything and serves the console; `make test` sets up and runs the suite.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+PORT ?= 8000
+export FACET_DATA_DIR ?= $(CURDIR)/var
+# Debian packages the console and its tests need; apt-get installs them when we are root.
+SYSTEM_PACKAGES := redis-server genisoimage
+TEST_SYSTEM_PACKAGES :=
+
+.PHONY: run test setup system-packages test-system-packages lint bench clean
+
+run: setup
+	$(PY) manage.py migrate --no-input -v0
+	$(PY) manage.py collectstatic --no-input -v0
+	$(PY) manage.py seed_demo
+	$(PY) manage.py serve --port $(PORT)
+
+test: setup test-system-packages
+	$(PY) manage.py collectstatic --no-input -v0
+	$(VENV)/bin/pytest $(PYTEST_ARGS)
+
+setup: system-packages $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[dev]'
+	touch $@
+
+define ensure_packages
+	@missing=""; for p in $(1); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	if [ -n "$$missing" ]; then \
+	  if [ "$$(id -u)" = 0 ]; then \
+	    echo "installing Debian packages:$$missing"; \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing >/dev/null; \
+	  else \
+	    echo "Facet needs these Debian packages:$$missing"; \
+	    echo "install them with: sudo apt-get install$$missing   (then run make again)"; exit 1; \
+	  fi; \
+	fi
+endef
+
+system-packages:
+	$(call ensure_packages,$(SYSTEM_PACKAGES))
+
+test-system-packages:
+	$(call ensure_packages,$(TEST_SYSTEM_PACKAGES))
+
+lint: setup
+	$(VENV)/bin/ruff check .
+
+bench: setup
+	$(PY) bench/api_list.py
+
+clean:
+	rm -rf $(VENV) var .pytest_cache

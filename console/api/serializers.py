@@ -1,0 +1,260 @@
+import ipaddress
+
+from django.contrib.auth.models import User
+from rest_framework import serializers
+
+from ..drivers.base import POWER_ACTIONS
+from ..models import (
+    VM,
+    ApiToken,
+    AuditEvent,
+    CdRom,
+    Cluster,
+    Host,
+    Image,
+    Network,
+    Nic,
+    StorageContainer,
+    Task,
+    VirtualDisk,
+)
+from ..services.access import role_of
+
+
+def by_uuid(queryset, **kwargs) -> serializers.SlugRelatedField:
+    return serializers.SlugRelatedField(slug_field="uuid", queryset=queryset, **kwargs)
+
+
+class ClusterSerializer(serializers.ModelSerializer):
+    class Meta:
+        model = Cluster
+        fields = ["uuid", "name", "virtual_ip", "created_at"]
+
+
+class HostSerializer(serializers.ModelSerializer):
+    cluster = by_uuid(Cluster.objects.all())
+
+    class Meta:
+        model = Host
+        fields = ["uuid", "name", "cluster", "address", "driver_uri", "cpus", "memory_bytes", "enabled", "queue"]
+
+
+class StorageContainerSerializer(serializers.ModelSerializer):
+    cluster = by_uuid(Cluster.objects.all())
+
+    class Meta:
+        model = StorageContainer
+        fields = ["uuid", "name", "cluster", "path", "capacity_bytes"]
+
+    def validate_path(self, value: str) -> str:
+        if not value.startswith("/") or ".." in value.split("/"):
+            raise serializers.ValidationError("give an absolute path without '..'")
+        return value
+
+
+class ImageSerializer(serializers.ModelSerializer):
+    container = serializers.SlugRelatedField(slug_field="uuid", read_only=True)
+
+    class Meta:
+        model = Image
+        fields = ["uuid", "name", "kind", "container", "size_bytes", "sha256", "created_at"]
+
+
+class NetworkSerializer(serializers.ModelSerializer):
+    cluster = by_uuid(Cluster.objects.all())
+
+    class Meta:
+        model = Network
+        fields = ["uuid", "name", "cluster", "vlan", "cidr", "gateway", "dns_servers", "pool_start", "pool_end"]
+
+    def validate_cidr(self, value: str) -> str:
+        try:
+            return str(ipaddress.ip_network(value, strict=False))
+        except ValueError:
+            raise serializers.ValidationError(f"{value!r} is not a subnet such as 10.0.0.0/24") from None
+
+    def validate(self, attrs):
+        data = {**({} if self.instance is None else NetworkSerializer(self.instance).data), **attrs}
+        subnet = ipaddress.ip_network(data["cidr"], strict=False)
+        for field in ("gateway", "pool_start", "pool_end"):
+            if data.get(field) and ipaddress.ip_address(data[field]) not in subnet:
+                raise serializers.ValidationError({field: f"{data[field]} is outside {subnet}"})
+        if bool(data.get("pool_start")) != bool(data.get("pool_end")):
+            raise serializers.ValidationError({"pool_end": "give both ends of the pool, or neither"})
+        if data.get("pool_start") and ipaddress.ip_address(data["pool_start"]) > ipaddress.ip_address(data["pool_end"]):
+            raise serializers.ValidationError({"pool_end": "the pool ends before it starts"})
+        for dns in filter(None, (d.strip() for d in data.get("dns_servers", "").split(","))):
+            try:
+                ipaddress.ip_address(dns)
+            except ValueError:
+                raise serializers.ValidationError({"dns_servers": f"{dns!r} is not an IP address"}) from None
+        return attrs
+
+
+class NicSerializer(serializers.ModelSerializer):
+    network = serializers.SlugRelatedField(slug_field="uuid", read_only=True)
+    network_name = serializers.CharField(source="network.name", read_only=True)
+    ips = serializers.SerializerMethodField()
+
+    class Meta:
+        model = Nic
+        fields = ["index", "network", "network_name", "mac", "ip", "ips"]
+
+    def get_ips(self, nic: Nic) -> list[str]:
+        return [nic.ip] if nic.ip else []
+
+
+class DiskSerializer(serializers.ModelSerializer):
+    container = serializers.SlugRelatedField(slug_field="uuid", read_only=True)
+
+    class Meta:
+        model = VirtualDisk
+        fields = ["uuid", "index", "size_bytes", "container", "file_name", "backing_file"]
+
+
+class CdRomSerializer(serializers.ModelSerializer):
+    image = serializers.SlugRelatedField(slug_field="uuid", read_only=True)
+
+    class Meta:
+        model = CdRom
+        fields = ["slot", "iso_path", "purpose", "image"]
+
+
+class HostRefSerializer(serializers.ModelSerializer):
+    class Meta:
+        model = Host
+        fields = ["uuid", "name"]
+
+
+class VMSerializer(serializers.ModelSerializer):
+    cluster = serializers.SlugRelatedField(slug_field="uuid", read_only=True)
+    host = HostRefSerializer(read_only=True)
+    parent = serializers.SlugRelatedField(slug_field="uuid", read_only=True)
+    nics = NicSerializer(many=True, read_only=True)
+    disks = DiskSerializer(many=True, read_only=True)
+    cdroms = CdRomSerializer(many=True, read_only=True)
+
+    class Meta:
+        model = VM
+        fields = ["uuid", "name", "hostname", "description", "cluster", "host", "power_state", "vcpus",
+                  "memory_bytes", "guest_os", "is_template", "parent", "nics", "disks", "cdroms",
+                  "created_at", "updated_at"]
+
+
+class DiskSpecSerializer(serializers.Serializer):
+    size_bytes = serializers.IntegerField(min_value=1)
+
+
+class NicSpecSerializer(serializers.Serializer):
+    network = by_uuid(Network.objects.all())
+    ip = serializers.CharField(required=False, allow_null=True, allow_blank=True,
+                               help_text="Omit for DHCP, 'auto' for the next free pool address, or an address")
+    mac = serializers.CharField(required=False, allow_null=True, allow_blank=True)
+
+
+class VMCreateSerializer(serializers.Serializer):
+    name = serializers.CharField(max_length=80)
+    hostname = serializers.CharField(max_length=63, required=False, allow_blank=True, default="")
+    description = serializers.CharField(max_length=255, required=False, allow_blank=True, default="")
+    cluster = by_uuid(Cluster.objects.all(), required=False, allow_null=True)
+    host = by_uuid(Host.objects.all(), required=False, allow_null=True, help_text="Omit for automatic placement")
+    image = by_uuid(Image.objects.all(), required=False, allow_null=True)
+    container = by_uuid(StorageContainer.objects.all(), required=False, allow_null=True)
+    vcpus = serializers.IntegerField(min_value=1, max_value=256)
+    memory_bytes = serializers.IntegerField(min_value=1)
+    guest_os = serializers.ChoiceField(choices=VM.GuestOS.choices, default=VM.GuestOS.LINUX)
+    is_template = serializers.BooleanField(default=False)
+    power_on = serializers.BooleanField(default=False)
+    disks = DiskSpecSerializer(many=True, required=False, default=list)
+    nics = NicSpecSerializer(many=True, required=False, default=list)
+
+
+class PowerSerializer(serializers.Serializer):
+    action = serializers.ChoiceField(choices=POWER_ACTIONS)
+
+
+class CloneSerializer(serializers.Serializer):
+    name = serializers.CharField(max_length=80)
+    host = by_uuid(Host.objects.all(), required=False, allow_null=True)
+    linked = serializers.BooleanField(default=False, help_text="Linked clone: disks start as overlays of the source")
+    power_on = serializers.BooleanField(default=False)
+
+
+class BulkSerializer(serializers.Serializer):
+    action = serializers.CharField()
+    uuids = serializers.ListField(child=serializers.UUIDField(), required=False, max_length=10_000)
+    filter = serializers.DictField(required=False, help_text="VM list filters, as in GET /api/v1/vms/ (search, ...)")
+
+    def validate(self, attrs):
+        if ("uuids" in attrs) == ("filter" in attrs):
+            raise serializers.ValidationError({"uuids": "give either 'uuids' or 'filter', not both or neither"})
+        return attrs
+
+
+class InsertIsoSerializer(serializers.Serializer):
+    image = by_uuid(Image.objects.filter(kind=Image.Kind.ISO))
+    slot = serializers.IntegerField(min_value=0, max_value=3, required=False, allow_null=True)
+
+
+class EjectIsoSerializer(serializers.Serializer):
+    slot = serializers.IntegerField(min_value=0, max_value=3)
+
+
+class TaskChildSerializer(serializers.ModelSerializer):
+    class Meta:
+        model = Task
+        fields = ["uuid", "kind", "status", "percent", "message", "error", "entity_name", "entity_uuid"]
+
+
+class TaskSerializer(serializers.ModelSerializer):
+    entity = serializers.SerializerMethodField()
+    parent = serializers.SlugRelatedField(slug_field="uuid", read_only=True)
+    created_by = serializers.SlugRelatedField(slug_field="username", read_only=True)
+
+    class Meta:
+        model = Task
+        fields = ["uuid", "kind", "status", "percent", "message", "error", "entity", "parent", "params",
+                  "attempts", "created_by", "created_at", "started_at", "heartbeat_at", "finished_at"]
+
+    def get_entity(self, task: Task) -> dict:
+        return {"type": task.entity_type, "uuid": task.entity_uuid, "name": task.entity_name}
+
+
+class TaskDetailSerializer(TaskSerializer):
+    children = TaskChildSerializer(many=True, read_only=True)
+
+    class Meta(TaskSerializer.Meta):
+        fields = [*TaskSerializer.Meta.fields, "children"]
+
+
+class AuditEventSerializer(serializers.ModelSerializer):
+    class Meta:
+        model = AuditEvent
+        fields = ["id", "time", "username", "action", "entity_type", "entity_uuid", "entity_name",
+                  "source_address", "detail"]
+
+
+class TokenSerializer(serializers.ModelSerializer):
+    user = serializers.SlugRelatedField(slug_field="username", read_only=True)
+
+    class Meta:
+        model = ApiToken
+        fields = ["uuid", "name", "user", "hint", "created_at", "last_used_at", "revoked_at"]
+        read_only_fields = ["uuid", "user", "hint", "created_at", "last_used_at", "revoked_at"]
+
+
+class ObtainTokenSerializer(serializers.Serializer):
+    username = serializers.CharField()
+    password = serializers.CharField(style={"input_type": "password"}, trim_whitespace=False)
+    name = serializers.CharField(max_length=64, required=False, default="cli")
+
+
+class UserSerializer(serializers.ModelSerializer):
+    role = serializers.SerializerMethodField()
+
+    class Meta:
+        model = User
+        fields = ["id", "username", "email", "is_active", "role", "last_login"]
+
+    def get_role(self, user: User) -> str | None:
+        return role_of(user)

@@ -1,0 +1,240 @@
+"""REST API viewsets: they check the shape of a request, call a service and serialize the answer."""
+
+from django.contrib.auth import authenticate
+from django.db.models import Prefetch
+from drf_spectacular.utils import extend_schema
+from rest_framework import mixins, status, viewsets
+from rest_framework.decorators import action
+from rest_framework.exceptions import AuthenticationFailed, ValidationError
+from rest_framework.permissions import AllowAny
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from ..filtersets import AuditEventFilterSet, TaskFilterSet, VMFilterSet
+from ..models import VM, ApiToken, AuditEvent, Cluster, Host, Image, Network, Nic, StorageContainer, Task
+from ..services import access, bulk, cdroms, images, power, vms
+from ..services.actors import Actor
+from ..services.tasks import rerun
+from . import serializers as s
+from .permissions import AdminOnly
+
+ADMIN = access.ADMIN
+
+
+def accepted(task: Task) -> Response:
+    """What every mutating call answers: 202 with the task doing the work."""
+    return Response(s.TaskSerializer(task).data, status=status.HTTP_202_ACCEPTED)
+
+
+def valid(serializer_class, request) -> dict:
+    serializer = serializer_class(data=request.data)
+    serializer.is_valid(raise_exception=True)
+    return serializer.validated_data
+
+
+class ByUuid:
+    lookup_field = "uuid"
+    lookup_value_regex = "[0-9a-fA-F-]{36}"
+
+
+class ClusterViewSet(ByUuid, viewsets.ModelViewSet):
+    queryset = Cluster.objects.all()
+    serializer_class = s.ClusterSerializer
+    write_role = ADMIN
+
+
+class HostViewSet(ByUuid, viewsets.ModelViewSet):
+    queryset = Host.objects.select_related("cluster")
+    serializer_class = s.HostSerializer
+    write_role = ADMIN
+    filterset_fields = ["enabled"]
+    ordering_fields = ["name"]
+
+
+class StorageContainerViewSet(ByUuid, viewsets.ModelViewSet):
+    queryset = StorageContainer.objects.select_related("cluster")
+    serializer_class = s.StorageContainerSerializer
+    write_role = ADMIN
+
+
+class NetworkViewSet(ByUuid, viewsets.ModelViewSet):
+    queryset = Network.objects.select_related("cluster")
+    serializer_class = s.NetworkSerializer
+    write_role = ADMIN
+
+
+class ImageViewSet(ByUuid, mixins.ListModelMixin, mixins.RetrieveModelMixin, mixins.DestroyModelMixin,
+                   viewsets.GenericViewSet):
+    queryset = Image.objects.select_related("container")
+    serializer_class = s.ImageSerializer
+    filterset_fields = ["kind"]
+    ordering_fields = ["name", "size_bytes", "created_at"]
+
+    @extend_schema(request={"application/octet-stream": {"type": "string", "format": "binary"}},
+                   responses={202: s.TaskSerializer})
+    @action(detail=False, methods=["post"], parser_classes=[])
+    def upload(self, request):
+        """Upload an image as the raw request body: `?name=NAME&kind=disk|iso[&container=UUID]`."""
+        container = None
+        if request.query_params.get("container"):
+            container = StorageContainer.objects.filter(uuid=request.query_params["container"]).first()
+            if container is None:
+                raise ValidationError({"container": ["no storage container has this uuid"]})
+        length = request.META.get("CONTENT_LENGTH")
+        task = images.receive_upload(
+            Actor.from_request(request), request._request, name=request.query_params.get("name", ""),
+            kind=request.query_params.get("kind", ""), container=container,
+            content_length=int(length) if length and length.isdigit() else None)
+        return Response(s.TaskSerializer(task).data, status=status.HTTP_201_CREATED)
+
+    def perform_destroy(self, instance):
+        images.delete_image(Actor.from_request(self.request), instance)
+
+
+class VMViewSet(ByUuid, mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.GenericViewSet):
+    queryset = VM.objects.select_related("cluster", "host", "parent").prefetch_related(
+        Prefetch("nics", queryset=Nic.objects.select_related("network")),
+        "disks__container", "cdroms__image")
+    serializer_class = s.VMSerializer
+    filterset_class = VMFilterSet
+    ordering_fields = ["name", "power_state", "vcpus", "memory_bytes", "created_at", "host__name", "guest_os"]
+    ordering = ["name"]
+
+    @extend_schema(request=s.VMCreateSerializer, responses={202: s.TaskSerializer})
+    def create(self, request):
+        data = valid(s.VMCreateSerializer, request)
+        spec = vms.VMSpec(
+            name=data["name"], vcpus=data["vcpus"], memory_bytes=data["memory_bytes"], cluster=data.get("cluster"),
+            host=data.get("host"), image=data.get("image"), container=data.get("container"),
+            disk_sizes=[d["size_bytes"] for d in data["disks"]],
+            nics=[vms.NicSpec(network=n["network"], ip=n.get("ip") or None, mac=n.get("mac") or None)
+                  for n in data["nics"]],
+            guest_os=data["guest_os"], hostname=data["hostname"], description=data["description"],
+            is_template=data["is_template"], power_on=data["power_on"])
+        return accepted(vms.request_create_vm(Actor.from_request(request), spec))
+
+    @extend_schema(responses={202: s.TaskSerializer})
+    def destroy(self, request, uuid=None):
+        return accepted(vms.request_delete(Actor.from_request(request), self.get_object()))
+
+    @extend_schema(request=s.PowerSerializer, responses={202: s.TaskSerializer})
+    @action(detail=True, methods=["post"])
+    def power(self, request, uuid=None):
+        data = valid(s.PowerSerializer, request)
+        return accepted(power.request_power(Actor.from_request(request), self.get_object(), data["action"]))
+
+    @extend_schema(request=s.CloneSerializer, responses={202: s.TaskSerializer})
+    @action(detail=True, methods=["post"])
+    def clone(self, request, uuid=None):
+        data = valid(s.CloneSerializer, request)
+        return accepted(vms.request_clone(Actor.from_request(request), self.get_object(), data["name"],
+                                          host=data.get("host"), linked=data["linked"], power_on=data["power_on"]))
+
+    @extend_schema(request=s.InsertIsoSerializer, responses={202: s.TaskSerializer})
+    @action(detail=True, methods=["post"], url_path="insert-iso")
+    def insert_iso(self, request, uuid=None):
+        data = valid(s.InsertIsoSerializer, request)
+        return accepted(cdroms.request_insert(Actor.from_request(request), self.get_object(), data["image"],
+                                              data.get("slot")))
+
+    @extend_schema(request=s.EjectIsoSerializer, responses={202: s.TaskSerializer})
+    @action(detail=True, methods=["post"], url_path="eject-iso")
+    def eject_iso(self, request, uuid=None):
+        data = valid(s.EjectIsoSerializer, request)
+        return accepted(cdroms.request_eject(Actor.from_request(request), self.get_object(), data["slot"]))
+
+    @extend_schema(request=s.BulkSerializer, responses={202: s.TaskSerializer})
+    @action(detail=False, methods=["post"])
+    def bulk(self, request):
+        data = valid(s.BulkSerializer, request)
+        if "uuids" in data:
+            selected = VM.objects.filter(uuid__in=data["uuids"])
+        else:
+            filterset = VMFilterSet(data=data["filter"], queryset=VM.objects.all())
+            if not filterset.is_valid():
+                raise ValidationError({"filter": filterset.errors})
+            selected = filterset.qs
+        return accepted(bulk.request_bulk(Actor.from_request(request), data["action"], selected))
+
+
+class TaskViewSet(ByUuid, mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.GenericViewSet):
+    queryset = Task.objects.select_related("parent", "created_by")
+    filterset_class = TaskFilterSet
+    ordering_fields = ["created_at", "status", "kind"]
+
+    def get_serializer_class(self):
+        return s.TaskDetailSerializer if self.action == "retrieve" else s.TaskSerializer
+
+    def get_queryset(self):
+        queryset = super().get_queryset()
+        return queryset.prefetch_related("children") if self.action == "retrieve" else queryset
+
+    @extend_schema(request=None, responses={202: s.TaskSerializer})
+    @action(detail=True, methods=["post"])
+    def rerun(self, request, uuid=None):
+        """Run a failed task again; a bulk task reruns the children that did not succeed."""
+        task = self.get_object()
+        if task.status != Task.Status.FAILED:
+            raise ValidationError({"status": [f"only a failed task can be rerun; this one is {task.status}"]})
+        return accepted(rerun(task))
+
+
+class AuditEventViewSet(mixins.ListModelMixin, viewsets.GenericViewSet):
+    queryset = AuditEvent.objects.all()
+    serializer_class = s.AuditEventSerializer
+    filterset_class = AuditEventFilterSet
+
+
+class TokenViewSet(ByUuid, mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.GenericViewSet):
+    """Your own API tokens (an Admin sees everyone's with `?all=1`)."""
+
+    serializer_class = s.TokenSerializer
+    write_role = access.VIEWER
+
+    def get_queryset(self):
+        tokens = ApiToken.objects.select_related("user")
+        if self.request.query_params.get("all") == "1" and access.has_role(self.request.user, ADMIN):
+            return tokens
+        return tokens.filter(user=self.request.user)
+
+    @extend_schema(request=s.TokenSerializer, responses={201: {"type": "object"}})
+    def create(self, request):
+        data = valid(s.TokenSerializer, request)
+        token, key = access.create_token(Actor.from_request(request), request.user, data["name"])
+        return Response({**s.TokenSerializer(token).data, "token": key}, status=status.HTTP_201_CREATED)
+
+    @extend_schema(request=None, responses={200: s.TokenSerializer})
+    @action(detail=True, methods=["post"])
+    def revoke(self, request, uuid=None):
+        token = self.get_object()
+        access.revoke_token(Actor.from_request(request), token)
+        return Response(s.TokenSerializer(token).data)
+
+
+class UserViewSet(mixins.ListModelMixin, viewsets.GenericViewSet):
+    queryset = VM.objects.none()
+    serializer_class = s.UserSerializer
+    permission_classes = [AdminOnly]
+
+    def get_queryset(self):
+        from django.contrib.auth.models import User
+
+        return User.objects.prefetch_related("groups").order_by("username")
+
+
+class ObtainToken(APIView):
+    """Trade a username and password for a new named API token, shown once."""
+
+    authentication_classes: list = []
+    permission_classes = [AllowAny]
+    throttle_scope = "login"
+
+    @extend_schema(request=s.ObtainTokenSerializer, responses={201: {"type": "object"}})
+    def post(self, request):
+        data = valid(s.ObtainTokenSerializer, request)
+        user = authenticate(request, username=data["username"], password=data["password"])
+        if user is None or access.role_of(user) is None:
+            raise AuthenticationFailed("Wrong username or password, or the user has no role.")
+        token, key = access.create_token(Actor(user=user, source_address=request.META.get("REMOTE_ADDR")),
+                                         user, data["name"])
+        return Response({"token": key, "name": token.name, "uuid": str(token.uuid)}, status=status.HTTP_201_CREATED)

@@ -1,0 +1,68 @@
+"""Disk files in a storage container: sparse creation and sparse-aware copies, shared by the drivers."""
+
+import os
+from pathlib import Path
+
+from .base import DriverError, ProgressCallback
+
+CHUNK = 4 * 1024 * 1024
+ISO9660_MAGIC_OFFSET = 16 * 2048 + 1
+
+
+def create_sparse(path: Path, size_bytes: int) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "ab") as handle:
+        handle.truncate(size_bytes)
+
+
+def _data_extents(fd: int, size: int):
+    """(start, end) of the regions holding data; holes are skipped so a copy stays sparse."""
+    offset = 0
+    while offset < size:
+        try:
+            start = os.lseek(fd, offset, os.SEEK_DATA)
+        except OSError:  # ENXIO: only a hole remains
+            return
+        end = os.lseek(fd, start, os.SEEK_HOLE)
+        yield start, end
+        offset = end
+
+
+def copy_sparse(source: Path, target: Path, progress: ProgressCallback) -> None:
+    """Copy through a `.part` file renamed at the end, so a crash never leaves a file that looks done."""
+    if target.exists():
+        return
+    if not source.is_file():
+        raise DriverError(f"source disk {source} does not exist")
+    partial = target.with_name(target.name + ".part")
+    partial.parent.mkdir(parents=True, exist_ok=True)
+    size = source.stat().st_size
+    with open(source, "rb") as src, open(partial, "wb") as dst:
+        dst.truncate(size)
+        for start, end in _data_extents(src.fileno(), size):
+            position = start
+            while position < end:
+                length = min(CHUNK, end - position)
+                written = os.copy_file_range(src.fileno(), dst.fileno(), length, position, position)
+                if written == 0:
+                    break
+                position += written
+                progress(position / size if size else 1.0)
+        dst.flush()
+        os.fsync(dst.fileno())
+    os.replace(partial, target)
+    progress(1.0)
+
+
+def remove(path: Path) -> None:
+    for candidate in (path, path.with_name(path.name + ".part")):
+        candidate.unlink(missing_ok=True)
+
+
+def is_iso9660(path: Path) -> bool:
+    try:
+        with open(path, "rb") as handle:
+            handle.seek(ISO9660_MAGIC_OFFSET)
+            return handle.read(5) == b"CD001"
+    except OSError:
+        return False

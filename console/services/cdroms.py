@@ -1,0 +1,80 @@
+"""Image ISOs in a VM's CD-ROM slots."""
+
+from pathlib import Path
+
+from django.db import transaction
+
+from ..models import VM, CdRom, Image, Task
+from . import audit
+from .actors import Actor
+from .errors import Conflict, InvalidRequest
+from .power import BUSY_STATES
+from .tasks import Progress, create_task, task_kind
+from .vms import driver_for
+
+
+def free_slot(vm: VM, purpose: str) -> CdRom:
+    """An empty CD-ROM of the VM; one is added when none is free and the VM is off."""
+    empty = vm.cdroms.filter(iso_path="").order_by("slot").first()
+    if empty is not None:
+        return empty
+    if vm.power_state != VM.PowerState.OFF:
+        raise Conflict({"slot": [f"VM {vm.name} has no empty CD-ROM and is {vm.power_state}: "
+                                 "eject one, or power the VM off so that a CD-ROM can be added"]})
+    last = vm.cdroms.order_by("-slot").first()
+    return CdRom.objects.create(vm=vm, slot=last.slot + 1 if last else 0, purpose=purpose)
+
+
+def request_insert(actor: Actor, vm: VM, image: Image, slot: int | None = None) -> Task:
+    if image.kind != Image.Kind.ISO:
+        raise InvalidRequest({"image": [f"{image.name} is a disk image, not an ISO"]})
+    if vm.power_state in BUSY_STATES:
+        raise Conflict({"vm": [f"VM {vm.name} is {vm.power_state}; wait for it to finish"]})
+    with transaction.atomic():
+        if slot is None:
+            cdrom = free_slot(vm, CdRom.Purpose.IMAGE)
+        else:
+            cdrom = vm.cdroms.filter(slot=slot).first()
+            if cdrom is None:
+                raise InvalidRequest({"slot": [f"VM {vm.name} has no CD-ROM in slot {slot}"]})
+            if cdrom.iso_path:
+                raise Conflict({"slot": [f"CD-ROM {slot} holds {Path(cdrom.iso_path).name}; eject it first"]})
+        cdrom.image, cdrom.iso_path, cdrom.purpose = image, str(image.path), CdRom.Purpose.IMAGE
+        cdrom.save()
+        task = create_task(actor, "vm.cdrom.insert", vm, queue=vm.host.queue, params={"slot": cdrom.slot})
+        audit.record(actor, "vm.cdrom.insert", vm, image=image.name, slot=cdrom.slot, task=str(task.uuid))
+    return task
+
+
+def _empty(task: Task) -> None:
+    CdRom.objects.filter(vm__uuid=task.entity_uuid, slot=task.params["slot"]).update(
+        iso_path="", image=None, purpose="")
+
+
+@task_kind("vm.cdrom.insert", abandon=_empty)
+def apply_insert(task: Task, progress: Progress) -> str:
+    cdrom = CdRom.objects.select_related("vm__host").get(vm__uuid=task.entity_uuid, slot=task.params["slot"])
+    driver_for(cdrom.vm).insert_cdrom(cdrom.vm, cdrom.slot, Path(cdrom.iso_path))
+    return f"{Path(cdrom.iso_path).name} inserted in CD-ROM {cdrom.slot}"
+
+
+def request_eject(actor: Actor, vm: VM, slot: int) -> Task:
+    cdrom = vm.cdroms.filter(slot=slot).first()
+    if cdrom is None:
+        raise InvalidRequest({"slot": [f"VM {vm.name} has no CD-ROM in slot {slot}"]})
+    if not cdrom.iso_path:
+        raise Conflict({"slot": [f"CD-ROM {slot} of {vm.name} is already empty"]})
+    if vm.power_state in BUSY_STATES:
+        raise Conflict({"vm": [f"VM {vm.name} is {vm.power_state}; wait for it to finish"]})
+    with transaction.atomic():
+        task = create_task(actor, "vm.cdrom.eject", vm, queue=vm.host.queue, params={"slot": slot})
+        audit.record(actor, "vm.cdrom.eject", vm, slot=slot, iso=Path(cdrom.iso_path).name, task=str(task.uuid))
+    return task
+
+
+@task_kind("vm.cdrom.eject")
+def apply_eject(task: Task, progress: Progress) -> str:
+    cdrom = CdRom.objects.select_related("vm__host").get(vm__uuid=task.entity_uuid, slot=task.params["slot"])
+    driver_for(cdrom.vm).eject_cdrom(cdrom.vm, cdrom.slot)
+    _empty(task)
+    return f"CD-ROM {cdrom.slot} ejected"

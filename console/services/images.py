@@ -1,0 +1,98 @@
+"""Images: uploads streamed straight into a storage container, hashed on the way, size-limited."""
+
+import hashlib
+import uuid
+from typing import BinaryIO
+
+from django.conf import settings
+from django.db import transaction
+
+from ..drivers import files
+from ..models import CdRom, Cluster, Image, StorageContainer, Task, VirtualDisk
+from ..models.inventory import name_validator
+from . import audit
+from .actors import Actor
+from .errors import Conflict, InvalidRequest, TooLarge, check_field
+from .tasks import Progress, create_task, finish
+from .vms import default_cluster
+
+CHUNK = 1024 * 1024
+
+
+def check_new_image(cluster: Cluster, name: str, kind: str, container: StorageContainer | None) -> StorageContainer:
+    check_field(name_validator, name, "name")
+    if kind not in Image.Kind.values:
+        raise InvalidRequest({"kind": [f"choose one of {', '.join(Image.Kind.values)}"]})
+    if Image.objects.filter(cluster=cluster, name=name).exists():
+        raise Conflict({"name": [f"an image named {name!r} already exists"]})
+    container = container or cluster.storage_containers.first()
+    if container is None:
+        raise InvalidRequest({"container": ["the cluster has no storage container"]})
+    if container.cluster_id != cluster.id:
+        raise InvalidRequest({"container": [f"container {container.name} is not in cluster {cluster.name}"]})
+    return container
+
+
+def receive_upload(actor: Actor, stream: BinaryIO, *, name: str, kind: str, content_length: int | None,
+                   container: StorageContainer | None = None) -> Task:
+    """Stream an upload into the container. The file appears under its final name only once complete
+    and checked; a cut-off, oversized or malformed upload leaves no file and no image, only a failed task."""
+    cluster = default_cluster()
+    container = check_new_image(cluster, name, kind, container)
+    limit = settings.FACET_IMAGE_UPLOAD_LIMIT
+    if content_length is None:
+        raise InvalidRequest({"file": ["send the image with a Content-Length header"]})
+    if content_length > limit:
+        raise TooLarge({"file": [f"{content_length} bytes is over the upload limit of {limit} bytes"]})
+    file_name = f"images/{uuid.uuid4()}.{'iso' if kind == Image.Kind.ISO else 'raw'}"
+    target = container.resolve(file_name)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    partial = target.with_name(target.name + ".part")
+    task = create_task(actor, "image.upload", None, enqueue=False, params={"name": name, "kind": kind})
+    task.entity_type, task.entity_name, task.status = "image", name, Task.Status.RUNNING
+    task.save()
+    progress = Progress(task)
+    digest, received = hashlib.sha256(), 0
+    try:
+        with open(partial, "wb") as out:
+            while received < content_length:
+                chunk = stream.read(min(CHUNK, content_length - received))
+                if not chunk:
+                    break
+                received += len(chunk)
+                digest.update(chunk)
+                out.write(chunk)
+                progress(100 * received / content_length, f"Received {received} of {content_length} bytes")
+        if received < content_length:
+            raise InvalidRequest({"file": [f"upload cut off after {received} of {content_length} bytes"]})
+        if kind == Image.Kind.ISO and not files.is_iso9660(partial):
+            raise InvalidRequest({"file": ["this file is not an ISO 9660 image (no CD001 signature)"]})
+        partial.rename(target)
+        with transaction.atomic():
+            image = Image.objects.create(cluster=cluster, name=name, kind=kind, container=container,
+                                         file_name=file_name, size_bytes=received, sha256=digest.hexdigest(),
+                                         created_by=actor.user)
+            task.entity_uuid = image.uuid
+            finish(task, Task.Status.SUCCEEDED, message=f"sha256 {image.sha256}")
+            audit.record(actor, "image.upload", image, sha256=image.sha256, size_bytes=received)
+    except BaseException as exc:
+        files.remove(target)
+        finish(task, Task.Status.FAILED, error=str(exc) or type(exc).__name__)
+        raise
+    finally:
+        partial.unlink(missing_ok=True)
+    return task
+
+
+def delete_image(actor: Actor, image: Image) -> None:
+    users = CdRom.objects.filter(image=image).select_related("vm")
+    if users.exists():
+        names = ", ".join(sorted({c.vm.name for c in users[:5]}))
+        raise Conflict({"image": [f"{image.name} is inserted in CD-ROMs of {names}; eject it first"]})
+    if VirtualDisk.objects.filter(container=image.container, backing_file=image.file_name).exists():
+        raise Conflict({"image": [f"{image.name} is the base of linked-clone disks; delete those VMs first"]})
+    with transaction.atomic():
+        audit.record(actor, "image.delete", image)
+        path = image.path
+        image.delete()
+    files.remove(path)

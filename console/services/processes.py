@@ -1,0 +1,44 @@
+"""The processes of one Facet installation, as `manage.py serve` starts them (and tests reuse)."""
+
+import shlex
+import sys
+from pathlib import Path
+
+from django.conf import settings
+
+from ..models import Host
+
+
+def worker_queues(host_names: list[str] | None = None) -> list[str]:
+    """`default` plus the queue of each host this worker serves (all hosts when none are named)."""
+    hosts = Host.objects.all() if not host_names else Host.objects.filter(name__in=host_names)
+    return ["default", *(host.queue for host in hosts)]
+
+
+def redis_command(socket_path: Path) -> str:
+    return shlex.join([
+        "redis-server", "--port", "0", "--unixsocket", str(socket_path), "--unixsocketperm", "700",
+        "--dir", str(settings.DATA_DIR), "--dbfilename", "redis.rdb", "--save", "60", "1", "--appendonly", "no",
+    ])
+
+
+def worker_command(queues: list[str], concurrency: int = 4) -> str:
+    return shlex.join([
+        sys.executable, "-m", "celery", "-A", "console", "worker", "--loglevel", "INFO",
+        "--pool", "threads", "--concurrency", str(concurrency), "-Q", ",".join(queues),
+        "--hostname", "worker@%h", "--without-gossip", "--without-mingle",
+    ])
+
+
+def beat_command() -> str:
+    return shlex.join([
+        sys.executable, "-m", "celery", "-A", "console", "beat", "--loglevel", "INFO",
+        "--schedule", str(Path(settings.DATA_DIR) / "celerybeat-schedule"),
+    ])
+
+
+def web_command(port: int, workers: int = 3) -> str:
+    return shlex.join([
+        sys.executable, "-m", "gunicorn", "console.wsgi:application", "--bind", f"127.0.0.1:{port}",
+        "--workers", str(workers), "--threads", "4", "--access-logfile", "-", "--timeout", "3600",
+    ])

@@ -1,0 +1,252 @@
+"""Task lifecycle: create with the intent, enqueue on commit, run with heartbeat and progress, end,
+roll up into a parent, and reap what a lost worker left behind.
+
+A kind of task is registered once with the function that does its work and, where a failure must undo
+written intent, the function that does so. Every run function is idempotent: a requeued task runs it
+again from the top and it skips what is already done."""
+
+import logging
+import threading
+import time
+import traceback
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import timedelta
+
+from django.conf import settings
+from django.db import close_old_connections, connections, transaction
+from django.db.models import Count, Q
+from django.utils import timezone
+
+from ..drivers import DriverError
+from ..models import Task
+from .actors import Actor
+from .errors import ServiceError
+
+log = logging.getLogger(__name__)
+Status = Task.Status
+
+
+class Progress:
+    """Writes percent and message at most once a second (and always the last word)."""
+
+    def __init__(self, task: Task) -> None:
+        self.task = task
+        self._last_write = 0.0
+
+    def __call__(self, percent: float, message: str | None = None) -> None:
+        self.task.percent = max(0, min(99, int(percent)))
+        if message is not None:
+            self.task.message = message[:255]
+        now = time.monotonic()
+        if now - self._last_write >= 1.0:
+            self._last_write = now
+            Task.objects.filter(pk=self.task.pk).update(
+                percent=self.task.percent, message=self.task.message, heartbeat_at=timezone.now())
+
+    def part(self, start: float, end: float, message: str | None = None) -> Callable[[float], None]:
+        """A callback mapping a step's own fraction [0, 1] into [start, end] percent."""
+        return lambda fraction: self(start + (end - start) * fraction, message)
+
+
+RunFunction = Callable[[Task, Progress], str | None]
+AbandonFunction = Callable[[Task], None]
+
+
+@dataclass(frozen=True)
+class Kind:
+    run: RunFunction
+    abandon: AbandonFunction | None = None
+
+
+KINDS: dict[str, Kind] = {}
+
+
+def task_kind(name: str, abandon: AbandonFunction | None = None):
+    """Register the decorated function as the work of tasks of this kind."""
+
+    def register(run: RunFunction) -> RunFunction:
+        KINDS[name] = Kind(run=run, abandon=abandon)
+        return run
+
+    return register
+
+
+def create_task(actor: Actor, kind: str, entity=None, *, queue: str = "default", parent: Task | None = None,
+                params: dict | None = None, enqueue: bool = True) -> Task:
+    """Write the task row and, once the surrounding transaction commits, hand it to a worker."""
+    task = Task.objects.create(
+        kind=kind, queue=queue, parent=parent, params=params or {}, created_by=actor.user,
+        entity_type=type(entity).__name__.lower() if entity is not None else "",
+        entity_uuid=getattr(entity, "uuid", None), entity_name=str(getattr(entity, "name", ""))[:80],
+        attempts=1,
+    )
+    if enqueue:
+        transaction.on_commit(lambda: send(task))
+    return task
+
+
+def end_at_once(actor: Actor, kind: str, entity, parent: Task | None, status: str, message: str) -> Task:
+    """A child of a bulk task that needs no work (already done) or cannot run (refused), ended now."""
+    task = create_task(actor, kind, entity, parent=parent, enqueue=False)
+    task.status, task.finished_at = status, timezone.now()
+    task.percent = 100 if status == Status.SUCCEEDED else 0
+    if status == Status.SUCCEEDED:
+        task.message = message[:255]
+    else:
+        task.error = message
+    task.save()
+    return task
+
+
+def send(task: Task) -> None:
+    from ..celery import app
+
+    result = app.send_task("facet.task.run", args=[str(task.uuid), task.attempts], queue=task.queue)
+    Task.objects.filter(pk=task.pk).update(celery_id=result.id)
+
+
+class Heartbeat(threading.Thread):
+    """Keeps `heartbeat_at` fresh while a run function works, even inside one long driver call."""
+
+    def __init__(self, task_pk: int) -> None:
+        super().__init__(daemon=True, name=f"heartbeat-{task_pk}")
+        self.task_pk = task_pk
+        self.stopped = threading.Event()
+
+    def run(self) -> None:
+        try:
+            while not self.stopped.wait(settings.FACET_TASK_HEARTBEAT_SECONDS):
+                Task.objects.filter(pk=self.task_pk, status=Status.RUNNING).update(heartbeat_at=timezone.now())
+        finally:
+            connections.close_all()
+
+    def stop(self) -> None:
+        self.stopped.set()
+        self.join()
+
+
+def _claim(task_uuid: str, attempt: int) -> Task | None:
+    """Mark the task running, unless this delivery is stale (the task ended or was requeued since)."""
+    with transaction.atomic():
+        task = Task.objects.select_for_update().filter(uuid=task_uuid).first()
+        if task is None or task.ended or task.attempts != attempt:
+            return None
+        now = timezone.now()
+        task.status, task.heartbeat_at = Status.RUNNING, now
+        task.started_at = task.started_at or now
+        task.save(update_fields=["status", "heartbeat_at", "started_at"])
+        return task
+
+
+def execute(task_uuid: str, attempt: int) -> None:
+    """Run one delivery of a task: what the Celery task `facet.task.run` does."""
+    close_old_connections()
+    task = _claim(task_uuid, attempt)
+    if task is None:
+        log.info("dropping stale delivery of task %s (attempt %s)", task_uuid, attempt)
+        return
+    kind = KINDS[task.kind]
+    heartbeat = Heartbeat(task.pk)
+    heartbeat.start()
+    try:
+        message = kind.run(task, Progress(task))
+    except (ServiceError, DriverError) as exc:
+        fail(task, str(exc))
+    except Exception as exc:
+        log.exception("task %s (%s) failed", task.uuid, task.kind)
+        fail(task, f"{type(exc).__name__}: {exc}\n\n{traceback.format_exc()}")
+    else:
+        finish(task, Status.SUCCEEDED, message=message or "Done")
+    finally:
+        heartbeat.stop()
+
+
+def fail(task: Task, error: str) -> None:
+    kind = KINDS.get(task.kind)
+    if kind and kind.abandon:
+        try:
+            kind.abandon(task)
+        except Exception:
+            log.exception("undoing task %s after its failure failed too", task.uuid)
+            error += "\n(cleanup after the failure also failed; see the worker log)"
+    finish(task, Status.FAILED, error=error)
+
+
+def finish(task: Task, status: str, message: str | None = None, error: str = "") -> None:
+    with transaction.atomic():
+        task.status, task.finished_at, task.error = status, timezone.now(), error
+        if status == Status.SUCCEEDED:
+            task.percent = 100
+        if message is not None:
+            task.message = message[:255]
+        task.save(update_fields=["status", "finished_at", "error", "percent", "message"])
+        if task.parent_id:
+            roll_up(task.parent_id)
+
+
+def roll_up(parent_pk: int) -> None:
+    """Recompute a bulk task from its children; the parent row lock makes concurrent children queue up."""
+    parent = Task.objects.select_for_update().get(pk=parent_pk)
+    counts = parent.children.aggregate(
+        total=Count("id"),
+        ended=Count("id", filter=Q(status__in=Task.ENDED)),
+        failed=Count("id", filter=Q(status=Status.FAILED)),
+        running=Count("id", filter=Q(status=Status.RUNNING)),
+    )
+    total, ended, failed = counts["total"], counts["ended"], counts["failed"]
+    parent.percent = 100 * ended // total if total else 100
+    parent.message = f"{ended} of {total} done" + (f", {failed} failed" if failed else "")
+    parent.heartbeat_at = timezone.now()
+    if ended == total:
+        parent.status = Status.FAILED if failed else Status.SUCCEEDED
+        parent.error = f"{failed} of {total} failed" if failed else ""
+        parent.finished_at = timezone.now()
+    elif ended or counts["running"]:
+        parent.status = Status.RUNNING
+        parent.started_at = parent.started_at or timezone.now()
+    parent.save()
+
+
+def start_bulk(parent: Task) -> None:
+    """After creating children (some possibly ended at once), bring the parent up to date."""
+    roll_up(parent.pk)
+
+
+def rerun(task: Task) -> Task:
+    """Run an ended, failed task (or a bulk task's unfinished children) again; done work is skipped."""
+    children = list(task.children.exclude(status=Status.SUCCEEDED)) if task.children.exists() else [task]
+    with transaction.atomic():
+        for child in children:
+            _requeue(child, "rerun")
+        if task.children.exists():
+            roll_up(task.pk)
+    return task
+
+
+def _requeue(task: Task, reason: str) -> None:
+    Task.objects.filter(pk=task.pk).update(
+        status=Status.QUEUED, attempts=task.attempts + 1, message=reason, error="", heartbeat_at=None,
+        finished_at=None)
+    task.refresh_from_db()
+    transaction.on_commit(lambda: send(task))
+
+
+def reap_stale() -> dict[str, int]:
+    """Requeue (or, after the last attempt, fail) running tasks whose worker stopped beating.
+
+    Without this a killed worker's task stays "running" until Redis redelivers it after the broker's
+    one-hour visibility timeout; that late delivery is then dropped as stale by `_claim`."""
+    cutoff = timezone.now() - timedelta(seconds=settings.FACET_TASK_STALE_SECONDS)
+    requeued = failed = 0
+    stale = Task.objects.filter(status=Status.RUNNING, heartbeat_at__lt=cutoff, children__isnull=True)
+    for task in stale:
+        with transaction.atomic():
+            if task.attempts < settings.FACET_TASK_MAX_ATTEMPTS:
+                _requeue(task, f"requeued: worker lost (no heartbeat for {settings.FACET_TASK_STALE_SECONDS:.0f} s)")
+                requeued += 1
+            else:
+                fail(task, f"worker lost: no heartbeat for {settings.FACET_TASK_STALE_SECONDS:.0f} s, "
+                           f"{task.attempts} attempts made")
+                failed += 1
+    return {"requeued": requeued, "failed": failed}

@@ -1,0 +1,292 @@
+"""Create, clone and delete VMs. The request functions validate everything first, then write the
+intended rows (a VM in state `creating`) with their task; `provision` and `destroy` do the work."""
+
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from django.db import IntegrityError, transaction
+from django.db.models import Q, Sum
+
+from ..drivers import get_driver
+from ..models import VM, CdRom, Cluster, Host, Image, Network, Nic, StorageContainer, Task, VirtualDisk
+from ..models.inventory import hostname_validator, name_validator
+from . import addressing, audit
+from .actors import Actor
+from .errors import Conflict, InvalidRequest, check_field
+from .tasks import Progress, create_task, task_kind
+
+MIN_DISK_BYTES = 1024**2
+MAX_DISK_BYTES = 64 * 1024**4
+MIN_MEMORY_BYTES = 32 * 1024**2
+
+
+@dataclass
+class NicSpec:
+    network: Network
+    ip: str | None = None  # None: DHCP; "auto": the next free address of the pool; else that address
+    mac: str | None = None  # None: a new one
+
+
+@dataclass
+class VMSpec:
+    name: str
+    vcpus: int
+    memory_bytes: int
+    cluster: Cluster | None = None
+    host: Host | None = None  # None: automatic placement
+    image: Image | None = None
+    container: StorageContainer | None = None
+    disk_sizes: list[int] = field(default_factory=list)
+    nics: list[NicSpec] = field(default_factory=list)
+    guest_os: str = VM.GuestOS.LINUX
+    hostname: str = ""
+    description: str = ""
+    is_template: bool = False
+    power_on: bool = False
+
+
+def driver_for(vm: VM):
+    if vm.host is None:
+        raise Conflict({"host": [f"VM {vm.name} is not placed on a host"]})
+    return get_driver(vm.host.driver_uri)
+
+
+def default_cluster() -> Cluster:
+    cluster = Cluster.objects.order_by("id").first()
+    if cluster is None:
+        raise InvalidRequest({"cluster": ["no cluster exists yet; create one first"]})
+    return cluster
+
+
+def check_new_name(cluster: Cluster, name: str, field_name: str = "name") -> None:
+    check_field(name_validator, name, field_name)
+    if VM.objects.filter(cluster=cluster, name=name).exists():
+        raise Conflict({field_name: [f"a VM named {name!r} already exists in cluster {cluster.name}"]})
+
+
+def hostname_from(name: str) -> str:
+    """The VM's name when it is a valid hostname, else its best cleaned form (may be empty)."""
+    candidate = re.sub(r"[^A-Za-z0-9-]+", "-", name).strip("-")[:63].strip("-")
+    return candidate
+
+
+def memory_in_use(host: Host) -> int:
+    on = host.vms.filter(power_state__in=[VM.PowerState.ON, VM.PowerState.PAUSED, VM.PowerState.CREATING])
+    return on.aggregate(total=Sum("memory_bytes"))["total"] or 0
+
+
+def place(cluster: Cluster, host: Host | None, vcpus: int, memory_bytes: int, field_name: str = "host") -> Host:
+    """The host a VM goes to: the one asked for, checked, or the enabled host with most free memory."""
+    if host is not None:
+        if host.cluster_id != cluster.id:
+            raise InvalidRequest({field_name: [f"host {host.name} is not in cluster {cluster.name}"]})
+        if not host.enabled:
+            raise Conflict({field_name: [f"host {host.name} is disabled"]})
+        if memory_bytes > host.memory_bytes:
+            raise InvalidRequest({"memory_bytes": [
+                f"{memory_bytes} bytes is more than host {host.name} has ({host.memory_bytes} bytes)"]})
+        if vcpus > host.cpus:
+            raise InvalidRequest({"vcpus": [f"{vcpus} vCPUs is more than host {host.name} has ({host.cpus})"]})
+        return host
+    hosts = [h for h in cluster.hosts.filter(enabled=True) if h.memory_bytes >= memory_bytes and h.cpus >= vcpus]
+    if not hosts:
+        raise InvalidRequest({"memory_bytes": [
+            f"no enabled host of cluster {cluster.name} has {vcpus} CPUs and {memory_bytes} bytes of memory"]})
+    return max(hosts, key=lambda h: h.memory_bytes - memory_in_use(h))
+
+
+def _validate_spec(spec: VMSpec) -> None:
+    if not 1 <= spec.vcpus <= 256:
+        raise InvalidRequest({"vcpus": ["a VM has 1 to 256 vCPUs"]})
+    if spec.memory_bytes < MIN_MEMORY_BYTES:
+        raise InvalidRequest({"memory_bytes": [f"a VM needs at least {MIN_MEMORY_BYTES} bytes of memory"]})
+    for i, size in enumerate(spec.disk_sizes):
+        if not MIN_DISK_BYTES <= size <= MAX_DISK_BYTES:
+            raise InvalidRequest({f"disks[{i}].size_bytes": [
+                f"a disk holds {MIN_DISK_BYTES} to {MAX_DISK_BYTES} bytes"]})
+    if spec.guest_os not in VM.GuestOS.values:
+        raise InvalidRequest({"guest_os": [f"choose one of {', '.join(VM.GuestOS.values)}"]})
+    if spec.is_template and spec.power_on:
+        raise InvalidRequest({"power_on": ["a template is never powered on"]})
+    if spec.hostname:
+        check_field(hostname_validator, spec.hostname, "hostname")
+
+
+def _new_nics(vm: VM, cluster: Cluster, nics: list[NicSpec]) -> list[Nic]:
+    macs: set[str] = set()
+    ips: dict[int, set[str]] = {}
+    rows = []
+    for i, nic in enumerate(nics):
+        if nic.network.cluster_id != cluster.id:
+            raise InvalidRequest({f"nics[{i}].network": [f"network {nic.network.name} is not in this cluster"]})
+        mac = addressing.normalize_mac(nic.mac, f"nics[{i}].mac") if nic.mac else addressing.new_mac(macs)
+        if mac in macs and nic.mac:
+            raise InvalidRequest({f"nics[{i}].mac": [f"{mac} is given twice"]})
+        macs.add(mac)
+        ip = None
+        if nic.ip:
+            ip = addressing.static_ip(nic.network, nic.ip, f"nics[{i}].ip", ips.setdefault(nic.network.id, set()))
+        rows.append(Nic(vm=vm, index=i, network=nic.network, mac=mac, ip=ip))
+    return rows
+
+
+def disk_file_name(vm: VM, index: int) -> str:
+    return f"vms/{vm.uuid}/disk{index}.raw"
+
+
+def request_create_vm(actor: Actor, spec: VMSpec) -> Task:
+    cluster = spec.cluster or default_cluster()
+    _validate_spec(spec)
+    check_new_name(cluster, spec.name)
+    host = place(cluster, spec.host, spec.vcpus, spec.memory_bytes)
+    image = spec.image
+    if image is not None and image.cluster_id != cluster.id:
+        raise InvalidRequest({"image": [f"image {image.name} is not in cluster {cluster.name}"]})
+    container = spec.container or (image.container if image else cluster.storage_containers.first())
+    if container is None:
+        raise InvalidRequest({"container": ["the cluster has no storage container"]})
+    sizes = list(spec.disk_sizes)
+    sources: dict[str, str] = {}
+    if image is not None and image.kind == Image.Kind.DISK:
+        sizes = sizes or [image.size_bytes]
+        sizes[0] = max(sizes[0], image.size_bytes)
+        sources["0"] = str(image.path)
+    try:
+        with transaction.atomic():
+            vm = VM.objects.create(
+                cluster=cluster, name=spec.name, host=host, vcpus=spec.vcpus, memory_bytes=spec.memory_bytes,
+                guest_os=spec.guest_os, hostname=spec.hostname or hostname_from(spec.name),
+                description=spec.description, is_template=spec.is_template, source_image=image)
+            Nic.objects.bulk_create(_new_nics(vm, cluster, spec.nics))
+            VirtualDisk.objects.bulk_create(
+                VirtualDisk(vm=vm, index=i, size_bytes=size, container=container, file_name=disk_file_name(vm, i))
+                for i, size in enumerate(sizes))
+            iso = image if image is not None and image.kind == Image.Kind.ISO else None
+            CdRom.objects.create(vm=vm, slot=0, image=iso, iso_path=str(iso.path) if iso else "",
+                                 purpose=CdRom.Purpose.IMAGE if iso else CdRom.Purpose.NONE)
+            task = create_task(actor, "vm.create", vm, queue=host.queue,
+                               params={"disk_sources": sources, "power_on": spec.power_on})
+            audit.record(actor, "vm.create", vm, task=str(task.uuid))
+    except IntegrityError as exc:
+        raise Conflict(f"another request changed the inventory at the same time ({exc}); try again") from None
+    return task
+
+
+def request_clone(actor: Actor, source: VM, name: str, *, host: Host | None = None, linked: bool = False,
+                  power_on: bool = False, parent: Task | None = None) -> Task:
+    """Clone a VM or template: same shape, new uuid, new MACs, new static IPs from the pools."""
+    if source.power_state in (VM.PowerState.CREATING, VM.PowerState.DELETING):
+        raise Conflict({"vm": [f"VM {source.name} is {source.power_state}; wait for it to finish"]})
+    check_new_name(source.cluster, name)
+    target_host = place(source.cluster, host or (source.host if source.host and source.host.enabled else None),
+                        source.vcpus, source.memory_bytes)
+    disks = list(source.disks.select_related("container"))
+    try:
+        with transaction.atomic():
+            vm = VM.objects.create(
+                cluster=source.cluster, name=name, host=target_host, vcpus=source.vcpus,
+                memory_bytes=source.memory_bytes, guest_os=source.guest_os, hostname=hostname_from(name),
+                description=source.description, parent=source, source_image=source.source_image)
+            nic_specs = [NicSpec(network=n.network, ip="auto" if n.ip else None) for n in source.nics.all()]
+            Nic.objects.bulk_create(_new_nics(vm, source.cluster, nic_specs))
+            VirtualDisk.objects.bulk_create(
+                VirtualDisk(vm=vm, index=d.index, size_bytes=d.size_bytes, container=d.container,
+                            file_name=disk_file_name(vm, d.index), backing_file=d.file_name if linked else "")
+                for d in disks)
+            CdRom.objects.bulk_create(
+                CdRom(vm=vm, slot=c.slot, image=c.image, iso_path=c.iso_path if c.purpose == "image" else "",
+                      purpose=c.purpose if c.purpose == "image" else "")
+                for c in source.cdroms.all())
+            task = create_task(actor, "vm.clone", vm, queue=target_host.queue, parent=parent, params={
+                "disk_sources": {str(d.index): str(d.path) for d in disks}, "linked": linked,
+                "power_on": power_on, "source": str(source.uuid)})
+            audit.record(actor, "vm.clone", vm, task=str(task.uuid), source=str(source.uuid), linked=linked)
+    except IntegrityError as exc:
+        raise Conflict(f"another request changed the inventory at the same time ({exc}); try again") from None
+    return task
+
+
+def _vm_of(task: Task) -> VM | None:
+    return VM.objects.select_related("host", "cluster").filter(uuid=task.entity_uuid).first()
+
+
+def provision(task: Task, progress: Progress) -> str:
+    """Make the disks, define the VM, insert its media and power it on if asked. Safe to rerun."""
+    vm = _vm_of(task)
+    if vm is None:
+        raise Conflict("the VM was deleted before it was created")
+    driver = driver_for(vm)
+    disks = list(vm.disks.select_related("container"))
+    sources = task.params.get("disk_sources", {})
+    for n, disk in enumerate(disks):
+        step = progress.part(80 * n / len(disks), 80 * (n + 1) / len(disks), f"Preparing disk {disk.index}")
+        source = sources.get(str(disk.index))
+        if source:
+            driver.clone_disk(Path(source), disk.path, task.params.get("linked", False), step)
+            if disk.path.stat().st_size < disk.size_bytes:
+                driver.create_disk(disk.path, disk.size_bytes)  # grows the copy to the asked size
+        else:
+            driver.create_disk(disk.path, disk.size_bytes)
+    progress(85, "Defining the VM")
+    driver.create(vm)
+    for cdrom in vm.cdroms.exclude(iso_path=""):
+        driver.insert_cdrom(vm, cdrom.slot, Path(cdrom.iso_path))
+    state = driver.power(vm, "power-on") if task.params.get("power_on") else driver.state(vm)
+    VM.objects.filter(pk=vm.pk).update(power_state=state)
+    return f"{vm.name} created" + (" and powered on" if state == "on" else "")
+
+
+def abandon_new_vm(task: Task) -> None:
+    """A create or clone that failed for good leaves no half-made VM: its domain, files and rows go."""
+    vm = _vm_of(task)
+    if vm is not None:
+        _remove_everywhere(vm)
+
+
+def _remove_everywhere(vm: VM) -> None:
+    driver = driver_for(vm)
+    driver.delete(vm)
+    for disk in vm.disks.select_related("container"):
+        driver.delete_disk(disk.path)
+    disk_dirs = {disk.path.parent for disk in vm.disks.select_related("container")}
+    vm.delete()
+    for directory in disk_dirs:
+        if directory.is_dir() and not any(directory.iterdir()):
+            directory.rmdir()
+
+
+task_kind("vm.create", abandon=abandon_new_vm)(provision)
+task_kind("vm.clone", abandon=abandon_new_vm)(provision)
+
+
+def request_delete(actor: Actor, vm: VM, parent: Task | None = None) -> Task:
+    if vm.power_state in (VM.PowerState.CREATING, VM.PowerState.DELETING):
+        raise Conflict({"vm": [f"VM {vm.name} is {vm.power_state}; wait for it to finish"]})
+    file_names = vm.disks.values_list("file_name", flat=True)
+    dependents = VirtualDisk.objects.filter(~Q(vm=vm), backing_file__in=list(file_names))
+    if dependents.exists():
+        names = ", ".join(sorted({d.vm.name for d in dependents.select_related("vm")[:5]}))
+        raise Conflict({"vm": [f"the disks of {vm.name} back linked clones ({names}); delete those first"]})
+    with transaction.atomic():
+        previous = vm.power_state
+        VM.objects.filter(pk=vm.pk).update(power_state=VM.PowerState.DELETING)
+        task = create_task(actor, "vm.delete", vm, queue=vm.host.queue if vm.host else "default", parent=parent,
+                           params={"previous_state": previous})
+        audit.record(actor, "vm.delete", vm, task=str(task.uuid))
+    return task
+
+
+@task_kind("vm.delete", abandon=lambda task: VM.objects.filter(uuid=task.entity_uuid).update(
+    power_state=task.params.get("previous_state", VM.PowerState.UNKNOWN)))
+def destroy(task: Task, progress: Progress) -> str:
+    vm = _vm_of(task)
+    if vm is None:
+        return "already deleted"
+    driver = driver_for(vm)
+    if driver.state(vm) in ("on", "paused"):
+        progress(20, "Powering off")
+        driver.power(vm, "power-off")
+    progress(50, "Removing the VM and its disks")
+    _remove_everywhere(vm)
+    return f"{task.entity_name} deleted"

@@ -1,0 +1,6 @@
+from django.apps import AppConfig
+
+
+class CustomizationConfig(AppConfig):
+    name = "customization"
+    verbose_name = "OS customization"

@@ -1,0 +1,6 @@
+from django.apps import AppConfig
+
+
+class NgtConfig(AppConfig):
+    name = "ngt"
+    verbose_name = "Guest Tools"
