@@ -8,6 +8,7 @@ from rest_framework.decorators import action
 from rest_framework.exceptions import AuthenticationFailed, ValidationError
 from rest_framework.permissions import AllowAny
 from rest_framework.response import Response
+from rest_framework.throttling import ScopedRateThrottle
 from rest_framework.views import APIView
 
 from ..filtersets import AuditEventFilterSet, TaskFilterSet, VMFilterSet
@@ -16,6 +17,7 @@ from ..services import access, bulk, cdroms, images, power, vms
 from ..services.actors import Actor
 from ..services.tasks import rerun
 from . import serializers as s
+from .authentication import ApiTokenAuthentication
 from .permissions import AdminOnly
 
 ADMIN = access.ADMIN
@@ -225,8 +227,9 @@ class UserViewSet(mixins.ListModelMixin, viewsets.GenericViewSet):
 class ObtainToken(APIView):
     """Trade a username and password for a new named API token, shown once."""
 
-    authentication_classes: list = []
+    authentication_classes = [ApiTokenAuthentication]  # none needed; present so failures answer 401
     permission_classes = [AllowAny]
+    throttle_classes = [ScopedRateThrottle]
     throttle_scope = "login"
 
     @extend_schema(request=s.ObtainTokenSerializer, responses={201: {"type": "object"}})

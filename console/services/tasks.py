@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 
 from django.conf import settings
-from django.db import close_old_connections, connections, transaction
+from django.db import connections, transaction
 from django.db.models import Count, Q
 from django.utils import timezone
 
@@ -140,8 +140,8 @@ def _claim(task_uuid: str, attempt: int) -> Task | None:
 
 
 def execute(task_uuid: str, attempt: int) -> None:
-    """Run one delivery of a task: what the Celery task `facet.task.run` does."""
-    close_old_connections()
+    """Run one delivery of a task: what the Celery task `facet.task.run` does. (Celery's Django fixup
+    closes stale database connections around each task.)"""
     task = _claim(task_uuid, attempt)
     if task is None:
         log.info("dropping stale delivery of task %s (attempt %s)", task_uuid, attempt)

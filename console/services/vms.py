@@ -89,10 +89,13 @@ def place(cluster: Cluster, host: Host | None, vcpus: int, memory_bytes: int, fi
         if vcpus > host.cpus:
             raise InvalidRequest({"vcpus": [f"{vcpus} vCPUs is more than host {host.name} has ({host.cpus})"]})
         return host
-    hosts = [h for h in cluster.hosts.filter(enabled=True) if h.memory_bytes >= memory_bytes and h.cpus >= vcpus]
+    enabled = list(cluster.hosts.filter(enabled=True))
+    if not any(h.cpus >= vcpus for h in enabled):
+        raise InvalidRequest({"vcpus": [f"no enabled host of cluster {cluster.name} has {vcpus} CPUs"]})
+    hosts = [h for h in enabled if h.memory_bytes >= memory_bytes and h.cpus >= vcpus]
     if not hosts:
         raise InvalidRequest({"memory_bytes": [
-            f"no enabled host of cluster {cluster.name} has {vcpus} CPUs and {memory_bytes} bytes of memory"]})
+            f"no enabled host of cluster {cluster.name} with {vcpus} CPUs has {memory_bytes} bytes of memory"]})
     return max(hosts, key=lambda h: h.memory_bytes - memory_in_use(h))
 
 

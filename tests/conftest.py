@@ -1,0 +1,100 @@
+"""Shared fixtures: a small cluster on the sim driver whose storage container is a temporary directory,
+users of every role, and a way to run queued tasks in-process (integration tests use a real worker)."""
+
+import pytest
+from django.contrib.auth.models import Group, User
+from rest_framework.test import APIClient
+
+from console.models import Cluster, Host, Image, Network, StorageContainer, Task
+from console.services import access
+from console.services.actors import Actor
+from console.services.demo import demo_iso_bytes
+from console.services.tasks import execute
+from console.drivers import files
+
+MiB = 1024**2
+GiB = 1024**3
+
+
+@pytest.fixture
+def cluster(db, tmp_path):
+    cluster = Cluster.objects.create(name="test", virtual_ip="127.0.0.10")
+    container_dir = tmp_path / "container"
+    container_dir.mkdir()
+    container = StorageContainer.objects.create(cluster=cluster, name="default", path=str(container_dir))
+    for number in (1, 2):
+        Host.objects.create(cluster=cluster, name=f"host-{number}", address=f"127.0.0.{number + 1}",
+                            cpus=8, memory_bytes=16 * GiB)
+    Network.objects.create(cluster=cluster, name="lan", vlan=10, cidr="10.0.0.0/24", gateway="10.0.0.1",
+                           pool_start="10.0.0.100", pool_end="10.0.0.102")
+    disk = container.resolve("images/base.raw")
+    files.create_sparse(disk, 8 * MiB)
+    with open(disk, "r+b") as handle:  # some data, so a full copy has something to copy
+        handle.write(b"bootsector" * 100)
+    Image.objects.create(cluster=cluster, name="base-disk", kind="disk", container=container,
+                         file_name="images/base.raw", size_bytes=8 * MiB)
+    iso = container.resolve("images/tools.iso")
+    iso.write_bytes(demo_iso_bytes())
+    Image.objects.create(cluster=cluster, name="rescue-iso", kind="iso", container=container,
+                         file_name="images/tools.iso", size_bytes=iso.stat().st_size)
+    return cluster
+
+
+def make_user(username: str, role: str | None) -> User:
+    user = User.objects.create_user(username=username, password="correct-horse-battery")
+    if role:
+        user.groups.add(Group.objects.get_or_create(name=role)[0])
+    return user
+
+
+@pytest.fixture
+def admin(db):
+    return make_user("alice", access.ADMIN)
+
+
+@pytest.fixture
+def operator(db):
+    return make_user("oscar", access.OPERATOR)
+
+
+@pytest.fixture
+def viewer(db):
+    return make_user("vera", access.VIEWER)
+
+
+@pytest.fixture
+def actor(admin):
+    return Actor(user=admin, source_address="127.0.0.1")
+
+
+def client_for(user: User | None) -> APIClient:
+    client = APIClient()
+    if user is not None:
+        _, key = access.create_token(Actor(user=user), user, "test")
+        client.credentials(HTTP_AUTHORIZATION=f"Token {key}")
+    return client
+
+
+@pytest.fixture
+def api(admin):
+    return client_for(admin)
+
+
+@pytest.fixture
+def run_tasks():
+    """Run every queued task in-process, as a worker would, until none is left; returns them."""
+
+    def run() -> list[Task]:
+        done = []
+        while task := Task.objects.filter(status=Task.Status.QUEUED, children__isnull=True).order_by("id").first():
+            execute(str(task.uuid), task.attempts)
+            task.refresh_from_db()
+            done.append(task)
+        return done
+
+    return run
+
+
+@pytest.fixture(autouse=True)
+def fast_password_hashing(settings):
+    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
