@@ -5,12 +5,12 @@ import pytest
 from django.contrib.auth.models import Group, User
 from rest_framework.test import APIClient
 
+from console.drivers import files
 from console.models import Cluster, Host, Image, Network, StorageContainer, Task
 from console.services import access
 from console.services.actors import Actor
 from console.services.demo import demo_iso_bytes
 from console.services.tasks import execute
-from console.drivers import files
 
 MiB = 1024**2
 GiB = 1024**3

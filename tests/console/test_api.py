@@ -3,10 +3,10 @@
 import hashlib
 
 import pytest
-from django.test.utils import CaptureQueriesContext
 from django.db import connection
+from django.test.utils import CaptureQueriesContext
 
-from console.models import VM, ApiToken, CdRom, AuditEvent, Host, Image, Network, Task
+from console.models import VM, ApiToken, AuditEvent, CdRom, Host, Image, Network, Task
 from console.services import demo
 from tests.conftest import client_for
 

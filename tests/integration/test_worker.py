@@ -1,0 +1,78 @@
+"""Tasks through a real redis-server and real Celery worker and beat processes."""
+
+import pytest
+
+from console.models import VM, Host, Image, SimDomain, Task
+from console.services import vms
+
+from .conftest import wait_for
+
+pytestmark = [pytest.mark.slow, pytest.mark.django_db(transaction=True)]
+GiB = 1024**3
+
+
+def wait_until_ended(task: Task, timeout: float = 60) -> Task:
+    def ended():
+        task.refresh_from_db()
+        return task.ended
+
+    wait_for(ended, timeout, f"task {task.kind} to end")
+    return task
+
+
+def slow_host(cluster) -> Host:
+    """A host whose every hypervisor call takes 2 s, so a test can kill the worker mid-task."""
+    return Host.objects.create(cluster=cluster, name="slow", driver_uri="sim://?delay=2", cpus=8,
+                               memory_bytes=16 * GiB)
+
+
+def source_vm(actor, celery_processes) -> VM:
+    task = vms.request_create_vm(actor, vms.VMSpec(name="source", vcpus=1, memory_bytes=GiB,
+                                                   image=Image.objects.get(name="base-disk"),
+                                                   host=Host.objects.get(name="host-1")))
+    assert wait_until_ended(task).status == "succeeded", task.error
+    return VM.objects.get(name="source")
+
+
+def test_clone_end_to_end(cluster, actor, celery_processes):
+    celery_processes.worker()
+    source = source_vm(actor, celery_processes)
+    task = vms.request_clone(actor, source, "clone-1", power_on=True)
+    assert wait_until_ended(task).status == "succeeded", task.error
+    assert task.percent == 100 and task.heartbeat_at is not None
+    clone = VM.objects.get(name="clone-1")
+    assert clone.power_state == "on" and clone.parent == source
+    assert clone.disks.get().path.read_bytes()[:10] == b"bootsector"
+
+
+def test_a_killed_worker_task_is_requeued_and_finished_once(cluster, actor, celery_processes):
+    slow = slow_host(cluster)  # before the worker starts, which listens to the queue of each host
+    worker = celery_processes.worker()
+    source = source_vm(actor, celery_processes)
+    task = vms.request_clone(actor, source, "survivor", host=slow)
+    wait_for(lambda: Task.objects.filter(pk=task.pk, status="running").exists(), 30, "the clone to start")
+    celery_processes.kill(worker)
+
+    celery_processes.worker()
+    celery_processes.beat()
+    assert wait_until_ended(task, timeout=90).status == "succeeded", task.error
+    assert task.attempts == 2
+    clone = VM.objects.get(name="survivor")
+    assert SimDomain.objects.filter(uuid=clone.uuid).count() == 1
+    disk_dir = clone.disks.get().path.parent
+    assert sorted(p.name for p in disk_dir.iterdir()) == ["disk0.raw"]  # no leftover .part file
+
+
+def test_a_killed_worker_task_fails_cleanly_after_the_last_attempt(cluster, actor, celery_processes):
+    slow = slow_host(cluster)  # before the worker starts, which listens to the queue of each host
+    worker = celery_processes.worker()
+    source = source_vm(actor, celery_processes)
+    task = vms.request_clone(actor, source, "doomed", host=slow)
+    wait_for(lambda: Task.objects.filter(pk=task.pk, status="running").exists(), 30, "the clone to start")
+    celery_processes.kill(worker)
+
+    celery_processes.worker(FACET_TASK_MAX_ATTEMPTS="1")
+    celery_processes.beat()
+    assert wait_until_ended(task, timeout=60).status == "failed"
+    assert "worker lost" in task.error
+    assert not VM.objects.filter(name="doomed").exists()  # no half-made VM
