@@ -1,3 +1,2 @@
-from .celery import app as celery_app
-
-__all__ = ["celery_app"]
+"""The Facet console. The Celery app lives in `console.celery` (found by `celery -A console`); it is
+not imported here so that the `facet` CLI in `console.cli` starts without loading Celery."""

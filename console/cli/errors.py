@@ -6,6 +6,7 @@ USAGE = 2
 UNREACHABLE = 3
 TASK_FAILED = 4
 SERVER_ERROR = 5
+BUG = 70
 INTERRUPTED = 130
 
 EXIT_CODES = (
@@ -17,6 +18,8 @@ EXIT_CODES = (
                   "is unknown or revoked)"),
     (TASK_FAILED, "the task failed or was cancelled (with --wait)"),
     (SERVER_ERROR, "the server failed (HTTP 5xx)"),
+    (BUG, "a bug in facet itself (a traceback is printed): please report it"),
+    (INTERRUPTED, "interrupted (Ctrl-C); a task being waited for goes on"),
 )
 
 
@@ -57,3 +60,9 @@ class ServerError(CliError):
 
 class TaskFailed(CliError):
     exit_code = TASK_FAILED
+
+
+class Interrupted(CliError):
+    """Ctrl-C; a task being waited for goes on."""
+
+    exit_code = INTERRUPTED

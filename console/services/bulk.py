@@ -41,7 +41,7 @@ def request_bulk(actor: Actor, action: str, vms) -> Task:
         raise InvalidRequest({"action": [f"unknown bulk action {action!r}; use one of {', '.join(BULK_ACTIONS)}"]})
     vms = list(vms.select_related("host", "cluster")[: MAX_BULK_VMS + 1])
     if not vms:
-        raise InvalidRequest({"uuids": ["no VM matches"]})
+        raise InvalidRequest("no VM matches the selection")
     if len(vms) > MAX_BULK_VMS:
         raise InvalidRequest({"uuids": [f"at most {MAX_BULK_VMS} VMs in one bulk action"]})
     with transaction.atomic():
