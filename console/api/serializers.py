@@ -1,5 +1,3 @@
-import ipaddress
-
 from django.contrib.auth.models import User
 from rest_framework import serializers
 
@@ -19,6 +17,8 @@ from ..models import (
     VirtualDisk,
 )
 from ..services.access import role_of
+from ..services.errors import InvalidRequest
+from ..services.networks import check_addressing
 
 
 def by_uuid(queryset, **kwargs) -> serializers.SlugRelatedField:
@@ -67,27 +67,14 @@ class NetworkSerializer(serializers.ModelSerializer):
         model = Network
         fields = ["uuid", "name", "cluster", "vlan", "cidr", "gateway", "dns_servers", "pool_start", "pool_end"]
 
-    def validate_cidr(self, value: str) -> str:
-        try:
-            return str(ipaddress.ip_network(value, strict=False))
-        except ValueError:
-            raise serializers.ValidationError(f"{value!r} is not a subnet such as 10.0.0.0/24") from None
-
     def validate(self, attrs):
-        data = {**({} if self.instance is None else NetworkSerializer(self.instance).data), **attrs}
-        subnet = ipaddress.ip_network(data["cidr"], strict=False)
-        for field in ("gateway", "pool_start", "pool_end"):
-            if data.get(field) and ipaddress.ip_address(data[field]) not in subnet:
-                raise serializers.ValidationError({field: f"{data[field]} is outside {subnet}"})
-        if bool(data.get("pool_start")) != bool(data.get("pool_end")):
-            raise serializers.ValidationError({"pool_end": "give both ends of the pool, or neither"})
-        if data.get("pool_start") and ipaddress.ip_address(data["pool_start"]) > ipaddress.ip_address(data["pool_end"]):
-            raise serializers.ValidationError({"pool_end": "the pool ends before it starts"})
-        for dns in filter(None, (d.strip() for d in data.get("dns_servers", "").split(","))):
-            try:
-                ipaddress.ip_address(dns)
-            except ValueError:
-                raise serializers.ValidationError({"dns_servers": f"{dns!r} is not an IP address"}) from None
+        current = {} if self.instance is None else NetworkSerializer(self.instance).data
+        values = {**current, **attrs}
+        try:
+            attrs["cidr"] = check_addressing(values.get("cidr", ""), values.get("gateway"), values.get("pool_start"),
+                                             values.get("pool_end"), values.get("dns_servers", ""))
+        except InvalidRequest as error:
+            raise serializers.ValidationError(error.errors) from None
         return attrs
 
 

@@ -2,6 +2,7 @@
 templates and a fleet of VMs. Bulk inserts, so `--vms 10000` takes seconds."""
 
 import io
+import ipaddress
 import itertools
 import secrets
 from pathlib import Path
@@ -94,6 +95,8 @@ def seed(vm_count: int = 60) -> dict:
 def _attach_devices(vms: list[VM], container: StorageContainer, network: Network, base: Image) -> None:
     """Disks as linked clones of the demo image (sparse files), a NIC each, an empty CD-ROM, sim domains."""
     taken = set(Nic.objects.values_list("mac", flat=True))
+    used_ips = set(Nic.objects.filter(network=network, ip__isnull=False).values_list("ip", flat=True))
+    free_ips = (ip for ip in (str(ipaddress.ip_address(n)) for n in network.pool()) if ip not in used_ips)
     macs = (m for m in (f"52:54:01:{n >> 16 & 255:02x}:{n >> 8 & 255:02x}:{n & 255:02x}"
                         for n in itertools.count(1)) if m not in taken)
     disks, nics, cdroms, domains = [], [], [], []
@@ -102,7 +105,9 @@ def _attach_devices(vms: list[VM], container: StorageContainer, network: Network
         files.create_sparse(container.resolve(file_name), 0)
         disks.append(VirtualDisk(vm=vm, index=0, size_bytes=base.size_bytes, container=container,
                                  file_name=file_name, backing_file=base.file_name))
-        nics.append(Nic(vm=vm, index=0, network=network, mac=next(macs)))
+        # Most demo VMs have a static address from the pool; every fourth uses DHCP.
+        ip = next(free_ips, None) if vm.pk % 4 else None
+        nics.append(Nic(vm=vm, index=0, network=network, mac=next(macs), ip=ip))
         cdroms.append(CdRom(vm=vm, slot=0))
         domains.append(SimDomain(uuid=vm.uuid, host_name=vm.host.name if vm.host else "", power_state=vm.power_state))
     for model, rows in ((VirtualDisk, disks), (Nic, nics), (CdRom, cdroms), (SimDomain, domains)):

@@ -2,6 +2,7 @@
 processes sharing the test database file."""
 
 import os
+import shlex
 import shutil
 import signal
 import subprocess
@@ -73,7 +74,7 @@ class Processes:
 
     def start(self, name: str, command: str, ready_line: str | None, **env: str) -> subprocess.Popen:
         log = self.log_dir / f"{name}-{len(self.running)}.log"
-        process = subprocess.Popen(command, shell=True, cwd=ROOT, env=self.env(**env), start_new_session=True,
+        process = subprocess.Popen(shlex.split(command), cwd=ROOT, env=self.env(**env), start_new_session=True,
                                    stdout=log.open("w"), stderr=subprocess.STDOUT)
         self.running.append(process)
         if ready_line:

@@ -1,0 +1,84 @@
+"""What every console view shares: role checks, the actor of a request, and turning service errors into
+messages or form errors."""
+
+import uuid
+from collections.abc import Callable
+from functools import wraps
+
+from django.contrib import messages
+from django.contrib.auth.decorators import login_required
+from django.core.exceptions import PermissionDenied
+from django.core.paginator import Paginator
+from django.shortcuts import redirect
+
+from ..models import Task
+from ..services.access import has_role
+from ..services.actors import Actor
+from ..services.errors import ServiceError
+
+PAGE_SIZES = (25, 50, 100, 200)
+
+
+def role_required(role: str | None = None) -> Callable:
+    """Log-in required; with a role, users below it get 403 (the UI hides what they may not use)."""
+
+    def decorate(view):
+        @login_required
+        @wraps(view)
+        def wrapper(request, *args, **kwargs):
+            if role is None and not has_role(request.user, "Viewer"):
+                raise PermissionDenied("Your account has no role yet; ask an administrator.")
+            if role is not None and not has_role(request.user, role):
+                raise PermissionDenied(f"This needs the {role} role.")
+            return view(request, *args, **kwargs)
+
+        return wrapper
+
+    return decorate
+
+
+def actor(request) -> Actor:
+    return Actor.from_request(request)
+
+
+def task_started(request, task: Task, next_url: str):
+    """After a service accepted a change: say so, with a link to its task, and go back."""
+    messages.success(request, f"Task started: {task.kind} {task.entity_name}", extra_tags=f"task:{task.uuid}")
+    return redirect(next_url)
+
+
+def refuse(request, error: ServiceError, next_url: str):
+    for field, problems in error.errors.items():
+        label = "" if field == "detail" else f"{field}: "
+        for problem in problems:
+            messages.error(request, f"{label}{problem}")
+    return redirect(next_url)
+
+
+def paginate(request, queryset, default: int = 50):
+    """A page of the queryset; the page size is remembered in the session."""
+    size = request.GET.get("page_size") or request.session.get("page_size") or default
+    try:
+        size = int(size)
+    except ValueError:
+        size = default
+    size = size if size in PAGE_SIZES else default
+    if request.session.get("page_size") != size:
+        request.session["page_size"] = size
+    return Paginator(queryset, size).get_page(request.GET.get("page"))
+
+
+def as_uuid(value: str | None) -> uuid.UUID | None:
+    """A form value as a UUID, or None when it is not one (so a lookup finds nothing instead of failing)."""
+    try:
+        return uuid.UUID(str(value))
+    except ValueError:
+        return None
+
+
+def query_without(request, *keys: str) -> str:
+    """The current query string minus some keys, to build sort and page links."""
+    query = request.GET.copy()
+    for key in keys:
+        query.pop(key, None)
+    return query.urlencode()

@@ -1,0 +1,66 @@
+"""Images, networks, storage containers."""
+
+from django.conf import settings
+from django.contrib import messages
+from django.db.models import Count, Sum
+from django.shortcuts import get_object_or_404, redirect, render
+from django.urls import reverse
+from django.views.decorators.http import require_POST
+
+from ..forms.inventory import NetworkForm
+from ..models import Image, Network, StorageContainer
+from ..services import audit, images
+from ..services.access import ADMIN, OPERATOR
+from ..services.errors import ServiceError
+from ..services.vms import default_cluster
+from .base import actor, refuse, role_required
+
+
+@role_required()
+def image_list(request):
+    return render(request, "console/image_list.html", {
+        "images": Image.objects.select_related("container", "created_by"),
+        "containers": StorageContainer.objects.all(),
+        "upload_limit": settings.FACET_IMAGE_UPLOAD_LIMIT,
+    })
+
+
+@require_POST
+@role_required(OPERATOR)
+def image_delete(request, uuid):
+    image = get_object_or_404(Image.objects.select_related("container"), uuid=uuid)
+    try:
+        images.delete_image(actor(request), image)
+    except ServiceError as error:
+        return refuse(request, error, reverse("image-list"))
+    messages.success(request, f"Image {image.name} deleted")
+    return redirect("image-list")
+
+
+@role_required()
+def network_list(request):
+    form = NetworkForm()
+    return render(request, "console/network_list.html", {
+        "networks": Network.objects.annotate(nic_count=Count("nics")), "form": form})
+
+
+@role_required(ADMIN)
+def network_create(request):
+    form = NetworkForm(request.POST or None)
+    if request.method == "POST" and form.is_valid():
+        try:
+            form.instance.cluster = default_cluster()
+        except ServiceError as error:
+            return refuse(request, error, reverse("network-list"))
+        network = form.save()
+        audit.record(actor(request), "network.create", network)
+        messages.success(request, f"Network {network.name} created")
+        return redirect("network-list")
+    status = 400 if request.method == "POST" else 200
+    return render(request, "console/network_form.html", {"form": form}, status=status)
+
+
+@role_required()
+def storage_list(request):
+    containers = StorageContainer.objects.annotate(provisioned=Sum("disks__size_bytes"), disk_count=Count("disks"))
+    return render(request, "console/storage_list.html", {"containers": containers})

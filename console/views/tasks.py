@@ -1,0 +1,60 @@
+from django.core.paginator import Paginator
+from django.db.models import Count
+from django.shortcuts import get_object_or_404, redirect, render
+from django.urls import reverse
+from django.views.decorators.http import require_POST
+
+from ..filtersets import TaskFilterSet
+from ..models import Task
+from ..services.access import OPERATOR
+from ..services.tasks import rerun
+from .base import paginate, query_without, role_required
+
+LIVE = [Task.Status.QUEUED, Task.Status.RUNNING]
+
+
+@role_required()
+def task_list(request):
+    """Running tasks first, then recent ones; htmx refreshes the table once a second while any runs."""
+    filterset = TaskFilterSet(request.GET, queryset=Task.objects.filter(parent__isnull=True)
+                              .select_related("created_by"))
+    queryset = filterset.qs if filterset.is_valid() else Task.objects.none()
+    running = list(queryset.filter(status__in=LIVE)[:50])
+    page = paginate(request, queryset.exclude(status__in=LIVE))
+    template = "console/partials/task_tables.html" if request.htmx else "console/task_list.html"
+    return render(request, template, {"filterset": filterset, "running": running, "page": page,
+                                      "query": query_without(request, "page")})
+
+
+@role_required()
+def task_detail(request, uuid):
+    task = get_object_or_404(Task.objects.select_related("created_by", "parent"), uuid=uuid)
+    children = Paginator(task.children.order_by("id"), 100).get_page(request.GET.get("page"))
+    template = "console/partials/task_panel.html" if request.htmx else "console/task_detail.html"
+    return render(request, template, {"task": task, "children": children,
+                                      "counts": _child_counts(task) if children.paginator.count else None})
+
+
+@role_required()
+def task_children(request, uuid):
+    task = get_object_or_404(Task, uuid=uuid)
+    return render(request, "console/partials/task_children.html",
+                  {"task": task, "children": task.children.order_by("id")[:200]})
+
+
+@role_required()
+def running_indicator(request):
+    count = Task.objects.filter(status__in=LIVE, parent__isnull=True).count()
+    return render(request, "console/partials/running_indicator.html", {"running_tasks": count})
+
+
+@require_POST
+@role_required(OPERATOR)
+def task_rerun(request, uuid):
+    task = get_object_or_404(Task, uuid=uuid, status=Task.Status.FAILED)
+    rerun(task)
+    return redirect(reverse("task-detail", args=[uuid]))
+
+
+def _child_counts(task: Task) -> dict:
+    return dict(task.children.values_list("status").annotate(n=Count("id")))
