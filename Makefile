@@ -7,7 +7,7 @@ PORT ?= 8000
 export FACET_DATA_DIR ?= $(CURDIR)/var
 # Debian packages the console and its tests need; apt-get installs them when we are root.
 SYSTEM_PACKAGES := redis-server genisoimage
-TEST_SYSTEM_PACKAGES :=
+TEST_SYSTEM_PACKAGES := chromium
 
 .PHONY: run test setup system-packages test-system-packages lint bench clean
 

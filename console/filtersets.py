@@ -8,7 +8,24 @@ from django.db.models import Q
 from .models import VM, AuditEvent, Task
 
 
-class VMFilterSet(filters.FilterSet):
+class FilterSet(filters.FilterSet):
+    """A form's "Any" option sends an empty value; for a multiple-choice filter that means no filter."""
+
+    def __init__(self, data=None, *args, **kwargs):
+        if data is not None:
+            data = data.copy()
+            for name, declared in self.base_filters.items():
+                if isinstance(declared, filters.MultipleChoiceFilter) and name in data:
+                    values = data.getlist(name) if hasattr(data, "getlist") else data[name]
+                    values = [v for v in (values if isinstance(values, list) else [values]) if v]
+                    if hasattr(data, "setlist"):
+                        data.setlist(name, values)
+                    else:
+                        data[name] = values
+        super().__init__(data, *args, **kwargs)
+
+
+class VMFilterSet(FilterSet):
     search = filters.CharFilter(method="filter_search", label="Name contains")
     power_state = filters.MultipleChoiceFilter(choices=VM.PowerState.choices)
     host = filters.CharFilter(method="filter_host", label="Host (uuid or name)")
@@ -28,7 +45,7 @@ class VMFilterSet(filters.FilterSet):
         return queryset.filter(**{field: value})
 
 
-class TaskFilterSet(filters.FilterSet):
+class TaskFilterSet(FilterSet):
     status = filters.MultipleChoiceFilter(choices=Task.Status.choices)
     kind = filters.CharFilter()
     entity = filters.UUIDFilter(field_name="entity_uuid")
@@ -44,7 +61,7 @@ class TaskFilterSet(filters.FilterSet):
         return queryset.filter(parent__uuid=value) if _looks_like_uuid(value) else queryset.none()
 
 
-class AuditEventFilterSet(filters.FilterSet):
+class AuditEventFilterSet(FilterSet):
     user = filters.CharFilter(field_name="username")
     action = filters.CharFilter(field_name="action", lookup_expr="startswith")
     entity = filters.UUIDFilter(field_name="entity_uuid")

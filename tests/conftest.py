@@ -11,6 +11,7 @@ from console.services import access
 from console.services.actors import Actor
 from console.services.demo import demo_iso_bytes
 from console.services.tasks import execute
+from tests.realparts import celery_processes, pytest_runtest_makereport, redis_url  # noqa: F401  (shared fixtures)
 
 MiB = 1024**2
 GiB = 1024**3
@@ -96,5 +97,7 @@ def run_tasks():
 
 
 @pytest.fixture(autouse=True)
-def fast_password_hashing(settings):
+def test_settings(settings, tmp_path):
+    """Fast password hashing, and a data directory of the test's own (the demo seed writes disk files)."""
     settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+    settings.DATA_DIR = tmp_path / "data"

@@ -10,6 +10,7 @@ from django.db import transaction
 from ..drivers import files
 from ..models import CdRom, Cluster, Image, StorageContainer, Task, VirtualDisk
 from ..models.inventory import name_validator
+from ..units import iec
 from . import audit
 from .actors import Actor
 from .errors import Conflict, InvalidRequest, TooLarge, check_field
@@ -43,7 +44,7 @@ def receive_upload(actor: Actor, stream: BinaryIO, *, name: str, kind: str, cont
     if content_length is None:
         raise InvalidRequest({"file": ["send the image with a Content-Length header"]})
     if content_length > limit:
-        raise TooLarge({"file": [f"{content_length} bytes is over the upload limit of {limit} bytes"]})
+        raise TooLarge({"file": [f"{iec(content_length)} is over the upload limit of {iec(limit)}"]})
     file_name = f"images/{uuid.uuid4()}.{'iso' if kind == Image.Kind.ISO else 'raw'}"
     target = container.resolve(file_name)
     target.parent.mkdir(parents=True, exist_ok=True)

@@ -30,10 +30,10 @@ def worker_command(queues: list[str], concurrency: int = 4) -> str:
     ])
 
 
-def beat_command() -> str:
+def beat_command(schedule: Path | None = None) -> str:
     return shlex.join([
         sys.executable, "-m", "celery", "-A", "console", "beat", "--loglevel", "INFO",
-        "--schedule", str(Path(settings.DATA_DIR) / "celerybeat-schedule"),
+        "--schedule", str(schedule or Path(settings.DATA_DIR) / "celerybeat-schedule"),
     ])
 
 

@@ -11,6 +11,7 @@ from django.db.models import Q, Sum
 from ..drivers import get_driver
 from ..models import VM, CdRom, Cluster, Host, Image, Network, Nic, StorageContainer, Task, VirtualDisk
 from ..models.inventory import hostname_validator, name_validator
+from ..units import iec
 from . import addressing, audit
 from .actors import Actor
 from .errors import Conflict, InvalidRequest, check_field
@@ -85,7 +86,7 @@ def place(cluster: Cluster, host: Host | None, vcpus: int, memory_bytes: int, fi
             raise Conflict({field_name: [f"host {host.name} is disabled"]})
         if memory_bytes > host.memory_bytes:
             raise InvalidRequest({"memory_bytes": [
-                f"{memory_bytes} bytes is more than host {host.name} has ({host.memory_bytes} bytes)"]})
+                f"{iec(memory_bytes)} is more than host {host.name} has ({iec(host.memory_bytes)})"]})
         if vcpus > host.cpus:
             raise InvalidRequest({"vcpus": [f"{vcpus} vCPUs is more than host {host.name} has ({host.cpus})"]})
         return host
@@ -95,7 +96,7 @@ def place(cluster: Cluster, host: Host | None, vcpus: int, memory_bytes: int, fi
     hosts = [h for h in enabled if h.memory_bytes >= memory_bytes and h.cpus >= vcpus]
     if not hosts:
         raise InvalidRequest({"memory_bytes": [
-            f"no enabled host of cluster {cluster.name} with {vcpus} CPUs has {memory_bytes} bytes of memory"]})
+            f"no enabled host of cluster {cluster.name} with {vcpus} CPUs has {iec(memory_bytes)} of memory"]})
     return max(hosts, key=lambda h: h.memory_bytes - memory_in_use(h))
 
 
@@ -103,11 +104,11 @@ def _validate_spec(spec: VMSpec) -> None:
     if not 1 <= spec.vcpus <= 256:
         raise InvalidRequest({"vcpus": ["a VM has 1 to 256 vCPUs"]})
     if spec.memory_bytes < MIN_MEMORY_BYTES:
-        raise InvalidRequest({"memory_bytes": [f"a VM needs at least {MIN_MEMORY_BYTES} bytes of memory"]})
+        raise InvalidRequest({"memory_bytes": [f"a VM needs at least {iec(MIN_MEMORY_BYTES)} of memory"]})
     for i, size in enumerate(spec.disk_sizes):
         if not MIN_DISK_BYTES <= size <= MAX_DISK_BYTES:
             raise InvalidRequest({f"disks[{i}].size_bytes": [
-                f"a disk holds {MIN_DISK_BYTES} to {MAX_DISK_BYTES} bytes"]})
+                f"a disk holds {iec(MIN_DISK_BYTES)} to {iec(MAX_DISK_BYTES)}"]})
     if spec.guest_os not in VM.GuestOS.values:
         raise InvalidRequest({"guest_os": [f"choose one of {', '.join(VM.GuestOS.values)}"]})
     if spec.is_template and spec.power_on:

@@ -1,23 +1,16 @@
 from django import template
 
+from ..units import iec
+
 register = template.Library()
 
-UNITS = ["B", "KiB", "MiB", "GiB", "TiB", "PiB"]
-
-
-@register.filter
-def iec(value) -> str:
+@register.filter(name="iec")
+def iec_filter(value) -> str:
     """Bytes as people read them: 4 GiB, 512 MiB, 1.5 TiB."""
     try:
-        size = float(value or 0)
+        return iec(float(value or 0))
     except (TypeError, ValueError):
         return ""
-    unit = 0
-    while size >= 1024 and unit < len(UNITS) - 1:
-        size /= 1024
-        unit += 1
-    text = f"{size:.1f}".rstrip("0").rstrip(".")
-    return f"{text} {UNITS[unit]}"
 
 
 @register.filter

@@ -54,6 +54,8 @@ def test_vm_list_searches_filters_sorts_and_remembers_the_page_size(client, clus
     client = logged_in(client, viewer)
     body = client.get("/vms/", {"search": "web", "ordering": "-memory_bytes"}).content.decode()
     assert "web-00001" in body and "db-00003" not in body
+    body = client.get("/vms/", {"power_state": "", "search": "web"}).content.decode()  # "Any"
+    assert "web-00001" in body
     body = client.get("/vms/", {"power_state": "paused"}).content.decode()
     assert "mail-00007" in body and "web-00001" not in body
     client.get("/vms/", {"page_size": "25"})
@@ -120,7 +122,7 @@ def test_create_form_shows_errors_beside_the_fields(client, cluster, operator):
         "disks-TOTAL_FORMS": "3", "disks-INITIAL_FORMS": "0", "nics-TOTAL_FORMS": "2", "nics-INITIAL_FORMS": "0"})
     assert response.status_code == 400
     errors = response.context["form"].errors
-    assert "memory_gib" in errors and "bytes of memory" in errors["memory_gib"][0]
+    assert "memory_gib" in errors and "99 GiB of memory" in errors["memory_gib"][0]
     assert 'id="id_memory_gib-error"' in response.content.decode()
     assert not VM.objects.filter(name="big").exists()
 

@@ -4,8 +4,7 @@ import pytest
 
 from console.models import VM, Host, Image, SimDomain, Task
 from console.services import vms
-
-from .conftest import wait_for
+from tests.realparts import wait_for
 
 pytestmark = [pytest.mark.slow, pytest.mark.django_db(transaction=True)]
 GiB = 1024**3

@@ -1,4 +1,4 @@
-"""Real parts for integration tests: a redis-server on a private unix socket and Celery worker and beat
+"""Real parts for integration and browser tests: a redis-server on a private unix socket and Celery worker and beat
 processes sharing the test database file."""
 
 import os
@@ -87,9 +87,7 @@ class Processes:
                           "ready.", **env)
 
     def beat(self, **env: str) -> subprocess.Popen:
-        return self.start("beat", processes.beat_command().replace(
-            str(Path(settings.DATA_DIR) / "celerybeat-schedule"), str(self.log_dir / "beat-schedule")),
-            "beat: Starting", **env)
+        return self.start("beat", processes.beat_command(self.log_dir / "beat-schedule"), "beat: Starting", **env)
 
     @staticmethod
     def kill(process: subprocess.Popen) -> None:

@@ -1,0 +1,108 @@
+"""What an administrator does in the browser, end to end."""
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from playwright.sync_api import expect
+
+from console.models import VM
+from console.services import demo
+from tests.conftest import make_user
+
+pytestmark = [pytest.mark.slow, pytest.mark.django_db(transaction=True)]
+
+
+@pytest.fixture
+def seeded(cluster):
+    """The demo fleet, and an admin who logs in with a known password."""
+    demo.seed(12)
+    make_user("admin-e2e", "Admin")
+
+
+def log_in(page) -> None:
+    page.goto("/login/")
+    page.get_by_label("Username").fill("admin-e2e")
+    page.get_by_label("Password").fill("correct-horse-battery")
+    page.get_by_role("button", name="Log in").click()
+    expect(page.get_by_role("heading", name="Dashboard")).to_be_visible()
+
+
+def test_list_power_and_bulk_journey(page, seeded, celery_processes, screenshots):
+    celery_processes.worker()
+    log_in(page)
+    page.screenshot(path=screenshots / "dashboard.png", full_page=True)
+
+    page.get_by_role("link", name="VMs", exact=True).click()
+    page.get_by_label("Search").fill("web")
+    page.get_by_role("button", name="Apply", exact=True).click()
+    rows = page.locator("table.vm-table tbody tr")
+    expect(rows).to_have_count(VM.objects.filter(name__contains="web", is_template=False).count())
+    page.get_by_label("Search").fill("")
+    page.locator("select[name=power_state]").select_option("off")
+    page.get_by_role("button", name="Apply", exact=True).click()
+    off = VM.objects.filter(power_state="off", is_template=False).count()
+    expect(rows).to_have_count(off)
+    page.screenshot(path=screenshots / "vm-list.png", full_page=True)
+
+    # Open a running VM and power it off; follow its task to 100 %.
+    running = VM.objects.filter(power_state="on").order_by("name").first()
+    page.goto(f"/vms/{running.uuid}/")
+    expect(page.get_by_role("heading", name=running.name)).to_be_visible()
+    page.screenshot(path=screenshots / "vm-detail.png", full_page=True)
+    page.once("dialog", lambda dialog: dialog.accept())
+    page.get_by_role("button", name="power-off").click()
+    page.get_by_role("link", name="follow the task").click()
+    expect(page.locator("#task-panel .progress")).to_have_attribute("aria-valuenow", "100")
+    expect(page.locator("#task-panel .badge.status-succeeded")).to_be_visible()
+    page.screenshot(path=screenshots / "task-detail.png", full_page=True)
+    running.refresh_from_db()
+    assert running.power_state == "off"
+
+    # Select three powered-off VMs and power them on in one bulk task.
+    page.goto("/vms/?power_state=off")
+    boxes = page.locator("input[name=uuids]")
+    chosen = [boxes.nth(i).get_attribute("value") for i in range(3)]
+    for i in range(3):
+        boxes.nth(i).check()
+    expect(page.locator("#selected-count")).to_have_text("3 selected")
+    page.get_by_label("Action", exact=True).select_option("power-on")
+    page.get_by_role("button", name="Apply to VMs").click()
+    expect(page.locator("#task-panel .badge.status-succeeded").first).to_be_visible()
+    expect(page.get_by_role("heading", name="Children 3")).to_be_visible()
+    assert set(VM.objects.filter(uuid__in=chosen).values_list("power_state", flat=True)) == {"on"}
+    page.goto("/tasks/")
+    page.screenshot(path=screenshots / "tasks.png", full_page=True)
+
+
+def test_create_with_a_bad_value_shows_the_error_beside_the_field(page, seeded, screenshots):
+    log_in(page)
+    page.goto("/vms/new/")
+    page.locator("#id_name").fill("too-big")
+    page.locator("#id_memory_gib").fill("4096")
+    page.get_by_role("button", name="Create VM").click()
+    error = page.locator("#id_memory_gib-error")
+    expect(error).to_contain_text("TiB of memory")
+    # beside the field: inside the same field block as the memory input
+    expect(page.locator(".field.has-error", has=page.locator("#id_memory_gib"))).to_contain_text("TiB of memory")
+    page.screenshot(path=screenshots / "create-error.png", full_page=True)
+    assert not VM.objects.filter(name="too-big").exists()
+
+
+def test_token_made_in_the_browser_works_with_the_cli(page, seeded, live_server, screenshots):
+    log_in(page)
+    page.get_by_role("link", name="Settings").click()
+    page.get_by_label("Token name").fill("cli-e2e")
+    page.get_by_role("button", name="Create token").click()
+    token = page.locator("#new-token-value").inner_text()
+    page.screenshot(path=screenshots / "settings-token.png", full_page=True)
+
+    facet = Path(sys.executable).with_name("facet")
+    command = [str(facet)] if facet.exists() else [sys.executable, "-m", "console.cli"]
+    env = {**os.environ, "FACET_URL": live_server.url, "FACET_TOKEN": token, "XDG_CONFIG_HOME": str(screenshots)}
+    result = subprocess.run([*command, "vm", "list", "search=web"], env=env, capture_output=True, text=True,
+                            timeout=60)
+    assert result.returncode == 0, result.stderr
+    assert "web-00001" in result.stdout and "db-00003" not in result.stdout
