@@ -6,6 +6,7 @@ from drf_spectacular.utils import extend_schema
 from rest_framework import mixins, status, viewsets
 from rest_framework.decorators import action
 from rest_framework.exceptions import AuthenticationFailed, ValidationError
+from rest_framework.parsers import BaseParser
 from rest_framework.permissions import AllowAny
 from rest_framework.response import Response
 from rest_framework.throttling import ScopedRateThrottle
@@ -32,6 +33,16 @@ def valid(serializer_class, request) -> dict:
     serializer = serializer_class(data=request.data)
     serializer.is_valid(raise_exception=True)
     return serializer.validated_data
+
+
+class StreamedBody(BaseParser):
+    """Accepts any body and leaves it unread, for the view to stream (CSRF checks on session-authenticated
+    requests look at request.POST, which would otherwise make DRF parse, and buffer, the upload)."""
+
+    media_type = "*/*"
+
+    def parse(self, stream, media_type=None, parser_context=None) -> dict:
+        return {}
 
 
 class ByUuid:
@@ -74,7 +85,7 @@ class ImageViewSet(ByUuid, mixins.ListModelMixin, mixins.RetrieveModelMixin, mix
 
     @extend_schema(request={"application/octet-stream": {"type": "string", "format": "binary"}},
                    responses={202: s.TaskSerializer})
-    @action(detail=False, methods=["post"], parser_classes=[])
+    @action(detail=False, methods=["post"], parser_classes=[StreamedBody])
     def upload(self, request):
         """Upload an image as the raw request body: `?name=NAME&kind=disk|iso[&container=UUID]`."""
         container = None

@@ -106,3 +106,30 @@ def test_token_made_in_the_browser_works_with_the_cli(page, seeded, live_server,
                             timeout=60)
     assert result.returncode == 0, result.stderr
     assert "web-00001" in result.stdout and "db-00003" not in result.stdout
+
+
+def test_image_upload_shows_progress_then_the_hash_and_refuses_a_fake_iso(page, seeded, tmp_path, screenshots):
+    import hashlib
+
+    from console.models import Image
+    from console.services.demo import demo_iso_bytes
+
+    iso = tmp_path / "tools.iso"
+    iso.write_bytes(demo_iso_bytes())
+    fake = tmp_path / "fake.iso"
+    fake.write_bytes(b"not an iso at all" * 100)
+    log_in(page)
+    page.goto("/images/")
+    page.get_by_label("Name").fill("uploaded-iso")
+    page.get_by_label("Kind").select_option("iso")
+    page.get_by_label("File").set_input_files(str(fake))
+    page.get_by_role("button", name="Upload").click()
+    expect(page.locator("#upload-result")).to_contain_text("not an ISO 9660 image")
+    assert not Image.objects.filter(name="uploaded-iso").exists()
+
+    page.get_by_label("File").set_input_files(str(iso))
+    page.get_by_role("button", name="Upload").click()
+    expect(page.locator("#upload-result")).to_contain_text(hashlib.sha256(iso.read_bytes()).hexdigest())
+    expect(page.locator("#upload-progress")).to_have_attribute("aria-valuenow", "100")
+    page.screenshot(path=screenshots / "images-upload.png", full_page=True)
+    assert Image.objects.get(name="uploaded-iso").size_bytes == iso.stat().st_size
