@@ -27,7 +27,7 @@ class FilterSet(filters.FilterSet):
 
 class VMFilterSet(FilterSet):
     search = filters.CharFilter(method="filter_search", label="Name contains")
-    power_state = filters.MultipleChoiceFilter(choices=VM.PowerState.choices)
+    power_state = filters.MultipleChoiceFilter(choices=VM.PowerState.choices, distinct=False)
     host = filters.CharFilter(method="filter_host", label="Host (uuid or name)")
     cluster = filters.UUIDFilter(field_name="cluster__uuid")
     is_template = filters.BooleanFilter()
@@ -46,7 +46,7 @@ class VMFilterSet(FilterSet):
 
 
 class TaskFilterSet(FilterSet):
-    status = filters.MultipleChoiceFilter(choices=Task.Status.choices)
+    status = filters.MultipleChoiceFilter(choices=Task.Status.choices, distinct=False)
     kind = filters.CharFilter()
     entity = filters.UUIDFilter(field_name="entity_uuid")
     parent = filters.CharFilter(method="filter_parent", label="Parent task uuid, or 'none' for top-level tasks")

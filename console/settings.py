@@ -30,6 +30,10 @@ PUBLIC_URL = os.environ.get("FACET_PUBLIC_URL", "http://127.0.0.1:8000").rstrip(
 ALLOWED_HOSTS = [h for h in os.environ.get("FACET_ALLOWED_HOSTS", "*").split(",") if h]
 CSRF_TRUSTED_ORIGINS = [PUBLIC_URL]
 CLUSTER_VIP = os.environ.get("FACET_CLUSTER_VIP", "127.0.0.10")
+if PUBLIC_URL.startswith("https://"):
+    # Served over TLS by a reverse proxy that says so in X-Forwarded-Proto.
+    SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+    SESSION_COOKIE_SECURE = CSRF_COOKIE_SECURE = True
 
 INSTALLED_APPS = [
     "django.contrib.admin",
@@ -156,13 +160,14 @@ REST_FRAMEWORK = {
     "DEFAULT_PERMISSION_CLASSES": ["console.api.permissions.RolePermission"],
     "DEFAULT_FILTER_BACKENDS": [
         "django_filters.rest_framework.DjangoFilterBackend",
-        "rest_framework.filters.SearchFilter",
-        "rest_framework.filters.OrderingFilter",
+        "console.api.filters.StableOrderingFilter",
     ],
     "DEFAULT_PAGINATION_CLASS": "console.api.pagination.Pagination",
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
     "EXCEPTION_HANDLER": "console.api.errors.exception_handler",
     "DEFAULT_THROTTLE_RATES": {"login": os.environ.get("FACET_LOGIN_RATE", "30/minute")},
+    # Behind a reverse proxy, FACET_NUM_PROXIES=1 makes throttling use the client's address it forwards.
+    "NUM_PROXIES": int(os.environ["FACET_NUM_PROXIES"]) if os.environ.get("FACET_NUM_PROXIES") else None,
     "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer",
                                  "rest_framework.renderers.BrowsableAPIRenderer"],
 }

@@ -13,8 +13,21 @@ from rest_framework.throttling import ScopedRateThrottle
 from rest_framework.views import APIView
 
 from ..filtersets import AuditEventFilterSet, TaskFilterSet, VMFilterSet
-from ..models import VM, ApiToken, AuditEvent, Cluster, Host, Image, Network, Nic, StorageContainer, Task
-from ..services import access, bulk, cdroms, images, power, vms
+from ..models import (
+    VM,
+    ApiToken,
+    AuditEvent,
+    CdRom,
+    Cluster,
+    Host,
+    Image,
+    Network,
+    Nic,
+    StorageContainer,
+    Task,
+    VirtualDisk,
+)
+from ..services import access, audit, bulk, cdroms, images, power, vms
 from ..services.actors import Actor
 from ..services.tasks import rerun
 from . import serializers as s
@@ -50,13 +63,31 @@ class ByUuid:
     lookup_value_regex = "[0-9a-fA-F-]{36}"
 
 
-class ClusterViewSet(ByUuid, viewsets.ModelViewSet):
+class AuditedModelViewSet(ByUuid, viewsets.ModelViewSet):
+    """Plain inventory records (clusters, hosts, containers, networks): every write is audited."""
+
+    def _record(self, verb: str, instance) -> None:
+        kind = type(instance).__name__.lower()
+        audit.record(Actor.from_request(self.request), f"{kind}.{verb}", instance, entity_type=kind)
+
+    def perform_create(self, serializer):
+        self._record("create", serializer.save())
+
+    def perform_update(self, serializer):
+        self._record("update", serializer.save())
+
+    def perform_destroy(self, instance):
+        self._record("delete", instance)
+        instance.delete()
+
+
+class ClusterViewSet(AuditedModelViewSet):
     queryset = Cluster.objects.all()
     serializer_class = s.ClusterSerializer
     write_role = ADMIN
 
 
-class HostViewSet(ByUuid, viewsets.ModelViewSet):
+class HostViewSet(AuditedModelViewSet):
     queryset = Host.objects.select_related("cluster")
     serializer_class = s.HostSerializer
     write_role = ADMIN
@@ -64,13 +95,13 @@ class HostViewSet(ByUuid, viewsets.ModelViewSet):
     ordering_fields = ["name"]
 
 
-class StorageContainerViewSet(ByUuid, viewsets.ModelViewSet):
+class StorageContainerViewSet(AuditedModelViewSet):
     queryset = StorageContainer.objects.select_related("cluster")
     serializer_class = s.StorageContainerSerializer
     write_role = ADMIN
 
 
-class NetworkViewSet(ByUuid, viewsets.ModelViewSet):
+class NetworkViewSet(AuditedModelViewSet):
     queryset = Network.objects.select_related("cluster")
     serializer_class = s.NetworkSerializer
     write_role = ADMIN
@@ -107,7 +138,8 @@ class ImageViewSet(ByUuid, mixins.ListModelMixin, mixins.RetrieveModelMixin, mix
 class VMViewSet(ByUuid, mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.GenericViewSet):
     queryset = VM.objects.select_related("cluster", "host", "parent").prefetch_related(
         Prefetch("nics", queryset=Nic.objects.select_related("network")),
-        "disks__container", "cdroms__image")
+        Prefetch("disks", queryset=VirtualDisk.objects.select_related("container")),
+        Prefetch("cdroms", queryset=CdRom.objects.select_related("image")))
     serializer_class = s.VMSerializer
     filterset_class = VMFilterSet
     ordering_fields = ["name", "power_state", "vcpus", "memory_bytes", "created_at", "host__name", "guest_os"]

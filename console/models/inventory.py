@@ -165,7 +165,8 @@ class VM(models.Model):
     class Meta:
         ordering = ["name"]
         constraints = [models.UniqueConstraint(fields=["cluster", "name"], name="vm_name_per_cluster")]
-        indexes = [models.Index(fields=["power_state"]), models.Index(fields=["is_template", "name"])]
+        indexes = [models.Index(fields=["power_state"]), models.Index(fields=["is_template", "name"]),
+                   models.Index(fields=["name"])]
 
     def __str__(self) -> str:
         return self.name

@@ -25,6 +25,7 @@ from .errors import ServiceError
 
 log = logging.getLogger(__name__)
 Status = Task.Status
+UNSENT_GRACE_SECONDS = 30  # a task created this long ago that never reached the broker is sent again
 
 
 class Progress:
@@ -100,9 +101,15 @@ def end_at_once(actor: Actor, kind: str, entity, parent: Task | None, status: st
 
 
 def send(task: Task) -> None:
+    """Hand the task to the broker. If the broker cannot be reached the task stays queued without a
+    Celery id, and the reaper sends it again; the request that asked for it still succeeds."""
     from ..celery import app
 
-    result = app.send_task("facet.task.run", args=[str(task.uuid), task.attempts], queue=task.queue)
+    try:
+        result = app.send_task("facet.task.run", args=[str(task.uuid), task.attempts], queue=task.queue)
+    except Exception:
+        log.exception("could not send task %s to the broker; the reaper will retry", task.uuid)
+        return
     Task.objects.filter(pk=task.pk).update(celery_id=result.id)
 
 
@@ -130,7 +137,9 @@ def _claim(task_uuid: str, attempt: int) -> Task | None:
     """Mark the task running, unless this delivery is stale (the task ended or was requeued since)."""
     with transaction.atomic():
         task = Task.objects.select_for_update().filter(uuid=task_uuid).first()
-        if task is None or task.ended or task.attempts != attempt:
+        # Only a queued task of this attempt runs: a redelivery of a message whose task is already running
+        # (the broker's visibility timeout passed) or was requeued since is dropped.
+        if task is None or task.status != Status.QUEUED or task.attempts != attempt:
             return None
         now = timezone.now()
         task.status, task.heartbeat_at = Status.RUNNING, now
@@ -249,4 +258,9 @@ def reap_stale() -> dict[str, int]:
                 fail(task, f"worker lost: no heartbeat for {settings.FACET_TASK_STALE_SECONDS:.0f} s, "
                            f"{task.attempts} attempts made")
                 failed += 1
+    unsent = Task.objects.filter(status=Status.QUEUED, celery_id="", children__isnull=True,
+                                 created_at__lt=timezone.now() - timedelta(seconds=UNSENT_GRACE_SECONDS))
+    for task in unsent:
+        send(task)
+        requeued += 1
     return {"requeued": requeued, "failed": failed}

@@ -306,3 +306,34 @@ def test_an_image_in_use_cannot_be_deleted(cluster, actor, run_tasks):
     CdRom.objects.update(image=None, iso_path="")
     images.delete_image(actor, iso)
     assert not iso.path.exists()
+
+
+def test_a_running_task_is_not_started_twice(cluster, actor):
+    task = vms.request_create_vm(actor, spec())
+    Task.objects.filter(pk=task.pk).update(status="running")  # a broker redelivery while it runs
+    execute(str(task.uuid), task.attempts)
+    task.refresh_from_db()
+    assert task.status == "running" and task.finished_at is None
+
+
+def test_a_task_the_broker_never_got_is_sent_again(cluster, actor, monkeypatch, django_capture_on_commit_callbacks):
+    from console.celery import app
+
+    def broker_down(*args, **kwargs):
+        raise ConnectionError("redis is down")
+
+    monkeypatch.setattr(app, "send_task", broker_down)
+    with django_capture_on_commit_callbacks(execute=True):
+        task = vms.request_create_vm(actor, spec())  # the request still succeeds
+    task.refresh_from_db()
+    assert task.status == "queued" and task.celery_id == ""
+
+    sent = []
+    monkeypatch.setattr(app, "send_task", lambda name, args, queue: sent.append((args, queue)) or
+                        type("Result", (), {"id": "abc"})())
+    assert reap_stale()["requeued"] == 0  # within the grace period
+    Task.objects.filter(pk=task.pk).update(created_at=timezone.now() - timedelta(minutes=5))
+    assert reap_stale()["requeued"] == 1
+    assert sent == [([str(task.uuid), 1], task.queue)]
+    task.refresh_from_db()
+    assert task.celery_id == "abc"
