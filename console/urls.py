@@ -8,4 +8,6 @@ urlpatterns = [
     path("api/docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="api-docs"),
     path("admin/", admin.site.urls),
     path("", include("console.views.urls")),
+    path("", include("ngt.urls")),
+    path("", include("customization.urls")),
 ]

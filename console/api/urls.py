@@ -1,4 +1,4 @@
-from django.urls import path
+from django.urls import include, path
 from rest_framework.routers import DefaultRouter
 
 from . import views
@@ -15,4 +15,9 @@ router.register("audit", views.AuditEventViewSet)
 router.register("tokens", views.TokenViewSet, basename="apitoken")
 router.register("users", views.UserViewSet, basename="user")
 
-urlpatterns = [path("auth/token/", views.ObtainToken.as_view(), name="obtain-token"), *router.urls]
+urlpatterns = [
+    path("auth/token/", views.ObtainToken.as_view(), name="obtain-token"),
+    path("", include("ngt.api.urls")),
+    path("", include("customization.api.urls")),
+    *router.urls,
+]
