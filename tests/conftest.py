@@ -6,8 +6,8 @@ from django.contrib.auth.models import Group, User
 from rest_framework.test import APIClient
 
 from console.drivers import files
-from console.models import Cluster, Host, Image, Network, StorageContainer, Task
-from console.services import access
+from console.models import VM, Cluster, Host, Image, Network, StorageContainer, Task
+from console.services import access, vms
 from console.services.actors import Actor
 from console.services.demo import demo_iso_bytes
 from console.services.tasks import execute
@@ -79,6 +79,14 @@ def client_for(user: User | None) -> APIClient:
 @pytest.fixture
 def api(admin):
     return client_for(admin)
+
+
+@pytest.fixture
+def vm(cluster, actor, run_tasks):
+    """One created, powered-off VM named web-1."""
+    vms.request_create_vm(actor, vms.VMSpec(name="web-1", vcpus=1, memory_bytes=GiB))
+    run_tasks()
+    return VM.objects.get(name="web-1")
 
 
 @pytest.fixture

@@ -13,15 +13,6 @@ from tests.conftest import client_for
 GiB = 1024**3
 
 
-@pytest.fixture
-def vm(cluster, actor, run_tasks):
-    from console.services import vms
-
-    vms.request_create_vm(actor, vms.VMSpec(name="web-1", vcpus=1, memory_bytes=GiB))
-    run_tasks()
-    return VM.objects.get(name="web-1")
-
-
 def test_list_vms_with_search_filter_and_ordering(api, cluster, actor, run_tasks):
     from console.services import vms
 

@@ -5,17 +5,10 @@ from django.db import connection
 from django.test.utils import CaptureQueriesContext
 
 from console.models import VM, ApiToken, AuditEvent, Image, Network, Task
-from console.services import demo, vms
+from console.services import demo
 from tests.conftest import make_user
 
 GiB = 1024**3
-
-
-@pytest.fixture
-def vm(cluster, actor, run_tasks):
-    vms.request_create_vm(actor, vms.VMSpec(name="web-1", vcpus=1, memory_bytes=GiB))
-    run_tasks()
-    return VM.objects.get(name="web-1")
 
 
 def logged_in(client, user):

@@ -33,6 +33,17 @@ def source_vm(actor, celery_processes) -> VM:
     return VM.objects.get(name="source")
 
 
+def clone_and_kill_the_worker(cluster, actor, celery_processes, name: str) -> Task:
+    """Start a clone on the slow host and kill the worker (its whole process group) while it runs."""
+    slow = slow_host(cluster)  # before the worker starts, which listens to the queue of each host
+    worker = celery_processes.worker()
+    source = source_vm(actor, celery_processes)
+    task = vms.request_clone(actor, source, name, host=slow)
+    wait_for(lambda: Task.objects.filter(pk=task.pk, status="running").exists(), 30, "the clone to start")
+    celery_processes.kill(worker)
+    return task
+
+
 def test_clone_end_to_end(cluster, actor, celery_processes):
     celery_processes.worker()
     source = source_vm(actor, celery_processes)
@@ -45,12 +56,7 @@ def test_clone_end_to_end(cluster, actor, celery_processes):
 
 
 def test_a_killed_worker_task_is_requeued_and_finished_once(cluster, actor, celery_processes):
-    slow = slow_host(cluster)  # before the worker starts, which listens to the queue of each host
-    worker = celery_processes.worker()
-    source = source_vm(actor, celery_processes)
-    task = vms.request_clone(actor, source, "survivor", host=slow)
-    wait_for(lambda: Task.objects.filter(pk=task.pk, status="running").exists(), 30, "the clone to start")
-    celery_processes.kill(worker)
+    task = clone_and_kill_the_worker(cluster, actor, celery_processes, "survivor")
 
     celery_processes.worker()
     celery_processes.beat()
@@ -63,12 +69,7 @@ def test_a_killed_worker_task_is_requeued_and_finished_once(cluster, actor, cele
 
 
 def test_a_killed_worker_task_fails_cleanly_after_the_last_attempt(cluster, actor, celery_processes):
-    slow = slow_host(cluster)  # before the worker starts, which listens to the queue of each host
-    worker = celery_processes.worker()
-    source = source_vm(actor, celery_processes)
-    task = vms.request_clone(actor, source, "doomed", host=slow)
-    wait_for(lambda: Task.objects.filter(pk=task.pk, status="running").exists(), 30, "the clone to start")
-    celery_processes.kill(worker)
+    task = clone_and_kill_the_worker(cluster, actor, celery_processes, "doomed")
 
     celery_processes.worker(FACET_TASK_MAX_ATTEMPTS="1")
     celery_processes.beat()
