@@ -10,4 +10,5 @@ urlpatterns = [
     path("", include("console.views.urls")),
     path("", include("ngt.urls")),
     path("", include("customization.urls")),
+    path("", include("containers.urls")),
 ]

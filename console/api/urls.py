@@ -19,5 +19,6 @@ urlpatterns = [
     path("auth/token/", views.ObtainToken.as_view(), name="obtain-token"),
     path("", include("ngt.api.urls")),
     path("", include("customization.api.urls")),
+    path("", include("containers.api.urls")),
     *router.urls,
 ]

@@ -1,0 +1,3 @@
+"""REST endpoints of this app (included under /api/v1/ by console/api/urls.py)."""
+
+urlpatterns: list = []

@@ -1,0 +1,3 @@
+"""Console pages of this app (included at the site root by console/urls.py)."""
+
+urlpatterns: list = []
