@@ -33,6 +33,7 @@ PYTHON = sys.executable
 HOST = "127.0.0.1"
 REAL = "/api/v1/vms/"
 BARE = "/bench/bare/vms/"
+PAGE = "/vms/"  # the console's VM list page, the same table rendered as HTML
 PAGE_SIZE = 100
 P99_LIMIT_MS = 100.0
 RATIO_LIMIT = 2.0
@@ -107,12 +108,12 @@ def url(endpoint: str, query: str) -> str:
 class Client(threading.Thread):
     """One keep-alive connection sending `count` requests (or until `deadline`), cycling through QUERIES."""
 
-    def __init__(self, port: int, token: str, endpoint: str, count: int, offset: int, deadline: float,
+    def __init__(self, port: int, headers: dict, endpoint: str, count: int, offset: int, deadline: float,
                  start: threading.Barrier) -> None:
         super().__init__(daemon=True)
         self.port, self.endpoint, self.count, self.offset = port, endpoint, count, offset
         self.deadline, self.start_barrier = deadline, start
-        self.headers = {"Authorization": f"Token {token}", "Accept": "application/json"}
+        self.headers = headers
         self.samples = Samples()
 
     def error(self, kind: str) -> None:
@@ -149,11 +150,11 @@ class Client(threading.Thread):
             conn.close()
 
 
-def load(port: int, token: str, endpoint: str, clients: int, per_client: int, time_limit: float,
+def load(port: int, headers: dict, endpoint: str, clients: int, per_client: int, time_limit: float,
          server_pgid: int) -> Samples:
     barrier = threading.Barrier(clients + 1)
     deadline = time.monotonic() + time_limit
-    threads = [Client(port, token, endpoint, per_client, n, deadline, barrier) for n in range(clients)]
+    threads = [Client(port, headers, endpoint, per_client, n, deadline, barrier) for n in range(clients)]
     for thread in threads:
         thread.start()
     cpu_before = group_cpu_seconds(server_pgid)
@@ -290,7 +291,7 @@ def row(name: str, clients: int, s: Samples) -> str:
             f"{ms(percentile(s.latencies, 99)):>9}{rate:>8.1f}{cpu:>12.1f}{size:>10.1f}")
 
 
-NAMES = {REAL: "GET /api/v1/vms/ (real)", BARE: "GET /bench/bare/vms/ (bare DRF)"}
+NAMES = {REAL: "GET /api/v1/vms/ (real)", BARE: "GET /bench/bare/vms/ (bare DRF)", PAGE: "GET /vms/ (console page)"}
 
 
 def report(args, results: dict[str, Samples], single: dict[str, Samples], counts: list[tuple[str, int, int]],
@@ -310,11 +311,11 @@ def report(args, results: dict[str, Samples], single: dict[str, Samples], counts
               f"{'CPU ms/req':>12}{'KiB/resp':>10}")
     print(header)
     print("-" * len(header))
-    for endpoint in (REAL, BARE):
+    for endpoint in ENDPOINTS:
         print(row(NAMES[endpoint], args.clients, results[endpoint]))
-    for endpoint in (REAL, BARE):
+    for endpoint in ENDPOINTS:
         print(row(NAMES[endpoint], 1, single[endpoint]))
-    for endpoint in (REAL, BARE):
+    for endpoint in ENDPOINTS:
         for samples in (results[endpoint], single[endpoint]):
             for kind, count in samples.error_kinds.items():
                 print(f"  errors: {count} x {kind}")
@@ -343,6 +344,23 @@ def report(args, results: dict[str, Samples], single: dict[str, Samples], counts
         print(f"  {label:<60}{small:>13}{large:>14}")
     constant = all(small == large for _, small, large in counts)
     print(f"  -> {'constant in the page size' if constant else 'GROWS with the page size (N+1)'}")
+
+
+ENDPOINTS = (BARE, REAL, PAGE)
+
+
+def console_session(user) -> str:
+    """A logged-in session for the console page, made in-process (the page is behind Django's login)."""
+    from django.contrib.auth import BACKEND_SESSION_KEY, HASH_SESSION_KEY, SESSION_KEY
+    from django.contrib.sessions.backends.db import SessionStore
+
+    session = SessionStore()
+    session[SESSION_KEY] = str(user.pk)
+    session[BACKEND_SESSION_KEY] = "django.contrib.auth.backends.ModelBackend"
+    session[HASH_SESSION_KEY] = user.get_session_auth_hash()
+    session["page_size"] = PAGE_SIZE  # as remembered after a first visit, so no request writes the session
+    session.create()
+    return session.session_key
 
 
 def _interrupt(signum, frame):
@@ -399,7 +417,11 @@ def main() -> int:
         from console.services.access import create_token
         from console.services.actors import Actor
 
-        _, token = create_token(Actor.system(), User.objects.get(username="admin"), "bench")
+        admin = User.objects.get(username="admin")
+        _, token = create_token(Actor.system(), admin, "bench")
+        headers = {REAL: {"Authorization": f"Token {token}", "Accept": "application/json"},
+                   PAGE: {"Cookie": f"sessionid={console_session(admin)}"}}
+        headers[BARE] = headers[REAL]
         counts = query_counts(token)
         connection.close()
 
@@ -413,24 +435,24 @@ def main() -> int:
         wait_until_up(port, token, gunicorn)
 
         def measure(endpoint: str, clients: int, per_client: int) -> Samples:
-            return load(port, token, endpoint, clients, per_client, args.time_limit, gunicorn.pid)
+            return load(port, headers[endpoint], endpoint, clients, per_client, args.time_limit, gunicorn.pid)
 
         print("warming up ...", flush=True)
-        for endpoint in (BARE, REAL):
+        for endpoint in ENDPOINTS:
             warm = measure(endpoint, args.clients, args.warmup)
             if warm.errors:
                 raise RuntimeError(f"{warm.errors} warm-up requests to {endpoint} failed: {warm.error_kinds}")
         load_average = " ".join(Path("/proc/loadavg").read_text().split()[:3]) if Path("/proc/loadavg").exists() \
             else "n/a"
-        results = {REAL: Samples(), BARE: Samples()}
+        results = {endpoint: Samples() for endpoint in ENDPOINTS}
         per_round = max(1, args.requests // args.rounds)
         for round_number in range(args.rounds):
-            for endpoint in (BARE, REAL):
+            for endpoint in ENDPOINTS:
                 print(f"round {round_number + 1}/{args.rounds}: {args.clients} clients x {per_round} requests "
                       f"to {endpoint} ...", flush=True)
                 merge(results[endpoint], measure(endpoint, args.clients, per_round))
         single = {}
-        for endpoint in (BARE, REAL):
+        for endpoint in ENDPOINTS:
             print(f"one client x {args.single} requests to {endpoint} ...", flush=True)
             single[endpoint] = measure(endpoint, 1, args.single)
         stop(gunicorn)
