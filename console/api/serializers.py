@@ -1,6 +1,8 @@
 from django.contrib.auth.models import User
 from rest_framework import serializers
 
+from customization.api.serializers import CustomizationSpecSerializer
+
 from ..drivers.base import POWER_ACTIONS
 from ..models import (
     VM,
@@ -154,6 +156,7 @@ class VMCreateSerializer(serializers.Serializer):
     power_on = serializers.BooleanField(default=False)
     disks = DiskSpecSerializer(many=True, required=False, default=list)
     nics = NicSpecSerializer(many=True, required=False, default=list)
+    customization = CustomizationSpecSerializer(required=False, allow_null=True)
 
 
 class PowerSerializer(serializers.Serializer):
@@ -165,6 +168,9 @@ class CloneSerializer(serializers.Serializer):
     host = by_uuid(Host.objects.all(), required=False, allow_null=True)
     linked = serializers.BooleanField(default=False, help_text="Linked clone: disks start as overlays of the source")
     power_on = serializers.BooleanField(default=False)
+    hostname = serializers.CharField(max_length=63, required=False, allow_blank=True, default="",
+                                     help_text="Defaults to the name")
+    customization = CustomizationSpecSerializer(required=False, allow_null=True)
 
 
 class BulkSerializer(serializers.Serializer):

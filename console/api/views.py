@@ -12,6 +12,8 @@ from rest_framework.response import Response
 from rest_framework.throttling import ScopedRateThrottle
 from rest_framework.views import APIView
 
+from customization.api.serializers import customization_request
+
 from ..filtersets import AuditEventFilterSet, TaskFilterSet, VMFilterSet
 from ..models import (
     VM,
@@ -155,7 +157,8 @@ class VMViewSet(ByUuid, mixins.ListModelMixin, mixins.RetrieveModelMixin, viewse
             nics=[vms.NicSpec(network=n["network"], ip=n.get("ip") or None, mac=n.get("mac") or None)
                   for n in data["nics"]],
             guest_os=data["guest_os"], hostname=data["hostname"], description=data["description"],
-            is_template=data["is_template"], power_on=data["power_on"])
+            is_template=data["is_template"], power_on=data["power_on"],
+            customization=customization_request(data.get("customization")))
         return accepted(vms.request_create_vm(Actor.from_request(request), spec))
 
     @extend_schema(responses={202: s.TaskSerializer})
@@ -173,7 +176,9 @@ class VMViewSet(ByUuid, mixins.ListModelMixin, mixins.RetrieveModelMixin, viewse
     def clone(self, request, uuid=None):
         data = valid(s.CloneSerializer, request)
         return accepted(vms.request_clone(Actor.from_request(request), self.get_object(), data["name"],
-                                          host=data.get("host"), linked=data["linked"], power_on=data["power_on"]))
+                                          host=data.get("host"), linked=data["linked"], power_on=data["power_on"],
+                                          hostname=data["hostname"],
+                                          customization=customization_request(data.get("customization"))))
 
     @extend_schema(request=s.InsertIsoSerializer, responses={202: s.TaskSerializer})
     @action(detail=True, methods=["post"], url_path="insert-iso")

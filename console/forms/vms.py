@@ -5,6 +5,8 @@ import re
 from django import forms
 from django.forms import formset_factory
 
+from customization.forms import CustomizationFields
+
 from ..models import VM, Host, Image, Network
 from ..services.errors import ServiceError
 from ..services.vms import NicSpec, VMSpec
@@ -17,7 +19,7 @@ class HostChoice(forms.ModelChoiceField):
         return f"{host.name} ({host.cpus} CPUs, {host.memory_bytes // GiB} GiB)"
 
 
-class VMCreateForm(forms.Form):
+class VMCreateForm(CustomizationFields):
     name = forms.CharField(max_length=80, help_text="Letters, digits, '.', '_' or '-'")
     hostname = forms.CharField(max_length=63, required=False, help_text="Defaults to the name")
     description = forms.CharField(max_length=255, required=False)
@@ -64,6 +66,7 @@ def vm_spec(form: VMCreateForm, disks, nics) -> VMSpec:
         disk_sizes=[int(d.cleaned_data["size_gib"] * GiB) for d in disks if d.cleaned_data.get("size_gib")],
         nics=[NicSpec(network=n.cleaned_data["network"], ip=_ip(n.cleaned_data))
               for n in nics if n.cleaned_data.get("network")],
+        customization=form.customization_request(),
     )
 
 
@@ -77,7 +80,9 @@ def _ip(nic: dict) -> str | None:
 
 # Service error keys -> (form name, form index or None, field)
 FIELD_OF_KEY = {"memory_bytes": "memory_gib", "vcpus": "vcpus", "name": "name", "hostname": "hostname",
-                "image": "image", "host": "host", "guest_os": "guest_os", "power_on": "power_on"}
+                "image": "image", "host": "host", "guest_os": "guest_os", "power_on": "power_on",
+                **{f"customization.{name}": f"customization_{name}" for name in (
+                    "kind", "content", "script", "storage_path", "key_values", "datasource")}}
 INDEXED_KEY = re.compile(r"^(disks|nics)\[(\d+)\]\.(\w+)$")
 INDEXED_FIELD = {"size_bytes": "size_gib", "ip": "address", "mac": "address", "network": "network"}
 
@@ -101,8 +106,16 @@ def show_service_error(error: ServiceError, form: forms.Form, disks=None, nics=N
                 form.add_error(None, problem)
 
 
-class CloneForm(forms.Form):
+class CloneForm(CustomizationFields):
     name = forms.CharField(max_length=80)
+    hostname = forms.CharField(max_length=63, required=False, help_text="Defaults to the name")
     host = HostChoice(Host.objects.filter(enabled=True), required=False, empty_label="Automatic placement")
     linked = forms.BooleanField(label="Linked clone (disks start as overlays of the source)", required=False)
     power_on = forms.BooleanField(label="Power on once cloned", required=False)
+
+
+def clone_options(form: CloneForm) -> dict:
+    """The keyword arguments of `request_clone` that the clone form gives."""
+    data = form.cleaned_data
+    return {"host": data["host"], "linked": data["linked"], "power_on": data["power_on"],
+            "hostname": data["hostname"], "customization": form.customization_request()}

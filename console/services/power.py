@@ -2,6 +2,8 @@
 
 from django.db import transaction
 
+from customization.services import lifecycle as os_customization
+
 from ..drivers.base import POWER_TRANSITIONS
 from ..models import VM, Host, Task
 from . import audit
@@ -50,12 +52,14 @@ def apply_power(task: Task, progress: Progress) -> str:
     progress(10, f"Sending {action}")
     state = driver_for(vm).power(vm, action)
     VM.objects.filter(pk=vm.pk).update(power_state=state)
+    os_customization.power_changed([(vm, state)])  # a power-off with no report ends it as unknown
     return f"{vm.name} is {state}"
 
 
 def reconcile_power_states() -> int:
     """Bring the inventory's power states in line with what each hypervisor reports; returns changes."""
     changed = 0
+    changed_vms: list[tuple[VM, str]] = []
     for host in Host.objects.filter(enabled=True):
         vms = list(host.vms.exclude(power_state__in=BUSY_STATES).only("id", "uuid", "name", "power_state", "host"))
         if not vms:
@@ -64,6 +68,9 @@ def reconcile_power_states() -> int:
         for vm in vms:
             actual = states.get(vm.uuid, VM.PowerState.UNKNOWN)
             # Only rows nobody touched meanwhile change: the filter on the old state makes this safe.
-            changed += VM.objects.filter(pk=vm.pk, power_state=vm.power_state).exclude(
-                power_state=actual).update(power_state=actual)
+            if VM.objects.filter(pk=vm.pk, power_state=vm.power_state).exclude(
+                    power_state=actual).update(power_state=actual):
+                changed += 1
+                changed_vms.append((vm, actual))
+    os_customization.power_changed(changed_vms)  # e.g. a guest that shut itself down after its first boot
     return changed

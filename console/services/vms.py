@@ -8,6 +8,9 @@ from pathlib import Path
 from django.db import IntegrityError, transaction
 from django.db.models import Q, Sum
 
+from customization.services import lifecycle as os_customization
+from customization.services.lifecycle import CustomizationRequest
+
 from ..drivers import get_driver
 from ..models import VM, CdRom, Cluster, Host, Image, Network, Nic, StorageContainer, Task, VirtualDisk
 from ..models.inventory import hostname_validator, name_validator
@@ -45,6 +48,7 @@ class VMSpec:
     description: str = ""
     is_template: bool = False
     power_on: bool = False
+    customization: CustomizationRequest | None = None  # read, validated and copied before the answer
 
 
 def driver_for(vm: VM):
@@ -150,6 +154,8 @@ def request_create_vm(actor: Actor, spec: VMSpec) -> Task:
     container = spec.container or (image.container if image else cluster.storage_containers.first())
     if container is None:
         raise InvalidRequest({"container": ["the cluster has no storage container"]})
+    first_boot = os_customization.prepare(spec.customization, cluster=cluster, guest_os=spec.guest_os,
+                                          hostname=spec.hostname, name=spec.name)
     sizes = list(spec.disk_sizes)
     sources: dict[str, str] = {}
     if image is not None and image.kind == Image.Kind.DISK:
@@ -169,6 +175,7 @@ def request_create_vm(actor: Actor, spec: VMSpec) -> Task:
             iso = image if image is not None and image.kind == Image.Kind.ISO else None
             CdRom.objects.create(vm=vm, slot=0, image=iso, iso_path=str(iso.path) if iso else "",
                                  purpose=CdRom.Purpose.IMAGE if iso else CdRom.Purpose.NONE)
+            os_customization.record(vm, first_boot)
             task = create_task(actor, "vm.create", vm, queue=host.queue,
                                params={"disk_sources": sources, "power_on": spec.power_on})
             audit.record(actor, "vm.create", vm, task=str(task.uuid))
@@ -178,11 +185,16 @@ def request_create_vm(actor: Actor, spec: VMSpec) -> Task:
 
 
 def request_clone(actor: Actor, source: VM, name: str, *, host: Host | None = None, linked: bool = False,
-                  power_on: bool = False, parent: Task | None = None) -> Task:
+                  power_on: bool = False, parent: Task | None = None, hostname: str = "",
+                  customization: CustomizationRequest | None = None) -> Task:
     """Clone a VM or template: same shape, new uuid, new MACs, new static IPs from the pools."""
     if source.power_state in (VM.PowerState.CREATING, VM.PowerState.DELETING):
         raise Conflict({"vm": [f"VM {source.name} is {source.power_state}; wait for it to finish"]})
     check_new_name(source.cluster, name)
+    if hostname:
+        check_field(hostname_validator, hostname, "hostname")
+    first_boot = os_customization.prepare(customization, cluster=source.cluster, guest_os=source.guest_os,
+                                          hostname=hostname, name=name)
     target_host = place(source.cluster, host or (source.host if source.host and source.host.enabled else None),
                         source.vcpus, source.memory_bytes)
     disks = list(source.disks.select_related("container"))
@@ -190,7 +202,7 @@ def request_clone(actor: Actor, source: VM, name: str, *, host: Host | None = No
         with transaction.atomic():
             vm = VM.objects.create(
                 cluster=source.cluster, name=name, host=target_host, vcpus=source.vcpus,
-                memory_bytes=source.memory_bytes, guest_os=source.guest_os, hostname=hostname_from(name),
+                memory_bytes=source.memory_bytes, guest_os=source.guest_os, hostname=hostname or hostname_from(name),
                 description=source.description, parent=source, source_image=source.source_image)
             nic_specs = [NicSpec(network=n.network, ip="auto" if n.ip else None) for n in source.nics.all()]
             Nic.objects.bulk_create(_new_nics(vm, source.cluster, nic_specs))
@@ -202,6 +214,7 @@ def request_clone(actor: Actor, source: VM, name: str, *, host: Host | None = No
                 CdRom(vm=vm, slot=c.slot, image=c.image, iso_path=c.iso_path if c.purpose == "image" else "",
                       purpose=c.purpose if c.purpose == "image" else "")
                 for c in source.cdroms.all())
+            os_customization.record(vm, first_boot)
             task = create_task(actor, "vm.clone", vm, queue=target_host.queue, parent=parent, params={
                 "disk_sources": {str(d.index): str(d.path) for d in disks}, "linked": linked,
                 "power_on": power_on, "source": str(source.uuid)})
@@ -234,10 +247,13 @@ def provision(task: Task, progress: Progress) -> str:
             driver.create_disk(disk.path, disk.size_bytes)
     progress(85, "Defining the VM")
     driver.create(vm)
+    os_customization.attach_media(vm)  # a CD-ROM row that the loop below inserts
     for cdrom in vm.cdroms.exclude(iso_path=""):
         driver.insert_cdrom(vm, cdrom.slot, Path(cdrom.iso_path))
     state = driver.power(vm, "power-on") if task.params.get("power_on") else driver.state(vm)
     VM.objects.filter(pk=vm.pk).update(power_state=state)
+    if task.params.get("power_on"):
+        os_customization.power_changed([(vm, state)])
     return f"{vm.name} created" + (" and powered on" if state == "on" else "")
 
 
@@ -251,6 +267,7 @@ def abandon_new_vm(task: Task) -> None:
 def _remove_everywhere(vm: VM) -> None:
     driver = driver_for(vm)
     driver.delete(vm)
+    os_customization.discard(vm)
     for disk in vm.disks.select_related("container"):
         driver.delete_disk(disk.path)
     disk_dirs = {disk.path.parent for disk in vm.disks.select_related("container")}

@@ -1,0 +1,332 @@
+"""A VM's customization from request to removal of its media.
+
+At request time the script is read, validated and copied (`prepare`, then `record` with the VM's rows);
+the create or clone task builds and attaches the media (`attach_media`); the guest's report
+(`report`: the agent's customization_status, or cloud-init's phone_home) or the VM's next power-off
+without one (`power_changed`: status unknown) ends it, and the media are ejected and deleted."""
+
+import ipaddress
+import os
+import re
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+from urllib.parse import urlsplit
+
+from django.conf import settings
+from django.db import transaction
+from django.db.models import F
+from django.urls import reverse
+from django.utils import timezone
+
+from console.drivers import get_driver
+from console.models import VM, CdRom, Cluster, Task
+from console.models.inventory import hostname_validator
+from console.services import audit
+from console.services.actors import Actor
+from console.services.errors import Conflict, InvalidRequest
+from console.services.tasks import Progress, create_task, task_kind
+
+from ..models import CustomizationScript, Datasource, Kind, VMCustomization
+from . import sources, sysprep
+from .media import Instance, build_iso, media_files
+from .validation import decoded, validate
+
+Status = VMCustomization.Status
+FIELD = "customization"
+KEY_PATTERN = r"^[A-Za-z_][A-Za-z0-9_]{0,63}$"
+MAX_KEYS, MAX_VALUE = 64, 1024
+HOSTNAME = re.compile(hostname_validator.regex.pattern)
+
+
+@dataclass
+class CustomizationRequest:
+    """What a create or clone asks for; exactly one of content, script and storage_path."""
+
+    kind: str = ""  # "": Sysprep for a Windows guest, else cloud-init
+    content: str | bytes | None = None
+    script: CustomizationScript | str | None = None  # the script, or its uuid or name
+    storage_path: str = ""  # facet://CONTAINER/path
+    key_values: dict[str, str] = field(default_factory=dict)
+    datasource: str = ""  # "": config-drive for cloud-init
+    source_label: str = ""  # how to name pasted or uploaded content (a file name)
+
+
+@dataclass(frozen=True)
+class Prepared:
+    """A request checked and read: what `record` stores."""
+
+    kind: str
+    datasource: str
+    content: str
+    format: str
+    source: str
+    script: CustomizationScript | None
+    key_values: dict[str, str]
+
+
+def prepare(request: CustomizationRequest | None, *, cluster: Cluster, guest_os: str, hostname: str,
+            name: str) -> Prepared | None:
+    """Read and validate everything now, so that a bad script fails the request, not the task. The
+    hostname is the one given, else the VM's name when that is a valid hostname."""
+    if request is None:
+        return None
+    kind = request.kind or (Kind.SYSPREP if guest_os == VM.GuestOS.WINDOWS else Kind.CLOUD_INIT)
+    if kind not in Kind.values:
+        raise InvalidRequest({f"{FIELD}.kind": [f"choose one of {', '.join(Kind.values)}"]})
+    datasource = _datasource(kind, request.datasource)
+    data, source, script, which = _read(request, kind, cluster)
+    result = validate(kind, data)
+    if not result.valid:
+        raise InvalidRequest({f"{FIELD}.{which}": [f"line {p.line}, column {p.column}: {p.message}"
+                                                   for p in result.errors]})
+    text = decoded(data) or ""
+    key_values = check_key_values(request.key_values)
+    _check_hostname(kind, text, hostname or (name if HOSTNAME.match(name) else ""), name)
+    if kind == Kind.SYSPREP:
+        missing = sorted(sysprep.placeholders(text) - set(key_values))
+        if missing:
+            raise InvalidRequest({f"{FIELD}.key_values": [
+                f"the answer file uses {{{{ {name} }}}}; give it a value" for name in missing]})
+    return Prepared(kind=kind, datasource=datasource, content=text, format=result.format, source=source,
+                    script=script, key_values=key_values)
+
+
+def _datasource(kind: str, asked: str) -> str:
+    if kind == Kind.SYSPREP:
+        if asked not in ("", Datasource.SYSPREP):
+            raise InvalidRequest({f"{FIELD}.datasource": ["a Sysprep answer file goes on Sysprep media"]})
+        return Datasource.SYSPREP
+    if asked in ("", Datasource.CONFIG_DRIVE, Datasource.NOCLOUD):
+        return asked or Datasource.CONFIG_DRIVE
+    raise InvalidRequest({f"{FIELD}.datasource": ["choose config-drive or nocloud"]})
+
+
+def _read(request: CustomizationRequest, kind: str, cluster: Cluster
+          ) -> tuple[bytes, str, CustomizationScript | None, str]:
+    """(bytes, source label, library script, request field) of the one source given."""
+    given = [name for name, value in (("content", request.content), ("script", request.script),
+                                      ("storage_path", request.storage_path)) if value]
+    if len(given) != 1:
+        raise InvalidRequest({FIELD: ["give exactly one of content, script or storage_path"]})
+    if request.storage_path:
+        data = sources.read_storage_path(request.storage_path, cluster)
+        return data, request.storage_path, None, "storage_path"
+    if request.script:
+        script = _script(request.script, kind)
+        return script.content.encode(), f"library script {script.name}", script, "script"
+    content = request.content
+    data = content if isinstance(content, bytes) else content.encode("utf-8", "surrogateescape")
+    if len(data) > 4 * sources.size_limit():  # gzip can hold more; anything this large is refused unread
+        raise InvalidRequest({f"{FIELD}.content": [f"over the limit of {sources.size_limit() // 1024} KiB"]})
+    return data, request.source_label or "pasted", None, "content"
+
+
+def _script(reference: CustomizationScript | str, kind: str) -> CustomizationScript:
+    if isinstance(reference, CustomizationScript):
+        script = reference
+    else:
+        try:
+            script = CustomizationScript.objects.filter(uuid=uuid.UUID(str(reference))).first()
+        except ValueError:
+            script = CustomizationScript.objects.filter(name=reference).first()
+        if script is None:
+            raise InvalidRequest({f"{FIELD}.script": [f"no saved script is named or has the uuid {reference!r}"]})
+    if script.kind != kind:
+        raise InvalidRequest({f"{FIELD}.script": [f"{script.name} is a {script.kind} script, not {kind}"]})
+    return script
+
+
+def check_key_values(values: object) -> dict[str, str]:
+    if not isinstance(values, dict):
+        raise InvalidRequest({f"{FIELD}.key_values": ["give key-values as an object of strings"]})
+    if len(values) > MAX_KEYS:
+        raise InvalidRequest({f"{FIELD}.key_values": [f"at most {MAX_KEYS} key-values"]})
+    checked = {}
+    for key, value in values.items():
+        if not isinstance(key, str) or not re.match(KEY_PATTERN, key):
+            raise InvalidRequest({f"{FIELD}.key_values": [
+                f"{key!r}: a key is letters, digits and '_', not starting with a digit"]})
+        if not isinstance(value, str | int | float | bool) or len(str(value)) > MAX_VALUE:
+            raise InvalidRequest({f"{FIELD}.key_values": [f"{key}: give a text value of at most {MAX_VALUE} "
+                                                          "characters"]})
+        checked[key] = str(value)
+    return checked
+
+
+def _check_hostname(kind: str, text: str, hostname: str, name: str) -> None:
+    if not hostname:
+        raise InvalidRequest({"hostname": [
+            f"{name!r} is not a valid hostname: give the VM a hostname for its customization"]})
+    if kind == Kind.SYSPREP and sysprep.computer_name_wanted(text) and len(hostname) > sysprep.COMPUTER_NAME_MAX:
+        raise InvalidRequest({"hostname": [
+            f"ComputerName comes from the hostname, and Windows allows {sysprep.COMPUTER_NAME_MAX} characters; "
+            f"{hostname!r} has {len(hostname)}: give a shorter hostname"]})
+
+
+def record(vm: VM, prepared: Prepared | None) -> VMCustomization | None:
+    """Store the copy beside the new VM's rows (inside the request's transaction)."""
+    if prepared is None:
+        return None
+    if prepared.script is not None:
+        CustomizationScript.objects.filter(pk=prepared.script.pk).update(usage_count=F("usage_count") + 1)
+    return VMCustomization.objects.create(
+        vm=vm, kind=prepared.kind, datasource=prepared.datasource, format=prepared.format,
+        content=prepared.content, source=prepared.source[:300], script=prepared.script,
+        key_values=prepared.key_values)
+
+
+def phone_home_base() -> str:
+    """The console's address as guests reach it, or "" when FACET_PUBLIC_URL names this machine only
+    (its loopback default): a guest could not call that back."""
+    url = settings.PUBLIC_URL
+    host = urlsplit(url).hostname or ""
+    if host in ("", "localhost"):
+        return ""
+    try:
+        if ipaddress.ip_address(host).is_loopback:
+            return ""
+    except ValueError:
+        pass
+    return url
+
+
+def iso_path(vm: VM) -> Path:
+    disk = vm.disks.select_related("container").first()
+    container = disk.container if disk else vm.cluster.storage_containers.first()
+    if container is None:
+        raise Conflict({FIELD: ["the cluster has no storage container for the customization media"]})
+    return container.resolve(f"vms/{vm.uuid}/customization.iso")
+
+
+def attach_media(vm: VM) -> None:
+    """Build the VM's media and put them in a CD-ROM row (the create task inserts its CD-ROMs next).
+    A rerun after the media were built keeps them."""
+    customization = VMCustomization.objects.filter(vm=vm).first()
+    if customization is None or customization.ended:
+        return
+    if customization.iso_path and Path(customization.iso_path).is_file():
+        return
+    base = phone_home_base() if customization.kind == Kind.CLOUD_INIT else ""
+    url = base + reverse("customization-phone-home", args=[customization.new_report_token()]) if base else ""
+    instance = Instance(uuid=str(vm.uuid), name=vm.name, hostname=vm.hostname,
+                        key_values=customization.key_values, nics=list(vm.nics.select_related("network")),
+                        phone_home_url=url)
+    files = media_files(customization.datasource, customization.content, instance)
+    path = iso_path(vm)
+    _write_private(path, build_iso(customization.datasource, files))
+    cdrom = _free_cdrom(vm)
+    cdrom.iso_path, cdrom.image, cdrom.purpose = str(path), None, CdRom.Purpose.CUSTOMIZATION
+    cdrom.save()
+    customization.iso_path, customization.cdrom_slot = str(path), cdrom.slot
+    customization.media_files = [{"path": name, "size": len(data)} for name, data in sorted(files.items())]
+    customization.status = Status.MEDIA_ATTACHED
+    customization.save()
+
+
+def _write_private(path: Path, data: bytes) -> None:
+    """Mode 0600 (the media may hold passwords), under a temporary name until complete."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_name(path.name + ".part")
+    fd = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
+    with os.fdopen(fd, "wb") as handle:
+        handle.write(data)
+    os.replace(partial, path)
+
+
+def _free_cdrom(vm: VM) -> CdRom:
+    # The VM is still being created, so a drive may be added whatever its power state.
+    empty = vm.cdroms.filter(iso_path="").order_by("slot").first()
+    if empty is not None:
+        return empty
+    last = vm.cdroms.order_by("-slot").first()
+    return CdRom.objects.create(vm=vm, slot=last.slot + 1 if last else 0)
+
+
+def discard(vm: VM) -> None:
+    """The VM goes (failed create, or delete): its media file goes with it."""
+    path = VMCustomization.objects.filter(vm=vm).values_list("iso_path", flat=True).first()
+    if path:
+        Path(path).unlink(missing_ok=True)
+
+
+def remove_media(customization: VMCustomization) -> None:
+    """Eject the media and delete the ISO. Safe to repeat."""
+    vm = customization.vm
+    if customization.cdrom_slot is not None and vm.host is not None:
+        get_driver(vm.host.driver_uri).eject_cdrom(vm, customization.cdrom_slot)
+        CdRom.objects.filter(vm=vm, slot=customization.cdrom_slot, purpose=CdRom.Purpose.CUSTOMIZATION).update(
+            iso_path="", image=None, purpose="")
+    if customization.iso_path:
+        Path(customization.iso_path).unlink(missing_ok=True)
+    customization.iso_path, customization.cdrom_slot = "", None
+    VMCustomization.objects.filter(pk=customization.pk).update(iso_path="", cdrom_slot=None)
+
+
+def power_changed(changes: list[tuple[VM, str]]) -> None:
+    """Power-on with the media in starts the customization; a power-off before any report ends it as
+    `unknown` (never a made-up success) and removes the media."""
+    states = {vm.pk: state for vm, state in changes}
+    active = VMCustomization.objects.filter(vm_id__in=states, status__in=VMCustomization.ACTIVE)
+    for customization in active.select_related("vm__host"):
+        state = states[customization.vm_id]
+        if state == VM.PowerState.ON and customization.status == Status.MEDIA_ATTACHED:
+            VMCustomization.objects.filter(pk=customization.pk, status=Status.MEDIA_ATTACHED).update(
+                status=Status.RUNNING)
+        elif state == VM.PowerState.OFF and _end(customization, Status.UNKNOWN,
+                                                 "the VM powered off before its guest reported"):
+            remove_media(customization)
+
+
+def _end(customization: VMCustomization, status: str, message: str) -> bool:
+    """Move to an end state unless someone else did first; True when this call did."""
+    return bool(VMCustomization.objects.filter(pk=customization.pk, status=customization.status).update(
+        status=status, message=message[:4000], reported_at=timezone.now(), report_token_hash=""))
+
+
+def report(vm: VM, status: str, message: str = "", actor: Actor | None = None) -> VMCustomization:
+    """What the guest says of its customization (the agent's customization_status, or phone_home):
+    running, succeeded or failed. An end removes the media, in a task on the VM's host."""
+    if status not in (Status.RUNNING, Status.SUCCEEDED, Status.FAILED):
+        raise InvalidRequest({"status": ["report running, succeeded or failed"]})
+    customization = VMCustomization.objects.select_related("vm__host").filter(vm=vm).first()
+    if customization is None:
+        raise Conflict({FIELD: [f"VM {vm.name} has no customization"]})
+    if customization.status in (Status.SUCCEEDED, Status.FAILED) or (
+            status == Status.RUNNING and customization.ended):
+        return customization  # the first end stands; a repeated report changes nothing
+    actor = actor or Actor.system()
+    with transaction.atomic():
+        if status == Status.RUNNING:
+            VMCustomization.objects.filter(pk=customization.pk).update(status=status, message=message[:4000])
+        elif _end(customization, status, message) and (customization.iso_path or
+                                                       customization.cdrom_slot is not None):
+            create_task(actor, "vm.customization.remove", vm, queue=vm.host.queue if vm.host else "default")
+        audit.record(actor, "vm.customization.report", vm, status=status)
+    customization.refresh_from_db()
+    return customization
+
+
+def phone_home(token: str, posted: dict, source_address: str | None) -> VMCustomization:
+    """cloud-init's phone_home reached the VM's one-time URL: its final stage ran."""
+    customization = None
+    if token:
+        customization = VMCustomization.objects.select_related("vm").filter(
+            report_token_hash=VMCustomization.hash_token(token)).first()
+    if customization is None:
+        raise Conflict({"token": ["this phone_home URL is unknown or was used already"]})
+    instance_id = posted.get("instance_id", "")
+    if instance_id and instance_id != str(customization.vm.uuid):
+        raise Conflict({"instance_id": ["the instance id is not this URL's VM"]})
+    hostname = posted.get("hostname", "")
+    message = "cloud-init phoned home" + (f" from {hostname[:63]}" if hostname else "")
+    return report(customization.vm, Status.SUCCEEDED, message, Actor(user=None, source_address=source_address))
+
+
+@task_kind("vm.customization.remove")
+def run_removal(task: Task, progress: Progress) -> str:
+    customization = VMCustomization.objects.select_related("vm__host").filter(vm__uuid=task.entity_uuid).first()
+    if customization is None or not (customization.iso_path or customization.cdrom_slot is not None):
+        return "no customization media left"
+    remove_media(customization)
+    return "customization media ejected and deleted"
