@@ -1,3 +1,22 @@
 """Console pages of this app (included at the site root by console/urls.py)."""
 
-urlpatterns: list = []
+from django.urls import path
+
+from . import views
+
+UUID = "<uuid:uuid>"
+
+urlpatterns = [
+    path("volume-groups/", views.volume_group_list, name="volume-groups"),
+    path("volume-groups/new/", views.volume_group_create, name="volume-group-create"),
+    path(f"volume-groups/{UUID}/", views.volume_group_detail, name="volume-group-detail"),
+    path(f"volume-groups/{UUID}/attach/", views.volume_group_attach, name="volume-group-attach"),
+    path(f"volume-groups/{UUID}/detach/", views.volume_group_detach, name="volume-group-detach"),
+    path(f"volume-groups/{UUID}/grow/", views.volume_group_grow, name="volume-group-grow"),
+    path(f"volume-groups/{UUID}/delete/", views.volume_group_delete, name="volume-group-delete"),
+    path("docker-hosts/", views.docker_host_list, name="docker-hosts"),
+    path("docker-hosts/register/", views.docker_host_register, name="docker-host-register"),
+    path("docker-hosts/new/", views.docker_host_create, name="docker-host-create"),
+    path(f"docker-hosts/{UUID}/", views.docker_host_detail, name="docker-host-detail"),
+    path(f"docker-hosts/{UUID}/remove/", views.docker_host_remove, name="docker-host-remove"),
+]

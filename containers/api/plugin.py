@@ -1,0 +1,183 @@
+"""The endpoints the volume plugin calls with its Docker host's key, under /api/v1/docker-host/. The key may
+list and create Docker-backed volume groups, attach, detach and delete them for its own host, read the tasks
+it asked for, and nothing else."""
+
+import re
+
+from django.db.models import Q
+from django.shortcuts import get_object_or_404
+from drf_spectacular.utils import extend_schema
+from rest_framework import serializers, status
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from console.api.serializers import TaskSerializer
+from console.api.views import valid
+from console.models import Task
+from console.services.actors import Actor
+from console.services.errors import Conflict, InvalidRequest
+
+from ..models import DockerHost, VolumeGroup
+from ..services import docker_hosts, volume_groups
+from ..services.volume_groups import Target
+from .authentication import DockerHostAuthentication, IsDockerHost
+from .views import volume_group_queryset
+
+# Docker's own rule for volume names, within our 63-character names.
+DOCKER_VOLUME_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{1,62}$")
+FSTYPES = ("ext4", "xfs")
+MIN_XFS_BYTES = 300 * 1000**2  # mkfs.xfs refuses smaller filesystems
+
+
+class HelloSerializer(serializers.Serializer):
+    docker_version = serializers.CharField(max_length=64, allow_blank=True)
+    plugin_version = serializers.CharField(max_length=64, allow_blank=True)
+    probes = serializers.DictField(child=serializers.CharField(allow_blank=True, max_length=64), default=dict)
+
+
+class CreateSerializer(serializers.Serializer):
+    name = serializers.CharField(max_length=255)
+    size_bytes = serializers.IntegerField(min_value=1)
+    fstype = serializers.ChoiceField(choices=FSTYPES, default="ext4")
+    container = serializers.CharField(max_length=63, required=False, allow_blank=True, default="")
+
+    def validate_name(self, value: str) -> str:
+        if not DOCKER_VOLUME_NAME.match(value):
+            raise serializers.ValidationError(
+                "a volume name is 2 to 63 letters, digits, '_', '.' or '-', starting with a letter or digit")
+        return value
+
+    def validate(self, attrs):
+        if attrs["fstype"] == "xfs" and attrs["size_bytes"] < MIN_XFS_BYTES:
+            raise serializers.ValidationError({"size_bytes": "an xfs filesystem needs at least 300 MB"})
+        return attrs
+
+
+class UsageSerializer(serializers.Serializer):
+    used_bytes = serializers.IntegerField(min_value=0, allow_null=True)
+    mounts = serializers.ListField(child=serializers.CharField(max_length=128), max_length=1000)
+
+
+class PluginView(APIView):
+    authentication_classes = [DockerHostAuthentication]
+    permission_classes = [IsDockerHost]
+
+    @property
+    def host(self) -> DockerHost:
+        return self.request.auth
+
+    @property
+    def actor(self) -> Actor:
+        return Actor(user=None, source_address=self.request.META.get("REMOTE_ADDR"))
+
+    def volume(self, name: str) -> VolumeGroup:
+        return get_object_or_404(volume_group_queryset(), cluster=self.host.cluster, docker_volume=name)
+
+    def ready_host(self) -> DockerHost:
+        if self.host.state != DockerHost.State.READY:
+            raise Conflict({"docker_host": [f"Docker host {self.host.name} is {self.host.get_state_display()}"
+                                            + (f": {self.host.problem}" if self.host.problem else "")]})
+        return self.host
+
+    def describe(self, group: VolumeGroup) -> dict:
+        """A Docker-backed group as the plugin needs it, with how this host reaches its disks."""
+        attachment = getattr(group, "attachment", None)
+        here = attachment is not None and attachment.docker_host_id == self.host.pk
+        return {
+            "name": group.docker_volume, "uuid": str(group.uuid), "state": group.state, "fstype": group.fstype,
+            "size_bytes": group.size_bytes, "container": group.container.name,
+            "attached_to": Target.of(attachment).name if attachment else None,
+            "attached_here": here,
+            "devices": [self.device(group, disk) for disk in group.disks.all()],
+        }
+
+    def device(self, group: VolumeGroup, disk) -> dict:
+        if self.host.kind == DockerHost.Kind.VM:
+            return {"serial": disk.serial, "path": f"/dev/disk/by-id/virtio-{disk.serial}", "loop": False}
+        return {"serial": disk.serial, "path": str(group.container.resolve(disk.file_name)), "loop": True}
+
+
+class SelfView(PluginView):
+    def get(self, request):
+        return Response({"name": self.host.name, "uuid": str(self.host.uuid), "kind": self.host.kind,
+                         "state": self.host.state, "containers": docker_hosts.storage_containers(self.host)})
+
+
+class HelloView(PluginView):
+    @extend_schema(request=HelloSerializer)
+    def post(self, request):
+        data = valid(HelloSerializer, request)
+        host = docker_hosts.hello(self.host, docker_version=data["docker_version"],
+                                  plugin_version=data["plugin_version"], probes=data["probes"])
+        return Response({"name": host.name, "state": host.state,
+                         "containers": [c.name for c in host.containers_seen.all()]})
+
+
+class VolumeListView(PluginView):
+    def get(self, request):
+        groups = volume_group_queryset().filter(cluster=self.host.cluster).exclude(docker_volume="")
+        return Response([self.describe(group) for group in groups])
+
+    @extend_schema(request=CreateSerializer)
+    def post(self, request):
+        """Create is idempotent: a Docker volume of that name that exists already is simply described."""
+        data = valid(CreateSerializer, request)
+        host = self.ready_host()
+        existing = VolumeGroup.objects.filter(cluster=host.cluster).filter(
+            Q(docker_volume=data["name"]) | Q(name=data["name"])).first()
+        if existing is not None:
+            if existing.docker_volume != data["name"]:
+                raise Conflict({"name": [f"volume group {data['name']} exists and backs no Docker volume"]})
+            return Response(self.describe(self.volume(data["name"])))
+        container = (docker_hosts.container_named(host, data["container"]) if data["container"]
+                     else host.cluster.storage_containers.first())
+        if container is None:
+            raise InvalidRequest({"container": ["the cluster has no storage container"]})
+        task = volume_groups.request_create(
+            self.actor, data["name"], data["size_bytes"], container=container, docker_volume=data["name"],
+            fstype=data["fstype"], description=f"Docker volume from {host.name}", created_by_host=host)
+        return Response(TaskSerializer(task).data, status=status.HTTP_202_ACCEPTED)
+
+
+class VolumeView(PluginView):
+    def get(self, request, name: str):
+        return Response(self.describe(self.volume(name)))
+
+    def delete(self, request, name: str):
+        task = volume_groups.request_delete(self.actor, self.volume(name), asked_by=self.host)
+        return Response(TaskSerializer(task).data, status=status.HTTP_202_ACCEPTED)
+
+
+class AttachView(PluginView):
+    def post(self, request, name: str):
+        task = volume_groups.request_attach(self.actor, self.volume(name), Target(docker_host=self.ready_host()),
+                                            asked_by=self.host)
+        return Response(TaskSerializer(task).data, status=status.HTTP_202_ACCEPTED)
+
+
+class DetachView(PluginView):
+    def post(self, request, name: str):
+        task = volume_groups.request_detach(self.actor, self.volume(name), asked_by=self.host)
+        return Response(TaskSerializer(task).data, status=status.HTTP_202_ACCEPTED)
+
+
+class UsageView(PluginView):
+    """What the plugin sees of a mounted volume: space used and the containers (caller ids) using it."""
+
+    @extend_schema(request=UsageSerializer)
+    def post(self, request, name: str):
+        data = valid(UsageSerializer, request)
+        group = self.volume(name)
+        attachment = getattr(group, "attachment", None)
+        if attachment is None or attachment.docker_host_id != self.host.pk:
+            raise Conflict({"volume": [f"volume {name} is not attached to Docker host {self.host.name}"]})
+        VolumeGroup.objects.filter(pk=group.pk).update(used_bytes=data["used_bytes"], mounts=data["mounts"])
+        return Response(status=status.HTTP_204_NO_CONTENT)
+
+
+class TaskView(PluginView):
+    """Only the tasks this host asked for."""
+
+    def get(self, request, uuid):
+        task = get_object_or_404(Task, uuid=uuid, params__asked_by=str(self.host.uuid))
+        return Response(TaskSerializer(task).data)

@@ -1,0 +1,95 @@
+"""REST API of volume groups and Docker hosts for people and scripts (roles as everywhere else)."""
+
+from drf_spectacular.utils import extend_schema
+from rest_framework import mixins, status, viewsets
+from rest_framework.decorators import action
+from rest_framework.response import Response
+
+from console.api import serializers as console_serializers
+from console.api.views import ByUuid, accepted, valid
+from console.services.access import ADMIN
+from console.services.actors import Actor
+
+from ..filtersets import DockerHostFilterSet, VolumeGroupFilterSet
+from ..models import DockerHost, VolumeGroup
+from ..services import docker_hosts, volume_groups
+from ..services.volume_groups import Target
+from . import serializers as s
+
+
+def volume_group_queryset():
+    return VolumeGroup.objects.select_related(
+        "container", "attachment__vm", "attachment__docker_host").prefetch_related("disks")
+
+
+class VolumeGroupViewSet(ByUuid, mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.GenericViewSet):
+    queryset = volume_group_queryset()
+    serializer_class = s.VolumeGroupSerializer
+    filterset_class = VolumeGroupFilterSet
+    ordering_fields = ["name", "created_at"]
+
+    @extend_schema(request=s.VolumeGroupCreateSerializer, responses={202: console_serializers.TaskSerializer})
+    def create(self, request):
+        data = valid(s.VolumeGroupCreateSerializer, request)
+        return accepted(volume_groups.request_create(
+            Actor.from_request(request), data["name"], data["size_bytes"], disk_count=data["disk_count"],
+            container=data.get("container"), description=data["description"]))
+
+    @extend_schema(request=s.GrowSerializer, responses={202: console_serializers.TaskSerializer})
+    @action(detail=True, methods=["post"])
+    def grow(self, request, uuid=None):
+        data = valid(s.GrowSerializer, request)
+        return accepted(volume_groups.request_grow(Actor.from_request(request), self.get_object(),
+                                                   data["size_bytes"], data["index"]))
+
+    @extend_schema(request=s.AttachSerializer, responses={202: console_serializers.TaskSerializer})
+    @action(detail=True, methods=["post"])
+    def attach(self, request, uuid=None):
+        data = valid(s.AttachSerializer, request)
+        target = Target(vm=data.get("vm"), docker_host=data.get("docker_host"))
+        return accepted(volume_groups.request_attach(Actor.from_request(request), self.get_object(), target,
+                                                     force=data["force"]))
+
+    @extend_schema(request=s.DetachSerializer, responses={202: console_serializers.TaskSerializer})
+    @action(detail=True, methods=["post"])
+    def detach(self, request, uuid=None):
+        data = valid(s.DetachSerializer, request)
+        return accepted(volume_groups.request_detach(Actor.from_request(request), self.get_object(),
+                                                     force=data["force"]))
+
+    @extend_schema(responses={202: console_serializers.TaskSerializer})
+    def destroy(self, request, uuid=None):
+        return accepted(volume_groups.request_delete(Actor.from_request(request), self.get_object()))
+
+
+class DockerHostViewSet(ByUuid, mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.GenericViewSet):
+    queryset = DockerHost.objects.select_related("vm").prefetch_related("containers_seen")
+    serializer_class = s.DockerHostSerializer
+    write_role = ADMIN  # a Docker host holds a token that changes storage: Admins make and remove them
+    filterset_class = DockerHostFilterSet
+    ordering_fields = ["name", "created_at", "last_contact_at"]
+
+    @extend_schema(request=s.DockerHostCreateSerializer, responses={202: {"type": "object"}})
+    def create(self, request):
+        """A VM from a disk image with the cloud-config that installs Docker and the plugin; the answer holds
+        the task, the host and the cloud-config (with the host's key, shown once)."""
+        data = valid(s.DockerHostCreateSerializer, request)
+        task, host, user_data = docker_hosts.request_create(
+            Actor.from_request(request), name=data["name"], image=data["image"], vcpus=data["vcpus"],
+            memory_bytes=data["memory_bytes"], network=data.get("network"))
+        return Response({**console_serializers.TaskSerializer(task).data,
+                         "docker_host": s.DockerHostSerializer(host).data, "cloud_config": user_data},
+                        status=status.HTTP_202_ACCEPTED)
+
+    @extend_schema(request=s.DockerHostRegisterSerializer, responses={201: {"type": "object"}})
+    @action(detail=False, methods=["post"])
+    def register(self, request):
+        """Register an existing machine; the answer holds its key, shown once (the plugin's FACET_TOKEN)."""
+        data = valid(s.DockerHostRegisterSerializer, request)
+        host, key = docker_hosts.register(Actor.from_request(request), data["name"], data["address"])
+        return Response({**s.DockerHostSerializer(host).data, "token": key}, status=status.HTTP_201_CREATED)
+
+    @extend_schema(responses={202: console_serializers.TaskSerializer, 204: None})
+    def destroy(self, request, uuid=None):
+        task = docker_hosts.remove(Actor.from_request(request), self.get_object())
+        return accepted(task) if task else Response(status=status.HTTP_204_NO_CONTENT)

@@ -1,0 +1,380 @@
+"""Volume groups: create, grow, attach, detach, delete. The request functions validate and write the intent
+with its task; the run functions (one per task kind) do the work and are safe to rerun.
+
+One writer at a time: a group has at most one attachment row. Attaching it elsewhere needs `force`, which
+moves it (detaches it from where it is first). A Docker host that mounted a group is the only one that can
+say it is done with it, so detaching from a Docker host is the plugin's call, or an Admin's forced one."""
+
+import shutil
+from dataclasses import dataclass
+
+from django.db import IntegrityError, transaction
+
+from console.drivers import files
+from console.models import VM, StorageContainer, Task
+from console.models.inventory import name_validator
+from console.services import audit
+from console.services.access import ADMIN, has_role
+from console.services.actors import Actor
+from console.services.errors import Conflict, InvalidRequest, check_field
+from console.services.tasks import Progress, create_task, end_at_once, task_kind
+from console.services.vms import default_cluster, driver_for
+from console.units import iec
+
+from ..models import DockerHost, VolumeGroup, VolumeGroupAttachment, VolumeGroupDisk
+
+MIN_DISK_BYTES = 1024**2
+MAX_DISK_BYTES = 64 * 1024**4
+MAX_DISKS = 16
+BUSY_VM_STATES = (VM.PowerState.CREATING, VM.PowerState.DELETING)
+
+
+@dataclass(frozen=True)
+class Target:
+    """Where a group goes: a VM, or a Docker host (whose own VM gets the disks when it is one)."""
+
+    vm: VM | None = None
+    docker_host: DockerHost | None = None
+
+    @classmethod
+    def of(cls, attachment: VolumeGroupAttachment) -> "Target":
+        return cls(vm=attachment.vm, docker_host=attachment.docker_host)
+
+    @property
+    def name(self) -> str:
+        return f"Docker host {self.docker_host.name}" if self.docker_host else f"VM {self.vm.name}"
+
+    @property
+    def hypervisor_vm(self) -> VM | None:
+        """The VM whose hypervisor attaches the disk files (none for a registered machine: it uses loop devices)."""
+        return self.docker_host.vm if self.docker_host else self.vm
+
+    @property
+    def queue(self) -> str:
+        vm = self.hypervisor_vm
+        return vm.host.queue if vm is not None and vm.host else "default"
+
+    def params(self) -> dict:
+        return {"docker_host": str(self.docker_host.uuid)} if self.docker_host else {"vm": str(self.vm.uuid)}
+
+    @classmethod
+    def from_params(cls, params: dict | None) -> "Target | None":
+        if not params:
+            return None
+        if "docker_host" in params:
+            return cls(docker_host=DockerHost.objects.select_related("vm__host").get(uuid=params["docker_host"]))
+        return cls(vm=VM.objects.select_related("host").get(uuid=params["vm"]))
+
+    def same_as(self, attachment: VolumeGroupAttachment) -> bool:
+        if self.docker_host:
+            return attachment.docker_host_id == self.docker_host.pk
+        return attachment.vm_id == self.vm.pk
+
+
+def check_size(size_bytes: int, field_name: str = "size_bytes") -> None:
+    if not MIN_DISK_BYTES <= size_bytes <= MAX_DISK_BYTES:
+        limits = f"{iec(MIN_DISK_BYTES)} to {iec(MAX_DISK_BYTES)}"
+        raise InvalidRequest({field_name: [f"a volume group disk holds {limits}"]})
+
+
+def check_free_space(container: StorageContainer, more_bytes: int, field_name: str = "size_bytes") -> None:
+    """Refuse sizes the container's filesystem cannot hold, even though the files start sparse."""
+    free = shutil.disk_usage(container.path).free
+    if more_bytes > free:
+        raise InvalidRequest({field_name: [
+            f"{iec(more_bytes)} is more than storage container {container.name} has free ({iec(free)})"]})
+
+
+def disk_file_name(group: VolumeGroup, index: int) -> str:
+    return f"volume-groups/{group.uuid}/disk{index}.raw"
+
+
+def _locked(group: VolumeGroup) -> VolumeGroup:
+    """The group row locked for this transaction, with its attachment, so that two requests queue up."""
+    return VolumeGroup.objects.select_for_update().select_related("container").get(pk=group.pk)
+
+
+def _attachment(group: VolumeGroup) -> VolumeGroupAttachment | None:
+    return (VolumeGroupAttachment.objects.select_related("vm__host", "docker_host__vm__host")
+            .filter(group=group).first())
+
+
+def _check_ready(group: VolumeGroup) -> None:
+    if group.state != VolumeGroup.State.READY:
+        raise Conflict({"volume_group": [f"volume group {group.name} is {group.state}; wait for it to finish"]})
+
+
+def _disks(group: VolumeGroup) -> list[VolumeGroupDisk]:
+    return list(group.disks.select_related("group__container"))
+
+
+# --- create -------------------------------------------------------------------------------------------
+
+def request_create(actor: Actor, name: str, size_bytes: int, *, disk_count: int = 1,
+                   container: StorageContainer | None = None, description: str = "", docker_volume: str = "",
+                   fstype: str = "", created_by_host: DockerHost | None = None) -> Task:
+    cluster = container.cluster if container else default_cluster()
+    check_field(name_validator, name, "name")
+    check_size(size_bytes)
+    if not 1 <= disk_count <= MAX_DISKS:
+        raise InvalidRequest({"disk_count": [f"a volume group has 1 to {MAX_DISKS} disks"]})
+    container = container or cluster.storage_containers.first()
+    if container is None:
+        raise InvalidRequest({"container": ["the cluster has no storage container"]})
+    check_free_space(container, size_bytes * disk_count)
+    try:
+        with transaction.atomic():
+            group = VolumeGroup.objects.create(
+                cluster=cluster, name=name, description=description, container=container,
+                docker_volume=docker_volume, fstype=fstype, created_by=actor.user, created_by_host=created_by_host)
+            VolumeGroupDisk.objects.bulk_create(
+                VolumeGroupDisk(group=group, index=i, size_bytes=size_bytes, file_name=disk_file_name(group, i))
+                for i in range(disk_count))
+            task = create_task(actor, "volume-group.create", group, params=_asked_by(created_by_host))
+            audit.record(actor, "volume-group.create", group, task=str(task.uuid), **_audit_host(created_by_host))
+    except IntegrityError:
+        raise Conflict({"name": [f"a volume group named {name!r} already exists in cluster {cluster.name}"]}) from None
+    return task
+
+
+def _asked_by(host: DockerHost | None) -> dict:
+    """Tasks a Docker host asked for carry its uuid: its token may read those tasks and no others."""
+    return {"asked_by": str(host.uuid)} if host else {}
+
+
+def _audit_host(host: DockerHost | None) -> dict:
+    return {"docker_host": host.name} if host else {}
+
+
+def _group_of(task: Task) -> VolumeGroup | None:
+    return VolumeGroup.objects.select_related("container").filter(uuid=task.entity_uuid).first()
+
+
+@task_kind("volume-group.create", abandon=lambda task: _remove_everywhere(_group_of(task)))
+def make_disks(task: Task, progress: Progress) -> str:
+    group = _group_of(task)
+    if group is None:
+        raise Conflict("the volume group was deleted before it was made")
+    disks = _disks(group)
+    for n, disk in enumerate(disks):
+        progress(90 * n / len(disks), f"Making disk {disk.index}")
+        files.create_sparse(disk.path, disk.size_bytes)
+    VolumeGroup.objects.filter(pk=group.pk).update(state=VolumeGroup.State.READY)
+    return f"{group.name} created ({len(disks)} × {iec(disks[0].size_bytes)})"
+
+
+def _remove_everywhere(group: VolumeGroup | None) -> None:
+    if group is None:
+        return
+    disks = _disks(group)
+    for disk in disks:
+        files.remove(disk.path)
+    for directory in {disk.path.parent for disk in disks}:
+        if directory.is_dir() and not any(directory.iterdir()):
+            directory.rmdir()
+    group.delete()
+
+
+# --- grow ---------------------------------------------------------------------------------------------
+
+def request_grow(actor: Actor, group: VolumeGroup, size_bytes: int, index: int = 0) -> Task:
+    """Grow one disk to a new, larger size. The filesystem on it is grown by its user (resize2fs, xfs_growfs)."""
+    check_size(size_bytes)
+    with transaction.atomic():
+        group = _locked(group)
+        _check_ready(group)
+        disk = group.disks.filter(index=index).first()
+        if disk is None:
+            raise InvalidRequest({"index": [f"volume group {group.name} has no disk {index}"]})
+        if size_bytes <= disk.size_bytes:
+            raise InvalidRequest({"size_bytes": [f"disk {index} already holds {iec(disk.size_bytes)}; "
+                                                 "a disk only grows"]})
+        check_free_space(group.container, size_bytes - disk.size_bytes)
+        previous = disk.size_bytes
+        VolumeGroupDisk.objects.filter(pk=disk.pk).update(size_bytes=size_bytes)
+        task = create_task(actor, "volume-group.grow", group, params={"index": index, "previous": previous})
+        audit.record(actor, "volume-group.grow", group, task=str(task.uuid), index=index, size_bytes=size_bytes)
+    return task
+
+
+def _undo_grow(task: Task) -> None:
+    VolumeGroupDisk.objects.filter(group__uuid=task.entity_uuid, index=task.params["index"]).update(
+        size_bytes=task.params["previous"])
+
+
+@task_kind("volume-group.grow", abandon=_undo_grow)
+def grow_disk(task: Task, progress: Progress) -> str:
+    disk = VolumeGroupDisk.objects.select_related("group__container").get(
+        group__uuid=task.entity_uuid, index=task.params["index"])
+    if not disk.path.is_file():
+        raise Conflict(f"disk file {disk.path} has vanished; the volume group cannot grow")
+    files.create_sparse(disk.path, disk.size_bytes)  # truncate only ever lengthens here
+    return f"{disk.group.name} disk {disk.index} is {iec(disk.size_bytes)}"
+
+
+# --- attach -------------------------------------------------------------------------------------------
+
+def _check_target(group: VolumeGroup, target: Target) -> None:
+    if target.docker_host is not None:
+        host = target.docker_host
+        if host.state != DockerHost.State.READY:
+            raise Conflict({"docker_host": [f"Docker host {host.name} is not ready ({host.get_state_display()})"
+                                            + (f": {host.problem}" if host.problem else "")]})
+        if host.kind == DockerHost.Kind.EXTERNAL and not host.containers_seen.filter(pk=group.container_id).exists():
+            raise Conflict({"docker_host": [
+                f"Docker host {host.name} cannot see storage container {group.container.name} "
+                f"({group.container.path}); it attaches disks by loop device over their files"]})
+        if host.kind == DockerHost.Kind.VM and host.vm is None:
+            raise Conflict({"docker_host": [f"the VM of Docker host {host.name} no longer exists"]})
+    vm = target.hypervisor_vm
+    if vm is not None:
+        if vm.is_template:
+            raise Conflict({"vm": [f"{vm.name} is a template"]})
+        if vm.power_state in BUSY_VM_STATES:
+            raise Conflict({"vm": [f"VM {vm.name} is {vm.power_state}; wait for it to finish"]})
+
+
+def request_attach(actor: Actor, group: VolumeGroup, target: Target, *, force: bool = False,
+                   asked_by: DockerHost | None = None) -> Task:
+    """Attach the group to the target. If it is attached elsewhere, only `force` moves it (detaching it first)."""
+    _check_target(group, target)
+    with transaction.atomic():
+        group = _locked(group)
+        _check_ready(group)
+        current = _attachment(group)
+        if current is not None and target.same_as(current) and current.state == VolumeGroupAttachment.State.ATTACHED:
+            return end_at_once(actor, "volume-group.attach", group, None, Task.Status.SUCCEEDED,
+                               f"{group.name} is already attached to {target.name}")
+        previous = None
+        if current is not None and not target.same_as(current):
+            if not force:
+                raise Conflict({"volume_group": [
+                    f"volume group {group.name} is attached to {Target.of(current).name}: one writer at a time. "
+                    "Detach it there first, or move it with force"]})
+            _check_move_allowed(actor, current)
+            previous = Target.of(current).params()
+        VolumeGroupAttachment.objects.update_or_create(group=group, defaults={
+            "vm": target.vm, "docker_host": target.docker_host, "state": VolumeGroupAttachment.State.ATTACHING})
+        task = create_task(actor, "volume-group.attach", group, queue=target.queue, params={
+            "target": target.params(), "previous": previous, **_asked_by(asked_by)})
+        audit.record(actor, "volume-group.attach", group, task=str(task.uuid), target=target.name,
+                     moved_from=previous, **_audit_host(asked_by))
+    return task
+
+
+def _check_move_allowed(actor: Actor, current: VolumeGroupAttachment) -> None:
+    """A Docker host may have the group mounted: taking it away is an Admin's decision."""
+    if current.docker_host_id and not has_role(actor.user, ADMIN):
+        raise Conflict({"force": [f"moving a volume group away from Docker host {current.docker_host.name} "
+                                  "needs the Admin role (its containers may still write to it)"]})
+
+
+def _undo_attach(task: Task) -> None:
+    VolumeGroupAttachment.objects.filter(
+        group__uuid=task.entity_uuid, state=VolumeGroupAttachment.State.ATTACHING).delete()
+
+
+def _apply(target: Target, disks: list[VolumeGroupDisk], attach: bool) -> None:
+    vm = target.hypervisor_vm
+    if vm is None:
+        return  # a registered machine attaches the files itself, by loop device
+    driver = driver_for(vm)
+    for disk in disks:
+        if attach:
+            driver.attach_disk(vm, disk.path, disk.serial)
+        else:
+            driver.detach_disk(vm, disk.serial)
+
+
+@task_kind("volume-group.attach", abandon=_undo_attach)
+def attach(task: Task, progress: Progress) -> str:
+    group = _group_of(task)
+    if group is None:
+        raise Conflict("the volume group no longer exists")
+    disks = _disks(group)
+    missing = [str(disk.path) for disk in disks if not disk.path.is_file()]
+    if missing:
+        raise Conflict(f"disk file(s) of volume group {group.name} vanished: {', '.join(missing)}")
+    previous = Target.from_params(task.params.get("previous"))
+    if previous is not None:
+        progress(20, f"Detaching from {previous.name}")
+        _apply(previous, disks, attach=False)
+    target = Target.from_params(task.params["target"])
+    progress(50, f"Attaching to {target.name}")
+    _apply(target, disks, attach=True)
+    VolumeGroupAttachment.objects.filter(group=group).update(state=VolumeGroupAttachment.State.ATTACHED)
+    return f"{group.name} attached to {target.name}"
+
+
+# --- detach -------------------------------------------------------------------------------------------
+
+def request_detach(actor: Actor, group: VolumeGroup, *, force: bool = False,
+                   asked_by: DockerHost | None = None) -> Task:
+    """Detach the group from where it is. From a Docker host only that host (its plugin, after unmounting)
+    detaches it, unless an Admin forces it because the host no longer answers."""
+    if force and not has_role(actor.user, ADMIN):
+        raise Conflict({"force": ["a forced detach needs the Admin role"]})
+    with transaction.atomic():
+        group = _locked(group)
+        current = _attachment(group)
+        if current is None:
+            return end_at_once(actor, "volume-group.detach", group, None, Task.Status.SUCCEEDED,
+                               f"{group.name} is not attached")
+        target = Target.of(current)
+        if asked_by is not None and current.docker_host_id != asked_by.pk:
+            raise Conflict({"volume_group": [f"volume group {group.name} is attached to {target.name}, "
+                                             f"not to Docker host {asked_by.name}"]})
+        if current.docker_host_id and asked_by is None and not force:
+            raise Conflict({"volume_group": [
+                f"volume group {group.name} is attached to {target.name}, which mounts it: stop the containers "
+                "using it there (the plugin then detaches it), or, if that host no longer answers, "
+                "an Admin detaches it with force"]})
+        VolumeGroupAttachment.objects.filter(pk=current.pk).update(state=VolumeGroupAttachment.State.DETACHING)
+        task = create_task(actor, "volume-group.detach", group, queue=target.queue, params={
+            "target": target.params(), "force": force, **_asked_by(asked_by)})
+        audit.record(actor, "volume-group.detach", group, task=str(task.uuid), target=target.name, force=force,
+                     **_audit_host(asked_by))
+    return task
+
+
+@task_kind("volume-group.detach", abandon=lambda task: VolumeGroupAttachment.objects.filter(
+    group__uuid=task.entity_uuid, state=VolumeGroupAttachment.State.DETACHING).update(
+    state=VolumeGroupAttachment.State.ATTACHED))
+def detach(task: Task, progress: Progress) -> str:
+    group = _group_of(task)
+    if group is None:
+        return "the volume group no longer exists"
+    target = Target.from_params(task.params["target"])
+    try:
+        _apply(target, _disks(group), attach=False)
+    except Exception:
+        if not task.params.get("force"):
+            raise
+        # Forced: the host is gone or broken; the record goes anyway (the hypervisor drops it on its own).
+        progress(80, f"{target.name} did not answer; detaching by force")
+    VolumeGroupAttachment.objects.filter(group=group).delete()
+    VolumeGroup.objects.filter(pk=group.pk).update(mounts=[])
+    return f"{group.name} detached from {target.name}" + (" (forced)" if task.params.get("force") else "")
+
+
+# --- delete -------------------------------------------------------------------------------------------
+
+def request_delete(actor: Actor, group: VolumeGroup, asked_by: DockerHost | None = None) -> Task:
+    with transaction.atomic():
+        group = _locked(group)
+        _check_ready(group)
+        current = _attachment(group)
+        if current is not None:
+            raise Conflict({"volume_group": [
+                f"volume group {group.name} is attached to {Target.of(current).name}; detach it first"]})
+        VolumeGroup.objects.filter(pk=group.pk).update(state=VolumeGroup.State.DELETING)
+        task = create_task(actor, "volume-group.delete", group, params=_asked_by(asked_by))
+        audit.record(actor, "volume-group.delete", group, task=str(task.uuid), **_audit_host(asked_by))
+    return task
+
+
+@task_kind("volume-group.delete", abandon=lambda task: VolumeGroup.objects.filter(uuid=task.entity_uuid).update(
+    state=VolumeGroup.State.READY))
+def delete(task: Task, progress: Progress) -> str:
+    _remove_everywhere(_group_of(task))
+    return f"{task.entity_name} deleted"

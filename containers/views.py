@@ -1,0 +1,191 @@
+"""Console pages: volume groups (list, detail with disks, attachment and history) and Docker hosts."""
+
+from django.contrib import messages
+from django.shortcuts import get_object_or_404, redirect, render
+from django.urls import reverse
+from django.views.decorators.http import require_POST
+
+from console.models import VM, AuditEvent, Task
+from console.services.access import ADMIN, OPERATOR
+from console.services.errors import ServiceError
+from console.views.base import actor, as_uuid, paginate, refuse, role_required, task_started
+
+from . import forms
+from .api.views import volume_group_queryset
+from .filtersets import DockerHostFilterSet, VolumeGroupFilterSet
+from .models import DockerHost, VolumeGroup
+from .services import docker_hosts, volume_groups
+from .services.volume_groups import Target
+
+GiB = forms.GiB
+
+
+def history(entity) -> dict:
+    return {"tasks": Task.objects.filter(entity_uuid=entity.uuid).select_related("created_by")[:10],
+            "events": AuditEvent.objects.filter(entity_uuid=entity.uuid)[:10]}
+
+
+@role_required()
+def volume_group_list(request):
+    filterset = VolumeGroupFilterSet(request.GET, queryset=volume_group_queryset())
+    groups = filterset.qs if filterset.is_valid() else VolumeGroup.objects.none()
+    return render(request, "containers/volume_group_list.html", {
+        "page": paginate(request, groups), "filterset": filterset, "form": forms.VolumeGroupForm()})
+
+
+@require_POST
+@role_required(OPERATOR)
+def volume_group_create(request):
+    form = forms.VolumeGroupForm(request.POST)
+    if not form.is_valid():
+        for field, problems in form.errors.items():
+            messages.error(request, f"{field}: {' '.join(problems)}")
+        return redirect("volume-groups")
+    data = form.cleaned_data
+    try:
+        task = volume_groups.request_create(actor(request), data["name"], data["size_gib"] * GiB,
+                                            disk_count=data["disk_count"], container=data["container"],
+                                            description=data["description"])
+    except ServiceError as error:
+        return refuse(request, error, reverse("volume-groups"))
+    return task_started(request, task, reverse("volume-group-detail", args=[task.entity_uuid]))
+
+
+@role_required()
+def volume_group_detail(request, uuid):
+    group = get_object_or_404(volume_group_queryset(), uuid=uuid)
+    return render(request, "containers/volume_group_detail.html", {
+        "group": group, "attachment": getattr(group, "attachment", None), "attach_form": forms.AttachForm(),
+        "grow_form": forms.GrowForm(), **history(group)})
+
+
+def _group_action(request, uuid, act):
+    """Run one change of a group from a POSTed form; back to its page with the task or the refusal."""
+    group = get_object_or_404(VolumeGroup, uuid=uuid)
+    back = reverse("volume-group-detail", args=[uuid])
+    try:
+        task = act(group)
+    except ServiceError as error:
+        return refuse(request, error, back)
+    return task_started(request, task, back)
+
+
+def _target(value: str) -> Target | None:
+    kind, _, key = value.partition(":")
+    if kind == "vm":
+        vm = VM.objects.select_related("host").filter(uuid=as_uuid(key)).first()
+        return Target(vm=vm) if vm else None
+    host = DockerHost.objects.select_related("vm__host").filter(uuid=as_uuid(key)).first()
+    return Target(docker_host=host) if host and kind == "docker-host" else None
+
+
+@require_POST
+@role_required(OPERATOR)
+def volume_group_attach(request, uuid):
+    target = _target(request.POST.get("target", ""))
+    if target is None:
+        messages.error(request, "target: choose a VM or a Docker host")
+        return redirect("volume-group-detail", uuid)
+    force = request.POST.get("force") == "on"
+    return _group_action(request, uuid, lambda g: volume_groups.request_attach(actor(request), g, target, force=force))
+
+
+@require_POST
+@role_required(OPERATOR)
+def volume_group_detach(request, uuid):
+    force = request.POST.get("force") == "on"
+    return _group_action(request, uuid, lambda g: volume_groups.request_detach(actor(request), g, force=force))
+
+
+@require_POST
+@role_required(OPERATOR)
+def volume_group_grow(request, uuid):
+    form = forms.GrowForm(request.POST)
+    if not form.is_valid():
+        messages.error(request, "Give a disk number and its new size in GiB.")
+        return redirect("volume-group-detail", uuid)
+    data = form.cleaned_data
+    return _group_action(request, uuid, lambda g: volume_groups.request_grow(
+        actor(request), g, data["size_gib"] * GiB, data["index"]))
+
+
+@role_required(OPERATOR)
+def volume_group_delete(request, uuid):
+    group = get_object_or_404(VolumeGroup, uuid=uuid)
+    if request.method != "POST":
+        return render(request, "console/confirm.html", {
+            "title": f"Delete {group.name}?", "action": reverse("volume-group-delete", args=[uuid]),
+            "button": "Delete volume group", "text": "Its disk files are deleted. This cannot be undone.",
+            "back": reverse("volume-group-detail", args=[uuid])})
+    try:
+        task = volume_groups.request_delete(actor(request), group)
+    except ServiceError as error:
+        return refuse(request, error, reverse("volume-group-detail", args=[uuid]))
+    return task_started(request, task, reverse("volume-groups"))
+
+
+@role_required()
+def docker_host_list(request):
+    filterset = DockerHostFilterSet(request.GET, queryset=DockerHost.objects.select_related("vm"))
+    return render(request, "containers/docker_host_list.html", {
+        "hosts": filterset.qs if filterset.is_valid() else DockerHost.objects.none(), "filterset": filterset,
+        "register_form": forms.RegisterForm(), "create_form": forms.DockerHostCreateForm()})
+
+
+@require_POST
+@role_required(ADMIN)
+def docker_host_register(request):
+    form = forms.RegisterForm(request.POST)
+    if not form.is_valid():
+        messages.error(request, "name: give the host a name")
+        return redirect("docker-hosts")
+    try:
+        host, key = docker_hosts.register(actor(request), form.cleaned_data["name"], form.cleaned_data["address"])
+    except ServiceError as error:
+        return refuse(request, error, reverse("docker-hosts"))
+    return render(request, "containers/docker_host_secret.html", {"host": host, "key": key})
+
+
+@require_POST
+@role_required(ADMIN)
+def docker_host_create(request):
+    form = forms.DockerHostCreateForm(request.POST)
+    if not form.is_valid():
+        for field, problems in form.errors.items():
+            messages.error(request, f"{field}: {' '.join(problems)}")
+        return redirect("docker-hosts")
+    data = form.cleaned_data
+    try:
+        task, host, user_data = docker_hosts.request_create(
+            actor(request), name=data["name"], image=data["image"], vcpus=data["vcpus"],
+            memory_bytes=data["memory_gib"] * GiB)
+    except ServiceError as error:
+        return refuse(request, error, reverse("docker-hosts"))
+    return render(request, "containers/docker_host_secret.html", {"host": host, "task": task,
+                                                                   "cloud_config": user_data})
+
+
+@role_required()
+def docker_host_detail(request, uuid):
+    host = get_object_or_404(DockerHost.objects.select_related("vm", "created_by"), uuid=uuid)
+    return render(request, "containers/docker_host_detail.html", {
+        "host": host, "groups": VolumeGroup.objects.filter(attachment__docker_host=host).select_related(
+            "container", "attachment"), "containers_seen": host.containers_seen.all(), **history(host)})
+
+
+@role_required(ADMIN)
+def docker_host_remove(request, uuid):
+    host = get_object_or_404(DockerHost.objects.select_related("vm__host", "cluster"), uuid=uuid)
+    if request.method != "POST":
+        return render(request, "console/confirm.html", {
+            "title": f"Remove Docker host {host.name}?", "action": reverse("docker-host-remove", args=[uuid]),
+            "button": "Remove", "back": reverse("docker-host-detail", args=[uuid]),
+            "text": "Its key stops working at once." + (" Its VM is deleted." if host.vm else "")})
+    try:
+        task = docker_hosts.remove(actor(request), host)
+    except ServiceError as error:
+        return refuse(request, error, reverse("docker-host-detail", args=[uuid]))
+    if task is not None:
+        return task_started(request, task, reverse("docker-hosts"))
+    messages.success(request, f"Docker host {host.name} removed")
+    return redirect("docker-hosts")

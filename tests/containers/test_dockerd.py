@@ -1,0 +1,63 @@
+"""The source's own commands, with our driver name, through a real dockerd, our plugin as its own process,
+the live console and a real Celery worker."""
+
+import signal
+import subprocess
+
+import pytest
+
+from containers.models import VolumeGroup, VolumeGroupAttachment
+
+from .realdocker import IMAGE, wait_until
+
+pytestmark = [pytest.mark.slow, pytest.mark.django_db(transaction=True)]
+GiB = 1024**3
+
+
+def attached(name: str) -> bool:
+    return VolumeGroupAttachment.objects.filter(group__docker_volume=name,
+                                                state=VolumeGroupAttachment.State.ATTACHED).exists()
+
+
+def loops_over(path) -> str:
+    return subprocess.run(["losetup", "-j", str(path)], capture_output=True, text=True).stdout
+
+
+def test_volume_survives_containers_and_a_plugin_crash(plugin):
+    docker = plugin.docker
+    docker.run("volume", "create", "PGDataVol", "--driver", "facet", "-o", "size=1G")
+    group = VolumeGroup.objects.get(docker_volume="PGDataVol")
+    disk = group.disks.get()
+    assert (group.state, disk.size_bytes, group.fstype) == ("ready", GiB, "ext4")
+    assert disk.path.stat().st_size == GiB and disk.path.stat().st_blocks == 0  # sparse until written
+
+    docker.run("run", "--rm", "--network", "none", "--volume-driver", "facet", "-v", "PGDataVol:/data", IMAGE,
+               "sh", "-c", "echo first > /data/log && sync")
+    # Unmounted between containers: detached in the console, no loop device left, nothing mounted.
+    assert not VolumeGroupAttachment.objects.filter(group=group).exists()
+    assert loops_over(disk.path) == ""
+    assert "/volumes/PGDataVol" not in plugin.namespace.mounts()
+
+    holder = docker.run("run", "-d", "--network", "none", "--volume-driver", "facet", "-v", "PGDataVol:/data",
+                        IMAGE, "sh", "-c", "echo second >> /data/log && sync && sleep 600").stdout.strip()
+    wait_until(lambda: attached("PGDataVol"), what="the volume to be attached")
+    group.refresh_from_db()
+    assert len(group.mounts) == 1 and group.used_bytes > 0
+
+    plugin.kill(signal.SIGKILL)  # in the middle: a container still holds the volume
+    plugin.start()
+    assert "/volumes/PGDataVol" in plugin.namespace.mounts()  # reconcile kept the volume in use mounted
+    assert attached("PGDataVol")
+
+    docker.run("rm", "--force", holder)  # Unmount reaches the restarted plugin, which knows the caller
+    wait_until(lambda: not VolumeGroupAttachment.objects.filter(group=group).exists(), what="the detach")
+    assert loops_over(disk.path) == ""
+
+    read = docker.run("run", "--rm", "--network", "none", "--volume-driver", "facet", "-v", "PGDataVol:/data",
+                      IMAGE, "cat", "/data/log")
+    assert read.stdout == "first\nsecond\n"
+
+    assert "PGDataVol" in docker.run("volume", "ls", "--format", "{{.Name}}").stdout
+    docker.run("volume", "rm", "PGDataVol")
+    assert not VolumeGroup.objects.filter(docker_volume="PGDataVol").exists()
+    assert not disk.path.exists()
