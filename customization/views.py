@@ -23,8 +23,9 @@ from .services.validation import validate
 MULTIPART_OVERHEAD = 16 * 1024  # the form's other fields and the part headers around the file
 
 
-def _library(request, status: int = 200, **forms):
+def _library(request, status: int = 200, upload_refusal: str = "", **forms):
     context = {
+        "upload_refusal": upload_refusal,
         "scripts": CustomizationScript.objects.select_related("owner"),
         "script_form": forms.get("script_form") or ScriptForm(),
         "upload_form": forms.get("upload_form") or UploadForm(),
@@ -108,9 +109,8 @@ def _checked_upload(request):
 
 
 def _too_large(request) -> HttpResponse:
-    form = UploadForm()
-    form.add_error(None, f"The file is over the limit of {size_limit() // 1024} KiB; nothing was read or kept.")
-    return _library(request, status=413, upload_form=form)
+    refusal = f"The file is over the limit of {size_limit() // 1024} KiB; nothing was read or kept."
+    return _library(request, status=413, upload_refusal=refusal)
 
 
 @require_POST

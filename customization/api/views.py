@@ -14,7 +14,7 @@ from console.services.access import OPERATOR, VIEWER, has_role
 from console.services.actors import Actor
 from console.services.errors import InvalidRequest, TooLarge
 
-from ..models import CustomizationScript, VMCustomization
+from ..models import CustomizationScript, Kind, VMCustomization
 from ..services import library, sources
 from ..services.content import size_limit
 from ..services.validation import validate
@@ -61,8 +61,9 @@ class ScriptViewSet(ByUuid, viewsets.ModelViewSet):
 
     def _fields(self, serializer) -> dict:
         data, current = serializer.validated_data, serializer.instance
-        fields = ("name", "kind", "content", "description")
-        return {name: data[name] if name in data else getattr(current, name, "") for name in fields}
+        defaults = {"kind": Kind.CLOUD_INIT, "description": "", "name": "", "content": ""}
+        return {name: data.get(name, getattr(current, name) if current else default)
+                for name, default in defaults.items()}
 
     def perform_destroy(self, instance):
         library.delete_script(Actor.from_request(self.request), instance)

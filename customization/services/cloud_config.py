@@ -73,8 +73,9 @@ def validate_cloud_config(text: str, result: Validation) -> None:
 
 
 def _parse(text: str, result: Validation) -> tuple[Node | None, object]:
-    loader = yaml.SafeLoader(text)
+    loader = None
     try:
+        loader = yaml.SafeLoader(text)  # its reader already refuses control characters
         root = loader.get_single_node()
         if root is None:
             return ScalarNode("tag:yaml.org,2002:null", ""), None
@@ -93,7 +94,8 @@ def _parse(text: str, result: Validation) -> tuple[Node | None, object]:
     except RecursionError:
         result.add(1, 1, ERROR, "YAML: nested too deeply")
     finally:
-        loader.dispose()
+        if loader is not None:
+            loader.dispose()
     return None, None
 
 

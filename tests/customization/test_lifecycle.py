@@ -1,8 +1,12 @@
 """A VM's customization on the sim driver: copied at request time, media attached by the create or
 clone task, removed when the guest reports or at the next power-off (then `unknown`)."""
 
+import json
+import os
+from io import BytesIO
 from pathlib import Path
 
+import pycdlib
 import pytest
 
 from console.models import VM, CdRom, Image, Network, SimDomain, Task
@@ -51,14 +55,8 @@ def test_create_with_a_script_attaches_media_and_phone_home_removes_them(cluster
 
 
 def _token_from_media(iso: Path) -> str:
-    import json
-
-    import pycdlib
-
     reader = pycdlib.PyCdlib()
     reader.open(str(iso))
-    from io import BytesIO
-
     out = BytesIO()
     reader.get_file_from_iso_fp(out, joliet_path="/openstack/latest/vendor_data.json")
     reader.close()
@@ -216,10 +214,7 @@ def test_storage_paths_stay_inside_the_container(cluster, actor, tmp_path, creat
     (root / "scripts" / "escape.yaml").symlink_to(outside)
     (root / "scripts" / "inside.yaml").symlink_to(root / "scripts" / "web.yaml")
     (root / "scripts" / "big.yaml").write_bytes(b"#cloud-config\n" + b"#" * (100 * 1024 * 1024))
-    os_fifo = root / "scripts" / "fifo"
-    import os
-
-    os.mkfifo(os_fifo)
+    os.mkfifo(root / "scripts" / "fifo")
 
     vm = create_vm(CustomizationRequest(storage_path="facet://default/scripts/web.yaml"))
     assert vm.customization.source == "facet://default/scripts/web.yaml"
