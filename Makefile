@@ -8,8 +8,11 @@ export FACET_DATA_DIR ?= $(CURDIR)/var
 # Debian packages the console and its tests need; apt-get installs them when we are root.
 SYSTEM_PACKAGES := redis-server genisoimage
 TEST_SYSTEM_PACKAGES := chromium
+# cloud-init's own JSON schema, to validate #cloud-config: unpacked from Debian's cloud-init package (not installed).
+export FACET_CLOUD_INIT_DIR ?= $(CURDIR)/var/cache/cloud-init
+CLOUD_INIT_SCHEMA := $(FACET_CLOUD_INIT_DIR)/usr/lib/python3/dist-packages/cloudinit/config/schemas/schema-cloud-config-v1.json
 
-.PHONY: run test setup system-packages test-system-packages lint bench clean
+.PHONY: run test setup system-packages test-system-packages cloud-init-schema lint bench clean
 
 run: setup
 	$(PY) manage.py migrate --no-input -v0
@@ -21,7 +24,7 @@ test: setup test-system-packages
 	$(PY) manage.py collectstatic --no-input -v0
 	$(VENV)/bin/pytest $(PYTEST_ARGS)
 
-setup: system-packages $(VENV)/.installed
+setup: system-packages $(VENV)/.installed cloud-init-schema
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -47,6 +50,10 @@ system-packages:
 
 test-system-packages:
 	$(call ensure_packages,$(TEST_SYSTEM_PACKAGES))
+
+# Without the schema the console still runs: cloud-config gets YAML checks only, and says so.
+cloud-init-schema:
+	@if [ ! -f "$(CLOUD_INIT_SCHEMA)" ]; then 	  work=$$(mktemp -d); 	  if command -v apt-get >/dev/null && command -v dpkg >/dev/null && cd "$$work" && 	     { apt-get download -qq cloud-init 2>/dev/null || 	       { [ "$$(id -u)" = 0 ] && apt-get update -qq && apt-get download -qq cloud-init 2>/dev/null; }; } && 	     mkdir -p "$(FACET_CLOUD_INIT_DIR)" && dpkg -x cloud-init_*.deb "$(FACET_CLOUD_INIT_DIR)"; then 	    echo "cloud-init's schema unpacked in $(FACET_CLOUD_INIT_DIR)"; 	  else 	    echo "could not fetch Debian's cloud-init package (needs apt-get and dpkg; as non-root, run apt-get update first):"; 	    echo "  #cloud-config scripts get YAML checks only until 'make cloud-init-schema' succeeds"; 	  fi; 	  rm -rf "$$work"; 	fi
 
 lint: setup
 	$(VENV)/bin/ruff check .

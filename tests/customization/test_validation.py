@@ -1,6 +1,7 @@
 """Format detection and validation: every format, good and bad, each problem at its line and column."""
 
 import gzip
+import shutil
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -99,8 +100,9 @@ def test_without_the_schema_only_yaml_is_checked_and_that_is_said(monkeypatch):
         1, 1, "warning", "cloud-init's schema is not installed (make fetches it): only the YAML syntax was checked")
 
 
+@pytest.mark.skipif(shutil.which("apt-get") is None, reason="the Makefile fetches the schema with apt-get")
 def test_the_schema_is_debians():
-    assert cloud_config.schema_path() is not None, "run make test (it fetches cloud-init's schema)"
+    assert cloud_config.schema_path() is not None, "run make cloud-init-schema (make test does)"
 
 
 @pytest.mark.parametrize(("content", "expected"), [
