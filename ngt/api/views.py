@@ -1,0 +1,87 @@
+"""Guest Tools REST endpoints: thin views over ngt.services."""
+
+from django.shortcuts import get_object_or_404
+from drf_spectacular.utils import extend_schema
+from rest_framework import generics
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from console.api.serializers import TaskSerializer
+from console.api.views import accepted, valid
+from console.models import VM
+from console.services.actors import Actor
+from console.services.vms import default_cluster
+
+from .. import authority, services
+from ..models import GuestTools
+from . import serializers as s
+
+
+def vm_or_404(uuid) -> VM:
+    return get_object_or_404(VM.objects.select_related("host", "cluster"), uuid=uuid)
+
+
+class GuestToolsList(generics.ListAPIView):
+    """VMs that have Guest Tools state, with it."""
+
+    queryset = GuestTools.objects.select_related("vm", "certificate")
+    serializer_class = s.GuestToolsSerializer
+    filterset_fields = ["enabled", "iso_mounted", "link_active"]
+    ordering_fields = ["vm__name", "last_seen"]
+    ordering = ["vm__name"]
+
+
+class GuestToolsDetail(APIView):
+    """A VM's Guest Tools state; PATCH changes its capabilities (delivered by the next mount)."""
+
+    serializer_class = s.GuestToolsSerializer
+
+    def get(self, request, uuid):
+        return Response(s.GuestToolsSerializer(services.state_of(vm_or_404(uuid))).data)
+
+    @extend_schema(request=s.CapabilitiesSerializer, responses={200: s.GuestToolsSerializer})
+    def patch(self, request, uuid):
+        data = valid(s.CapabilitiesSerializer, request)
+        state = services.set_capabilities(Actor.from_request(request), vm_or_404(uuid), data["capabilities"])
+        return Response(s.GuestToolsSerializer(services.state_of(state.vm)).data)
+
+
+class GuestToolsOperation(APIView):
+    """POST starts the `operation` (a request function of ngt.services) and answers 202 with its task."""
+
+    serializer_class = TaskSerializer
+    operation = None
+
+    @extend_schema(request=None, responses={202: TaskSerializer})
+    def post(self, request, uuid):
+        return accepted(type(self).operation(Actor.from_request(request), vm_or_404(uuid)))
+
+
+class Enable(GuestToolsOperation):
+    operation = staticmethod(services.request_enable)
+
+
+class Unmount(GuestToolsOperation):
+    operation = staticmethod(services.request_unmount)
+
+
+class Disable(GuestToolsOperation):
+    operation = staticmethod(services.request_disable)
+
+
+class Mount(APIView):
+    serializer_class = TaskSerializer
+
+    @extend_schema(request=s.MountSerializer, responses={202: TaskSerializer})
+    def post(self, request, uuid):
+        data = valid(s.MountSerializer, request)
+        return accepted(services.request_mount(Actor.from_request(request), vm_or_404(uuid), data["config_only"]))
+
+
+class CertificateAuthorityDetail(APIView):
+    """The cluster's Guest Tools CA certificate (made on first use). Its key never leaves the console."""
+
+    serializer_class = s.CertificateAuthoritySerializer
+
+    def get(self, request):
+        return Response(s.CertificateAuthoritySerializer(authority.authority_for(default_cluster())).data)

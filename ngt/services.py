@@ -1,0 +1,291 @@
+"""Guest Tools operations. The request functions validate, write the intent (state, CD-ROM slot) and the task;
+the task kinds below do the work in a worker: issue the VM's certificate, build its tools ISO, insert it.
+
+A VM's private key is made inside `apply_mount`, in the worker, and goes straight into the ISO: it is never in
+a task's params, a log line, the database or a temporary file."""
+
+import uuid
+from pathlib import Path
+
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from django.conf import settings
+from django.db import transaction
+from django.db.models.signals import post_delete
+from django.dispatch import receiver
+from django.utils import timezone
+
+from console.models import VM, CdRom, StorageContainer, Task
+from console.services import audit
+from console.services.actors import Actor
+from console.services.cdroms import free_slot
+from console.services.errors import Conflict, InvalidRequest
+from console.services.power import BUSY_STATES
+from console.services.tasks import Progress, create_task, task_kind
+from console.services.vms import driver_for
+
+from . import authority, tools_iso
+from .models import CAPABILITIES, TOOLS_VERSION, GuestTools, VMCertificate
+
+GUEST_TOOLS = CdRom.Purpose.GUEST_TOOLS
+ISO_DIRECTORY = "guest-tools"
+KINDS = ("ngt.enable", "ngt.mount", "ngt.unmount", "ngt.disable")
+ACTIVE = (Task.Status.QUEUED, Task.Status.RUNNING)
+
+
+def state_of(vm: VM) -> GuestTools:
+    """The VM's Guest Tools state as stored, or a blank one (not saved) when it never had any."""
+    return GuestTools.objects.select_related("certificate").filter(vm=vm).first() or GuestTools(vm=vm)
+
+
+def checked_capabilities(names: list[str]) -> list[str]:
+    unknown = [name for name in names if name not in CAPABILITIES]
+    if unknown:
+        raise InvalidRequest({"capabilities": [
+            f"unknown capability {name!r}; use {' or '.join(CAPABILITIES)}" for name in unknown]})
+    return [name for name in CAPABILITIES if name in names]  # one order, no repeats
+
+
+def _check_vm(vm: VM) -> None:
+    if vm.power_state in BUSY_STATES:
+        raise Conflict({"vm": [f"VM {vm.name} is {vm.power_state}; wait for it to finish"]})
+    if vm.host_id is None:
+        raise Conflict({"vm": [f"VM {vm.name} is not placed on a host"]})
+
+
+def _locked_state(vm: VM) -> GuestTools:
+    """The state row, locked for this transaction, after refusing a second Guest Tools task on the VM: two
+    mounts at once would issue two certificates for one slot."""
+    GuestTools.objects.get_or_create(vm=vm)
+    state = GuestTools.objects.select_for_update().get(vm=vm)
+    busy = Task.objects.filter(entity_uuid=vm.uuid, kind__in=KINDS, status__in=ACTIVE).first()
+    if busy is not None:
+        raise Conflict({"vm": [f"a Guest Tools task ({busy.kind}) is already {busy.status} on VM {vm.name}; "
+                               "wait for it to end"]})
+    return state
+
+
+def _start(actor: Actor, kind: str, vm: VM, params: dict, parent: Task | None = None) -> Task:
+    task = create_task(actor, kind, vm, queue=vm.host.queue, parent=parent, params=params)
+    if parent is None:  # a bulk task is audited once, as a whole
+        audit.record(actor, kind, vm, task=str(task.uuid), **params)
+    return task
+
+
+def _check_authority(vm: VM) -> None:
+    """Fail the request, not the task, when the CA cannot sign (its key file missing or damaged)."""
+    authority.open_authority(authority.authority_for(vm.cluster))
+
+
+def set_capabilities(actor: Actor, vm: VM, names: list[str]) -> GuestTools:
+    """Store the capabilities; the next mount delivers them in ngt.json."""
+    capabilities = checked_capabilities(names)
+    with transaction.atomic():
+        state, _ = GuestTools.objects.get_or_create(vm=vm)
+        before = state.capabilities
+        state.capabilities = capabilities
+        state.save(update_fields=["capabilities", "updated_at"])
+        audit.record(actor, "ngt.capabilities", vm, before=before, after=capabilities)
+    return state
+
+
+def request_enable(actor: Actor, vm: VM) -> Task:
+    _check_vm(vm)
+    with transaction.atomic():
+        state = _locked_state(vm)
+        was_enabled, state.enabled = state.enabled, True
+        state.save(update_fields=["enabled", "updated_at"])
+        return _start(actor, "ngt.enable", vm, {"was_enabled": was_enabled})
+
+
+def _restore_enabled(task: Task) -> None:
+    GuestTools.objects.filter(vm__uuid=task.entity_uuid).update(enabled=task.params["was_enabled"])
+
+
+@task_kind("ngt.enable", abandon=_restore_enabled)
+def apply_enable(task: Task, progress: Progress) -> str:
+    vm = _vm_of(task)
+    progress(30, "Preparing the certificate authority")
+    _check_authority(vm)  # made on first use; a key that does not open fails the task here
+    return f"Guest Tools enabled on {vm.name}"
+
+
+def _container_of(vm: VM) -> StorageContainer:
+    disk = vm.disks.select_related("container").order_by("index").first()
+    container = disk.container if disk else vm.cluster.storage_containers.order_by("id").first()
+    if container is None:
+        raise Conflict({"vm": [f"VM {vm.name} has no storage container to hold its tools ISO"]})
+    return container
+
+
+def _tools_cdrom(vm: VM) -> CdRom | None:
+    return vm.cdroms.filter(purpose=GUEST_TOOLS).exclude(iso_path="").order_by("slot").first()
+
+
+def request_mount(actor: Actor, vm: VM, config_only: bool = False, parent: Task | None = None) -> Task:
+    """Mount a new tools ISO (implies enable); on a remount the ISO carries a new pair and the old one is
+    revoked when the new one is issued."""
+    if vm.is_template:
+        raise Conflict({"vm": [f"{vm.name} is a template, and templates do not run: mount Guest Tools on the VM "
+                               "before marking it as a template, or on its clones"]})
+    _check_vm(vm)
+    _check_authority(vm)
+    container = _container_of(vm)
+    with transaction.atomic():
+        state = _locked_state(vm)
+        cdrom = _tools_cdrom(vm) or free_slot(vm, GUEST_TOOLS)
+        previous_iso = cdrom.iso_path
+        path = container.resolve(f"{ISO_DIRECTORY}/{vm.uuid}-{uuid.uuid4().hex[:12]}.iso")
+        cdrom.iso_path, cdrom.purpose, cdrom.image = str(path), GUEST_TOOLS, None
+        cdrom.save()
+        was_enabled, state.enabled = state.enabled, True
+        state.save(update_fields=["enabled", "updated_at"])
+        return _start(actor, "ngt.mount", vm, parent=parent, params={
+            "slot": cdrom.slot, "iso_path": str(path), "previous_iso": previous_iso, "config_only": config_only,
+            "was_enabled": was_enabled})
+
+
+def _vm_of(task: Task) -> VM:
+    vm = VM.objects.select_related("host", "cluster").filter(uuid=task.entity_uuid).first()
+    if vm is None:
+        raise Conflict("the VM no longer exists")
+    return vm
+
+
+def _revoke_current(vm: VM) -> list[str]:
+    """Revoke the VM's valid certificates now; returns their serials."""
+    current = list(VMCertificate.objects.filter(vm=vm, revoked=False).values_list("serial", flat=True))
+    VMCertificate.objects.filter(vm=vm, revoked=False).update(revoked=True, revoked_at=timezone.now())
+    return current
+
+
+def _tools_image(vm: VM, signer: authority.Signer, state: GuestTools, config_only: bool) -> tuple[
+        authority.IssuedCertificate, bytes]:
+    """A new key pair and certificate, and the ISO that carries them: the key lives only in this function's
+    memory and in the image it returns."""
+    key = ec.generate_private_key(ec.SECP256R1())
+    issued = authority.issue(signer, vm, key.public_key())
+    key_pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                serialization.NoEncryption())
+    config = tools_iso.ngt_config(
+        vm_uuid=str(vm.uuid), cluster_vip=vm.cluster.virtual_ip or settings.CLUSTER_VIP,
+        ca_fingerprint=signer.authority.fingerprint_sha256, certificate_serial=issued.serial,
+        capabilities=state.capabilities, tools_version=TOOLS_VERSION)
+    files = tools_iso.tools_files(config, signer.certificate_pem, issued.pem, key_pem, config_only)
+    return issued, tools_iso.build_iso(files)
+
+
+def _mounted_by(task: Task, state: GuestTools, path: Path) -> bool:
+    certificate = state.certificate
+    return bool(state.iso_mounted and certificate and certificate.task_uuid == task.uuid and path.is_file())
+
+
+def _record(task: Task, action: str, vm: VM, **detail) -> None:
+    """Audit what a worker did, in the name of who asked for it."""
+    audit.record(Actor(user=task.created_by), action, vm, task=str(task.uuid), **detail)
+
+
+def _undo_mount(task: Task) -> None:
+    """A mount that failed for good gives the CD-ROM back as it was and leaves no ISO behind."""
+    state = GuestTools.objects.select_related("certificate").filter(vm__uuid=task.entity_uuid).first()
+    if state is None or (state.certificate and state.certificate.task_uuid == task.uuid):
+        return  # the VM is gone, or the mount took effect before something after it failed
+    tools_iso.remove_iso(Path(task.params["iso_path"]))
+    previous = task.params.get("previous_iso", "")
+    CdRom.objects.filter(vm__uuid=task.entity_uuid, slot=task.params["slot"]).update(
+        iso_path=previous, purpose=GUEST_TOOLS if previous else "", image=None)
+    if not task.params["was_enabled"]:
+        GuestTools.objects.filter(pk=state.pk).update(enabled=False)
+
+
+@task_kind("ngt.mount", abandon=_undo_mount)
+def apply_mount(task: Task, progress: Progress) -> str:
+    vm = _vm_of(task)
+    state = GuestTools.objects.select_related("certificate").get(vm=vm)
+    path, slot = Path(task.params["iso_path"]), task.params["slot"]
+    driver = driver_for(vm)
+    if _mounted_by(task, state, path):  # a rerun after the work was done: only make sure it is inserted
+        driver.insert_cdrom(vm, slot, path)
+        return f"Guest Tools ISO already mounted in CD-ROM {slot} of {vm.name}"
+    progress(10, "Opening the certificate authority")
+    signer = authority.open_authority(authority.authority_for(vm.cluster))
+    progress(30, "Issuing a certificate and building the tools ISO")
+    issued, image = _tools_image(vm, signer, state, task.params.get("config_only", False))
+    progress(60, f"Writing the tools ISO and inserting it in CD-ROM {slot}")
+    try:
+        with transaction.atomic():
+            revoked = _revoke_current(vm)
+            certificate = VMCertificate.objects.create(
+                vm=vm, serial=issued.serial, certificate_pem=issued.pem, not_before=issued.not_before,
+                not_after=issued.not_after, task_uuid=task.uuid)
+            GuestTools.objects.filter(pk=state.pk).update(enabled=True, iso_mounted=True, certificate=certificate,
+                                                          updated_at=timezone.now())
+            tools_iso.write_iso(path, image)
+            driver.insert_cdrom(vm, slot, path)
+    except BaseException:
+        tools_iso.remove_iso(path)  # the database rolled back: no ISO may outlive it
+        raise
+    previous = task.params.get("previous_iso")
+    if previous and previous != str(path):
+        tools_iso.remove_iso(Path(previous))
+    _record(task, "ngt.certificate.issue", vm, serial=issued.serial, revoked=revoked)
+    return f"Guest Tools ISO mounted in CD-ROM {slot} of {vm.name} (certificate {issued.serial})"
+
+
+def request_unmount(actor: Actor, vm: VM, parent: Task | None = None) -> Task:
+    state = state_of(vm)
+    if not state.iso_mounted and _tools_cdrom(vm) is None:
+        raise Conflict({"vm": [f"no Guest Tools ISO is mounted on VM {vm.name}"]})
+    _check_vm(vm)
+    with transaction.atomic():
+        _locked_state(vm)
+        return _start(actor, "ngt.unmount", vm, {}, parent=parent)
+
+
+def _eject_tools(vm: VM) -> None:
+    """Eject every tools ISO of the VM and delete its file. Safe to repeat."""
+    driver = driver_for(vm)
+    for cdrom in vm.cdroms.filter(purpose=GUEST_TOOLS).exclude(iso_path=""):
+        driver.eject_cdrom(vm, cdrom.slot)
+        tools_iso.remove_iso(Path(cdrom.iso_path))
+        CdRom.objects.filter(pk=cdrom.pk).update(iso_path="", purpose="", image=None)
+    GuestTools.objects.filter(vm=vm).update(iso_mounted=False, updated_at=timezone.now())
+
+
+@task_kind("ngt.unmount")
+def apply_unmount(task: Task, progress: Progress) -> str:
+    vm = _vm_of(task)
+    progress(30, "Ejecting the tools ISO")
+    _eject_tools(vm)
+    return f"Guest Tools ISO unmounted from {vm.name} and deleted"
+
+
+def request_disable(actor: Actor, vm: VM) -> Task:
+    if not state_of(vm).enabled:
+        raise Conflict({"vm": [f"Guest Tools are not enabled on VM {vm.name}"]})
+    _check_vm(vm)
+    with transaction.atomic():
+        state = _locked_state(vm)
+        state.enabled = False
+        state.save(update_fields=["enabled", "updated_at"])
+        return _start(actor, "ngt.disable", vm, {"was_enabled": True})
+
+
+@task_kind("ngt.disable", abandon=_restore_enabled)
+def apply_disable(task: Task, progress: Progress) -> str:
+    vm = _vm_of(task)
+    progress(30, "Ejecting the tools ISO")
+    _eject_tools(vm)
+    with transaction.atomic():
+        revoked = _revoke_current(vm)
+        GuestTools.objects.filter(vm=vm).update(enabled=False, certificate=None, link_active=False)
+    if revoked:
+        _record(task, "ngt.certificate.revoke", vm, serials=revoked)
+    return f"Guest Tools disabled on {vm.name}" + (f", certificate {revoked[0]} revoked" if revoked else "")
+
+
+@receiver(post_delete, sender=CdRom)
+def _delete_tools_iso_with_its_vm(sender, instance: CdRom, **kwargs) -> None:
+    """A deleted VM takes its CD-ROMs along: its tools ISO, which holds a private key, goes too."""
+    if instance.purpose == GUEST_TOOLS and instance.iso_path:
+        transaction.on_commit(lambda: tools_iso.remove_iso(Path(instance.iso_path)))

@@ -1,0 +1,111 @@
+"""The tools ISO: built in memory with pycdlib (ISO 9660 + Joliet + Rock Ridge, label FACET_TOOLS) and written
+to the VM's storage container. It is the only place a VM's private key is ever written."""
+
+import contextlib
+import io
+import json
+import os
+from collections.abc import Mapping
+from pathlib import Path
+
+import pycdlib
+
+VOLUME_LABEL = "FACET_TOOLS"
+AGENT_PORT = 2074
+CHANNEL_NAME = "org.facet.guest_tools.0"
+KEY_FILE = "config/client.key"
+INSTALLER_README = b"""Facet Guest Tools installer
+
+The installer (installer/linux/install.sh with the agent's .deb and .rpm, installer/windows/) comes with the
+Guest Tools agent. Until then this ISO carries the configuration and certificates only: config/ngt.json,
+config/ca.pem, config/client.pem and config/client.key.
+"""
+# Rock Ridge modes: the key readable by its owner only once the guest mounts the ISO.
+FILE_MODE = 0o100444
+KEY_MODE = 0o100400
+DIRECTORY_MODE = 0o040555
+# Root owns the file, the hypervisor's user (libvirt-qemu, qemu) reads it through the group; nobody else may,
+# since it holds a private key.
+ISO_FILE_MODE = 0o640
+
+
+def ngt_config(*, vm_uuid: str, cluster_vip: str, ca_fingerprint: str, certificate_serial: str,
+               capabilities: list[str], tools_version: str) -> bytes:
+    """`config/ngt.json`, what the agent reads to know who it is and whom to call."""
+    return json.dumps({
+        "vm_uuid": vm_uuid,
+        "cluster_vip": cluster_vip,
+        "port": AGENT_PORT,
+        "channel": CHANNEL_NAME,
+        "ca_fingerprint_sha256": ca_fingerprint,
+        "certificate_serial": certificate_serial,
+        "capabilities": capabilities,
+        "tools_version": tools_version,
+    }, indent=2).encode() + b"\n"
+
+
+def tools_files(config: bytes, ca_pem: str, client_pem: str, client_key_pem: bytes,
+                config_only: bool) -> dict[str, bytes]:
+    """The ISO's files by path; `config_only` leaves out the installer, for a clone whose template has it."""
+    files = {
+        "config/ngt.json": config,
+        "config/ca.pem": ca_pem.encode(),
+        "config/client.pem": client_pem.encode(),
+        KEY_FILE: client_key_pem,
+    }
+    if not config_only:
+        files["installer/README"] = INSTALLER_README
+    return files
+
+
+def iso9660_name(name: str) -> str:
+    """A Joliet/Rock Ridge name as ISO 9660 level 3 spells it: upper case, d-characters only."""
+    return "".join(c if c.isalnum() or c in "._" else "_" for c in name.upper())
+
+
+def build_iso(files: Mapping[str, bytes]) -> bytes:
+    """The ISO image of `files` (paths with '/'), made in memory: nothing touches the disk."""
+    iso = pycdlib.PyCdlib()
+    iso.new(interchange_level=3, joliet=3, rock_ridge="1.09", vol_ident=VOLUME_LABEL)
+    directories: set[str] = set()
+    for path, data in sorted(files.items()):
+        parts = path.split("/")
+        for depth in range(1, len(parts)):
+            directory = "/".join(parts[:depth])
+            if directory not in directories:
+                directories.add(directory)
+                iso.add_directory("/" + "/".join(map(iso9660_name, parts[:depth])), rr_name=parts[depth - 1],
+                                  joliet_path="/" + directory, file_mode=DIRECTORY_MODE)
+        iso_path = "/" + "/".join(map(iso9660_name, parts)) + ";1"
+        iso.add_fp(io.BytesIO(data), len(data), iso_path, rr_name=parts[-1], joliet_path="/" + path,
+                   file_mode=KEY_MODE if path == KEY_FILE else FILE_MODE)
+    image = io.BytesIO()
+    iso.write_fp(image)
+    iso.close()
+    return image.getvalue()
+
+
+def write_iso(path: Path, image: bytes) -> None:
+    """Write the image through a `.part` file renamed at the end, so that no reader ever sees half an ISO;
+    the group is the container directory's (the hypervisor's, where the administrator set it up so)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_name(path.name + ".part")
+    partial.unlink(missing_ok=True)
+    try:
+        fd = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_EXCL, ISO_FILE_MODE)
+        with os.fdopen(fd, "wb") as handle:
+            os.fchmod(handle.fileno(), ISO_FILE_MODE)  # the umask may not widen it, but say it once for all
+            with contextlib.suppress(PermissionError):  # not root and not in that group: keep our own
+                os.fchown(handle.fileno(), -1, path.parent.stat().st_gid)
+            handle.write(image)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(partial, path)
+    except BaseException:
+        partial.unlink(missing_ok=True)
+        raise
+
+
+def remove_iso(path: Path) -> None:
+    for candidate in (path, path.with_name(path.name + ".part")):
+        candidate.unlink(missing_ok=True)

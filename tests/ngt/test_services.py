@@ -1,0 +1,204 @@
+"""Guest Tools operations through the services, tasks run in-process."""
+
+import stat
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from console.models import VM, AuditEvent, CdRom, SimDomain, Task
+from console.services import bulk, vms
+from console.services.errors import Conflict, InvalidRequest
+from ngt import services
+from ngt.models import GuestTools, VMCertificate
+from tests.ngt.conftest import iso_file
+
+GiB = 1024**3
+
+
+def tools_iso(vm: VM) -> Path:
+    return Path(vm.cdroms.get(purpose="guest-tools").iso_path)
+
+
+def mount(actor, vm: VM, run_tasks, **options) -> Task:
+    task = services.request_mount(actor, vm, **options)
+    run_tasks()
+    task.refresh_from_db()
+    assert task.status == "succeeded", task.error
+    return task
+
+
+def test_enable_creates_the_state_and_the_ca_without_an_iso(vm, actor, run_tasks, ca_key_file):
+    task = services.request_enable(actor, vm)
+    run_tasks()
+    task.refresh_from_db()
+    assert task.status == "succeeded", task.error
+    state = GuestTools.objects.get(vm=vm)
+    assert state.enabled and not state.iso_mounted and state.certificate is None
+    assert not vm.cdroms.filter(purpose="guest-tools").exists()
+    assert stat.S_IMODE(ca_key_file.stat().st_mode) == 0o600
+    assert vm.cluster.guest_tools_ca.fingerprint_sha256
+
+
+def test_mount_writes_an_iso_readable_by_root_and_the_hypervisor_only_and_inserts_it(vm, actor, run_tasks):
+    mount(actor, vm, run_tasks)
+    iso = tools_iso(vm)
+    assert iso.is_file() and stat.S_IMODE(iso.stat().st_mode) == 0o640
+    assert SimDomain.objects.get(uuid=vm.uuid).cdroms == {"0": str(iso)}
+    state = GuestTools.objects.select_related("certificate").get(vm=vm)
+    assert state.enabled and state.iso_mounted
+    assert not state.certificate.revoked and state.certificate.not_after > state.certificate.not_before
+    assert not list(iso.parent.glob("*.part"))
+
+
+def test_remount_issues_a_new_pair_revokes_the_old_and_deletes_the_old_iso(vm, actor, run_tasks):
+    mount(actor, vm, run_tasks)
+    first_iso, first = tools_iso(vm), GuestTools.objects.get(vm=vm).certificate
+    first_key = iso_file(first_iso, "config/client.key")
+    mount(actor, vm, run_tasks)
+    second_iso, second = tools_iso(vm), GuestTools.objects.get(vm=vm).certificate
+    first.refresh_from_db()
+    assert first.revoked and first.revoked_at is not None
+    assert not second.revoked and second.serial != first.serial
+    assert not first_iso.exists() and second_iso.is_file()
+    assert iso_file(second_iso, "config/client.key") != first_key
+    assert vm.cdroms.filter(purpose="guest-tools").count() == 1  # the same slot, reused
+    assert AuditEvent.objects.filter(action="ngt.certificate.issue", detail__revoked=[first.serial]).exists()
+
+
+def test_unmount_ejects_and_deletes_the_iso_and_keeps_the_certificate(vm, actor, run_tasks):
+    mount(actor, vm, run_tasks)
+    iso = tools_iso(vm)
+    services.request_unmount(actor, vm)
+    run_tasks()
+    assert not iso.exists()
+    assert SimDomain.objects.get(uuid=vm.uuid).cdroms == {}
+    assert CdRom.objects.get(vm=vm, slot=0).iso_path == ""
+    state = GuestTools.objects.get(vm=vm)
+    assert state.enabled and not state.iso_mounted and not state.certificate.revoked
+
+
+def test_disable_unmounts_and_revokes(vm, actor, run_tasks):
+    mount(actor, vm, run_tasks)
+    iso = tools_iso(vm)
+    services.request_disable(actor, vm)
+    run_tasks()
+    state = GuestTools.objects.get(vm=vm)
+    assert not state.enabled and not state.iso_mounted and state.certificate is None
+    assert not iso.exists()
+    assert VMCertificate.objects.get(vm=vm).revoked
+
+
+def test_a_template_is_refused(vm, actor):
+    VM.objects.filter(pk=vm.pk).update(is_template=True)
+    vm.refresh_from_db()
+    with pytest.raises(Conflict, match="template"):
+        services.request_mount(actor, vm)
+
+
+def test_a_running_vm_without_an_empty_cd_rom_is_a_409_that_says_so(vm, actor, run_tasks, cluster):
+    iso = cluster.images.get(name="rescue-iso")
+    CdRom.objects.filter(vm=vm).update(iso_path=str(iso.path), image=iso, purpose="image")
+    VM.objects.filter(pk=vm.pk).update(power_state="on")
+    vm.refresh_from_db()
+    with pytest.raises(Conflict, match="no empty CD-ROM and is on") as caught:
+        services.request_mount(actor, vm)
+    assert caught.value.status_code == 409
+    assert not Task.objects.filter(kind="ngt.mount").exists()
+
+
+def test_a_vm_that_is_off_gets_a_cd_rom_added(vm, actor, run_tasks, cluster):
+    iso = cluster.images.get(name="rescue-iso")
+    CdRom.objects.filter(vm=vm).update(iso_path=str(iso.path), image=iso, purpose="image")
+    mount(actor, vm, run_tasks)
+    assert vm.cdroms.get(purpose="guest-tools").slot == 1
+
+
+def test_a_second_mount_while_one_is_queued_is_refused(vm, actor):
+    services.request_mount(actor, vm)
+    with pytest.raises(Conflict, match="already queued"):
+        services.request_mount(actor, vm)
+
+
+def test_unknown_capability_is_refused_and_known_ones_reach_ngt_json(vm, actor, run_tasks):
+    with pytest.raises(InvalidRequest, match="unknown capability 'backup'"):
+        services.set_capabilities(actor, vm, ["backup"])
+    services.set_capabilities(actor, vm, ["vss-snapshot", "self-service-restore", "vss-snapshot"])
+    assert GuestTools.objects.get(vm=vm).capabilities == ["self-service-restore", "vss-snapshot"]
+    mount(actor, vm, run_tasks)
+    assert b'"vss-snapshot"' in iso_file(tools_iso(vm), "config/ngt.json")
+
+
+def test_unmount_and_disable_say_when_there_is_nothing_to_do(vm, actor):
+    with pytest.raises(Conflict, match="no Guest Tools ISO is mounted"):
+        services.request_unmount(actor, vm)
+    with pytest.raises(Conflict, match="not enabled"):
+        services.request_disable(actor, vm)
+
+
+def test_a_failed_insert_leaves_no_iso_and_no_certificate(vm, actor, run_tasks, monkeypatch):
+    from console.drivers.sim import SimDriver
+
+    def refuse(self, vm, slot, path):
+        raise RuntimeError("hypervisor said no")
+
+    monkeypatch.setattr(SimDriver, "insert_cdrom", refuse)
+    task = services.request_mount(actor, vm)
+    run_tasks()
+    task.refresh_from_db()
+    assert task.status == "failed" and "hypervisor said no" in task.error
+    assert not VMCertificate.objects.exists()
+    assert not list(Path(task.params["iso_path"]).parent.iterdir())
+    assert CdRom.objects.get(vm=vm, slot=0).iso_path == ""
+    assert not GuestTools.objects.get(vm=vm).enabled
+
+
+def test_deleting_the_vm_deletes_its_tools_iso(vm, actor, run_tasks, django_capture_on_commit_callbacks):
+    mount(actor, vm, run_tasks)
+    iso = tools_iso(vm)
+    vms.request_delete(actor, vm)
+    with django_capture_on_commit_callbacks(execute=True):
+        run_tasks()
+    assert not iso.exists()
+
+
+def test_bulk_mount_finishes_the_others_and_reports_each_failure(cluster, actor, run_tasks):
+    for name in ("a", "b", "c"):
+        vms.request_create_vm(actor, vms.VMSpec(name=name, vcpus=1, memory_bytes=GiB, is_template=name == "b"))
+    run_tasks()
+    parent = bulk.request_bulk(actor, "guest-tools-mount", VM.objects.all())
+    run_tasks()
+    parent.refresh_from_db()
+    children = {child.entity_name: child for child in parent.children.all()}
+    assert children["a"].status == children["c"].status == "succeeded"
+    assert children["b"].status == "failed" and "template" in children["b"].error
+    assert parent.status == "failed" and parent.error == "1 of 3 failed"
+    assert GuestTools.objects.filter(iso_mounted=True).count() == 2
+
+
+def test_the_iso_holds_the_layout_with_real_tools(vm, actor, run_tasks, tmp_path):
+    mount(actor, vm, run_tasks)
+    iso = tools_iso(vm)
+    info = subprocess.run(["isoinfo", "-d", "-i", str(iso)], check=True, capture_output=True, text=True).stdout
+    assert "Volume id: FACET_TOOLS" in info and "Joliet" in info and "Rock Ridge" in info
+    expected = {"ngt.json", "ca.pem", "client.pem", "client.key", "README"}
+    for extension in ("-J", "-R"):
+        listing = subprocess.run(["isoinfo", extension, "-l", "-i", str(iso)], check=True, capture_output=True,
+                                 text=True).stdout
+        assert {line.split()[-1] for line in listing.splitlines() if line.startswith("-")} == expected
+        assert "Directory listing of /config/" in listing and "Directory listing of /installer/" in listing
+    for name in ("ca.pem", "client.pem"):
+        (tmp_path / name).write_bytes(iso_file(iso, f"config/{name}"))
+    verify = subprocess.run(["openssl", "verify", "-CAfile", str(tmp_path / "ca.pem"), str(tmp_path / "client.pem")],
+                            capture_output=True, text=True)
+    assert verify.returncode == 0 and ": OK" in verify.stdout, verify.stderr
+    subject = subprocess.run(["openssl", "x509", "-noout", "-subject", "-in", str(tmp_path / "client.pem")],
+                             check=True, capture_output=True, text=True).stdout
+    assert str(vm.uuid) in subject
+
+
+def test_config_only_leaves_out_the_installer(vm, actor, run_tasks):
+    mount(actor, vm, run_tasks, config_only=True)
+    listing = subprocess.run(["isoinfo", "-R", "-l", "-i", str(tools_iso(vm))], check=True, capture_output=True,
+                             text=True).stdout
+    assert "installer" not in listing and "client.key" in listing
