@@ -143,7 +143,7 @@ def docker_host_register(request):
         host, key = docker_hosts.register(actor(request), form.cleaned_data["name"], form.cleaned_data["address"])
     except ServiceError as error:
         return refuse(request, error, reverse("docker-hosts"))
-    return render(request, "containers/docker_host_secret.html", {"host": host, "key": key})
+    return render(request, "containers/docker_host_key.html", {"host": host, "key": key})
 
 
 @require_POST
@@ -156,13 +156,11 @@ def docker_host_create(request):
         return redirect("docker-hosts")
     data = form.cleaned_data
     try:
-        task, host, user_data = docker_hosts.request_create(
-            actor(request), name=data["name"], image=data["image"], vcpus=data["vcpus"],
-            memory_bytes=data["memory_gib"] * GiB)
+        task, host = docker_hosts.request_create(actor(request), name=data["name"], image=data["image"],
+                                                 vcpus=data["vcpus"], memory_bytes=data["memory_gib"] * GiB)
     except ServiceError as error:
         return refuse(request, error, reverse("docker-hosts"))
-    return render(request, "containers/docker_host_secret.html", {"host": host, "task": task,
-                                                                   "cloud_config": user_data})
+    return task_started(request, task, reverse("docker-host-detail", args=[host.uuid]))
 
 
 @role_required()

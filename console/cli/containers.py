@@ -5,7 +5,7 @@ from typing import Any, TextIO
 
 from . import output as o
 from . import values as v
-from .commands import SEARCH, inventory, task_note, task_verb
+from .commands import SEARCH, inventory, task_verb
 from .spec import Key, Lookup, Noun, Verb
 
 VOLUME_GROUP_ID = Key("volume-group-id", "UUID", "the volume group's uuid", v.uuid_text)
@@ -46,11 +46,6 @@ def registered_note(host: dict) -> str:
     return (f"Docker host {host['name']} registered ({host['uuid']}); its key is shown only this once. On the "
             f"machine, put FACET_TOKEN=<key> and FACET_DOCKER_HOST={host['name']} into "
             "/etc/facet/volume-plugin.env and start facet-volume-plugin.")
-
-
-def show_created_host(answer: dict, out: TextIO) -> None:
-    o.show_task(answer, out)
-    out.write("cloud-config (holds the host's key; shown only this once):\n" + answer.get("cloud_config", ""))
 
 
 def show_removed(answer: Any, out: TextIO) -> None:
@@ -107,15 +102,14 @@ CONTAINER_NOUNS: dict[str, Noun] = {
             Key("state", "STATE", "pending, ready or refused"))),
         "get": Verb("show one Docker host, by uuid or by exact name", "GET", "/docker-hosts/{docker-host-id}/",
                     required=(DOCKER_HOST_ID,), lookup=BY_HOST_NAME),
-        "create": Verb(
-            "create a VM from a disk image with a cloud-config that installs Docker and the plugin",
+        "create": task_verb(
+            "create a VM from a disk image whose first boot installs Docker and the plugin with its own key",
             "POST", "/docker-hosts/",
             required=(Key("name", "NAME", "the host's (and its VM's) name"),
                       Key("image", "UUID", "a Debian or Ubuntu cloud disk image", v.uuid_text)),
             optional=(Key("vcpus", "N", "virtual CPUs (default 2)", v.integer(1, 256)),
                       Key("memory", "SIZE", "memory, e.g. 4G (default 2G)", v.size, field="memory_bytes"),
-                      Key("network", "UUID", "a NIC on this network", v.uuid_text)),
-            present=show_created_host, task=True, note=task_note),
+                      Key("network", "UUID", "a NIC on this network", v.uuid_text))),
         "register": Verb(
             "register an existing machine that sees the storage containers' directories; prints its key once",
             "POST", "/docker-hosts/register/",

@@ -69,17 +69,14 @@ class DockerHostViewSet(ByUuid, mixins.ListModelMixin, mixins.RetrieveModelMixin
     filterset_class = DockerHostFilterSet
     ordering_fields = ["name", "created_at", "last_contact_at"]
 
-    @extend_schema(request=s.DockerHostCreateSerializer, responses={202: {"type": "object"}})
+    @extend_schema(request=s.DockerHostCreateSerializer, responses={202: console_serializers.TaskSerializer})
     def create(self, request):
-        """A VM from a disk image with the cloud-config that installs Docker and the plugin; the answer holds
-        the task, the host and the cloud-config (with the host's key, shown once)."""
+        """A VM from a disk image whose first boot installs Docker and the plugin with the host's own key."""
         data = valid(s.DockerHostCreateSerializer, request)
-        task, host, user_data = docker_hosts.request_create(
+        task, _ = docker_hosts.request_create(
             Actor.from_request(request), name=data["name"], image=data["image"], vcpus=data["vcpus"],
             memory_bytes=data["memory_bytes"], network=data.get("network"))
-        return Response({**console_serializers.TaskSerializer(task).data,
-                         "docker_host": s.DockerHostSerializer(host).data, "cloud_config": user_data},
-                        status=status.HTTP_202_ACCEPTED)
+        return accepted(task)
 
     @extend_schema(request=s.DockerHostRegisterSerializer, responses={201: {"type": "object"}})
     @action(detail=False, methods=["post"])

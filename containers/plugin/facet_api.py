@@ -11,6 +11,9 @@ from typing import Any
 from . import VERSION
 
 TASK_POLL_SECONDS = 0.05
+# After a call timed out, calls fail at once for this long: Docker often sends several requests for one
+# command (Get, then Create), and each waiting out its own deadline would make the command hang for minutes.
+QUIET_SECONDS = 15.0
 ENDED = ("succeeded", "failed", "cancelled")
 
 
@@ -34,10 +37,14 @@ class FacetApi:
     def __init__(self, url: str, token: str) -> None:
         self.base = url.rstrip("/") + "/api/v1/docker-host/"
         self.token = token
+        self._silent_until = 0.0
+        self._silence = ""
 
     def call(self, method: str, path: str, deadline: Deadline, body: Any = None) -> Any:
         """One call; an HTTP error becomes a ConsoleError with the console's own words."""
         what = f"{method} {path or '/'}"
+        if time.monotonic() < self._silent_until:
+            raise ConsoleError(f"{self._silence} (not asked again for {QUIET_SECONDS:g} s)")
         data = json.dumps(body).encode() if body is not None else None
         request = urllib.request.Request(self.base + path, data=data, method=method, headers={  # noqa: S310 (FACET_URL is http(s), checked in config)
             "Authorization": f"Token {self.token}", "Accept": "application/json",
@@ -49,7 +56,10 @@ class FacetApi:
             raise ConsoleError(f"the Facet console refused {what}: {_reason(exc.read()) or exc.reason}") from None
         except (urllib.error.URLError, OSError) as exc:  # refused, unreachable, or the socket timed out
             reason = getattr(exc, "reason", exc)
-            raise ConsoleError(f"cannot reach the Facet console at {self.base} for {what}: {reason}") from None
+            message = f"cannot reach the Facet console at {self.base} for {what}: {reason}"
+            if isinstance(reason, TimeoutError):
+                self._silent_until, self._silence = time.monotonic() + QUIET_SECONDS, message
+            raise ConsoleError(message) from None
         return json.loads(raw) if raw else None
 
     def wait(self, task: dict, deadline: Deadline) -> dict:

@@ -13,6 +13,7 @@ from console.models.inventory import name_validator
 from console.services import audit, vms
 from console.services.actors import Actor
 from console.services.errors import Conflict, InvalidRequest, check_field
+from customization.services.lifecycle import CustomizationRequest
 
 from ..models import DockerHost, VolumeGroupAttachment
 from . import cloud_config
@@ -47,22 +48,23 @@ def register(actor: Actor, name: str, address: str = "") -> tuple[DockerHost, st
 
 
 def request_create(actor: Actor, *, name: str, image: Image, vcpus: int, memory_bytes: int,
-                   network: Network | None = None) -> tuple[Task, DockerHost, str]:
-    """A VM from the image, powered on, with the cloud-config that makes it a Docker host; answers the task
-    creating the VM, the host and the cloud-config (which holds the host's key: shown once)."""
+                   network: Network | None = None) -> tuple[Task, DockerHost]:
+    """A VM from the image, powered on, whose first boot runs the cloud-config that makes it a Docker host
+    (through OS customization's media); answers the task creating the VM, and the host."""
     vms.check_new_name(image.cluster, name)
     with transaction.atomic():
         host, key = _new_host(actor, name, DockerHost.Kind.VM)
+        user_data = cloud_config.render(host_name=name, console_url=settings.PUBLIC_URL, key=key,
+                                        default_container=image.container.name)
         spec = vms.VMSpec(name=name, vcpus=vcpus, memory_bytes=memory_bytes, cluster=image.cluster, image=image,
                           nics=[vms.NicSpec(network=network)] if network else [], power_on=True,
-                          description=f"Docker host {name}")
+                          description=f"Docker host {name}", customization=CustomizationRequest(
+                              kind="cloud-init", content=user_data, source_label=f"Docker host {name}"))
         task = vms.request_create_vm(actor, spec)
         host.vm = VM.objects.get(uuid=task.entity_uuid)
         host.save(update_fields=["vm"])
         audit.record(actor, "docker-host.create", host, task=str(task.uuid))
-    user_data = cloud_config.render(host_name=name, console_url=settings.PUBLIC_URL, key=key,
-                                    default_container=image.container.name)
-    return task, host, user_data
+    return task, host
 
 
 def remove(actor: Actor, host: DockerHost) -> Task | None:

@@ -41,14 +41,20 @@ def docker_world():
 
 
 @pytest.fixture
-def plugin(docker_world, live_server, celery_processes, docker_host, cluster, request):
+def console_url(live_server) -> str:
+    """Where the plugin finds the console (fault tests put a proxy in between)."""
+    return live_server.url
+
+
+@pytest.fixture
+def plugin(docker_world, console_url, celery_processes, docker_host, cluster, request):
     """The plugin of Docker host dh-1 against the live console, with a real Celery worker running tasks."""
     namespace, docker, root = docker_world
     celery_processes.worker()
     plugin_root = root / f"p-{uuid.uuid4().hex[:8]}"
     plugin_root.mkdir()
     running = Plugin(namespace, plugin_root, {
-        "FACET_URL": live_server.url, "FACET_TOKEN": docker_host.key, "FACET_DOCKER_HOST": docker_host.name,
+        "FACET_URL": console_url, "FACET_TOKEN": docker_host.key, "FACET_DOCKER_HOST": docker_host.name,
         "FACET_DEFAULT_CONTAINER": "default"})
     running.docker = docker
     running.start()

@@ -8,9 +8,11 @@ a directory of the test's. Their mounts live and die with that namespace."""
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -168,3 +170,47 @@ def wait_until(predicate, timeout: float = 30, what: str = "the condition"):
 
 def elapsed(start: float) -> float:
     return time.monotonic() - start
+
+
+class ConsoleProxy:
+    """A TCP hop between the plugin and the console that a test can make "down" (connections closed at once)
+    or "slow" (connections accepted and never answered)."""
+
+    def __init__(self, target_port: int) -> None:
+        self.target_port = target_port
+        self.mode = "up"
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.url = f"http://127.0.0.1:{self.listener.getsockname()[1]}"
+        self.held: list[socket.socket] = []
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                client, _ = self.listener.accept()
+            except OSError:
+                return
+            if self.mode == "down":
+                client.close()
+            elif self.mode == "slow":
+                self.held.append(client)
+            else:
+                upstream = socket.create_connection(("127.0.0.1", self.target_port))
+                for source, sink in ((client, upstream), (upstream, client)):
+                    threading.Thread(target=self._pipe, args=(source, sink), daemon=True).start()
+
+    @staticmethod
+    def _pipe(source: socket.socket, sink: socket.socket) -> None:
+        try:
+            while data := source.recv(65536):
+                sink.sendall(data)
+        except OSError:
+            pass
+        finally:
+            for end in (source, sink):
+                end.close()
+
+    def close(self) -> None:
+        self.listener.close()
+        for client in self.held:
+            client.close()

@@ -1,0 +1,179 @@
+"""The HTTP contract: the volume group and Docker host API for people, and the plugin endpoints for a Docker
+host's key, which reach those endpoints, for that host, and nothing else."""
+
+import pytest
+from rest_framework.test import APIClient
+
+from console.models import Task
+from containers.models import DockerHost, VolumeGroup
+from containers.services import docker_hosts, volume_groups
+from containers.services.volume_groups import Target
+
+from ..conftest import client_for
+
+MiB = 1024**2
+PLUGIN = "/api/v1/docker-host/"
+
+
+def host_client(key: str) -> APIClient:
+    client = APIClient()
+    client.credentials(HTTP_AUTHORIZATION=f"Token {key}")
+    return client
+
+
+@pytest.fixture
+def host_api(docker_host):
+    return host_client(docker_host.key)
+
+
+@pytest.fixture
+def other_host(cluster, actor):
+    host, key = docker_hosts.register(actor, "dh-2")
+    container = cluster.storage_containers.get()
+    docker_hosts.hello(host, docker_version="", plugin_version="",
+                       probes={str(container.uuid): host.probe_file(container).read_text()})
+    host.key = key
+    return host
+
+
+def test_create_list_attach_detach_delete(api, cluster, vm, run_tasks):
+    answer = api.post("/api/v1/volume-groups/", {"name": "db", "size_bytes": 32 * MiB, "disk_count": 2},
+                      format="json")
+    assert answer.status_code == 202 and answer.json()["kind"] == "volume-group.create"
+    run_tasks()
+    [group] = api.get("/api/v1/volume-groups/?search=d").json()["results"]
+    assert (group["size_bytes"], len(group["disks"]), group["attachment"]) == (64 * MiB, 2, None)
+    path = f"/api/v1/volume-groups/{group['uuid']}/"
+    assert api.post(path + "attach/", {"vm": str(vm.uuid)}, format="json").status_code == 202
+    run_tasks()
+    assert api.get(path).json()["attachment"] == {"type": "vm", "uuid": str(vm.uuid), "name": "web-1",
+                                                  "state": "attached"}
+    assert api.delete(path).status_code == 409
+    assert api.post(path + "grow/", {"size_bytes": 48 * MiB}, format="json").status_code == 202
+    assert api.post(path + "detach/", {}, format="json").status_code == 202
+    run_tasks()
+    assert api.delete(path).status_code == 202
+    run_tasks()
+    assert not VolumeGroup.objects.exists()
+
+
+def test_attach_needs_exactly_one_target(api, actor, vm, docker_host):
+    volume_groups.request_create(actor, "g", MiB)
+    group = VolumeGroup.objects.get()
+    both = api.post(f"/api/v1/volume-groups/{group.uuid}/attach/",
+                    {"vm": str(vm.uuid), "docker_host": str(docker_host.uuid)}, format="json")
+    assert both.status_code == 400
+
+
+@pytest.mark.parametrize(("role", "status"), [("viewer", 403), ("operator", 202), ("admin", 202)])
+def test_roles_on_volume_groups(request, cluster, role, status):
+    client = client_for(request.getfixturevalue(role))
+    assert client.get("/api/v1/volume-groups/").status_code == 200
+    answer = client.post("/api/v1/volume-groups/", {"name": "g", "size_bytes": MiB}, format="json")
+    assert answer.status_code == status
+
+
+def test_registering_a_docker_host_is_for_admins_and_shows_the_key_once(cluster, operator, api):
+    assert client_for(operator).post("/api/v1/docker-hosts/register/", {"name": "x"}, format="json").status_code == 403
+    answer = api.post("/api/v1/docker-hosts/register/", {"name": "edge-1", "address": "10.0.0.9"}, format="json")
+    assert answer.status_code == 201
+    key = answer.json()["token"]
+    assert key.startswith("facetdh_") and DockerHost.objects.get().key_hash == DockerHost.hash(key)
+    assert "token" not in api.get(f"/api/v1/docker-hosts/{answer.json()['uuid']}/").json()
+    assert api.delete(f"/api/v1/docker-hosts/{answer.json()['uuid']}/").status_code == 204
+
+
+def test_a_docker_host_key_reaches_nothing_but_the_plugin_endpoints(host_api, docker_host):
+    for path in ("/api/v1/vms/", "/api/v1/volume-groups/", "/api/v1/tasks/", "/api/v1/docker-hosts/"):
+        assert host_api.get(path).status_code == 401, path
+    assert host_api.get(PLUGIN).json()["name"] == "dh-1"
+
+
+def test_a_user_token_does_not_reach_the_plugin_endpoints(api):
+    assert api.get(PLUGIN + "volumes/").status_code == 401
+
+
+def test_plugin_creates_and_lists_only_docker_backed_groups(host_api, docker_host, actor, run_tasks):
+    volume_groups.request_create(actor, "not-docker", MiB)
+    answer = host_api.post(PLUGIN + "volumes/", {"name": "PGDataVol", "size_bytes": 400 * MiB, "fstype": "xfs",
+                                                 "container": "default"}, format="json")
+    assert answer.status_code == 202
+    run_tasks()
+    task = host_api.get(f"{PLUGIN}tasks/{answer.json()['uuid']}/").json()
+    assert task["status"] == "succeeded"
+    listed = host_api.get(PLUGIN + "volumes/").json()
+    assert [v["name"] for v in listed] == ["PGDataVol"]
+    assert listed[0]["fstype"] == "xfs" and listed[0]["devices"][0]["loop"] is True
+    again = host_api.post(PLUGIN + "volumes/", {"name": "PGDataVol", "size_bytes": MiB}, format="json")
+    assert again.status_code == 200  # Create is idempotent
+    clash = host_api.post(PLUGIN + "volumes/", {"name": "not-docker", "size_bytes": MiB}, format="json")
+    assert clash.status_code == 409
+    assert host_api.get(PLUGIN + "volumes/not-docker/").status_code == 404
+    group = VolumeGroup.objects.get(docker_volume="PGDataVol")
+    assert group.created_by_host == docker_host and group.disks.get().size_bytes == 400 * MiB
+
+
+@pytest.mark.parametrize(("body", "field"), [
+    ({"name": "bad name", "size_bytes": MiB}, "name"),
+    ({"name": "x" * 64, "size_bytes": MiB}, "name"),
+    ({"name": "ok", "size_bytes": MiB, "fstype": "btrfs"}, "fstype"),
+    ({"name": "ok", "size_bytes": 100 * MiB, "fstype": "xfs"}, "size_bytes"),
+    ({"name": "ok", "size_bytes": 60 * 1024**4}, "size_bytes"),
+    ({"name": "ok", "size_bytes": MiB, "container": "nowhere"}, "container"),
+])
+def test_plugin_create_refuses_bad_input(host_api, body, field):
+    answer = host_api.post(PLUGIN + "volumes/", body, format="json")
+    assert answer.status_code == 400 and field in answer.json(), answer.json()
+    assert not VolumeGroup.objects.exists()
+
+
+def docker_volume(actor, run_tasks, name: str = "shared") -> VolumeGroup:
+    volume_groups.request_create(actor, name, MiB, docker_volume=name, fstype="ext4")
+    run_tasks()
+    return VolumeGroup.objects.get(docker_volume=name)
+
+
+def test_a_group_mounted_on_another_host_is_refused_with_its_name(host_api, other_host, actor, run_tasks):
+    group = docker_volume(actor, run_tasks)
+    assert host_client(other_host.key).post(PLUGIN + "volumes/shared/attach/").status_code == 202
+    run_tasks()
+    refused = host_api.post(PLUGIN + "volumes/shared/attach/")
+    assert refused.status_code == 409 and "attached to Docker host dh-2" in str(refused.json())
+    assert host_api.post(PLUGIN + "volumes/shared/detach/").status_code == 409
+    assert host_api.delete(PLUGIN + "volumes/shared/").status_code == 409
+    assert host_api.post(PLUGIN + "volumes/shared/usage/", {"used_bytes": 1, "mounts": ["x"]},
+                         format="json").status_code == 409
+    assert group.attachment.docker_host == other_host
+
+
+def test_a_host_reads_its_own_tasks_only(host_api, other_host, actor, run_tasks):
+    docker_volume(actor, run_tasks)
+    theirs = host_client(other_host.key).post(PLUGIN + "volumes/shared/attach/").json()
+    assert host_api.get(f"{PLUGIN}tasks/{theirs['uuid']}/").status_code == 404
+    admins = Task.objects.filter(kind="volume-group.create").get()
+    assert host_api.get(f"{PLUGIN}tasks/{admins.uuid}/").status_code == 404
+
+
+def test_usage_is_recorded_for_the_pages(host_api, docker_host, actor, run_tasks):
+    group = docker_volume(actor, run_tasks)
+    volume_groups.request_attach(actor, group, Target(docker_host=docker_host))
+    run_tasks()
+    answer = host_api.post(PLUGIN + "volumes/shared/usage/", {"used_bytes": 4096, "mounts": ["abc", "def"]},
+                           format="json")
+    assert answer.status_code == 204
+    group.refresh_from_db()
+    assert (group.used_bytes, group.mounts) == (4096, ["abc", "def"])
+
+
+def test_hello_refuses_a_machine_that_sees_no_container(cluster, actor):
+    host, key = docker_hosts.register(actor, "blind")
+    client = host_client(key)
+    answer = client.post(PLUGIN + "hello/", {"docker_version": "27", "plugin_version": "0.1", "probes": {}},
+                         format="json")
+    assert answer.status_code == 409 and "cannot see any storage container" in str(answer.json())
+    assert client.post(PLUGIN + "volumes/", {"name": "v1", "size_bytes": MiB}, format="json").status_code == 409
+
+
+def test_a_removed_host_key_stops_working(host_api, docker_host, actor):
+    docker_hosts.remove(actor, docker_host)
+    assert host_api.get(PLUGIN).status_code == 401

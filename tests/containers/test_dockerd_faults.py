@@ -1,0 +1,133 @@
+"""Bad input and faults as Docker users meet them: `docker volume create` and `docker run` fail with our clear
+message, in time, and touch no data. The console is reached through a proxy the tests can break."""
+
+import subprocess
+import time
+from urllib.parse import urlsplit
+
+import pytest
+
+from console.services.actors import Actor
+from containers.models import VolumeGroup, VolumeGroupAttachment
+from containers.services import docker_hosts, volume_groups
+from containers.services.volume_groups import Target
+
+from .realdocker import IMAGE, ConsoleProxy
+
+pytestmark = [pytest.mark.slow, pytest.mark.django_db(transaction=True)]
+CALL_SECONDS = 20  # the plugin's deadline per Docker request, as shipped
+
+
+@pytest.fixture
+def proxy(live_server):
+    hop = ConsoleProxy(urlsplit(live_server.url).port)
+    yield hop
+    hop.close()
+
+
+@pytest.fixture
+def console_url(proxy) -> str:
+    return proxy.url
+
+
+def refused(docker, *args: str) -> str:
+    done = docker.run(*args, check=False)
+    assert done.returncode != 0, done.stdout
+    return done.stderr
+
+
+def run_with(docker, volume: str, *command: str):
+    return docker.run("run", "--rm", "--network", "none", "--volume-driver", "facet", "-v", f"{volume}:/data", IMAGE,
+                      *command, check=False)
+
+
+@pytest.mark.parametrize(("options", "message"), [
+    (["-o", "colour=blue"], "unknown option(s) colour; known: size, sizeMb, fstype, container"),
+    (["-o", "size=lots"], "size 'lots' is not a size"),
+    (["-o", "size=1G", "-o", "sizeMb=10"], "give size or sizeMb, not both"),
+    (["-o", "fstype=btrfs"], "fstype 'btrfs' is not supported"),
+    (["-o", "fstype=xfs", "-o", "size=100M"], "an xfs volume needs a size of at least 300M"),
+    (["-o", "size=60T"], "more than storage container default has free"),
+    (["-o", "container=elsewhere"], "no storage container is named 'elsewhere'"),
+])
+def test_bad_create_options_are_refused_clearly(plugin, options, message):
+    assert message in refused(plugin.docker, "volume", "create", "badvol", "--driver", "facet", *options)
+    assert not VolumeGroup.objects.exists()
+
+
+def test_a_name_docker_accepts_but_we_cannot_keep_is_refused(plugin):
+    long_name = "v" * 64
+    assert "bad volume name" in refused(plugin.docker, "volume", "create", long_name, "--driver", "facet")
+    assert not VolumeGroup.objects.exists()
+
+
+def test_sizemb_as_the_platform_plugin_takes_it(plugin):
+    plugin.docker.run("volume", "create", "mbvol", "--driver", "facet", "-o", "sizeMb=512", "-o", "fstype=xfs")
+    group = VolumeGroup.objects.get(docker_volume="mbvol")
+    assert (group.disks.get().size_bytes, group.fstype) == (512 * 1024**2, "xfs")
+    done = run_with(plugin.docker, "mbvol", "sh", "-c", "grep -q ' /data xfs ' /proc/mounts && echo xfs-ok")
+    assert done.stdout.strip() == "xfs-ok", done.stderr
+    plugin.docker.run("volume", "rm", "mbvol")
+
+
+def test_mount_of_a_group_attached_elsewhere_is_refused(plugin, cluster, actor, run_tasks):
+    plugin.docker.run("volume", "create", "busyvol", "--driver", "facet", "-o", "size=64M")
+    other, _ = docker_hosts.register(actor, "dh-2")
+    container = cluster.storage_containers.get()
+    docker_hosts.hello(other, docker_version="", plugin_version="",
+                       probes={str(container.uuid): other.probe_file(container).read_text()})
+    group = VolumeGroup.objects.get(docker_volume="busyvol")
+    task = volume_groups.request_attach(Actor(user=None), group, Target(docker_host=other), asked_by=other)
+    wait_for_task(task)
+    done = run_with(plugin.docker, "busyvol", "true")
+    assert done.returncode != 0 and "attached to Docker host dh-2: one writer at a time" in done.stderr
+    assert "/volumes/busyvol" not in plugin.namespace.mounts()
+    assert VolumeGroupAttachment.objects.get(group=group).docker_host == other
+
+
+def test_a_vanished_disk_file_fails_the_mount(plugin):
+    plugin.docker.run("volume", "create", "lostvol", "--driver", "facet", "-o", "size=64M")
+    disk = VolumeGroup.objects.get(docker_volume="lostvol").disks.get()
+    disk.path.unlink()
+    done = run_with(plugin.docker, "lostvol", "true")
+    assert done.returncode != 0 and "vanished" in done.stderr and str(disk.path) in done.stderr
+    assert not VolumeGroupAttachment.objects.exists()
+    assert "/volumes/lostvol" not in plugin.namespace.mounts()
+
+
+def test_a_slow_console_gives_docker_an_error_within_the_deadline(plugin, proxy):
+    proxy.mode = "slow"
+    started = time.monotonic()
+    message = refused(plugin.docker, "volume", "create", "slowvol", "--driver", "facet", "-o", "size=64M")
+    took = time.monotonic() - started
+    assert "cannot reach the Facet console" in message and "timed out" in message
+    assert CALL_SECONDS - 1 < took < CALL_SECONDS + 5, took
+
+
+def test_a_console_that_is_down_gives_docker_an_error_at_once(plugin, proxy):
+    proxy.mode = "down"
+    started = time.monotonic()
+    message = refused(plugin.docker, "volume", "create", "downvol", "--driver", "facet")
+    assert "cannot reach the Facet console" in message
+    assert time.monotonic() - started < 5
+    proxy.mode = "up"
+    plugin.docker.run("volume", "create", "downvol", "--driver", "facet", "-o", "size=64M")  # and it recovers
+    assert VolumeGroup.objects.filter(docker_volume="downvol").exists()
+
+
+def wait_for_task(task, timeout: float = 30) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        task.refresh_from_db()
+        if task.status in ("succeeded", "failed"):
+            assert task.status == "succeeded", task.error
+            return
+        time.sleep(0.05)
+    raise AssertionError(f"task {task.kind} did not end within {timeout} s")
+
+
+def test_no_loop_device_is_left_behind(plugin, cluster):
+    plugin.docker.run("volume", "create", "tidyvol", "--driver", "facet", "-o", "size=64M")
+    assert run_with(plugin.docker, "tidyvol", "sh", "-c", "echo x > /data/x").returncode == 0
+    disk = VolumeGroup.objects.get(docker_volume="tidyvol").disks.get()
+    assert subprocess.run(["losetup", "-j", str(disk.path)], capture_output=True, text=True).stdout == ""

@@ -1,0 +1,216 @@
+"""Volume groups and Docker hosts through their services, with tasks run in-process on the sim driver."""
+
+import pytest
+import yaml
+
+from console.models import VM, AuditEvent, Image, SimDomain, Task
+from console.services import vms
+from console.services.actors import Actor
+from console.services.errors import Conflict, InvalidRequest
+from containers.models import DockerHost, VolumeGroup, VolumeGroupAttachment
+from containers.services import cloud_config, docker_hosts, volume_groups
+from containers.services.volume_groups import Target
+
+GiB = 1024**3
+MiB = 1024**2
+
+
+@pytest.fixture
+def group(cluster, actor, run_tasks):
+    volume_groups.request_create(actor, "data", 64 * MiB, disk_count=2)
+    run_tasks()
+    return VolumeGroup.objects.get(name="data")
+
+
+@pytest.fixture
+def second_vm(cluster, actor, run_tasks):
+    vms.request_create_vm(actor, vms.VMSpec(name="web-2", vcpus=1, memory_bytes=GiB))
+    run_tasks()
+    return VM.objects.get(name="web-2")
+
+
+def disks_seen_by(vm: VM) -> dict:
+    return SimDomain.objects.get(uuid=vm.uuid).disks
+
+
+def test_create_makes_sparse_disks_with_short_serials(group):
+    disks = list(group.disks.all())
+    assert group.state == "ready" and [d.index for d in disks] == [0, 1]
+    for disk in disks:
+        assert disk.path.stat().st_size == 64 * MiB and disk.path.stat().st_blocks == 0
+        assert len(disk.serial) <= 20 and disk.path.is_relative_to(group.container.path)
+    assert AuditEvent.objects.filter(action="volume-group.create", entity_uuid=group.uuid).exists()
+
+
+@pytest.mark.parametrize(("name", "size", "problem"), [
+    ("bad name!", 64 * MiB, "name"),
+    ("ok", 1000, "size_bytes"),
+    ("ok", 60 * 1024**4, "size_bytes"),  # within the disk limit, above the filesystem's free space
+])
+def test_create_refuses_bad_input(cluster, actor, name, size, problem):
+    with pytest.raises(InvalidRequest) as refused:
+        volume_groups.request_create(actor, name, size)
+    assert problem in refused.value.errors
+    assert not VolumeGroup.objects.exists()
+
+
+def test_free_space_message_names_the_container(cluster, actor):
+    with pytest.raises(InvalidRequest, match="more than storage container default has free"):
+        volume_groups.request_create(actor, "huge", 60 * 1024**4)
+
+
+def test_names_are_unique(group, actor):
+    with pytest.raises(Conflict, match="already exists"):
+        volume_groups.request_create(actor, "data", MiB)
+
+
+def test_grow_lengthens_one_disk_and_never_shrinks(group, actor, run_tasks):
+    volume_groups.request_grow(actor, group, 128 * MiB, index=1)
+    run_tasks()
+    disk = group.disks.get(index=1)
+    assert disk.size_bytes == 128 * MiB and disk.path.stat().st_size == 128 * MiB
+    with pytest.raises(InvalidRequest, match="only grows"):
+        volume_groups.request_grow(actor, group, 64 * MiB, index=1)
+    with pytest.raises(InvalidRequest, match="no disk 7"):
+        volume_groups.request_grow(actor, group, GiB, index=7)
+
+
+def test_attach_to_a_vm_gives_the_hypervisor_every_disk(group, vm, actor, run_tasks):
+    volume_groups.request_attach(actor, group, Target(vm=vm))
+    [task] = run_tasks()
+    assert task.status == "succeeded", task.error
+    assert disks_seen_by(vm) == {d.serial: str(d.path) for d in group.disks.all()}
+    assert VolumeGroupAttachment.objects.get(group=group).state == "attached"
+    again = volume_groups.request_attach(actor, group, Target(vm=vm))
+    assert again.status == "succeeded" and "already attached" in again.message
+
+
+def test_one_writer_at_a_time_and_force_moves(group, vm, second_vm, actor, run_tasks):
+    volume_groups.request_attach(actor, group, Target(vm=vm))
+    run_tasks()
+    with pytest.raises(Conflict, match="attached to VM web-1: one writer at a time"):
+        volume_groups.request_attach(actor, group, Target(vm=second_vm))
+    volume_groups.request_attach(actor, group, Target(vm=second_vm), force=True)
+    run_tasks()
+    assert disks_seen_by(vm) == {} and len(disks_seen_by(second_vm)) == 2
+    assert VolumeGroupAttachment.objects.get(group=group).vm == second_vm
+
+
+def test_delete_is_refused_while_attached(group, vm, actor, run_tasks):
+    volume_groups.request_attach(actor, group, Target(vm=vm))
+    run_tasks()
+    with pytest.raises(Conflict, match="detach it first"):
+        volume_groups.request_delete(actor, group)
+    volume_groups.request_detach(actor, group)
+    run_tasks()
+    volume_groups.request_delete(actor, group)
+    run_tasks()
+    assert not VolumeGroup.objects.exists()
+    assert not (group.container.resolve(f"volume-groups/{group.uuid}")).exists()
+
+
+def test_a_vanished_disk_file_fails_the_attach_and_touches_nothing(group, vm, actor, run_tasks):
+    lost = group.disks.get(index=1).path
+    lost.unlink()
+    volume_groups.request_attach(actor, group, Target(vm=vm))
+    [task] = run_tasks()
+    assert task.status == "failed" and "vanished" in task.error and str(lost) in task.error
+    assert disks_seen_by(vm) == {}
+    assert not VolumeGroupAttachment.objects.filter(group=group).exists()
+    assert group.disks.get(index=0).path.exists()
+
+
+def test_only_the_docker_host_or_an_admin_by_force_detaches_from_a_docker_host(group, docker_host, operator,
+                                                                               actor, run_tasks):
+    volume_groups.request_attach(actor, group, Target(docker_host=docker_host))
+    run_tasks()
+    by_operator = Actor(user=operator)
+    with pytest.raises(Conflict, match="which mounts it"):
+        volume_groups.request_detach(by_operator, group)
+    with pytest.raises(Conflict, match="needs the Admin role"):
+        volume_groups.request_detach(by_operator, group, force=True)
+    other, _ = docker_hosts.register(actor, "dh-2")
+    with pytest.raises(Conflict, match="not to Docker host dh-2"):
+        volume_groups.request_detach(Actor(user=None), group, asked_by=other)
+    volume_groups.request_detach(actor, group, force=True)
+    [task] = run_tasks()
+    assert task.status == "succeeded" and "forced" in task.message
+    assert not VolumeGroupAttachment.objects.exists()
+
+
+def test_moving_away_from_a_docker_host_needs_an_admin(group, docker_host, operator, vm, actor, run_tasks):
+    volume_groups.request_attach(actor, group, Target(docker_host=docker_host))
+    run_tasks()
+    with pytest.raises(Conflict, match="needs the Admin role"):
+        volume_groups.request_attach(Actor(user=operator), group, Target(vm=vm), force=True)
+
+
+def test_register_is_ready_only_once_the_plugin_sees_the_container(cluster, actor):
+    host, key = docker_hosts.register(actor, "far-away")
+    container = cluster.storage_containers.get()
+    assert host.state == "pending" and key.startswith("facetdh_") and host.key_hash != key
+    assert docker_hosts.authenticate(key) == host and docker_hosts.authenticate(key + "x") is None
+    with pytest.raises(Conflict, match=f"cannot see any storage container's directory .*{container.path}"):
+        docker_hosts.hello(host, docker_version="27", plugin_version="0.1", probes={})
+    host.refresh_from_db()
+    assert host.state == "refused" and "probe file not found" in host.problem
+    docker_hosts.hello(host, docker_version="27", plugin_version="0.1",
+                       probes={str(container.uuid): host.probe_file(container).read_text()})
+    host.refresh_from_db()
+    assert host.state == "ready" and list(host.containers_seen.all()) == [container]
+
+
+def test_a_host_that_does_not_see_the_container_cannot_take_its_groups(group, actor, cluster):
+    host, _ = docker_hosts.register(actor, "blind")
+    DockerHost.objects.filter(pk=host.pk).update(state="ready")
+    host.refresh_from_db()
+    with pytest.raises(Conflict, match="cannot see storage container default"):
+        volume_groups.request_attach(actor, group, Target(docker_host=host))
+
+
+def test_remove_refused_while_groups_are_attached(group, docker_host, actor, run_tasks, cluster):
+    volume_groups.request_attach(actor, group, Target(docker_host=docker_host))
+    run_tasks()
+    with pytest.raises(Conflict, match="detach them first"):
+        docker_hosts.remove(actor, docker_host)
+    volume_groups.request_detach(actor, group, force=True)
+    run_tasks()
+    probe = docker_hosts.DockerHost.objects.get().probe_file(cluster.storage_containers.get())
+    assert docker_hosts.remove(actor, docker_host) is None
+    assert not DockerHost.objects.exists() and not probe.exists()
+
+
+def test_cloud_config_installs_docker_and_the_plugin_with_the_host_key():
+    text = cloud_config.render(host_name="dh-9", console_url="https://facet.example", key="facetdh_secret",
+                               default_container="default")
+    assert text.startswith("#cloud-config\n")
+    config = yaml.safe_load(text)
+    assert "docker.io" in config["packages"] and config["hostname"] == "dh-9"
+    [env] = config["write_files"]
+    assert env["permissions"] == "0600" and "FACET_TOKEN=facetdh_secret\n" in env["content"]
+    assert "FACET_DOCKER_HOST=dh-9\n" in env["content"] and "FACET_URL=https://facet.example\n" in env["content"]
+    assert text.count("facetdh_secret") == 1  # the key is written once, in the root-only file
+    assert ["systemctl", "enable", "--now", "facet-volume-plugin"] in config["runcmd"]
+
+
+def test_create_docker_host_vm_boots_with_the_cloud_config(cluster, actor, run_tasks):
+    image = Image.objects.get(name="base-disk")
+    task, host = docker_hosts.request_create(actor, name="dh-vm", image=image, vcpus=2, memory_bytes=2 * GiB)
+    assert host.kind == "vm" and host.vm.name == "dh-vm" and task.kind == "vm.create"
+    customization = host.vm.customization
+    assert "FACET_DOCKER_HOST=dh-vm" in customization.content
+    run_tasks()
+    assert Task.objects.get(pk=task.pk).status == "succeeded"
+    assert VM.objects.get(pk=host.vm.pk).power_state == "on"
+
+
+def test_a_docker_host_vm_gets_groups_through_the_hypervisor(group, cluster, actor, run_tasks):
+    image = Image.objects.get(name="base-disk")
+    _, host = docker_hosts.request_create(actor, name="dh-vm", image=image, vcpus=1, memory_bytes=GiB)
+    run_tasks()
+    DockerHost.objects.filter(pk=host.pk).update(state="ready")
+    host.refresh_from_db()
+    volume_groups.request_attach(actor, group, Target(docker_host=host))
+    run_tasks()
+    assert set(disks_seen_by(host.vm)) == {d.serial for d in group.disks.all()}
+

@@ -1,0 +1,102 @@
+"""The console pages of volume groups and Docker hosts."""
+
+import pytest
+from django.test import Client
+from django.urls import reverse
+
+from console.models import Image
+from containers.models import DockerHost, VolumeGroup, VolumeGroupAttachment
+from containers.services import volume_groups
+from containers.services.volume_groups import Target
+
+pytestmark = pytest.mark.urls("tests.containers.urls_first")
+MiB = 1024**2
+GiB = 1024**3
+
+
+def browser(user) -> Client:
+    client = Client()
+    client.force_login(user)
+    return client
+
+
+@pytest.fixture
+def group(cluster, actor, run_tasks):
+    volume_groups.request_create(actor, "pgdata", 64 * MiB, docker_volume="pgdata", fstype="ext4")
+    run_tasks()
+    return VolumeGroup.objects.get()
+
+
+def test_the_nav_names_lead_to_our_pages(cluster, viewer):
+    assert reverse("volume-groups") == "/volume-groups/" and reverse("docker-hosts") == "/docker-hosts/"
+    page = browser(viewer).get("/volume-groups/")
+    assert page.status_code == 200 and b"No volume groups" in page.content
+    assert b"Create a volume group" not in page.content  # a Viewer sees no forms
+
+
+def test_list_shows_size_usage_host_volume_and_users(group, docker_host, admin, actor, run_tasks):
+    volume_groups.request_attach(actor, group, Target(docker_host=docker_host))
+    run_tasks()
+    VolumeGroup.objects.filter(pk=group.pk).update(used_bytes=3 * MiB, mounts=["c1", "c2"])
+    page = browser(admin).get("/volume-groups/?docker=true").content.decode()
+    for text in ("pgdata", "64 MiB", "3 MiB", "dh-1", "Docker host"):
+        assert text in page, text
+    assert "pgdata" not in browser(admin).get("/volume-groups/?docker=false").content.decode()
+
+
+def test_detail_has_disks_attachment_and_history(group, admin):
+    page = browser(admin).get(reverse("volume-group-detail", args=[group.uuid])).content.decode()
+    disk = group.disks.get()
+    assert f"/dev/disk/by-id/virtio-{disk.serial}" in page and "not attached" in page
+    assert "volume-group.create" in page  # its task and audit event
+
+
+def test_create_attach_detach_delete_from_the_pages(cluster, operator, vm, run_tasks):
+    client = browser(operator)
+    answer = client.post(reverse("volume-group-create"), {
+        "name": "scratch", "size_gib": 1, "disk_count": 1, "container": cluster.storage_containers.get().uuid})
+    group = VolumeGroup.objects.get(name="scratch")
+    assert answer.status_code == 302 and answer["Location"] == reverse("volume-group-detail", args=[group.uuid])
+    run_tasks()
+    client.post(reverse("volume-group-attach", args=[group.uuid]), {"target": f"vm:{vm.uuid}"})
+    run_tasks()
+    assert VolumeGroupAttachment.objects.get(group=group).vm == vm
+    client.post(reverse("volume-group-grow", args=[group.uuid]), {"index": 0, "size_gib": 2})
+    run_tasks()
+    assert group.disks.get().size_bytes == 2 * GiB
+    refused = client.post(reverse("volume-group-delete", args=[group.uuid]), follow=True)
+    assert b"detach it first" in refused.content
+    client.post(reverse("volume-group-detach", args=[group.uuid]))
+    run_tasks()
+    client.post(reverse("volume-group-delete", args=[group.uuid]))
+    run_tasks()
+    assert not VolumeGroup.objects.exists()
+
+
+def test_viewer_cannot_change_anything(group, viewer):
+    assert browser(viewer).post(reverse("volume-group-detach", args=[group.uuid])).status_code == 403
+    assert browser(viewer).post(reverse("docker-host-register"), {"name": "x"}).status_code == 403
+
+
+def test_register_shows_the_key_once_and_the_host_page(cluster, admin):
+    page = browser(admin).post(reverse("docker-host-register"), {"name": "edge-1", "address": "10.1.1.1"})
+    host = DockerHost.objects.get()
+    assert page.status_code == 200 and b"facetdh_" in page.content and b"FACET_DOCKER_HOST=edge-1" in page.content
+    detail = browser(admin).get(reverse("docker-host-detail", args=[host.uuid])).content.decode()
+    assert "Waiting for the plugin" in detail and "facetdh_" not in detail.replace(host.key_hint, "")
+    listing = browser(admin).get("/docker-hosts/").content.decode()
+    assert "edge-1" in listing and "Registered machine" in listing
+
+
+def test_create_docker_host_vm_from_the_page(cluster, admin):
+    image = Image.objects.get(name="base-disk")
+    answer = browser(admin).post(reverse("docker-host-create"), {"name": "dh-vm", "image": image.uuid,
+                                                                 "vcpus": 1, "memory_gib": 1})
+    host = DockerHost.objects.get()
+    assert answer.status_code == 302 and answer["Location"] == reverse("docker-host-detail", args=[host.uuid])
+    assert host.vm.name == "dh-vm"
+
+
+def test_remove_a_registered_host(docker_host, admin):
+    answer = browser(admin).post(reverse("docker-host-remove", args=[docker_host.uuid]), follow=True)
+    assert b"Docker host dh-1 removed" in answer.content and not DockerHost.objects.exists()
