@@ -155,7 +155,7 @@ def request_create_vm(actor: Actor, spec: VMSpec) -> Task:
     if container is None:
         raise InvalidRequest({"container": ["the cluster has no storage container"]})
     first_boot = os_customization.prepare(spec.customization, cluster=cluster, guest_os=spec.guest_os,
-                                          hostname=spec.hostname, name=spec.name)
+                                          hostname=spec.hostname, name=spec.name, is_template=spec.is_template)
     sizes = list(spec.disk_sizes)
     sources: dict[str, str] = {}
     if image is not None and image.kind == Image.Kind.DISK:

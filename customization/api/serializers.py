@@ -51,6 +51,20 @@ class ValidateSerializer(ContentSerializer):
         return attrs
 
 
+class SysprepAnswersSerializer(serializers.Serializer):
+    """The guided mode's fields; the answer is an unattend.xml to save or pass as content."""
+
+    install_type = serializers.ChoiceField(choices=["prepared", "fresh"], default="prepared")
+    computer_name = serializers.CharField(max_length=15, default="*", help_text="*: from the VM's hostname")
+    admin_password = serializers.CharField(required=False, default="", allow_blank=True, trim_whitespace=False)
+    time_zone = serializers.CharField(max_length=64, default="UTC")
+    locale = serializers.CharField(max_length=16, default="en-US")
+    product_key = serializers.CharField(max_length=29, required=False, default="", allow_blank=True)
+    organization = serializers.CharField(max_length=64, required=False, default="", allow_blank=True)
+    first_logon_commands = serializers.ListField(child=serializers.CharField(max_length=1024), required=False,
+                                                 default=list, max_length=50)
+
+
 class ProblemSerializer(serializers.Serializer):
     line = serializers.IntegerField()
     column = serializers.IntegerField()

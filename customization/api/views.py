@@ -15,7 +15,7 @@ from console.services.actors import Actor
 from console.services.errors import InvalidRequest, TooLarge
 
 from ..models import CustomizationScript, Kind, VMCustomization
-from ..services import library, sources
+from ..services import library, sources, sysprep
 from ..services.content import size_limit
 from ..services.validation import validate
 from . import serializers as s
@@ -40,7 +40,7 @@ class ScriptViewSet(ByUuid, viewsets.ModelViewSet):
 
     @property
     def write_role(self) -> str:
-        return VIEWER if self.action == "check" else OPERATOR
+        return VIEWER if self.action in ("check", "generate_sysprep") else OPERATOR
 
     def initial(self, request, *args, **kwargs):
         super().initial(request, *args, **kwargs)
@@ -74,6 +74,13 @@ class ScriptViewSet(ByUuid, viewsets.ModelViewSet):
         """Detect a script's format and list its problems, each with line, column and severity."""
         data = valid(s.ValidateSerializer, request)
         return Response(validate(data["kind"], data["content"]).as_dict())
+
+    @extend_schema(request=s.SysprepAnswersSerializer, responses={200: {"type": "object"}})
+    @action(detail=False, methods=["post"], url_path="generate-sysprep")
+    def generate_sysprep(self, request):
+        """The guided mode: an unattend.xml from a few answers (`{"content": ...}`; nothing is stored)."""
+        answers = sysprep.Answers(**valid(s.SysprepAnswersSerializer, request))
+        return Response({"content": sysprep.generate(answers)})
 
     @extend_schema(request={"application/octet-stream": {"type": "string", "format": "binary"}},
                    responses={201: s.ScriptSerializer})

@@ -1,6 +1,7 @@
 """What every script goes through first, whatever its kind: the size limit, gzip, and the text encoding.
 Problems carry a line, a column, a severity and a message, the way an editor shows them."""
 
+import os
 import zlib
 from dataclasses import asdict, dataclass, field
 
@@ -12,8 +13,10 @@ DEFAULT_LIMIT = 64 * 1024
 
 
 def size_limit() -> int:
-    """Most bytes a script may hold once decompressed (setting FACET_CUSTOMIZATION_MAX_BYTES)."""
-    return int(getattr(settings, "FACET_CUSTOMIZATION_MAX_BYTES", DEFAULT_LIMIT))
+    """Most bytes a script may hold once decompressed: the setting or environment variable
+    FACET_CUSTOMIZATION_MAX_BYTES, else 64 KiB."""
+    configured = getattr(settings, "FACET_CUSTOMIZATION_MAX_BYTES", None)
+    return int(configured or os.environ.get("FACET_CUSTOMIZATION_MAX_BYTES") or DEFAULT_LIMIT)
 
 
 @dataclass(frozen=True)

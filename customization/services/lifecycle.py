@@ -66,11 +66,13 @@ class Prepared:
 
 
 def prepare(request: CustomizationRequest | None, *, cluster: Cluster, guest_os: str, hostname: str,
-            name: str) -> Prepared | None:
+            name: str, is_template: bool = False) -> Prepared | None:
     """Read and validate everything now, so that a bad script fails the request, not the task. The
     hostname is the one given, else the VM's name when that is a valid hostname."""
     if request is None:
         return None
+    if is_template:
+        raise InvalidRequest({FIELD: ["a template never boots: give the customization to its clones"]})
     kind = request.kind or (Kind.SYSPREP if guest_os == VM.GuestOS.WINDOWS else Kind.CLOUD_INIT)
     if kind not in Kind.values:
         raise InvalidRequest({f"{FIELD}.kind": [f"choose one of {', '.join(Kind.values)}"]})

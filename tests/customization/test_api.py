@@ -186,3 +186,21 @@ def test_phone_home_url_is_one_time_and_needs_no_login(cluster, api, run_tasks, 
     run_tasks()
     assert VMCustomization.objects.get().iso_path == ""
     assert lifecycle.phone_home_base() == "http://10.0.0.1:8000"
+
+
+def test_generate_sysprep_answers_an_answer_file_that_validates(cluster, viewer):
+    client = client_for(viewer)
+    response = client.post(f"{SCRIPTS}generate-sysprep/", {"install_type": "fresh", "admin_password": "pw",
+                                                            "first_logon_commands": ["cmd /c echo 1"]},
+                            format="json")
+    assert response.status_code == 200
+    content = response.json()["content"]
+    assert "<ComputerName>*</ComputerName>" in content and 'pass="windowsPE"' in content
+    assert client.post(f"{SCRIPTS}validate/", {"kind": "sysprep", "content": content},
+                       format="json").json()["valid"]
+
+
+def test_a_template_gets_no_customization(cluster, api):
+    response = api.post("/api/v1/vms/", {"name": "tpl", "vcpus": 1, "memory_bytes": GiB, "is_template": True,
+                                         "customization": {"content": CLOUD_CONFIG}}, format="json")
+    assert response.status_code == 400 and "never boots" in response.json()["customization"][0]

@@ -4,6 +4,7 @@ Clone forms' customization section, and the VM page's panel."""
 import io
 
 import pytest
+from django.template import Context, Template
 from django.test import Client, RequestFactory
 from django.urls import resolve
 
@@ -181,3 +182,12 @@ def test_vm_panel_shows_status_files_and_the_guests_result(client, cluster, view
     plain = create_vm(name="plain")
     assert b"Created without customization" in client.get(f"/vms/{plain.uuid}/customization/panel/").content
     assert resolve(f"/vms/{vm.uuid}/customization/panel/").url_name == "customization-panel"
+
+
+def test_the_list_cell_shows_the_status_or_a_dash(cluster, create_vm):
+    vm = create_vm(CustomizationRequest(content=CLOUD_CONFIG))
+    plain = create_vm(name="plain")
+    cell = Template('{% include "customization/list_cell.html" %}')
+    listed = {v.name: v for v in VM.objects.select_related("customization")}
+    assert "Media attached" in cell.render(Context({"vm": listed[vm.name]}))
+    assert "—" in cell.render(Context({"vm": listed[plain.name]}))
