@@ -1,0 +1,115 @@
+"""Guest Tools pages: the panel on a VM's page (loaded by htmx, its forms plain POSTs that work without
+JavaScript) and the Guest Tools page of the whole cluster."""
+
+from datetime import timedelta
+
+from django.contrib import messages
+from django.db.models import Count, Q
+from django.http import Http404
+from django.shortcuts import get_object_or_404, redirect, render
+from django.urls import reverse
+from django.utils import timezone
+from django.views.decorators.http import require_POST
+
+from console.models import VM, Task
+from console.services.access import OPERATOR
+from console.services.errors import ServiceError
+from console.views.base import actor, paginate, refuse, role_required, task_started
+
+from . import services
+from .authority import CaUnavailable, open_authority
+from .models import CAPABILITIES, TOOLS_VERSION, CertificateAuthority, GuestTools, VMCertificate
+
+CAPABILITY_LABELS = {"self-service-restore": "Self-service restore", "vss-snapshot": "VSS snapshots"}
+OPERATIONS = {
+    "enable": services.request_enable,
+    "mount": services.request_mount,
+    "unmount": services.request_unmount,
+    "disable": services.request_disable,
+}
+EXPIRY_WARNING = timedelta(days=30)
+# The Guest Tools page's filters: each a condition on the state rows.
+STATES = {
+    "enabled": ("Enabled", Q(enabled=True)),
+    "iso-mounted": ("ISO mounted", Q(iso_mounted=True)),
+    "link-active": ("Link active", Q(link_active=True)),
+    "upgrade-available": ("Upgrade available", ~Q(installed_version="") & ~Q(installed_version=TOOLS_VERSION)),
+}
+
+
+def _vm(uuid) -> VM:
+    return get_object_or_404(VM.objects.select_related("host", "cluster"), uuid=uuid)
+
+
+@role_required()
+def guest_tools_panel(request, uuid):
+    vm = _vm(uuid)
+    state = services.state_of(vm)
+    return render(request, "ngt/panel.html", {
+        "vm": vm, "state": state,
+        "capabilities": [(name, CAPABILITY_LABELS[name], name in state.capabilities) for name in CAPABILITIES],
+        "cdrom": vm.cdroms.filter(purpose=services.GUEST_TOOLS).exclude(iso_path="").first(),
+        "busy": Task.objects.filter(entity_uuid=vm.uuid, kind__in=services.KINDS, status__in=services.ACTIVE).first(),
+    })
+
+
+@require_POST
+@role_required(OPERATOR)
+def guest_tools_operation(request, uuid, operation: str):
+    if operation not in OPERATIONS:
+        raise Http404(f"no Guest Tools operation {operation!r}")
+    vm = _vm(uuid)
+    back = reverse("vm-detail", args=[vm.uuid])
+    options = {"config_only": request.POST.get("config_only") == "on"} if operation == "mount" else {}
+    try:
+        task = OPERATIONS[operation](actor(request), vm, **options)
+    except ServiceError as error:
+        return refuse(request, error, back)
+    return task_started(request, task, back)
+
+
+@require_POST
+@role_required(OPERATOR)
+def guest_tools_capabilities(request, uuid):
+    vm = _vm(uuid)
+    back = reverse("vm-detail", args=[vm.uuid])
+    try:
+        state = services.set_capabilities(actor(request), vm, request.POST.getlist("capabilities"))
+    except ServiceError as error:
+        return refuse(request, error, back)
+    chosen = ", ".join(state.capabilities) or "none"
+    messages.success(request, f"Guest Tools capabilities of {vm.name}: {chosen}. The next mount delivers them.")
+    return redirect(back)
+
+
+def _certificate_authority() -> tuple[CertificateAuthority | None, str]:
+    """The first cluster's CA (none before the first Guest Tools task) and why its key does not open, if so."""
+    authority = CertificateAuthority.objects.select_related("cluster").order_by("cluster_id").first()
+    if authority is None:
+        return None, ""
+    try:
+        open_authority(authority)
+    except CaUnavailable as error:
+        return authority, str(error).removeprefix("detail: ")
+    return authority, ""
+
+
+@role_required()
+def guest_tools_page(request):
+    """VMs by Guest Tools state, the CA, and the certificates that expire soon."""
+    chosen = request.GET.get("state", "")
+    states = GuestTools.objects.select_related("vm", "vm__host", "certificate")
+    counts = states.aggregate(**{key.replace("-", "_"): Count("id", filter=condition)
+                                 for key, (_, condition) in STATES.items()})
+    if chosen in STATES:
+        states = states.filter(STATES[chosen][1])
+    authority, ca_error = _certificate_authority()
+    soon = timezone.now() + EXPIRY_WARNING
+    return render(request, "ngt/guest_tools.html", {
+        "page": paginate(request, states.order_by("vm__name", "id")),
+        "filters": [(key, label, counts[key.replace("-", "_")]) for key, (label, _) in STATES.items()],
+        "chosen": chosen, "query": f"state={chosen}" if chosen else "",
+        "authority": authority, "ca_error": ca_error, "tools_version": TOOLS_VERSION,
+        "expiring": VMCertificate.objects.filter(revoked=False, not_after__lt=soon).select_related("vm")
+        .order_by("not_after")[:100],
+    })
