@@ -3,8 +3,11 @@ list and create Docker-backed volume groups, attach, detach and delete them for 
 it asked for, and nothing else."""
 
 import re
+from pathlib import Path
 
+from django.conf import settings
 from django.db.models import Q
+from django.http import FileResponse, Http404
 from django.shortcuts import get_object_or_404
 from drf_spectacular.utils import extend_schema
 from rest_framework import serializers, status
@@ -27,6 +30,7 @@ from .views import volume_group_queryset
 DOCKER_VOLUME_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{1,62}$")
 FSTYPES = ("ext4", "xfs")
 MIN_XFS_BYTES = 300 * 1000**2  # mkfs.xfs refuses smaller filesystems
+PACKAGE = "facet-volume-plugin.deb"
 
 
 class HelloSerializer(serializers.Serializer):
@@ -173,6 +177,18 @@ class UsageView(PluginView):
             raise Conflict({"volume": [f"volume {name} is not attached to Docker host {self.host.name}"]})
         VolumeGroup.objects.filter(pk=group.pk).update(used_bytes=data["used_bytes"], mounts=data["mounts"])
         return Response(status=status.HTTP_204_NO_CONTENT)
+
+
+class PackageView(PluginView):
+    """The plugin's .deb, for Docker host VMs to install on first boot (the Makefile builds it into
+    DATA_DIR/packages)."""
+
+    def get(self, request):
+        package = Path(settings.DATA_DIR) / "packages" / PACKAGE
+        if not package.is_file():
+            raise Http404(f"the console has no {PACKAGE} yet (make plugin-deb builds it)")
+        return FileResponse(package.open("rb"), as_attachment=True, filename=PACKAGE,
+                            content_type="application/vnd.debian.binary-package")
 
 
 class TaskView(PluginView):

@@ -20,5 +20,6 @@ urlpatterns = [
     path(VOLUME + "detach/", plugin.DetachView.as_view(), name="plugin-detach"),
     path(VOLUME + "usage/", plugin.UsageView.as_view(), name="plugin-usage"),
     path("docker-host/tasks/<uuid:uuid>/", plugin.TaskView.as_view(), name="plugin-task"),
+    path("docker-host/plugin.deb", plugin.PackageView.as_view(), name="plugin-package"),
     *router.urls,
 ]

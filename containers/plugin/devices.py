@@ -2,6 +2,7 @@
 filesystems made only where `blkid` finds none, mounts."""
 
 import contextlib
+import logging
 import os
 import subprocess
 import time
@@ -9,6 +10,7 @@ from pathlib import Path
 
 BY_ID_WAIT_SECONDS = 10.0  # udev names a hot-plugged virtio disk shortly after the hypervisor adds it
 COMMAND_SECONDS = 120.0
+log = logging.getLogger("facet-volume-plugin")
 
 
 class DeviceError(Exception):
@@ -16,8 +18,10 @@ class DeviceError(Exception):
 
 
 def run(*command: str) -> str:
+    began = time.monotonic()
     try:
         done = subprocess.run(command, capture_output=True, text=True, timeout=COMMAND_SECONDS)
+        log.debug("%s: %.0f ms", " ".join(command), (time.monotonic() - began) * 1000)
     except (OSError, subprocess.TimeoutExpired) as exc:
         raise DeviceError(f"{command[0]}: {exc}") from None
     if done.returncode != 0:
@@ -25,20 +29,20 @@ def run(*command: str) -> str:
     return done.stdout.strip()
 
 
-def loop_of(file: Path) -> str | None:
-    """The loop device already over this file, if any (after a crash we reuse it rather than add another)."""
-    found = run("losetup", "--noheadings", "--output", "NAME", "--associated", str(file))
-    return found.splitlines()[0].strip() if found else None
+def loops_of(file: Path) -> list[str]:
+    """The loop devices over this file (after a crash we reuse one rather than add another)."""
+    return run("losetup", "--noheadings", "--output", "NAME", "--associated", str(file)).split()
 
 
 def attach_loop(file: Path) -> str:
     if not file.is_file():
         raise DeviceError(f"disk file {file} is missing (is the storage container mounted at the same path?)")
-    return loop_of(file) or run("losetup", "--find", "--show", "--direct-io=on", str(file))
+    existing = loops_of(file)
+    return existing[0] if existing else run("losetup", "--find", "--show", str(file))
 
 
 def detach_loop(file: Path) -> None:
-    while (device := loop_of(file)) is not None:
+    for device in loops_of(file):
         run("losetup", "--detach", device)
 
 

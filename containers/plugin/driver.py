@@ -120,7 +120,7 @@ class VolumeDriver:
         if mounted.callers:
             self._report(name, mounted)
             return
-        self._report(name, mounted)
+        self._report(name, mounted, wait=True)  # the space used, as its last container left it
         self._release(name, mounted)
 
     def _release(self, name: str, mounted: Mounted) -> None:
@@ -132,13 +132,21 @@ class VolumeDriver:
         self.state.volumes.pop(name, None)
         self._save()
 
-    def _report(self, name: str, mounted: Mounted) -> None:
-        """Used space and the callers, for the console's pages; a failure here fails nothing."""
-        try:
-            self.api.call("POST", f"volumes/{name}/usage/", self._deadline(), {
-                "used_bytes": devices.used_bytes(Path(mounted.mountpoint)), "mounts": mounted.callers})
-        except ConsoleError as exc:
-            log.warning("could not report the usage of %s: %s", name, exc)
+    def _report(self, name: str, mounted: Mounted, wait: bool = False) -> None:
+        """Used space and the callers, for the console's pages: sent beside the answer to Docker, which does
+        not wait for it (unless `wait`); a failure here fails nothing."""
+        usage = {"used_bytes": devices.used_bytes(Path(mounted.mountpoint)), "mounts": list(mounted.callers)}
+
+        def send() -> None:
+            try:
+                self.api.call("POST", f"volumes/{name}/usage/", self._deadline(), usage)
+            except ConsoleError as exc:
+                log.warning("could not report the usage of %s: %s", name, exc)
+
+        if wait:
+            send()
+        else:
+            threading.Thread(target=send, daemon=True, name=f"usage-{name}").start()
 
     def reconcile(self) -> None:
         """On start: volumes in use are mounted (again, after a reboot that Docker's restart brings back); what

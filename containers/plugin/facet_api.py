@@ -2,6 +2,7 @@
 Docker request, so that a console that is down or slow gives Docker a clear error in time, never a hang."""
 
 import json
+import logging
 import time
 import urllib.error
 import urllib.parse
@@ -10,10 +11,12 @@ from typing import Any
 
 from . import VERSION
 
-TASK_POLL_SECONDS = 0.05
+# A task of ours takes a few milliseconds once a worker has it: look early, then less and less often.
+FIRST_POLL_SECONDS, MAX_POLL_SECONDS = 0.005, 0.2
 # After a call timed out, calls fail at once for this long: Docker often sends several requests for one
 # command (Get, then Create), and each waiting out its own deadline would make the command hang for minutes.
 QUIET_SECONDS = 15.0
+log = logging.getLogger("facet-volume-plugin")
 ENDED = ("succeeded", "failed", "cancelled")
 
 
@@ -49,9 +52,11 @@ class FacetApi:
         request = urllib.request.Request(self.base + path, data=data, method=method, headers={  # noqa: S310 (FACET_URL is http(s), checked in config)
             "Authorization": f"Token {self.token}", "Accept": "application/json",
             "Content-Type": "application/json", "User-Agent": f"facet-volume-plugin/{VERSION}"})
+        began = time.monotonic()
         try:
             with urllib.request.urlopen(request, timeout=deadline.left(what)) as response:  # noqa: S310
                 raw = response.read()
+            log.debug("%s: %.0f ms", what, (time.monotonic() - began) * 1000)
         except urllib.error.HTTPError as exc:
             raise ConsoleError(f"the Facet console refused {what}: {_reason(exc.read()) or exc.reason}") from None
         except (urllib.error.URLError, OSError) as exc:  # refused, unreachable, or the socket timed out
@@ -64,8 +69,10 @@ class FacetApi:
 
     def wait(self, task: dict, deadline: Deadline) -> dict:
         """Follow a task the console accepted until it ends; a failed task is a ConsoleError."""
+        pause = FIRST_POLL_SECONDS
         while task["status"] not in ENDED:
-            time.sleep(min(TASK_POLL_SECONDS, deadline.left(f"task {task['kind']}")))
+            time.sleep(min(pause, deadline.left(f"task {task['kind']}")))
+            pause = min(pause * 2, MAX_POLL_SECONDS)
             task = self.call("GET", f"tasks/{task['uuid']}/", deadline)
         if task["status"] != "succeeded":
             first = (task.get("error") or task["status"]).split("\n\n")[0]

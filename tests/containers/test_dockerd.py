@@ -41,8 +41,8 @@ def test_volume_survives_containers_and_a_plugin_crash(plugin):
     holder = docker.run("run", "-d", "--network", "none", "--volume-driver", "facet", "-v", "PGDataVol:/data",
                         IMAGE, "sh", "-c", "echo second >> /data/log && sync && sleep 600").stdout.strip()
     wait_until(lambda: attached("PGDataVol"), what="the volume to be attached")
-    group.refresh_from_db()
-    assert len(group.mounts) == 1 and group.used_bytes > 0
+    wait_until(lambda: len(VolumeGroup.objects.get(pk=group.pk).mounts) == 1, what="the usage report")
+    assert VolumeGroup.objects.get(pk=group.pk).used_bytes > 0
 
     plugin.kill(signal.SIGKILL)  # in the middle: a container still holds the volume
     plugin.start()
