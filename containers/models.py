@@ -76,6 +76,12 @@ class DockerHost(models.Model):
         return container.resolve(f".facet-probes/{self.uuid}")
 
 
+class VolumeGroupQuerySet(models.QuerySet):
+    def with_details(self) -> "VolumeGroupQuerySet":
+        """What lists and pages show of each group: its container, disks and attachment, in fixed queries."""
+        return self.select_related("container", "attachment__vm", "attachment__docker_host").prefetch_related("disks")
+
+
 class VolumeGroup(models.Model):
     class State(models.TextChoices):
         CREATING = "creating", "Creating"
@@ -96,6 +102,8 @@ class VolumeGroup(models.Model):
     mounts = models.JSONField(default=list, blank=True, help_text="Caller ids of the containers using it")
     created_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL)
     created_at = models.DateTimeField(auto_now_add=True)
+
+    objects = VolumeGroupQuerySet.as_manager()
 
     class Meta:
         ordering = ["name"]
@@ -144,7 +152,9 @@ class VolumeGroupAttachment(models.Model):
         DETACHING = "detaching", "Detaching"
 
     group = models.OneToOneField(VolumeGroup, on_delete=models.CASCADE, related_name="attachment")
-    vm = models.ForeignKey(VM, null=True, blank=True, on_delete=models.PROTECT, related_name="volume_groups")
+    # Deleting a VM frees its groups (its domain, and so the attachment, are gone); a Docker host is removed
+    # only once nothing is attached to it.
+    vm = models.ForeignKey(VM, null=True, blank=True, on_delete=models.CASCADE, related_name="volume_groups")
     docker_host = models.ForeignKey(DockerHost, null=True, blank=True, on_delete=models.PROTECT,
                                     related_name="volume_groups")
     state = models.CharField(max_length=9, choices=State.choices, default=State.ATTACHING)

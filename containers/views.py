@@ -11,7 +11,6 @@ from console.services.errors import ServiceError
 from console.views.base import actor, as_uuid, paginate, refuse, role_required, task_started
 
 from . import forms
-from .api.views import volume_group_queryset
 from .filtersets import DockerHostFilterSet, VolumeGroupFilterSet
 from .models import DockerHost, VolumeGroup
 from .services import docker_hosts, volume_groups
@@ -27,7 +26,7 @@ def history(entity) -> dict:
 
 @role_required()
 def volume_group_list(request):
-    filterset = VolumeGroupFilterSet(request.GET, queryset=volume_group_queryset())
+    filterset = VolumeGroupFilterSet(request.GET, queryset=VolumeGroup.objects.with_details())
     groups = filterset.qs if filterset.is_valid() else VolumeGroup.objects.none()
     return render(request, "containers/volume_group_list.html", {
         "page": paginate(request, groups), "filterset": filterset, "form": forms.VolumeGroupForm()})
@@ -53,7 +52,7 @@ def volume_group_create(request):
 
 @role_required()
 def volume_group_detail(request, uuid):
-    group = get_object_or_404(volume_group_queryset(), uuid=uuid)
+    group = get_object_or_404(VolumeGroup.objects.with_details(), uuid=uuid)
     return render(request, "containers/volume_group_detail.html", {
         "group": group, "attachment": getattr(group, "attachment", None), "attach_form": forms.AttachForm(),
         "grow_form": forms.GrowForm(), **history(group)})

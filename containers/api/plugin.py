@@ -9,7 +9,6 @@ from django.conf import settings
 from django.db.models import Q
 from django.http import FileResponse, Http404
 from django.shortcuts import get_object_or_404
-from drf_spectacular.utils import extend_schema
 from rest_framework import serializers, status
 from rest_framework.response import Response
 from rest_framework.views import APIView
@@ -24,7 +23,6 @@ from ..models import DockerHost, VolumeGroup
 from ..services import docker_hosts, volume_groups
 from ..services.volume_groups import Target
 from .authentication import DockerHostAuthentication, IsDockerHost
-from .views import volume_group_queryset
 
 # Docker's own rule for volume names, within our 63-character names.
 DOCKER_VOLUME_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{1,62}$")
@@ -65,6 +63,7 @@ class UsageSerializer(serializers.Serializer):
 class PluginView(APIView):
     authentication_classes = [DockerHostAuthentication]
     permission_classes = [IsDockerHost]
+    schema = None  # a contract with our own plugin, not part of the public API's documentation
 
     @property
     def host(self) -> DockerHost:
@@ -75,7 +74,7 @@ class PluginView(APIView):
         return Actor(user=None, source_address=self.request.META.get("REMOTE_ADDR"))
 
     def volume(self, name: str) -> VolumeGroup:
-        return get_object_or_404(volume_group_queryset(), cluster=self.host.cluster, docker_volume=name)
+        return get_object_or_404(VolumeGroup.objects.with_details(), cluster=self.host.cluster, docker_volume=name)
 
     def ready_host(self) -> DockerHost:
         if self.host.state != DockerHost.State.READY:
@@ -108,7 +107,6 @@ class SelfView(PluginView):
 
 
 class HelloView(PluginView):
-    @extend_schema(request=HelloSerializer)
     def post(self, request):
         data = valid(HelloSerializer, request)
         host = docker_hosts.hello(self.host, docker_version=data["docker_version"],
@@ -119,10 +117,9 @@ class HelloView(PluginView):
 
 class VolumeListView(PluginView):
     def get(self, request):
-        groups = volume_group_queryset().filter(cluster=self.host.cluster).exclude(docker_volume="")
+        groups = VolumeGroup.objects.with_details().filter(cluster=self.host.cluster).exclude(docker_volume="")
         return Response([self.describe(group) for group in groups])
 
-    @extend_schema(request=CreateSerializer)
     def post(self, request):
         """Create is idempotent: a Docker volume of that name that exists already is simply described."""
         data = valid(CreateSerializer, request)
@@ -168,7 +165,6 @@ class DetachView(PluginView):
 class UsageView(PluginView):
     """What the plugin sees of a mounted volume: space used and the containers (caller ids) using it."""
 
-    @extend_schema(request=UsageSerializer)
     def post(self, request, name: str):
         data = valid(UsageSerializer, request)
         group = self.volume(name)

@@ -1,3 +1,4 @@
+from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
 from console.api.serializers import by_uuid
@@ -12,6 +13,9 @@ class VolumeGroupDiskSerializer(serializers.ModelSerializer):
         fields = ["index", "size_bytes", "file_name", "serial"]
 
 
+@extend_schema_field({"type": "object", "nullable": True, "properties": {
+    "type": {"type": "string", "enum": ["vm", "docker-host"]}, "uuid": {"type": "string", "format": "uuid"},
+    "name": {"type": "string"}, "state": {"type": "string"}}})
 class AttachmentField(serializers.Field):
     """Where the group is attached: `{"type": "vm"|"docker-host", "uuid", "name", "state"}`, or null."""
 

@@ -17,13 +17,8 @@ from ..services.volume_groups import Target
 from . import serializers as s
 
 
-def volume_group_queryset():
-    return VolumeGroup.objects.select_related(
-        "container", "attachment__vm", "attachment__docker_host").prefetch_related("disks")
-
-
 class VolumeGroupViewSet(ByUuid, mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.GenericViewSet):
-    queryset = volume_group_queryset()
+    queryset = VolumeGroup.objects.with_details()
     serializer_class = s.VolumeGroupSerializer
     filterset_class = VolumeGroupFilterSet
     ordering_fields = ["name", "created_at"]

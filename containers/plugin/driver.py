@@ -55,8 +55,14 @@ class VolumeDriver:
     def _deadline(self) -> Deadline:
         return Deadline(self.config.call_seconds)
 
-    def _save(self) -> None:
+    def _save(self, name: str = "", mounted: Mounted | None = None, drop: bool = False) -> None:
+        """Write the state file, after putting or dropping one volume's entry. One lock around both, since
+        requests for other volumes change the same state from their own threads."""
         with self._state_lock:
+            if drop:
+                self.state.volumes.pop(name, None)
+            elif mounted is not None:
+                self.state.volumes[name] = mounted
             self.state.save(self.config.state_file)
 
     def _describe(self, volume: dict) -> dict:
@@ -95,8 +101,7 @@ class VolumeDriver:
                           loop=disk["loop"], fstype=volume["fstype"] or "ext4")
         try:
             mounted.device = self._device(mounted)
-            self.state.volumes[name] = mounted  # written before the mount: a crash now is undone on start
-            self._save()
+            self._save(name, mounted)  # written before the mount: a crash now is undone on start
             if not devices.filesystem_of(mounted.device):
                 devices.make_filesystem(mounted.device, mounted.fstype, name)
             devices.mount(mounted.device, Path(mounted.mountpoint))
@@ -129,8 +134,7 @@ class VolumeDriver:
         if mounted.loop:
             devices.detach_loop(Path(mounted.disk))
         self.api.change("POST", f"volumes/{name}/detach/", self._deadline())
-        self.state.volumes.pop(name, None)
-        self._save()
+        self._save(name, drop=True)
 
     def _report(self, name: str, mounted: Mounted, wait: bool = False) -> None:
         """Used space and the callers, for the console's pages: sent beside the answer to Docker, which does

@@ -59,7 +59,7 @@ def request_create(actor: Actor, *, name: str, image: Image, vcpus: int, memory_
         spec = vms.VMSpec(name=name, vcpus=vcpus, memory_bytes=memory_bytes, cluster=image.cluster, image=image,
                           nics=[vms.NicSpec(network=network)] if network else [], power_on=True,
                           description=f"Docker host {name}", customization=CustomizationRequest(
-                              kind="cloud-init", content=user_data, source_label=f"Docker host {name}"))
+                              kind="cloud-init", content=user_data))
         task = vms.request_create_vm(actor, spec)
         host.vm = VM.objects.get(uuid=task.entity_uuid)
         host.save(update_fields=["vm"])

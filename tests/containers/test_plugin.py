@@ -227,6 +227,19 @@ def test_mounts_are_counted_per_caller(fake):
     assert devices.formatted == 1  # blkid found the filesystem made the first time: it is kept
 
 
+def test_volumes_mount_in_parallel_and_all_reach_the_state_file(fake):
+    driver, api, _, config = fake
+    names = [f"vol{n}" for n in range(20)]
+    api.volumes.update({name: volume(name) for name in names})
+    threads = [threading.Thread(target=driver.handle, args=("/VolumeDriver.Mount", {"Name": name, "ID": "c"}))
+               for name in names]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert sorted(State.load(config.state_file).volumes) == sorted(names)
+
+
 def test_remove_is_refused_while_mounted_here(fake):
     driver, api, _, _ = fake
     driver.handle("/VolumeDriver.Mount", {"Name": "db", "ID": "c1"})

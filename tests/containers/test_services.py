@@ -109,6 +109,15 @@ def test_delete_is_refused_while_attached(group, vm, actor, run_tasks):
     assert not (group.container.resolve(f"volume-groups/{group.uuid}")).exists()
 
 
+def test_deleting_the_vm_frees_its_groups(group, vm, actor, run_tasks):
+    volume_groups.request_attach(actor, group, Target(vm=vm))
+    run_tasks()
+    vms.request_delete(actor, vm)
+    [task] = run_tasks()
+    assert task.status == "succeeded", task.error
+    assert not VolumeGroupAttachment.objects.exists() and all(d.path.exists() for d in group.disks.all())
+
+
 def test_a_vanished_disk_file_fails_the_attach_and_touches_nothing(group, vm, actor, run_tasks):
     lost = group.disks.get(index=1).path
     lost.unlink()
