@@ -28,7 +28,7 @@ def missing_parts() -> str | None:
     """Why the real-parts tests cannot run here, or None."""
     if os.geteuid() != 0:
         return "not root: dockerd, loop devices and mount need root"
-    for program in ("dockerd", "docker", "unshare", "nsenter", "losetup", "mkfs.ext4", "blkid"):
+    for program in ("dockerd", "docker", "unshare", "nsenter", "losetup", "mkfs.ext4", "mkfs.xfs", "blkid"):
         if not shutil.which(program):
             return f"{program} is not installed (make test installs docker.io, busybox-static, xfsprogs)"
     if not Path("/dev/loop-control").exists():

@@ -177,3 +177,17 @@ def test_hello_refuses_a_machine_that_sees_no_container(cluster, actor):
 def test_a_removed_host_key_stops_working(host_api, docker_host, actor):
     docker_hosts.remove(actor, docker_host)
     assert host_api.get(PLUGIN).status_code == 401
+
+
+def test_lists_take_a_fixed_number_of_queries(api, actor, vm, docker_host, run_tasks, django_assert_max_num_queries):
+    for n in range(12):
+        volume_groups.request_create(actor, f"g{n}", MiB, disk_count=2)
+    run_tasks()
+    first, second = VolumeGroup.objects.all()[:2]
+    volume_groups.request_attach(actor, first, Target(vm=vm))
+    volume_groups.request_attach(actor, second, Target(docker_host=docker_host))
+    run_tasks()
+    with django_assert_max_num_queries(8):
+        assert len(api.get("/api/v1/volume-groups/").json()["results"]) == 12
+    with django_assert_max_num_queries(8):
+        assert api.get("/api/v1/docker-hosts/").status_code == 200

@@ -240,6 +240,15 @@ def test_volumes_mount_in_parallel_and_all_reach_the_state_file(fake):
     assert sorted(State.load(config.state_file).volumes) == sorted(names)
 
 
+def test_inside_a_vm_the_disk_is_found_by_its_serial(fake):
+    driver, api, devices, config = fake
+    api.volumes["db"]["devices"] = [{"path": "/dev/disk/by-id/virtio-fvg123", "loop": False, "serial": "fvg123"}]
+    driver.handle("/VolumeDriver.Mount", {"Name": "db", "ID": "c1"})
+    assert devices.mounted == {str(config.volumes_root / "db"): "/dev/vdb"} and devices.loops == set()
+    driver.handle("/VolumeDriver.Unmount", {"Name": "db", "ID": "c1"})
+    assert devices.mounted == {} and api.changes()[-1] == "volumes/db/detach/"
+
+
 def test_remove_is_refused_while_mounted_here(fake):
     driver, api, _, _ = fake
     driver.handle("/VolumeDriver.Mount", {"Name": "db", "ID": "c1"})
