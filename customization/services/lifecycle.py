@@ -49,7 +49,6 @@ class CustomizationRequest:
     storage_path: str = ""  # facet://CONTAINER/path
     key_values: dict[str, str] = field(default_factory=dict)
     datasource: str = ""  # "": config-drive for cloud-init
-    source_label: str = ""  # how to name pasted or uploaded content (a file name)
 
 
 @dataclass(frozen=True)
@@ -89,7 +88,7 @@ def prepare(request: CustomizationRequest | None, *, cluster: Cluster, guest_os:
         missing = sorted(sysprep.placeholders(text) - set(key_values))
         if missing:
             raise InvalidRequest({f"{FIELD}.key_values": [
-                f"the answer file uses {{{{ {name} }}}}; give it a value" for name in missing]})
+                f"the answer file uses {{{{ {key} }}}}; give it a value" for key in missing]})
     return Prepared(kind=kind, datasource=datasource, content=text, format=result.format, source=source,
                     script=script, key_values=key_values)
 
@@ -119,9 +118,7 @@ def _read(request: CustomizationRequest, kind: str, cluster: Cluster
         return script.content.encode(), f"library script {script.name}", script, "script"
     content = request.content
     data = content if isinstance(content, bytes) else content.encode("utf-8", "surrogateescape")
-    if len(data) > 4 * sources.size_limit():  # gzip can hold more; anything this large is refused unread
-        raise InvalidRequest({f"{FIELD}.content": [f"over the limit of {sources.size_limit() // 1024} KiB"]})
-    return data, request.source_label or "pasted", None, "content"
+    return data, "pasted", None, "content"
 
 
 def _script(reference: CustomizationScript | str, kind: str) -> CustomizationScript:
@@ -277,7 +274,15 @@ def power_changed(changes: list[tuple[VM, str]]) -> None:
                 status=Status.RUNNING)
         elif state == VM.PowerState.OFF and _end(customization, Status.UNKNOWN,
                                                  "the VM powered off before its guest reported"):
-            remove_media(customization)
+            _queue_removal(customization, Actor.system())
+
+
+def _queue_removal(customization: VMCustomization, actor: Actor) -> None:
+    """Eject and delete in a task of the VM's host: a hypervisor call that fails there can be rerun, and
+    does not fail the power action or the report that ended the customization."""
+    if customization.iso_path or customization.cdrom_slot is not None:
+        vm = customization.vm
+        create_task(actor, "vm.customization.remove", vm, queue=vm.host.queue if vm.host else "default")
 
 
 def _end(customization: VMCustomization, status: str, message: str) -> bool:
@@ -301,9 +306,8 @@ def report(vm: VM, status: str, message: str = "", actor: Actor | None = None) -
     with transaction.atomic():
         if status == Status.RUNNING:
             VMCustomization.objects.filter(pk=customization.pk).update(status=status, message=message[:4000])
-        elif _end(customization, status, message) and (customization.iso_path or
-                                                       customization.cdrom_slot is not None):
-            create_task(actor, "vm.customization.remove", vm, queue=vm.host.queue if vm.host else "default")
+        elif _end(customization, status, message):
+            _queue_removal(customization, actor)
         audit.record(actor, "vm.customization.report", vm, status=status)
     customization.refresh_from_db()
     return customization

@@ -1,11 +1,10 @@
 """One entry point for validating a script of either kind, from bytes or text."""
 
-from .cloudinit import validate_user_data
-from .content import Validation, as_bytes, decode
+from .cloudinit import detect, validate_user_data
+from .content import ERROR, Validation, as_bytes, decode
 from .sysprep import validate_unattend
 
-CLOUD_INIT, SYSPREP = "cloud-init", "sysprep"
-KINDS = (CLOUD_INIT, SYSPREP)
+SYSPREP = "sysprep"
 
 
 def validate(kind: str, content: str | bytes) -> Validation:
@@ -14,7 +13,13 @@ def validate(kind: str, content: str | bytes) -> Validation:
     text = decode(as_bytes(content), result)
     if text is None:
         return result
-    if kind == SYSPREP:
+    start = text.lstrip()
+    if kind == SYSPREP and detect(text) != "unknown":
+        result.add(1, 1, ERROR, f"this is a cloud-init script ({detect(text)}), not a Sysprep answer file: "
+                                "choose the kind cloud-init")
+    elif kind != SYSPREP and start.startswith("<") and "unattend" in start[:400]:
+        result.add(1, 1, ERROR, "this is a Sysprep answer file, not cloud-init user data: choose the kind sysprep")
+    elif kind == SYSPREP:
         validate_unattend(text, result)
     else:
         validate_user_data(text, result)

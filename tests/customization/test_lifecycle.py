@@ -89,6 +89,9 @@ def test_a_guest_that_shuts_itself_down_is_seen_by_the_reconcile(cluster, actor,
     SimDomain.objects.filter(uuid=vm.uuid).update(power_state="off")
     assert power.reconcile_power_states() == 1
     assert VMCustomization.objects.get(vm=vm).status == Status.UNKNOWN
+    run_tasks()  # the removal runs as a task on the VM's host
+    assert VMCustomization.objects.get(vm=vm).iso_path == "" and SimDomain.objects.get(uuid=vm.uuid).cdroms == {}
+    assert Task.objects.get(kind="vm.customization.remove").queue == vm.host.queue
 
 
 def test_the_agent_report_ends_it_with_the_guests_message(cluster, actor, run_tasks, create_vm):

@@ -225,3 +225,8 @@ HEADERS = ["#cloud-config\n", "#!/bin/sh\n", "#include\n", "## template: jinja\n
 def test_validation_never_raises_on_arbitrary_text_after_a_header(header, body, kind):
     result = validate(kind, header + body)
     assert isinstance(result.valid, bool)
+
+
+def test_the_wrong_kind_is_named():
+    assert "choose the kind cloud-init" in only("sysprep", CLOUD_CONFIG)[3]
+    assert "choose the kind sysprep" in only("cloud-init", UNATTEND)[3]
