@@ -87,7 +87,7 @@ def _parse(text: str, result: Validation) -> tuple[Node | None, object]:
         detail = " ".join(str(x) for x in (exc.context, exc.problem) if x)
         result.add(mark.line + 1 if mark else 1, mark.column + 1 if mark else 1, ERROR, f"YAML: {detail}")
     except yaml.reader.ReaderError as exc:
-        result.add(*position_of(text.encode("utf-8", "surrogateescape"), exc.position), ERROR,
+        result.add(*position_of(text, exc.position), ERROR,
                    f"YAML: {exc.reason} character {exc.character!r}")
     except yaml.YAMLError as exc:
         result.add(1, 1, ERROR, f"YAML: {exc}")

@@ -57,10 +57,11 @@ class Validation:
         return {"format": self.format, "valid": self.valid, "problems": [p.as_dict() for p in problems]}
 
 
-def position_of(data: bytes, offset: int) -> tuple[int, int]:
-    """1-based line and column of a byte offset."""
-    line_start = data.rfind(b"\n", 0, offset) + 1
-    return data.count(b"\n", 0, offset) + 1, offset - line_start + 1
+def position_of(data: bytes | str, offset: int) -> tuple[int, int]:
+    """1-based line and column of an offset (in bytes or characters, as the data is)."""
+    newline = b"\n" if isinstance(data, bytes) else "\n"
+    line_start = data.rfind(newline, 0, offset) + 1
+    return data.count(newline, 0, offset) + 1, offset - line_start + 1
 
 
 def gunzip(data: bytes, limit: int) -> bytes | None:
@@ -101,5 +102,5 @@ def decode(data: bytes, result: Validation) -> str | None:
 
 
 def as_bytes(content: str | bytes) -> bytes:
-    # surrogateescape: text that came from undecodable bytes goes back to those bytes, to be reported.
-    return content if isinstance(content, bytes) else content.encode("utf-8", "surrogateescape")
+    # surrogatepass: a lone surrogate (JSON allows "\ud800") becomes bytes that fail as "not UTF-8".
+    return content if isinstance(content, bytes) else content.encode("utf-8", "surrogatepass")

@@ -29,6 +29,7 @@ from console.services.tasks import Progress, create_task, task_kind
 
 from ..models import CustomizationScript, Datasource, Kind, VMCustomization
 from . import sources, sysprep
+from .content import as_bytes
 from .media import Instance, build_iso, media_files
 from .validation import decoded, validate
 
@@ -116,9 +117,7 @@ def _read(request: CustomizationRequest, kind: str, cluster: Cluster
     if request.script:
         script = _script(request.script, kind)
         return script.content.encode(), f"library script {script.name}", script, "script"
-    content = request.content
-    data = content if isinstance(content, bytes) else content.encode("utf-8", "surrogateescape")
-    return data, "pasted", None, "content"
+    return as_bytes(request.content), "pasted", None, "content"
 
 
 def _script(reference: CustomizationScript | str, kind: str) -> CustomizationScript:

@@ -3,6 +3,7 @@ clone, and a VM's customization status."""
 
 import base64
 import gzip
+import json
 
 import pytest
 
@@ -204,3 +205,25 @@ def test_a_template_gets_no_customization(cluster, api):
     response = api.post("/api/v1/vms/", {"name": "tpl", "vcpus": 1, "memory_bytes": GiB, "is_template": True,
                                          "customization": {"content": CLOUD_CONFIG}}, format="json")
     assert response.status_code == 400 and "never boots" in response.json()["customization"][0]
+
+
+@pytest.mark.parametrize("payload", [
+    {"customization": "#cloud-config"},
+    {"customization": {"content": "#!/bin/sh\n", "key_values": ["a=b"]}},
+    {"customization": {"content": "#!/bin/sh\n", "key_values": {"a": {"b": 1}}}},
+    {"customization": {"content": "#cloud-config\nhostname: \ud800\n"}},
+    {"customization": {"content": "#cloud-config\nhostname: é\x01\n"}},
+    {"customization": {"script": 5}},
+    {"customization": {"storage_path": "facet://default/\u0000"}},
+])
+def test_garbage_in_the_customization_object_is_a_400_never_a_500(cluster, api, payload):
+    body = json.dumps({"name": "web-1", "vcpus": 1, "memory_bytes": GiB, **payload})  # "\ud800" stays escaped
+    response = api.post("/api/v1/vms/", body, content_type="application/json")
+    assert response.status_code == 400, response.content
+    assert not VM.objects.exists()
+
+
+def test_validate_places_control_characters_after_non_ascii_text(cluster, viewer):
+    response = client_for(viewer).post(f"{SCRIPTS}validate/", {"content": "#cloud-config\na: éé\x01\n"},
+                                       format="json")
+    assert response.json()["problems"][0]["line"] == 2 and response.json()["problems"][0]["column"] == 6
