@@ -61,3 +61,20 @@ def test_volume_survives_containers_and_a_plugin_crash(plugin):
     docker.run("volume", "rm", "PGDataVol")
     assert not VolumeGroup.objects.filter(docker_volume="PGDataVol").exists()
     assert not disk.path.exists()
+
+
+def test_two_containers_share_a_mount_until_the_last_one_leaves(plugin):
+    docker = plugin.docker
+    docker.run("volume", "create", "shared", "--driver", "facet", "-o", "sizeMb=64")
+    run = ["run", "-d", "--network", "none", "--volume-driver", "facet", "-v", "shared:/data", IMAGE]
+    first = docker.run(*run, "sh", "-c", "echo one > /data/one && sleep 600").stdout.strip()
+    second = docker.run(*run, "sh", "-c", "echo two > /data/two && sleep 600").stdout.strip()
+    wait_until(lambda: len(VolumeGroup.objects.get(docker_volume="shared").mounts) == 2, what="two callers")
+    docker.run("rm", "--force", first)
+    assert attached("shared") and "/volumes/shared" in plugin.namespace.mounts()
+    docker.run("rm", "--force", second)
+    wait_until(lambda: not VolumeGroupAttachment.objects.filter(group__docker_volume="shared").exists(),
+               what="the detach after the last caller")
+    read = docker.run("run", "--rm", "--network", "none", "--volume-driver", "facet", "-v", "shared:/data", IMAGE,
+                      "cat", "/data/one", "/data/two")
+    assert read.stdout == "one\ntwo\n"

@@ -2,7 +2,8 @@
 # Build facet-volume-plugin_VERSION_all.deb (and a facet-volume-plugin.deb link to it) into OUTDIR.
 #   containers/plugin/packaging/build-deb.sh OUTDIR
 set -eu
-out=$(realpath "${1:?usage: build-deb.sh OUTDIR}")
+mkdir -p "${1:?usage: build-deb.sh OUTDIR}"
+out=$(realpath "$1")
 here=$(cd "$(dirname "$0")" && pwd)
 plugin=$(dirname "$here")
 version=$(sed -n 's/^VERSION = "\(.*\)"$/\1/p' "$plugin/__init__.py")
@@ -45,7 +46,6 @@ if [ -d /run/systemd/system ]; then systemctl daemon-reload || true; fi
 POSTINST
 chmod 0755 "$root/DEBIAN/postinst"
 
-mkdir -p "$out"
 package="$out/facet-volume-plugin_${version}_all.deb"
 dpkg-deb --root-owner-group --build "$root" "$package" >/dev/null
 ln -sf "$(basename "$package")" "$out/facet-volume-plugin.deb"
