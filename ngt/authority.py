@@ -131,7 +131,7 @@ def _new_root(cluster: Cluster) -> tuple[x509.Certificate, ec.EllipticCurvePriva
 
 def authority_for(cluster: Cluster) -> CertificateAuthority:
     """The cluster's CA, made on first use."""
-    existing = CertificateAuthority.objects.filter(cluster=cluster).first()
+    existing = CertificateAuthority.objects.select_related("cluster").filter(cluster=cluster).first()
     if existing is not None:
         return existing
     first = not CertificateAuthority.objects.exists()

@@ -4,6 +4,7 @@ the task kinds below do the work in a worker: issue the VM's certificate, build 
 A VM's private key is made inside `apply_mount`, in the worker, and goes straight into the ISO: it is never in
 a task's params, a log line, the database or a temporary file."""
 
+import functools
 import uuid
 from pathlib import Path
 
@@ -15,7 +16,7 @@ from django.db.models.signals import post_delete
 from django.dispatch import receiver
 from django.utils import timezone
 
-from console.models import VM, CdRom, StorageContainer, Task
+from console.models import VM, CdRom, Cluster, StorageContainer, Task
 from console.services import audit
 from console.services.actors import Actor
 from console.services.cdroms import free_slot
@@ -56,8 +57,7 @@ def _check_vm(vm: VM) -> None:
 def _locked_state(vm: VM) -> GuestTools:
     """The state row, locked for this transaction, after refusing a second Guest Tools task on the VM: two
     mounts at once would issue two certificates for one slot."""
-    GuestTools.objects.get_or_create(vm=vm)
-    state = GuestTools.objects.select_for_update().get(vm=vm)
+    state, _ = GuestTools.objects.select_for_update().get_or_create(vm=vm)
     busy = Task.objects.filter(entity_uuid=vm.uuid, kind__in=KINDS, status__in=ACTIVE).first()
     if busy is not None:
         raise Conflict({"vm": [f"a Guest Tools task ({busy.kind}) is already {busy.status} on VM {vm.name}; "
@@ -72,9 +72,15 @@ def _start(actor: Actor, kind: str, vm: VM, params: dict, parent: Task | None = 
     return task
 
 
-def _check_authority(vm: VM) -> None:
+def _check_authority(cluster: Cluster) -> None:
     """Fail the request, not the task, when the CA cannot sign (its key file missing or damaged)."""
-    authority.open_authority(authority.authority_for(vm.cluster))
+    authority.open_authority(authority.authority_for(cluster))
+
+
+@functools.lru_cache(maxsize=64)
+def _check_authority_once(bulk_uuid: uuid.UUID, cluster: Cluster) -> None:
+    """A bulk mount checks the CA on its first VM only (a failure is not cached: every VM then says why)."""
+    _check_authority(cluster)
 
 
 def set_capabilities(actor: Actor, vm: VM, names: list[str]) -> GuestTools:
@@ -106,7 +112,7 @@ def _restore_enabled(task: Task) -> None:
 def apply_enable(task: Task, progress: Progress) -> str:
     vm = _vm_of(task)
     progress(30, "Preparing the certificate authority")
-    _check_authority(vm)  # made on first use; a key that does not open fails the task here
+    _check_authority(vm.cluster)  # made on first use; a key that does not open fails the task here
     return f"Guest Tools enabled on {vm.name}"
 
 
@@ -129,7 +135,10 @@ def request_mount(actor: Actor, vm: VM, config_only: bool = False, parent: Task 
         raise Conflict({"vm": [f"{vm.name} is a template, and templates do not run: mount Guest Tools on the VM "
                                "before marking it as a template, or on its clones"]})
     _check_vm(vm)
-    _check_authority(vm)
+    if parent is None:
+        _check_authority(vm.cluster)
+    else:
+        _check_authority_once(parent.uuid, vm.cluster)
     container = _container_of(vm)
     with transaction.atomic():
         state = _locked_state(vm)
@@ -159,10 +168,10 @@ def _revoke_current(vm: VM) -> list[str]:
     return current
 
 
-def _tools_image(vm: VM, signer: authority.Signer, state: GuestTools, config_only: bool) -> tuple[
-        authority.IssuedCertificate, bytes]:
-    """A new key pair and certificate, and the ISO that carries them: the key lives only in this function's
-    memory and in the image it returns."""
+def new_tools_files(vm: VM, signer: authority.Signer, capabilities: list[str], config_only: bool) -> tuple[
+        authority.IssuedCertificate, dict[str, bytes]]:
+    """A new key pair, its certificate, and the ISO's files that carry them: the private key exists only in
+    this memory and, once built, in the ISO."""
     key = ec.generate_private_key(ec.SECP256R1())
     issued = authority.issue(signer, vm, key.public_key())
     key_pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
@@ -170,9 +179,8 @@ def _tools_image(vm: VM, signer: authority.Signer, state: GuestTools, config_onl
     config = tools_iso.ngt_config(
         vm_uuid=str(vm.uuid), cluster_vip=vm.cluster.virtual_ip or settings.CLUSTER_VIP,
         ca_fingerprint=signer.authority.fingerprint_sha256, certificate_serial=issued.serial,
-        capabilities=state.capabilities, tools_version=TOOLS_VERSION)
-    files = tools_iso.tools_files(config, signer.certificate_pem, issued.pem, key_pem, config_only)
-    return issued, tools_iso.build_iso(files)
+        capabilities=capabilities, tools_version=TOOLS_VERSION)
+    return issued, tools_iso.tools_files(config, signer.certificate_pem, issued.pem, key_pem, config_only)
 
 
 def _mounted_by(task: Task, state: GuestTools, path: Path) -> bool:
@@ -210,9 +218,13 @@ def apply_mount(task: Task, progress: Progress) -> str:
     progress(10, "Opening the certificate authority")
     signer = authority.open_authority(authority.authority_for(vm.cluster))
     progress(30, "Issuing a certificate and building the tools ISO")
-    issued, image = _tools_image(vm, signer, state, task.params.get("config_only", False))
+    issued, files = new_tools_files(vm, signer, state.capabilities, task.params.get("config_only", False))
+    image = tools_iso.build_iso(files)
     progress(60, f"Writing the tools ISO and inserting it in CD-ROM {slot}")
     try:
+        # Written (and synced) before the transaction, which other workers wait for: nothing refers to the
+        # file until the transaction commits, and it is removed if that never happens.
+        tools_iso.write_iso(path, image)
         with transaction.atomic():
             revoked = _revoke_current(vm)
             certificate = VMCertificate.objects.create(
@@ -220,7 +232,6 @@ def apply_mount(task: Task, progress: Progress) -> str:
                 not_after=issued.not_after, task_uuid=task.uuid)
             GuestTools.objects.filter(pk=state.pk).update(enabled=True, iso_mounted=True, certificate=certificate,
                                                           updated_at=timezone.now())
-            tools_iso.write_iso(path, image)
             driver.insert_cdrom(vm, slot, path)
     except BaseException:
         tools_iso.remove_iso(path)  # the database rolled back: no ISO may outlive it

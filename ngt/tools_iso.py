@@ -5,6 +5,7 @@ import contextlib
 import io
 import json
 import os
+import threading
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -27,6 +28,7 @@ DIRECTORY_MODE = 0o040555
 # Root owns the file, the hypervisor's user (libvirt-qemu, qemu) reads it through the group; nobody else may,
 # since it holds a private key.
 ISO_FILE_MODE = 0o640
+_skeletons = threading.local()
 
 
 def ngt_config(*, vm_uuid: str, cluster_vip: str, ca_fingerprint: str, certificate_serial: str,
@@ -63,25 +65,50 @@ def iso9660_name(name: str) -> str:
     return "".join(c if c.isalnum() or c in "._" else "_" for c in name.upper())
 
 
+def _skeleton_cache() -> dict[tuple[str, ...], pycdlib.PyCdlib]:
+    if not hasattr(_skeletons, "by_tree"):
+        _skeletons.by_tree = {}
+    return _skeletons.by_tree
+
+
+def _skeleton(directories: tuple[str, ...]) -> pycdlib.PyCdlib:
+    """An ISO holding only these directories, made once per thread: every tools ISO has the same tree, and
+    pycdlib's `new()` and directories are half the work of a build, so files are added to it for one image
+    and removed after."""
+    cache = _skeleton_cache()
+    if directories not in cache:
+        iso = pycdlib.PyCdlib()
+        iso.new(interchange_level=3, joliet=3, rock_ridge="1.09", vol_ident=VOLUME_LABEL)
+        for directory in directories:
+            iso.add_directory(iso9660_path(directory), rr_name=directory.rsplit("/", 1)[-1],
+                              joliet_path="/" + directory, file_mode=DIRECTORY_MODE)
+        cache[directories] = iso
+    return cache[directories]
+
+
+def iso9660_path(path: str) -> str:
+    return "/" + "/".join(map(iso9660_name, path.split("/")))
+
+
 def build_iso(files: Mapping[str, bytes]) -> bytes:
     """The ISO image of `files` (paths with '/'), made in memory: nothing touches the disk."""
-    iso = pycdlib.PyCdlib()
-    iso.new(interchange_level=3, joliet=3, rock_ridge="1.09", vol_ident=VOLUME_LABEL)
-    directories: set[str] = set()
-    for path, data in sorted(files.items()):
-        parts = path.split("/")
-        for depth in range(1, len(parts)):
-            directory = "/".join(parts[:depth])
-            if directory not in directories:
-                directories.add(directory)
-                iso.add_directory("/" + "/".join(map(iso9660_name, parts[:depth])), rr_name=parts[depth - 1],
-                                  joliet_path="/" + directory, file_mode=DIRECTORY_MODE)
-        iso_path = "/" + "/".join(map(iso9660_name, parts)) + ";1"
-        iso.add_fp(io.BytesIO(data), len(data), iso_path, rr_name=parts[-1], joliet_path="/" + path,
-                   file_mode=KEY_MODE if path == KEY_FILE else FILE_MODE)
-    image = io.BytesIO()
-    iso.write_fp(image)
-    iso.close()
+    directories = tuple(sorted({"/".join(path.split("/")[:depth]) for path in files
+                                for depth in range(1, path.count("/") + 1)}))
+    iso = _skeleton(directories)
+    added = []
+    try:
+        for path, data in sorted(files.items()):
+            iso_path = iso9660_path(path) + ";1"
+            iso.add_fp(io.BytesIO(data), len(data), iso_path, rr_name=path.rsplit("/", 1)[-1],
+                       joliet_path="/" + path, file_mode=KEY_MODE if path == KEY_FILE else FILE_MODE)
+            added.append(iso_path)
+        image = io.BytesIO()
+        iso.write_fp(image)
+    except BaseException:
+        del _skeleton_cache()[directories]  # half-filled: the next build starts from a new one
+        raise
+    for iso_path in added:
+        iso.rm_file(iso_path)
     return image.getvalue()
 
 
