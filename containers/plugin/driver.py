@@ -7,7 +7,6 @@ that a crash could interrupt, and `reconcile` finishes or undoes such a step on 
 
 import logging
 import threading
-from collections import defaultdict
 from pathlib import Path
 
 from . import devices, protocol
@@ -24,7 +23,7 @@ class VolumeDriver:
         self.api = api
         self.state = State.load(config.state_file)
         self._state_lock = threading.Lock()
-        self._volume_locks: defaultdict[str, threading.Lock] = defaultdict(threading.Lock)
+        self._volume_locks: dict[str, threading.Lock] = {}
 
     def handle(self, endpoint: str, request: dict) -> dict:
         """Answer one checked request (see protocol.ENDPOINTS)."""
@@ -43,7 +42,7 @@ class VolumeDriver:
         if endpoint == "/VolumeDriver.Create":
             self.create(name, protocol.create_options(request.get("Opts"), self.config.default_container))
             return {}
-        with self._volume_locks[name]:
+        with self._volume_locks.setdefault(name, threading.Lock()):  # setdefault: one lock per name, even racing
             if endpoint == "/VolumeDriver.Remove":
                 self.remove(name)
                 return {}
@@ -78,13 +77,15 @@ class VolumeDriver:
 
     def remove(self, name: str) -> None:
         mounted = self.state.volumes.get(name)
-        if mounted is not None:
+        if mounted is not None and mounted.callers:
             raise ConsoleError(f"volume {name} is mounted here by {len(mounted.callers)} container(s)")
+        if mounted is not None:
+            self._release(name, mounted)  # a release that failed half-way (the console was down) ends now
         self.api.change("DELETE", f"volumes/{name}/", self._deadline())
 
     def mount(self, name: str, caller: str) -> str:
         mounted = self.state.volumes.get(name)
-        if mounted is None:
+        if mounted is None or not mounted.callers:  # no entry, or one whose release failed half-way
             mounted = self._attach_and_mount(name)
         if caller not in mounted.callers:
             mounted.callers.append(caller)

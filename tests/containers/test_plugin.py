@@ -249,6 +249,36 @@ def test_inside_a_vm_the_disk_is_found_by_its_serial(fake):
     assert devices.mounted == {} and api.changes()[-1] == "volumes/db/detach/"
 
 
+def console_down(method, path, deadline, body=None):
+    raise ConsoleError("cannot reach the Facet console")
+
+
+def interrupted_release(fake) -> None:
+    """Mount db, then unmount it while the console is down: unmounted here, not yet detached there."""
+    driver, api, devices, config = fake
+    driver.handle("/VolumeDriver.Mount", {"Name": "db", "ID": "c1"})
+    api.change = console_down
+    with pytest.raises(ConsoleError):
+        driver.handle("/VolumeDriver.Unmount", {"Name": "db", "ID": "c1"})
+    del api.change
+    assert devices.mounted == {} and State.load(config.state_file).volumes["db"].callers == []
+
+
+def test_a_mount_after_an_interrupted_release_mounts_again(fake):
+    driver, _, devices, config = fake
+    interrupted_release(fake)
+    driver.handle("/VolumeDriver.Mount", {"Name": "db", "ID": "c2"})
+    assert str(config.volumes_root / "db") in devices.mounted
+
+
+def test_a_remove_after_an_interrupted_release_finishes_it(fake):
+    driver, api, _, config = fake
+    interrupted_release(fake)
+    driver.handle("/VolumeDriver.Remove", {"Name": "db"})
+    assert api.changes()[-1] == "volumes/db/detach/" and ("DELETE", "volumes/db/") in api.calls
+    assert State.load(config.state_file).volumes == {}
+
+
 def test_remove_is_refused_while_mounted_here(fake):
     driver, api, _, _ = fake
     driver.handle("/VolumeDriver.Mount", {"Name": "db", "ID": "c1"})
