@@ -2,6 +2,7 @@
 phone_home URL that guests call."""
 
 from django.contrib import messages
+from django.core.exceptions import PermissionDenied
 from django.core.files.uploadedfile import SimpleUploadedFile
 from django.core.files.uploadhandler import FileUploadHandler, StopUpload
 from django.http import HttpResponse, JsonResponse
@@ -129,6 +130,8 @@ def sysprep_generate(request):
 def script_detail(request, uuid):
     script = get_object_or_404(CustomizationScript.objects.select_related("owner"), uuid=uuid)
     can_read = has_role(request.user, OPERATOR)
+    if request.method == "POST" and not can_read:
+        raise PermissionDenied("Changing a script needs the Operator role.")
     form = ScriptForm(request.POST or None, instance=script) if can_read else None
     if request.method == "POST" and can_read and form.is_valid():
         data = form.cleaned_data

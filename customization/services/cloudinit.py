@@ -39,9 +39,10 @@ CONTENT_TYPES = {
 KNOWN = ", ".join(h for h, _ in reversed(HEADERS)) + ", ## template: jinja, or a MIME multipart archive"
 
 
-def detect(text: str) -> str:
-    """The cloud-init format of a text, or "unknown"."""
-    if "mime-version:" in text[:4096].lower():
+def detect(text: str, mime: bool = True) -> str:
+    """The cloud-init format of a text, or "unknown". Inside a MIME part cloud-init looks at the start
+    only (`mime=False`): a part is never an archive of its own."""
+    if mime and "mime-version:" in text[:4096].lower():
         return "mime-multipart"
     if JINJA_HEADER.match(text.lstrip()):
         return "jinja"
@@ -159,8 +160,8 @@ def _mime_part(text: str, number: int, part, result: Validation) -> None:
     start = text.find(raw) if isinstance(raw, str) and raw.strip() else -1
     offset = text.count("\n", 0, start) if start >= 0 else 0
     inner = Validation(format="")
-    name = CONTENT_TYPES.get(content_type)
-    if name is None and content_type not in ("text/plain", "text/x-not-multipart"):
+    name = CONTENT_TYPES.get(content_type) or detect(body, mime=False)
+    if content_type not in CONTENT_TYPES and content_type not in ("text/plain", "text/x-not-multipart"):
         inner.add(1, 1, WARNING, f"cloud-init has no handler for {content_type}; the part is ignored")
     elif not body.strip():
         inner.add(1, 1, WARNING, "the part is empty")

@@ -22,7 +22,10 @@ def validate(kind: str, content: str | bytes) -> Validation:
     elif kind == SYSPREP:
         validate_unattend(text, result)
     else:
-        validate_user_data(text, result)
+        try:
+            validate_user_data(text, result)
+        except RecursionError:  # jinja headers or MIME archives nested thousands deep
+            result.add(1, 1, ERROR, "the script nests its parts too deeply")
     return result
 
 

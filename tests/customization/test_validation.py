@@ -4,6 +4,7 @@ import gzip
 import shutil
 
 import pytest
+import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -230,3 +231,32 @@ def test_validation_never_raises_on_arbitrary_text_after_a_header(header, body, 
 def test_the_wrong_kind_is_named():
     assert "choose the kind cloud-init" in only("sysprep", CLOUD_CONFIG)[3]
     assert "choose the kind sysprep" in only("cloud-init", UNATTEND)[3]
+
+
+MODULE_KEYS = ["runcmd", "packages", "users", "write_files", "phone_home", "ntp", "apt", "bootcmd", "hostname",
+               "ssh_authorized_keys", "power_state", "mounts", "frobnicate"]
+VALUES = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.text(max_size=20) | st.sampled_from(MODULE_KEYS),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.sampled_from(MODULE_KEYS + ["path", "name",
+                                                                                              "url", "content"]),
+                                                                inner, max_size=4),
+    max_leaves=20)
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(config=st.dictionaries(st.sampled_from(MODULE_KEYS), VALUES, max_size=6))
+def test_schema_findings_are_always_placed_inside_the_text(config):
+    text = "#cloud-config\n" + yaml.safe_dump(config)
+    lines = text.split("\n")
+    for problem in validate("cloud-init", text).problems:
+        assert 1 <= problem.line <= len(lines) and 1 <= problem.column <= len(lines[problem.line - 1]) + 1
+
+
+def test_deep_nesting_of_parts_is_refused_not_a_crash():
+    nested = "#!/bin/sh\n"
+    for level in range(600):
+        nested = (f"Content-Type: multipart/mixed; boundary=b{level}\nMIME-Version: 1.0\n\n--b{level}\n"
+                  f"Content-Type: text/plain\n\n{nested}\n--b{level}--\n")
+    assert validate("cloud-init", nested).format == "mime-multipart"
+    jinja = "## template: jinja\n" * 3000 + "#!/bin/sh\n"
+    assert "nests its parts too deeply" in only("cloud-init", jinja)[3]

@@ -50,6 +50,7 @@ def test_viewers_see_the_list_and_metadata_not_content_nor_forms(client, cluster
     new = {"name": "x", "kind": "cloud-init", "content": "#!/bin/sh\n"}
     assert client.post(f"{LIBRARY}new/", new).status_code == 403
     assert client.post(f"{LIBRARY}{script.uuid}/delete/").status_code == 403
+    assert client.post(f"{LIBRARY}{script.uuid}/", {**new, "name": "web"}).status_code == 403
 
 
 def test_operators_paste_edit_and_delete(client, cluster, operator, script):
