@@ -232,6 +232,8 @@ def apply_mount(task: Task, progress: Progress) -> str:
                 not_after=issued.not_after, task_uuid=task.uuid)
             GuestTools.objects.filter(pk=state.pk).update(enabled=True, iso_mounted=True, certificate=certificate,
                                                           updated_at=timezone.now())
+            # Again, for a rerun of a mount whose failure gave the slot back.
+            CdRom.objects.filter(vm=vm, slot=slot).update(iso_path=str(path), purpose=GUEST_TOOLS, image=None)
             driver.insert_cdrom(vm, slot, path)
     except BaseException:
         tools_iso.remove_iso(path)  # the database rolled back: no ISO may outlive it

@@ -28,12 +28,20 @@ OPERATIONS = {
     "disable": services.request_disable,
 }
 EXPIRY_WARNING = timedelta(days=30)
-# The Guest Tools page's filters: each a condition on the state rows.
+
+
+def _upgrade_available() -> Q:
+    """Versions compare as numbers, which SQL does not do: the rows with a reported version are read here."""
+    reported = GuestTools.objects.exclude(installed_version="").only("id", "installed_version")
+    return Q(pk__in=[state.pk for state in reported if state.upgrade_available])
+
+
+# The Guest Tools page's filters: each makes a condition on the state rows.
 STATES = {
-    "enabled": ("Enabled", Q(enabled=True)),
-    "iso-mounted": ("ISO mounted", Q(iso_mounted=True)),
-    "link-active": ("Link active", Q(link_active=True)),
-    "upgrade-available": ("Upgrade available", ~Q(installed_version="") & ~Q(installed_version=TOOLS_VERSION)),
+    "enabled": ("Enabled", lambda: Q(enabled=True)),
+    "iso-mounted": ("ISO mounted", lambda: Q(iso_mounted=True)),
+    "link-active": ("Link active", lambda: Q(link_active=True)),
+    "upgrade-available": ("Upgrade available", _upgrade_available),
 }
 
 
@@ -99,10 +107,11 @@ def guest_tools_page(request):
     """VMs by Guest Tools state, the CA, and the certificates that expire soon."""
     chosen = request.GET.get("state", "")
     states = GuestTools.objects.select_related("vm", "vm__host", "certificate")
+    conditions = {key: condition() for key, (_, condition) in STATES.items()}
     counts = states.aggregate(**{key.replace("-", "_"): Count("id", filter=condition)
-                                 for key, (_, condition) in STATES.items()})
+                                 for key, condition in conditions.items()})
     if chosen in STATES:
-        states = states.filter(STATES[chosen][1])
+        states = states.filter(conditions[chosen])
     authority, ca_error = _certificate_authority()
     soon = timezone.now() + EXPIRY_WARNING
     return render(request, "ngt/guest_tools.html", {

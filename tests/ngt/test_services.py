@@ -6,9 +6,11 @@ from pathlib import Path
 
 import pytest
 
+from console.drivers.sim import SimDriver
 from console.models import VM, AuditEvent, CdRom, SimDomain, Task
 from console.services import bulk, vms
 from console.services.errors import Conflict, InvalidRequest
+from console.services.tasks import rerun
 from ngt import services
 from ngt.models import GuestTools, VMCertificate
 from tests.ngt.conftest import iso_file
@@ -136,13 +138,12 @@ def test_unmount_and_disable_say_when_there_is_nothing_to_do(vm, actor):
         services.request_disable(actor, vm)
 
 
+def refusing_insert(self, vm, slot, path):
+    raise RuntimeError("hypervisor said no")
+
+
 def test_a_failed_insert_leaves_no_iso_and_no_certificate(vm, actor, run_tasks, monkeypatch):
-    from console.drivers.sim import SimDriver
-
-    def refuse(self, vm, slot, path):
-        raise RuntimeError("hypervisor said no")
-
-    monkeypatch.setattr(SimDriver, "insert_cdrom", refuse)
+    monkeypatch.setattr(SimDriver, "insert_cdrom", refusing_insert)
     task = services.request_mount(actor, vm)
     run_tasks()
     task.refresh_from_db()
@@ -151,6 +152,20 @@ def test_a_failed_insert_leaves_no_iso_and_no_certificate(vm, actor, run_tasks, 
     assert not list(Path(task.params["iso_path"]).parent.iterdir())
     assert CdRom.objects.get(vm=vm, slot=0).iso_path == ""
     assert not GuestTools.objects.get(vm=vm).enabled
+
+
+def test_a_failed_mount_can_be_rerun(vm, actor, run_tasks, monkeypatch):
+    working_insert = SimDriver.insert_cdrom
+    monkeypatch.setattr(SimDriver, "insert_cdrom", refusing_insert)
+    task = services.request_mount(actor, vm)
+    run_tasks()
+    monkeypatch.setattr(SimDriver, "insert_cdrom", working_insert)
+    rerun(Task.objects.get(pk=task.pk))
+    run_tasks()
+    task.refresh_from_db()
+    assert task.status == "succeeded", task.error
+    assert tools_iso(vm) == Path(task.params["iso_path"]) and tools_iso(vm).is_file()
+    assert GuestTools.objects.get(vm=vm).iso_mounted and VMCertificate.objects.count() == 1
 
 
 def test_deleting_the_vm_deletes_its_tools_iso(vm, actor, run_tasks, django_capture_on_commit_callbacks):
