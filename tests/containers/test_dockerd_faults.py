@@ -1,7 +1,9 @@
 """Bad input and faults as Docker users meet them: `docker volume create` and `docker run` fail with our clear
 message, in time, and touch no data. The console is reached through a proxy the tests can break."""
 
+import os
 import subprocess
+import sys
 import time
 from urllib.parse import urlsplit
 
@@ -11,6 +13,7 @@ from console.services.actors import Actor
 from containers.models import VolumeGroup, VolumeGroupAttachment
 from containers.services import docker_hosts, volume_groups
 from containers.services.volume_groups import Target
+from tests.realparts import ROOT
 
 from .realdocker import IMAGE, ConsoleProxy
 
@@ -131,3 +134,29 @@ def test_no_loop_device_is_left_behind(plugin, cluster):
     assert run_with(plugin.docker, "tidyvol", "sh", "-c", "echo x > /data/x").returncode == 0
     disk = VolumeGroup.objects.get(docker_volume="tidyvol").disks.get()
     assert subprocess.run(["losetup", "-j", str(disk.path)], capture_output=True, text=True).stdout == ""
+
+
+def start_refused(namespace, console: str, key: str, name: str, tmp_path) -> subprocess.CompletedProcess:
+    """Start the plugin as the machine would, expecting it to stop at once."""
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "FACET_URL": console, "FACET_TOKEN": key,
+           "FACET_DOCKER_HOST": name, "FACET_PLUGIN_SOCKET": str(tmp_path / "s")}
+    return subprocess.run(namespace.command(sys.executable, "-m", "containers.plugin"), cwd=ROOT, env=env,
+                          capture_output=True, text=True, timeout=60)
+
+
+def test_a_machine_that_cannot_see_the_container_is_refused_saying_why(docker_world, live_server, cluster, actor,
+                                                                        tmp_path):
+    host, key = docker_hosts.register(actor, "blind")
+    container = cluster.storage_containers.get()
+    host.probe_file(container).unlink()  # as if the container's directory were not mounted on that machine
+    started = start_refused(docker_world[0], live_server.url, key, "blind", tmp_path)
+    assert started.returncode == 1
+    assert f"cannot see any storage container's directory (default at {container.path}: probe file not found)" \
+        in started.stderr
+    host.refresh_from_db()
+    assert host.state == "refused" and "probe file not found" in host.problem
+
+
+def test_a_key_used_under_another_host_name_is_refused(docker_world, live_server, docker_host, tmp_path):
+    started = start_refused(docker_world[0], live_server.url, docker_host.key, "someone-else", tmp_path)
+    assert started.returncode == 1 and "belongs to Docker host 'dh-1', not 'someone-else'" in started.stderr
