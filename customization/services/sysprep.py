@@ -85,6 +85,11 @@ def validate_unattend(text: str, result: Validation) -> None:
             _check_component(component, at(component), result)
     if not seen:
         result.add(*at(root), WARNING, "the answer file configures no pass")
+    for name in root.iter(f"{{{NS}}}ComputerName"):
+        value = (name.text or "").strip()
+        if value != "*" and not PLACEHOLDER.fullmatch(value) and len(value) > COMPUTER_NAME_MAX:
+            result.add(*at(name), ERROR, f"ComputerName {value!r} has {len(value)} characters; Windows allows "
+                                         f"{COMPUTER_NAME_MAX} (or give * to take the VM's hostname)")
     for match in PLACEHOLDER.finditer(text):
         line = text.count("\n", 0, match.start()) + 1
         result.add(line, match.start() - text.rfind("\n", 0, match.start()), INFO,

@@ -260,3 +260,9 @@ def test_deep_nesting_of_parts_is_refused_not_a_crash():
     assert validate("cloud-init", nested).format == "mime-multipart"
     jinja = "## template: jinja\n" * 3000 + "#!/bin/sh\n"
     assert "nests its parts too deeply" in only("cloud-init", jinja)[3]
+
+
+def test_a_literal_computer_name_is_at_most_15_characters():
+    long_name = UNATTEND.replace("<ComputerName>*</ComputerName>", "<ComputerName>a-much-too-long-name</ComputerName>")
+    assert only("sysprep", long_name.replace("{{ org }}", "x"))[:3] == (5, 7, "error")
+    assert validate("sysprep", UNATTEND.replace("*", "{{ name }}")).valid
