@@ -1,4 +1,5 @@
 from django.apps import AppConfig
+from django.db.models.signals import post_migrate
 
 
 class NgtConfig(AppConfig):
@@ -12,3 +13,10 @@ class NgtConfig(AppConfig):
 
         BULK_ACTIONS["guest-tools-mount"] = BulkAction(
             "ngt.mount", lambda actor, vm, parent: services.request_mount(actor, vm, parent=parent))
+        post_migrate.connect(_make_key_file, sender=self)
+
+
+def _make_key_file(**kwargs) -> None:
+    from .authority import ensure_key_file
+
+    ensure_key_file()

@@ -7,6 +7,7 @@ Django's secret key, so that rotating the secret key never makes the CA unreadab
 with the first CA and only then."""
 
 import base64
+import contextlib
 import logging
 import os
 import secrets
@@ -73,6 +74,15 @@ def _create_key_file(path: Path) -> bytes:
         handle.write(base64.urlsafe_b64encode(key).decode() + "\n")
     log.info("created the Guest Tools CA key-encryption key file %s", path)
     return key
+
+
+def ensure_key_file() -> None:
+    """Make the key-encryption key file on first start (after `migrate`), before any CA needs it; an existing
+    file is left alone, and so is a missing one while a CA exists (a new key would not open it)."""
+    path = key_file_path()
+    if not path.exists() and not CertificateAuthority.objects.exists():
+        with contextlib.suppress(FileExistsError):
+            _create_key_file(path)
 
 
 def key_encryption_key(create: bool = False) -> bytes:

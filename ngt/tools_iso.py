@@ -28,7 +28,9 @@ DIRECTORY_MODE = 0o040555
 # Root owns the file, the hypervisor's user (libvirt-qemu, qemu) reads it through the group; nobody else may,
 # since it holds a private key.
 ISO_FILE_MODE = 0o640
-_skeletons = threading.local()
+# The same in every tools ISO of a cluster (no secret among them): they stay in a thread's tree between builds.
+SHARED_FILES = frozenset({"config/ca.pem", "installer/README"})
+_trees = threading.local()
 
 
 def ngt_config(*, vm_uuid: str, cluster_vip: str, ca_fingerprint: str, certificate_serial: str,
@@ -65,25 +67,36 @@ def iso9660_name(name: str) -> str:
     return "".join(c if c.isalnum() or c in "._" else "_" for c in name.upper())
 
 
-def _skeleton_cache() -> dict[tuple[str, ...], pycdlib.PyCdlib]:
-    if not hasattr(_skeletons, "by_tree"):
-        _skeletons.by_tree = {}
-    return _skeletons.by_tree
+def _add_file(iso: pycdlib.PyCdlib, path: str, data: bytes) -> str:
+    iso_path = iso9660_path(path) + ";1"
+    iso.add_fp(io.BytesIO(data), len(data), iso_path, rr_name=path.rsplit("/", 1)[-1], joliet_path="/" + path,
+               file_mode=KEY_MODE if path == KEY_FILE else FILE_MODE)
+    return iso_path
 
 
-def _skeleton(directories: tuple[str, ...]) -> pycdlib.PyCdlib:
-    """An ISO holding only these directories, made once per thread: every tools ISO has the same tree, and
-    pycdlib's `new()` and directories are half the work of a build, so files are added to it for one image
-    and removed after."""
-    cache = _skeleton_cache()
-    if directories not in cache:
-        iso = pycdlib.PyCdlib()
-        iso.new(interchange_level=3, joliet=3, rock_ridge="1.09", vol_ident=VOLUME_LABEL)
-        for directory in directories:
-            iso.add_directory(iso9660_path(directory), rr_name=directory.rsplit("/", 1)[-1],
-                              joliet_path="/" + directory, file_mode=DIRECTORY_MODE)
-        cache[directories] = iso
-    return cache[directories]
+def _tree_cache() -> dict[tuple[str, ...], tuple[dict[str, bytes], pycdlib.PyCdlib]]:
+    if not hasattr(_trees, "by_directories"):
+        _trees.by_directories = {}
+    return _trees.by_directories
+
+
+def _tree(directories: tuple[str, ...], shared: dict[str, bytes]) -> pycdlib.PyCdlib:
+    """An ISO holding the directories and the shared files, made once per thread (and again when the shared
+    files change): pycdlib's `new()`, the tree and those files are most of the work of a build, so a VM's own
+    files are added to it for one image and removed after."""
+    cache = _tree_cache()
+    cached = cache.get(directories)
+    if cached is not None and cached[0] == shared:
+        return cached[1]
+    iso = pycdlib.PyCdlib()
+    iso.new(interchange_level=3, joliet=3, rock_ridge="1.09", vol_ident=VOLUME_LABEL)
+    for directory in directories:
+        iso.add_directory(iso9660_path(directory), rr_name=directory.rsplit("/", 1)[-1],
+                          joliet_path="/" + directory, file_mode=DIRECTORY_MODE)
+    for path, data in sorted(shared.items()):
+        _add_file(iso, path, data)
+    cache[directories] = (shared, iso)
+    return iso
 
 
 def iso9660_path(path: str) -> str:
@@ -94,18 +107,17 @@ def build_iso(files: Mapping[str, bytes]) -> bytes:
     """The ISO image of `files` (paths with '/'), made in memory: nothing touches the disk."""
     directories = tuple(sorted({"/".join(path.split("/")[:depth]) for path in files
                                 for depth in range(1, path.count("/") + 1)}))
-    iso = _skeleton(directories)
+    shared = {path: data for path, data in files.items() if path in SHARED_FILES}
+    iso = _tree(directories, shared)
     added = []
     try:
         for path, data in sorted(files.items()):
-            iso_path = iso9660_path(path) + ";1"
-            iso.add_fp(io.BytesIO(data), len(data), iso_path, rr_name=path.rsplit("/", 1)[-1],
-                       joliet_path="/" + path, file_mode=KEY_MODE if path == KEY_FILE else FILE_MODE)
-            added.append(iso_path)
+            if path not in shared:
+                added.append(_add_file(iso, path, data))
         image = io.BytesIO()
         iso.write_fp(image)
     except BaseException:
-        del _skeleton_cache()[directories]  # half-filled: the next build starts from a new one
+        del _tree_cache()[directories]  # half-filled: the next build starts from a new one
         raise
     for iso_path in added:
         iso.rm_file(iso_path)

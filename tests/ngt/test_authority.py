@@ -101,3 +101,15 @@ def test_the_backup_is_passphrase_protected(cluster, tmp_path):
         call_command("guest_tools_ca", "import", str(backup), "--passphrase-file", str(passphrase))
     with pytest.raises(CommandError, match="exists"):
         call_command("guest_tools_ca", "export", str(backup), "--passphrase-file", str(tmp_path / "passphrase"))
+
+
+def test_the_key_file_is_made_on_first_start_but_never_over_a_ca(cluster, ca_key_file):
+    authority.ensure_key_file()
+    assert ca_key_file.stat().st_mode & 0o777 == 0o600
+    first = ca_key_file.read_bytes()
+    authority.ensure_key_file()
+    assert ca_key_file.read_bytes() == first
+    authority.authority_for(cluster)
+    ca_key_file.unlink()
+    authority.ensure_key_file()  # a CA exists: a new key could not open it, so none is made
+    assert not ca_key_file.exists()

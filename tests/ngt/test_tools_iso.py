@@ -26,6 +26,13 @@ def test_consecutive_builds_hold_only_their_own_files(tmp_path):
     assert b"first key" not in second
 
 
+def test_a_new_ca_certificate_gets_a_new_tree(tmp_path):
+    first = tools_iso.build_iso({"config/ca.pem": b"first CA", "config/ngt.json": b"{}"})
+    second = tools_iso.build_iso({"config/ca.pem": b"second CA", "config/ngt.json": b"{}"})
+    assert b"first CA" in first and b"second CA" not in first
+    assert b"second CA" in second and b"first CA" not in second
+
+
 def test_a_failed_build_does_not_poison_the_next(tmp_path):
     with pytest.raises(TypeError):
         tools_iso.build_iso({"config/a-good.txt": b"ok", "config/z-bad.txt": "not bytes"})  # fails after one add
