@@ -52,7 +52,8 @@ class CustomizationFields(forms.Form):
 
     def __init__(self, *args, **kwargs) -> None:
         super().__init__(*args, **kwargs)
-        self.fields["customization_content"].help_text = f"At most {size_limit() // 1024} KiB."
+        self.customization_limit = size_limit()
+        self.fields["customization_content"].help_text = f"At most {self.customization_limit // 1024} KiB."
 
     def clean(self):
         data = super().clean()

@@ -133,6 +133,7 @@ def test_create_form_with_customization(client, cluster, operator, run_tasks):
     client = logged_in(client, operator)
     page = client.get("/vms/new/")
     assert b'name="customization_content"' in page.content and b'hx-post="/customization/validate/"' in page.content
+    assert b'data-limit="65536"' in page.content
     form = {"name": "web-1", "vcpus": 1, "memory_gib": 1, "guest_os": "linux", "disks-TOTAL_FORMS": 3,
             "disks-INITIAL_FORMS": 0, "nics-TOTAL_FORMS": 2, "nics-INITIAL_FORMS": 0,
             "customization_kind": "cloud-init", "customization_source": "content",
