@@ -145,7 +145,7 @@ class VolumeView(PluginView):
         return Response(self.describe(self.volume(name)))
 
     def delete(self, request, name: str):
-        task = volume_groups.request_delete(self.actor, self.volume(name), asked_by=self.host)
+        task = volume_groups.request_delete(self.actor, self.volume(name), asked_by=self.ready_host())
         return Response(TaskSerializer(task).data, status=status.HTTP_202_ACCEPTED)
 
 

@@ -165,6 +165,13 @@ def test_usage_is_recorded_for_the_pages(host_api, docker_host, actor, run_tasks
     assert (group.used_bytes, group.mounts) == (4096, ["abc", "def"])
 
 
+def test_a_refused_host_cannot_delete_docker_volumes(cluster, actor, run_tasks):
+    docker_volume(actor, run_tasks, "kept")
+    host, key = docker_hosts.register(actor, "blind")
+    assert host_client(key).delete(PLUGIN + "volumes/kept/").status_code == 409
+    assert VolumeGroup.objects.filter(docker_volume="kept", state="ready").exists()
+
+
 def test_hello_refuses_a_machine_that_sees_no_container(cluster, actor):
     host, key = docker_hosts.register(actor, "blind")
     client = host_client(key)
