@@ -14,6 +14,17 @@ def iec_filter(value) -> str:
 
 
 @register.filter
+def ip_addresses(vm) -> list[str]:
+    """Static addresses of the VM's NICs, then those its guest agent reported, each once."""
+    found = [nic.ip for nic in vm.nics.all() if nic.ip]
+    guest_tools = getattr(vm, "guest_tools", None)  # a VM without Guest Tools has no such row
+    for ip in (guest_tools.ip_addresses if guest_tools else []):
+        if ip not in found:
+            found.append(ip)
+    return found
+
+
+@register.filter
 def get(mapping, key):
     return mapping.get(key) if mapping else None
 

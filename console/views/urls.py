@@ -1,7 +1,7 @@
 from django.contrib.auth import views as auth_views
 from django.urls import path
 
-from . import access, dashboard, inventory, placeholders, tasks, vms
+from . import access, dashboard, inventory, tasks, vms
 
 UUID = "<uuid:uuid>"
 
@@ -35,5 +35,4 @@ urlpatterns = [
     path(f"settings/tokens/{UUID}/revoke/", access.token_revoke, name="token-revoke"),
     path("settings/users/", access.user_create, name="user-create"),
     path("settings/users/<int:user_id>/role/", access.user_role, name="user-role"),
-    *(path(f"{page}/", placeholders.coming, {"page": page}, name=page) for page in placeholders.COMING),
 ]

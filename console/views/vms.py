@@ -41,7 +41,8 @@ DESTRUCTIVE = {"power-off", "reset", "delete"}
 
 
 def vm_queryset():
-    return VM.objects.select_related("host").prefetch_related(
+    # guest_tools and customization are the one-to-one states of the ngt and customization apps.
+    return VM.objects.select_related("host", "guest_tools", "customization").prefetch_related(
         Prefetch("nics", queryset=Nic.objects.only("id", "vm_id", "ip", "index")))
 
 

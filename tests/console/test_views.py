@@ -230,3 +230,17 @@ def test_audit_page_filters(client, vm, viewer):
     client = logged_in(client, viewer)
     assert "vm.create" in client.get("/audit/", {"action": "vm."}).content.decode()
     assert "vm.create" not in client.get("/audit/", {"action": "token."}).content.decode()
+
+
+def test_vm_list_shows_and_filters_guest_tools_and_guest_ips(client, cluster, viewer):
+    from ngt.models import GuestTools
+
+    demo.seed(6)
+    linked = VM.objects.get(name="web-00001")
+    GuestTools.objects.create(vm=linked, enabled=True, link_active=True, ip_addresses=["192.0.2.7"])
+    client = logged_in(client, viewer)
+    body = client.get("/vms/", {"guest_tools": "link-active"}).content.decode()
+    assert "web-00001" in body and "app-00002" not in body
+    assert "link active" in body and "192.0.2.7" in body
+    body = client.get("/vms/", {"guest_tools": "not-installed"}).content.decode()
+    assert "web-00001" not in body and "app-00002" in body
