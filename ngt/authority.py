@@ -32,6 +32,7 @@ from .models import CertificateAuthority
 
 log = logging.getLogger(__name__)
 CA_YEARS = 10
+CA_VALIDITY = timedelta(days=365 * CA_YEARS + CA_YEARS // 4)  # with the leap days
 CLIENT_CERTIFICATE_DAYS = 730
 KEK_BYTES = 32
 NONCE_BYTES = 12
@@ -128,7 +129,7 @@ def _new_root(cluster: Cluster) -> tuple[x509.Certificate, ec.EllipticCurvePriva
     certificate = (
         x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(public)
         .serial_number(x509.random_serial_number())
-        .not_valid_before(now - CLOCK_SKEW).not_valid_after(now + timedelta(days=365 * CA_YEARS + CA_YEARS // 4))
+        .not_valid_before(now - CLOCK_SKEW).not_valid_after(now + CA_VALIDITY)
         .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
         .add_extension(x509.KeyUsage(digital_signature=False, content_commitment=False, key_encipherment=False,
                                      data_encipherment=False, key_agreement=False, key_cert_sign=True,

@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 from django.core.management import CommandError, call_command
 
-from console.models import Task
+from console.models import AuditEvent, Task
 from ngt import authority, services
 from ngt.models import CertificateAuthority, VMCertificate
 from tests.ngt.conftest import iso_file
@@ -82,6 +82,8 @@ def test_export_and_import_restore_the_ca_and_old_certificates_still_verify(vm, 
     call_command("guest_tools_ca", "import", str(backup), "--passphrase-file", str(passphrase))
     restored = CertificateAuthority.objects.get()
     assert restored.certificate_pem == before and ca_key_file.exists()
+    assert set(AuditEvent.objects.filter(action__startswith="ngt.ca.").values_list("action", flat=True)) == {
+        "ngt.ca.export", "ngt.ca.import"}
     (tmp_path / "ca.pem").write_text(restored.certificate_pem)
     verify = subprocess.run(["openssl", "verify", "-CAfile", str(tmp_path / "ca.pem"), str(client_pem)],
                             capture_output=True, text=True)

@@ -9,6 +9,8 @@ from pathlib import Path
 from django.core.management.base import BaseCommand, CommandError
 
 from console.models import Cluster
+from console.services import audit
+from console.services.actors import Actor
 from console.services.errors import ServiceError
 from ngt import authority
 
@@ -64,6 +66,7 @@ class Command(BaseCommand):
         with os.fdopen(fd, "wb") as handle:
             handle.write(data)
         ca = authority.authority_for(cluster)
+        audit.record(Actor.system(), "ngt.ca.export", cluster, file=str(file), fingerprint=ca.fingerprint_sha256)
         self.stdout.write(f"Guest Tools CA of {cluster.name} ({ca.fingerprint_sha256}) exported to {file}; keep it "
                           "and its passphrase apart.")
 
@@ -73,5 +76,6 @@ class Command(BaseCommand):
         except OSError as exc:
             raise CommandError(f"cannot read {file}: {exc.strerror}") from None
         ca = authority.import_backup(cluster, data, passphrase)
+        audit.record(Actor.system(), "ngt.ca.import", cluster, file=str(file), fingerprint=ca.fingerprint_sha256)
         self.stdout.write(f"Guest Tools CA of {cluster.name} restored ({ca.fingerprint_sha256}), valid until "
                           f"{ca.not_after:%Y-%m-%d}; its key is encrypted with {authority.key_file_path()}.")
