@@ -15,6 +15,7 @@ A miss is reported, not an error: the script exits 0 unless the benchmark itself
 
 import argparse
 import os
+import shlex
 import shutil
 import statistics
 import subprocess
@@ -78,8 +79,9 @@ class Installation:
 
     def _spawn(self, command: str, name: str) -> subprocess.Popen:
         log = (self.data / f"{name}.log").open("w")
-        return subprocess.Popen(command, shell=True, cwd=ROOT, env=self.env, stdout=log,  # noqa: S602 (our own)
-                                stderr=subprocess.STDOUT, start_new_session=True)
+        # No shell between us and the process: stop() then waits for the process itself (redis saves on exit).
+        return subprocess.Popen(shlex.split(command), cwd=ROOT, env=self.env, stdout=log, stderr=subprocess.STDOUT,
+                                start_new_session=True)
 
     def stop(self) -> None:
         for process in reversed(self.processes):
