@@ -35,7 +35,7 @@ class ScriptViewSet(ByUuid, viewsets.ModelViewSet):
     """Saved cloud-init and Sysprep scripts. Viewers see names and metadata; Operators see content."""
 
     queryset = CustomizationScript.objects.select_related("owner")
-    filterset_fields = ["kind"]
+    filterset_fields = ["kind", "name"]  # ?name= lets the CLI find a script by its name
     ordering_fields = ["name", "kind", "usage_count", "created_at"]
 
     @property

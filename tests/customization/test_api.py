@@ -42,6 +42,7 @@ def test_operators_create_read_update_and_delete(cluster, operator, script):
     assert (body["format"], body["content"], body["owner"], body["usage_count"]) == (
         "cloud-config", CLOUD_CONFIG, "oscar", 0)
     assert client.get(f"{SCRIPTS}{script.uuid}/").json()["content"].startswith("#cloud-config")
+    assert [s["name"] for s in client.get(f"{SCRIPTS}?name=boot").json()["results"]] == ["boot"]
     changed = client.patch(f"{SCRIPTS}{body['uuid']}/", {"content": "#!/bin/sh\necho\n"}, format="json")
     assert changed.status_code == 200 and changed.json()["format"] == "shell-script"
     assert changed.json()["description"] == "nginx"
