@@ -11,7 +11,7 @@ from django.views.decorators.http import require_POST
 
 from ..drivers.base import POWER_ACTIONS, POWER_TRANSITIONS
 from ..filtersets import VMFilterSet
-from ..forms.vms import CloneForm, DiskFormSet, NicFormSet, VMCreateForm, show_service_error, vm_spec
+from ..forms.vms import CloneForm, DiskFormSet, NicFormSet, VMCreateForm, clone_options, show_service_error, vm_spec
 from ..models import VM, AuditEvent, Image, Nic, Task
 from ..services import bulk, cdroms, power, vms
 from ..services.access import OPERATOR
@@ -173,10 +173,8 @@ def vm_clone(request, uuid):
     source = get_object_or_404(VM.objects.select_related("host", "cluster"), uuid=uuid)
     form = CloneForm(request.POST or None, initial={"name": f"{source.name}-clone"})
     if request.method == "POST" and form.is_valid():
-        data = form.cleaned_data
         try:
-            task = vms.request_clone(actor(request), source, data["name"], host=data["host"], linked=data["linked"],
-                                     power_on=data["power_on"])
+            task = vms.request_clone(actor(request), source, form.cleaned_data["name"], **clone_options(form))
         except ServiceError as error:
             show_service_error(error, form)
         else:

@@ -244,3 +244,15 @@ def test_vm_list_shows_and_filters_guest_tools_and_guest_ips(client, cluster, vi
     assert "link active" in body and "192.0.2.7" in body
     body = client.get("/vms/", {"guest_tools": "not-installed"}).content.decode()
     assert "web-00001" not in body and "app-00002" in body
+
+
+def test_clone_form_passes_the_customization_on(client, vm, operator, run_tasks):
+    client = logged_in(client, operator)
+    client.post(f"/vms/{vm.uuid}/clone/", {
+        "name": "web-2", "customization_kind": "cloud-init", "customization_source": "content",
+        "customization_content": "#cloud-config\nruncmd:\n  - echo hi\n", "customization_datasource": "config-drive"})
+    clone = VM.objects.get(name="web-2")
+    assert clone.customization.status == "pending"
+    run_tasks()
+    clone.refresh_from_db()
+    assert clone.cdroms.filter(purpose="customization").exclude(iso_path="").exists()
