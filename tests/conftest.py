@@ -11,7 +11,8 @@ from console.services import access, vms
 from console.services.actors import Actor
 from console.services.demo import demo_iso_bytes
 from console.services.tasks import execute
-from tests.realparts import celery_processes, pytest_runtest_makereport, redis_url  # noqa: F401  (shared fixtures)
+from tests.browser import browser, page, screenshots  # noqa: F401  (shared fixtures)
+from tests.realparts import celery_processes, pytest_runtest_makereport, redis_url  # noqa: F401
 
 MiB = 1024**2
 GiB = 1024**3

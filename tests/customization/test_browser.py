@@ -1,9 +1,4 @@
-"""The customization section in the browser: live validation as you type, then the VM page's panel.
-
-Its browser lives for this module only: Playwright's sync API allows one at a time in a thread, and
-tests/e2e keeps its own open for the session (this module runs before it)."""
-
-import os
+"""The customization section in the browser: live validation as you type, then the VM page's panel."""
 
 import pytest
 from playwright.sync_api import expect
@@ -12,35 +7,12 @@ from console.models import VM
 from customization.models import VMCustomization
 from tests.conftest import make_user
 from tests.customization.conftest import CLOUD_CONFIG
-from tests.e2e.conftest import CHROMIUM, OUTPUT
 from tests.realparts import wait_for
 
 pytestmark = [pytest.mark.slow, pytest.mark.django_db(transaction=True)]
-SCREENSHOTS = OUTPUT.parent / "customization"
 
 
-@pytest.fixture(scope="module")
-def chromium():
-    from playwright.sync_api import sync_playwright
-
-    os.environ["DJANGO_ALLOW_ASYNC_UNSAFE"] = "true"  # ORM calls from the test thread, as tests/e2e does
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox", "--disable-gpu"])
-        yield browser
-        browser.close()
-
-
-@pytest.fixture
-def page(chromium, live_server):
-    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
-    context = chromium.new_context(viewport={"width": 1280, "height": 900}, base_url=live_server.url)
-    page = context.new_page()
-    page.set_default_timeout(20_000)
-    yield page
-    context.close()
-
-
-def test_create_vm_with_a_live_validated_script(page, cluster, celery_processes):
+def test_create_vm_with_a_live_validated_script(page, cluster, celery_processes, screenshots):
     celery_processes.worker()
     make_user("admin-e2e", "Admin")
     page.goto("/login/")
@@ -58,7 +30,7 @@ def test_create_vm_with_a_live_validated_script(page, cluster, celery_processes)
     expect(result).to_contain_text("invalid")
     expect(result).to_contain_text("2:9")
     expect(result).to_contain_text("unknown key 'frobnicate'")
-    page.screenshot(path=SCREENSHOTS / "create-vm-invalid-script.png", full_page=True)
+    page.screenshot(path=screenshots / "create-vm-invalid-script.png", full_page=True)
     editor.fill(CLOUD_CONFIG)
     expect(result).to_contain_text("valid")
     expect(result).not_to_contain_text("invalid")
@@ -73,5 +45,5 @@ def test_create_vm_with_a_live_validated_script(page, cluster, celery_processes)
     page.reload()  # the panel loads with the page; the task may have ended after that
     expect(panel).to_contain_text("Media attached")
     expect(panel).to_contain_text("openstack/latest/user_data")
-    page.screenshot(path=SCREENSHOTS / "vm-panel.png", full_page=True)
+    page.screenshot(path=screenshots / "vm-panel.png", full_page=True)
     assert vm.customization.key_values == {"role": "web"}

@@ -1,5 +1,6 @@
-"""Browser journeys: Playwright drives Debian's Chromium against the live test server, with a real
-redis-server and Celery worker doing the tasks."""
+"""Browser fixtures shared by every browser test: one Chromium for the whole session (Playwright's sync
+API allows one instance per thread), a fresh page per test on the live server, and a screenshot folder
+per test directory under test-output/."""
 
 import os
 import shutil
@@ -7,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-OUTPUT = Path(os.environ.get("FACET_TEST_OUTPUT", Path(__file__).resolve().parents[2] / "test-output")) / "e2e"
+OUTPUT = Path(os.environ.get("FACET_TEST_OUTPUT", Path(__file__).resolve().parents[1] / "test-output"))
 CHROMIUM = "/usr/bin/chromium"
 
 
@@ -37,8 +38,15 @@ def page(browser, live_server):
     context.close()
 
 
-@pytest.fixture(scope="session")
-def screenshots() -> Path:
-    shutil.rmtree(OUTPUT, ignore_errors=True)
-    OUTPUT.mkdir(parents=True)
-    return OUTPUT
+_emptied: set[Path] = set()
+
+
+@pytest.fixture
+def screenshots(request) -> Path:
+    """test-output/<the test's directory>/, emptied once per session."""
+    folder = OUTPUT / Path(request.node.path).parent.name
+    if folder not in _emptied:
+        shutil.rmtree(folder, ignore_errors=True)
+        _emptied.add(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder
