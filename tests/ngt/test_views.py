@@ -3,7 +3,6 @@
 from datetime import timedelta
 from pathlib import Path
 
-import pytest
 from django.utils import timezone
 
 from console.models import Task
@@ -58,7 +57,6 @@ def test_a_viewer_may_not_post(client, vm, viewer):
     assert client.get(f"/vms/{vm.uuid}/guest-tools/mount/").status_code == 405
 
 
-@pytest.mark.urls("tests.ngt.urls")
 def test_the_guest_tools_page_lists_vms_by_state_with_the_ca_and_expiring_certificates(client, vm, actor, viewer,
                                                                                        run_tasks):
     services.request_mount(actor, vm)
@@ -74,7 +72,6 @@ def test_the_guest_tools_page_lists_vms_by_state_with_the_ca_and_expiring_certif
     assert client.get("/guest-tools/?state=link-active").context["page"].paginator.count == 0
 
 
-@pytest.mark.urls("tests.ngt.urls")
 def test_the_page_says_when_the_ca_key_does_not_open(client, vm, actor, viewer, run_tasks, ca_key_file):
     services.request_enable(actor, vm)
     run_tasks()
