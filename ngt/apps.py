@@ -16,7 +16,12 @@ class NgtConfig(AppConfig):
         post_migrate.connect(_make_key_file, sender=self)
 
 
-def _make_key_file(**kwargs) -> None:
+def _make_key_file(apps, **kwargs) -> None:
+    """After `migrate`, unless it left this app's tables out (`migrate ngt zero`, or another app alone)."""
     from .authority import ensure_key_file
 
+    try:
+        apps.get_model("ngt", "CertificateAuthority")
+    except LookupError:
+        return
     ensure_key_file()
