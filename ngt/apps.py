@@ -1,4 +1,5 @@
 from django.apps import AppConfig
+from django.apps import apps as global_apps
 from django.db.models.signals import post_migrate
 
 
@@ -16,8 +17,9 @@ class NgtConfig(AppConfig):
         post_migrate.connect(_make_key_file, sender=self)
 
 
-def _make_key_file(apps, **kwargs) -> None:
-    """After `migrate`, unless it left this app's tables out (`migrate ngt zero`, or another app alone)."""
+def _make_key_file(apps=global_apps, **kwargs) -> None:
+    """After `migrate` (or `flush`, which sends no `apps`), unless it left this app's tables out (`migrate ngt
+    zero`, or another app alone)."""
     from .authority import ensure_key_file
 
     try:
