@@ -12,7 +12,6 @@ from console.services.actors import Actor
 from containers.models import DockerHost, VolumeGroup
 from containers.services import volume_groups
 
-pytestmark = pytest.mark.django_db(transaction=True)
 MiB = 1024**2
 
 
