@@ -7,14 +7,17 @@ PORT ?= 8000
 export FACET_DATA_DIR ?= $(CURDIR)/var
 # Debian packages the console and its tests need; apt-get installs them when we are root.
 SYSTEM_PACKAGES := redis-server genisoimage
-TEST_SYSTEM_PACKAGES := chromium
+# The browser tests need chromium; the volume plugin's real-parts tests a dockerd, busybox for an offline
+# image and xfsprogs for mkfs.xfs.
+TEST_SYSTEM_PACKAGES := chromium docker.io busybox-static xfsprogs
+PLUGIN_DEB := $(FACET_DATA_DIR)/packages/facet-volume-plugin.deb
 # cloud-init's own JSON schema, to validate #cloud-config: unpacked from Debian's cloud-init package (not installed).
 export FACET_CLOUD_INIT_DIR ?= $(CURDIR)/var/cache/cloud-init
 CLOUD_INIT_SCHEMA := $(FACET_CLOUD_INIT_DIR)/usr/lib/python3/dist-packages/cloudinit/config/schemas/schema-cloud-config-v1.json
 
-.PHONY: run test setup system-packages test-system-packages cloud-init-schema lint bench clean
+.PHONY: run test setup system-packages test-system-packages cloud-init-schema plugin-deb lint bench bench-volume-plugin clean
 
-run: setup
+run: setup plugin-deb
 	$(PY) manage.py migrate --no-input -v0
 	$(PY) manage.py collectstatic --no-input -v0
 	$(PY) manage.py seed_demo
@@ -55,11 +58,22 @@ test-system-packages:
 cloud-init-schema:
 	@if [ ! -f "$(CLOUD_INIT_SCHEMA)" ]; then 	  work=$$(mktemp -d); 	  if command -v apt-get >/dev/null && command -v dpkg >/dev/null && cd "$$work" && 	     { apt-get download -qq cloud-init 2>/dev/null || 	       { [ "$$(id -u)" = 0 ] && apt-get update -qq && apt-get download -qq cloud-init 2>/dev/null; }; } && 	     mkdir -p "$(FACET_CLOUD_INIT_DIR)" && dpkg -x cloud-init_*.deb "$(FACET_CLOUD_INIT_DIR)"; then 	    echo "cloud-init's schema unpacked in $(FACET_CLOUD_INIT_DIR)"; 	  else 	    echo "could not fetch Debian's cloud-init package (needs apt-get and dpkg; as non-root, run apt-get update first):"; 	    echo "  #cloud-config scripts get YAML checks only until 'make cloud-init-schema' succeeds"; 	  fi; 	  rm -rf "$$work"; 	fi
 
+# The volume plugin's .deb, served by the console to the Docker hosts it creates.
+plugin-deb: $(PLUGIN_DEB)
+$(PLUGIN_DEB): $(wildcard containers/plugin/*.py containers/plugin/packaging/*)
+	sh containers/plugin/packaging/build-deb.sh $(dir $@)
+
 lint: setup
 	$(VENV)/bin/ruff check .
 
 bench: setup
 	$(PY) bench/api_list.py
+	$(PY) bench/ngt_bulk_mount.py
+	$(PY) bench/customization_media.py
+
+# Needs root, dockerd and loop devices.
+bench-volume-plugin: setup test-system-packages
+	$(PY) bench/volume_plugin.py
 
 clean:
 	rm -rf $(VENV) var .pytest_cache

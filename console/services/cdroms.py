@@ -12,6 +12,13 @@ from .power import BUSY_STATES
 from .tasks import Progress, create_task, task_kind
 from .vms import driver_for
 
+# Media another app made and removes itself: a plain eject would leave the ISO file (the tools ISO holds
+# the VM's private key) and that app's state behind.
+OWNED_MEDIA = {
+    CdRom.Purpose.GUEST_TOOLS: "the Guest Tools ISO; use Guest Tools Unmount, which also deletes it",
+    CdRom.Purpose.CUSTOMIZATION: "the customization media; it is removed when customization ends",
+}
+
 
 def free_slot(vm: VM, purpose: str) -> CdRom:
     """An empty CD-ROM of the VM; one is added when none is free and the VM is off."""
@@ -64,6 +71,8 @@ def request_eject(actor: Actor, vm: VM, slot: int) -> Task:
         raise InvalidRequest({"slot": [f"VM {vm.name} has no CD-ROM in slot {slot}"]})
     if not cdrom.iso_path:
         raise Conflict({"slot": [f"CD-ROM {slot} of {vm.name} is already empty"]})
+    if cdrom.purpose in OWNED_MEDIA:
+        raise Conflict({"slot": [f"CD-ROM {slot} of {vm.name} holds {OWNED_MEDIA[cdrom.purpose]}"]})
     if vm.power_state in BUSY_STATES:
         raise Conflict({"vm": [f"VM {vm.name} is {vm.power_state}; wait for it to finish"]})
     with transaction.atomic():

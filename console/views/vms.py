@@ -38,6 +38,9 @@ VM_COLUMNS = [
 ]
 ORDERINGS = {c.order_by for c in VM_COLUMNS if c.order_by}
 DESTRUCTIVE = {"power-off", "reset", "delete"}
+# The bulk actions the VM list offers: (action of request_bulk, label).
+BULK_MENU = [*((action, action) for action in POWER_ACTIONS), ("guest-tools-mount", "Mount Guest Tools"),
+             ("delete", "delete")]
 
 
 def vm_queryset():
@@ -58,7 +61,7 @@ def _vm_list(request, templates: bool):
     page = paginate(request, queryset)
     return render(request, "console/vm_list.html", {
         "filterset": filterset, "page": page, "columns": VM_COLUMNS, "ordering": ordering,
-        "templates": templates, "bulk_actions": [*POWER_ACTIONS, "delete"] if not templates else ["delete"],
+        "templates": templates, "bulk_actions": BULK_MENU if not templates else [("delete", "delete")],
         "destructive": DESTRUCTIVE, "query": query_without(request, "page"), "page_sizes": PAGE_SIZES,
         "sort_query": query_without(request, "ordering", "page"), "filter_query": query_without(request, "page",
                                                                                                  "page_size"),

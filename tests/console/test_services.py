@@ -337,3 +337,12 @@ def test_a_task_the_broker_never_got_is_sent_again(cluster, actor, monkeypatch, 
     assert sent == [([str(task.uuid), 1], task.queue)]
     task.refresh_from_db()
     assert task.celery_id == "abc"
+
+
+def test_media_of_other_apps_is_not_ejected_behind_their_back(cluster, actor, run_tasks):
+    vm = create(actor, run_tasks)
+    iso = Image.objects.get(name="rescue-iso")
+    CdRom.objects.filter(vm=vm, slot=0).update(iso_path=str(iso.path), purpose="guest-tools")
+    with pytest.raises(Conflict) as error:
+        cdroms.request_eject(actor, vm, 0)
+    assert "Guest Tools Unmount" in error.value.errors["slot"][0]
