@@ -302,3 +302,14 @@ def _delete_tools_iso_with_its_vm(sender, instance: CdRom, **kwargs) -> None:
     """A deleted VM takes its CD-ROMs along: its tools ISO, which holds a private key, goes too."""
     if instance.purpose == GUEST_TOOLS and instance.iso_path:
         transaction.on_commit(lambda: tools_iso.remove_iso(Path(instance.iso_path)))
+
+
+def release_tools_iso(vm: VM, serial: str) -> bool:
+    """The agent has linked with `serial`: when that is the mounted ISO's certificate, the agent took its key
+    and config, so the ISO is ejected and deleted (no private key stays on the host). Safe to repeat."""
+    state = state_of(vm)
+    if not (state.iso_mounted and state.certificate and state.certificate.serial == serial):
+        return False
+    _eject_tools(vm)
+    audit.record(Actor.system(), "ngt.iso.release", vm, serial=serial)
+    return True

@@ -28,7 +28,7 @@ SERIAL_PORT = "/dev/virtio-ports/org.facet.guest_tools.0"
 STATE_DIR = "/run/facet-guest-tools"
 POWER_COMMANDS = {"shutdown": ["systemctl", "poweroff"], "reboot": ["systemctl", "reboot"]}
 POWER_DELAY = 1.0  # seconds between the reply to shutdown/reboot and the deed, so the reply gets out
-BACKOFF_BASE, BACKOFF_CAP = 1.0, 10.0
+BACKOFF_BASE, BACKOFF_CAP = 1.0, 5.0
 
 
 class IdentityChanged(Exception):

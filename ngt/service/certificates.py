@@ -12,6 +12,7 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from ngt.authority import CLOCK_SKEW, Signer
 
+SERVICE_ORGANIZATION = "Facet Guest Tools Service"  # what the leader asks of a proxy's certificate
 SERVER_CERTIFICATE_DAYS = 30  # made again at every start: short-lived is free
 
 
@@ -28,7 +29,7 @@ def server_identity(signer: Signer, host_name: str, addresses: list[str]) -> Ser
     names = [x509.IPAddress(ipaddress.ip_address(address)) for address in dict.fromkeys(addresses)]
     certificate = (
         x509.CertificateBuilder()
-        .subject_name(x509.Name([x509.NameAttribute(NameOID.ORGANIZATION_NAME, "Facet Guest Tools Service"),
+        .subject_name(x509.Name([x509.NameAttribute(NameOID.ORGANIZATION_NAME, SERVICE_ORGANIZATION),
                                  x509.NameAttribute(NameOID.COMMON_NAME, host_name)]))
         .issuer_name(signer.certificate.subject).public_key(key.public_key())
         .serial_number(x509.random_serial_number())

@@ -20,8 +20,9 @@ from ngt.agent import AGENT_VERSION, config, guest, protocol
 from ngt.models import TOOLS_VERSION
 from ngt.service.certificates import server_identity
 from tests.ngt.conftest import iso_file
-from tests.realparts import ROOT, wait_for
+from tests.realparts import wait_for
 
+REPOSITORY = Path(__file__).resolve().parents[2]
 CONFIG_FILES = ("ngt.json", "ca.pem", "client.pem", "client.key")
 
 
@@ -134,7 +135,7 @@ def start_agent(tmp_path: Path, media: Path, serial: str = "", **options: str) -
     for name, value in arguments.items():
         command += [f"--{name}", value]
     with open(tmp_path / "agent.log", "ab") as log:
-        return subprocess.Popen(command, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)
+        return subprocess.Popen(command, cwd=REPOSITORY, stdout=log, stderr=subprocess.STDOUT)
 
 
 def agent_log(tmp_path: Path) -> str:
@@ -222,7 +223,7 @@ def test_agent_over_tls_with_its_iso_certificate(mounted_vm, tmp_path):
             talk_to(LineServer(connection), vm, tmp_path)
             status = subprocess.run([sys.executable, "-m", "ngt.agent", "status", "--config-dir",
                                      str(tmp_path / "etc"), "--state-dir", str(tmp_path / "state")],
-                                    cwd=ROOT, capture_output=True, text=True)
+                                    cwd=REPOSITORY, capture_output=True, text=True)
             assert status.returncode == 0 and str(vm.uuid) in status.stdout
             assert f"active over tls {vm.cluster.virtual_ip}:2074" in status.stdout
             connection.close()

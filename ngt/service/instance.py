@@ -1,0 +1,130 @@
+"""One Guest Tools Service instance: always a proxy, the leader while it holds the lease in Redis.
+
+The lease is set-if-absent with an expiry and renewed every second; a failed renewal (lease taken, Redis
+gone) drops the role and the VIP listener at once, so two leaders never write at the same time for longer
+than one renewal."""
+
+import asyncio
+import json
+import logging
+import os
+import ssl
+from pathlib import Path
+
+import redis.asyncio as aioredis
+from django.conf import settings
+
+from console.models import Host
+from console.services.vms import driver_for
+from ngt import authority
+
+from . import commands, guest_state, wire
+from .certificates import server_identity
+from .leader import Leader
+from .proxy import AGENT_PORT, LEADER_PORT, Proxy, agent_context
+
+log = logging.getLogger("ngt.service")
+LEASE_SECONDS, RENEW_EVERY = 5, 1.0
+RENEW = "if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('pexpire', KEYS[1], ARGV[2]) end return 0"
+
+
+def write_identity(host: Host, vip: str, address: str, directory: Path) -> tuple[Path, Path, str]:
+    """This instance's certificate and key (0600), new at each start, and the CA certificate."""
+    signer = authority.open_authority(authority.authority_for(host.cluster))
+    identity = server_identity(signer, host.name, [vip, address])
+    directory.mkdir(parents=True, exist_ok=True, mode=0o700)
+    certificate, key = directory / "server.pem", directory / "server.key"
+    certificate.write_bytes(identity.certificate_pem)
+    fd = os.open(key, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "wb") as handle:
+        handle.write(identity.key_pem)
+    return certificate, key, identity.ca_pem.decode()
+
+
+class Instance:
+    def __init__(self, host: Host, address: str, vip: str, redis_url: str, directory: Path) -> None:
+        self.host_name, self.address, self.vip, self.redis_url = host.name, address, vip, redis_url
+        certificate, key, ca_pem = write_identity(host, vip, address, directory)
+        self.agent_context = agent_context(certificate, key, ca_pem)
+        self.peer_server_context = agent_context(certificate, key, ca_pem)  # proxies present their own
+        self.peer_client_context = ssl.create_default_context(cadata=ca_pem)
+        self.peer_client_context.minimum_version = ssl.TLSVersion.TLSv1_3
+        self.peer_client_context.load_cert_chain(certificate, key)
+        self.holder = json.dumps({"host": self.host_name, "address": address})
+        self.proxy = Proxy(self)
+        self.leader: Leader | None = None
+        self.leader_servers: list[asyncio.Server] = []
+
+    async def run(self) -> None:
+        self.redis = aioredis.from_url(self.redis_url, decode_responses=True)
+        await asyncio.start_server(self.proxy.accept_tls, self.address, AGENT_PORT, ssl=self.agent_context,
+                                   limit=wire.MAX_LINE)
+        log.info("Guest Tools Service of host %s listening on %s:%s", self.host_name, self.address, AGENT_PORT)
+        asyncio.ensure_future(self.proxy.watch_channels())
+        while True:
+            await self.elect()
+            await asyncio.sleep(RENEW_EVERY)
+
+    async def elect(self) -> None:
+        try:
+            if self.leader is None:
+                if await self.redis.set(commands.LEASE_KEY, self.holder, nx=True, ex=LEASE_SECONDS):
+                    await self.lead()
+            elif not await self.redis.eval(RENEW, 1, commands.LEASE_KEY, self.holder, LEASE_SECONDS * 1000):
+                self.step_down("the lease is held by another instance")
+        except (OSError, aioredis.RedisError) as exc:
+            if self.leader is not None:
+                self.step_down(f"Redis is unreachable ({exc})")
+
+    async def lead(self) -> None:
+        self.leader = Leader(self.redis)
+        try:
+            self.leader_servers = [
+                await asyncio.start_server(self.leader.accept_proxy, self.address, LEADER_PORT,
+                                           ssl=self.peer_server_context, limit=2 * wire.MAX_LINE),
+                await asyncio.start_server(self.proxy.accept_tls, self.vip, AGENT_PORT, ssl=self.agent_context,
+                                           limit=wire.MAX_LINE)]
+        except OSError as exc:
+            self.step_down(f"cannot listen ({exc})")
+            await self.redis.delete(commands.LEASE_KEY)
+            return
+        self.leader.start()
+        log.info("leading: listening on %s:%s for proxies and on the VIP %s:%s", self.address, LEADER_PORT,
+                 self.vip, AGENT_PORT)
+
+    def step_down(self, why: str) -> None:
+        log.warning("no longer the leader: %s", why)
+        for server in self.leader_servers:
+            server.close()
+        self.leader_servers = []
+        if self.leader is not None:
+            self.leader.stop()
+        self.leader = None
+
+    async def connect_to_leader(self) -> tuple | None:
+        location = await self.redis.get(commands.LEASE_KEY)
+        if not location:
+            return None
+        address = json.loads(location)["address"]
+        return await asyncio.wait_for(asyncio.open_connection(
+            address, LEADER_PORT, ssl=self.peer_client_context, server_hostname=address, limit=2 * wire.MAX_LINE), 10)
+
+    async def channel_sockets(self) -> list[tuple[str, str]]:
+        def paths() -> list[tuple[str, str]]:
+            found = []
+            for vm in guest_state.running_vms(self.host_name):
+                path = driver_for(vm).agent_channel_path(vm)
+                if path is not None:
+                    found.append((str(vm.uuid), str(path)))
+            return found
+        return await asyncio.to_thread(paths)
+
+    async def record_refusal(self, vm_uuid: str | None, reason: str, peer: str) -> None:
+        await asyncio.to_thread(guest_state.record_refusal, vm_uuid, reason, peer)
+
+
+def instance_for(host_name: str, address: str = "", vip: str = "") -> Instance:
+    host = Host.objects.select_related("cluster").get(name=host_name)
+    vip = vip or host.cluster.virtual_ip or settings.CLUSTER_VIP
+    return Instance(host, address or host.address or "127.0.0.1", vip, settings.REDIS_URL,
+                    Path(settings.DATA_DIR) / "guest-tools-service" / host_name)

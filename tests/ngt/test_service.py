@@ -1,0 +1,149 @@
+"""The Guest Tools Service as real processes (`manage.py guest_tools_service`) with the real agent and a real
+redis-server: link, state, ISO release, console commands, refusals while others are served, failover."""
+
+import json
+import socket
+import ssl
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+
+import pytest
+
+from console.models import AuditEvent
+from ngt import services
+from ngt.agent import AGENT_VERSION
+from ngt.models import GuestTools
+from ngt.service import commands
+from tests.ngt import test_agent
+from tests.ngt.test_agent import REPOSITORY, free_vip, start_agent, stop
+from tests.realparts import wait_for
+
+pytestmark = pytest.mark.slow
+mounted_vm = test_agent.mounted_vm  # the fixture, shared
+
+
+@pytest.fixture
+def service(celery_processes, redis_url, mounted_vm):
+    """Start instances on loopback addresses of the test's own; the lease left by an earlier test is gone."""
+    client = commands.redis_client(redis_url)
+    client.delete(commands.LEASE_KEY)
+
+    def start(host: str, ready: str = "listening on"):
+        address = free_vip()
+        command = f"{sys.executable} {REPOSITORY / 'manage.py'} guest_tools_service --host {host} --address {address}"
+        process = celery_processes.start(f"service-{host}", command, ready)
+        return process, address
+
+    start.client = client
+    yield start
+    client.delete(commands.LEASE_KEY)
+
+
+def state(vm) -> GuestTools:
+    return GuestTools.objects.get(vm=vm)
+
+
+def refusals(reason: str) -> int:
+    return sum(reason in event.detail.get("reason", "") for event in AuditEvent.objects.filter(
+        action="ngt.session.refused"))
+
+
+def raw_session(vip: str, media: Path, tls: ssl.TLSVersion = ssl.TLSVersion.TLSv1_3,
+                certificate: tuple | None = ("client.pem", "client.key")):
+    """A TLS session to the VIP as a hand-made agent: the ISO's certificate, another, or none."""
+    context = ssl.create_default_context(cafile=media / "config" / "ca.pem")
+    context.maximum_version = tls
+    if certificate:
+        context.load_cert_chain(*(media / "config" / name for name in certificate))
+    return context.wrap_socket(socket.create_connection((vip, 2074), timeout=10), server_hostname=vip)
+
+
+def handshake_refused(connect) -> bool:
+    """The server ends the session at once (TLS 1.3 checks a client certificate after the handshake)."""
+    try:
+        with connect() as session:
+            return session.recv(1) == b""
+    except (ssl.SSLError, OSError):
+        return True
+
+
+def test_agent_links_over_tls_and_answers_the_console(service, mounted_vm, tmp_path, redis_url):
+    vm, media = mounted_vm
+    iso = Path(vm.cdroms.get(purpose="guest-tools").iso_path)
+    service("host-1", "leading:")
+    agent = start_agent(tmp_path, media)
+    try:
+        wait_for(lambda: state(vm).link_active, 20, "the link to be written")
+        current = state(vm)
+        assert current.installed_version == AGENT_VERSION and current.hostname == socket.gethostname()
+        wait_for(lambda: not state(vm).iso_mounted and not iso.exists(), 10, "the ISO to be ejected and deleted")
+        reply = commands.send_command(str(vm.uuid), "get_info", client=service.client)
+        assert reply["ok"] and reply["hostname"] == socket.gethostname()
+        assert commands.leader_location(service.client)["host"] == "host-1"
+        last_seen = state(vm).last_seen
+        wait_for(lambda: state(vm).last_seen > last_seen, 10, "heartbeats to move last_seen")
+    finally:
+        stop(agent)
+    wait_for(lambda: not state(vm).link_active, 10, "the link to go inactive")
+
+
+def test_refusals_leave_the_linked_agent_served(service, mounted_vm, tmp_path, actor, run_tasks):
+    vm, media = mounted_vm
+    vip = vm.cluster.virtual_ip
+    service("host-1", "leading:")
+    agent = start_agent(tmp_path, media)
+    try:
+        wait_for(lambda: state(vm).link_active, 20, "the link")
+        second = tmp_path / "second"
+        second.mkdir()
+        other = start_agent(second, media)
+        wait_for(lambda: refusals("second concurrent session"), 15, "the second session to be refused")
+        stop(other)
+        assert handshake_refused(lambda: raw_session(vip, media, certificate=None))
+        subprocess.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes",
+                        "-keyout", media / "config" / "self.key", "-out", media / "config" / "self.pem", "-days", "1",
+                        "-subj", f"/CN={vm.uuid}"], check=True, capture_output=True)
+        assert handshake_refused(lambda: raw_session(vip, media, certificate=("self.pem", "self.key")))
+        assert handshake_refused(lambda: raw_session(vip, media, tls=ssl.TLSVersion.TLSv1_2))
+        hello = {"id": "h", "type": "hello", "vm_uuid": str(uuid.uuid4()), "certificate_serial": "00"}
+        for line, reason in ((json.dumps(hello).encode() + b"\n", "on a session of VM"),  # another VM's hello
+                             (b"not json\n", "not JSON"), (b"x" * 70_000 + b"\n", "over 65536"),
+                             (b'{"id":"f","type":"heartbeat"}\n' * 1000, "flood")):
+            with raw_session(vip, media) as session:
+                session.sendall(line)
+                time.sleep(0.5)
+            wait_for(lambda reason=reason: refusals(reason), 10, f"{reason} to be refused")
+        assert commands.send_command(str(vm.uuid), "get_info", timeout=10, client=service.client)["ok"]
+        assert state(vm).link_active
+
+        services.request_mount(actor, vm)  # the agent's certificate is revoked; a new session with it is refused
+        run_tasks()
+        third = tmp_path / "third"
+        third.mkdir()
+        stop(agent)
+        wait_for(lambda: not state(vm).link_active, 10, "the first session to end")
+        agent = start_agent(third, media)
+        wait_for(lambda: refusals("is not the current certificate"), 15, "the revoked certificate to be refused")
+    finally:
+        stop(agent)
+
+
+def test_failover_to_another_instance_within_15_s(service, celery_processes, mounted_vm, tmp_path):
+    vm, media = mounted_vm
+    leader, _ = service("host-1", "leading:")
+    service("host-2")
+    agent = start_agent(tmp_path, media)
+    try:
+        wait_for(lambda: state(vm).link_active, 20, "the link")
+        celery_processes.kill(leader)
+        started = time.monotonic()
+        wait_for(lambda: (commands.leader_location(service.client) or {}).get("host") == "host-2", 15,
+                 "host-2 to lead")
+        wait_for(lambda: (commands.send_command(str(vm.uuid), "get_info", timeout=1, client=service.client)
+                          or {}).get("ok"), 15 - (time.monotonic() - started), "the agent to come back")
+    finally:
+        stop(agent)
+    assert json.loads(service.client.get(commands.LEASE_KEY))["host"] == "host-2"
