@@ -42,3 +42,16 @@ def web_command(port: int, workers: int = 3) -> str:
         sys.executable, "-m", "gunicorn", "console.wsgi:application", "--bind", f"127.0.0.1:{port}",
         "--workers", str(workers), "--threads", "4", "--access-logfile", "-", "--timeout", "3600",
     ])
+
+
+def guest_tools_service_command(host_name: str) -> str:
+    return shlex.join([sys.executable, str(Path(settings.BASE_DIR) / "manage.py"), "guest_tools_service",
+                       "--host", host_name])
+
+
+def guest_tools_service_host(host_names: list[str] | None = None) -> str | None:
+    """The host whose Guest Tools Service instance `serve` starts: the first one served (one machine runs
+    one instance; each further host runs its own)."""
+    hosts = Host.objects.all() if not host_names else Host.objects.filter(name__in=host_names)
+    host = hosts.order_by("name").first()
+    return host.name if host else None

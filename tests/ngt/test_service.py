@@ -1,18 +1,23 @@
 """The Guest Tools Service as real processes (`manage.py guest_tools_service`) with the real agent and a real
 redis-server: link, state, ISO release, console commands, refusals while others are served, failover."""
 
+import io
 import json
+import shutil
 import socket
 import ssl
 import subprocess
 import sys
+import tempfile
 import time
 import uuid
 from pathlib import Path
 
 import pytest
+from django.core.management import call_command
 
-from console.models import AuditEvent
+from console.models import VM, AuditEvent
+from console.services import processes
 from ngt import services
 from ngt.agent import AGENT_VERSION
 from ngt.models import GuestTools
@@ -33,7 +38,7 @@ def service(celery_processes, redis_url, mounted_vm):
 
     def start(host: str, ready: str = "listening on"):
         address = free_vip()
-        command = f"{sys.executable} {REPOSITORY / 'manage.py'} guest_tools_service --host {host} --address {address}"
+        command = processes.guest_tools_service_command(host) + f" --address {address}"
         process = celery_processes.start(f"service-{host}", command, ready)
         return process, address
 
@@ -70,10 +75,11 @@ def handshake_refused(connect) -> bool:
         return True
 
 
-def test_agent_links_over_tls_and_answers_the_console(service, mounted_vm, tmp_path, redis_url):
+def test_agent_links_over_tls_and_answers_the_console(service, mounted_vm, tmp_path, settings, redis_url):
+    settings.REDIS_URL = redis_url
     vm, media = mounted_vm
     iso = Path(vm.cdroms.get(purpose="guest-tools").iso_path)
-    service("host-1", "leading:")
+    _, address = service("host-1", "leading:")
     agent = start_agent(tmp_path, media)
     try:
         wait_for(lambda: state(vm).link_active, 20, "the link to be written")
@@ -83,6 +89,9 @@ def test_agent_links_over_tls_and_answers_the_console(service, mounted_vm, tmp_p
         reply = commands.send_command(str(vm.uuid), "get_info", client=service.client)
         assert reply["ok"] and reply["hostname"] == socket.gethostname()
         assert commands.leader_location(service.client)["host"] == "host-1"
+        printed = io.StringIO()
+        call_command("nutanix_guest_tools_cli", "get_leader_location", stdout=printed)
+        assert printed.getvalue().splitlines() == ["Leader host: host-1", f"Leader address: {address}"]
         last_seen = state(vm).last_seen
         wait_for(lambda: state(vm).last_seen > last_seen, 10, "heartbeats to move last_seen")
     finally:
@@ -147,3 +156,32 @@ def test_failover_to_another_instance_within_15_s(service, celery_processes, mou
     finally:
         stop(agent)
     assert json.loads(service.client.get(commands.LEASE_KEY))["host"] == "host-2"
+
+
+@pytest.fixture
+def short_data_dir(settings):
+    """A data directory whose channel socket paths fit the 108 bytes a unix socket name may have."""
+    directory = Path(tempfile.mkdtemp(prefix="facet-sg-"))
+    settings.DATA_DIR = directory
+    yield directory
+    shutil.rmtree(directory, ignore_errors=True)
+
+
+def test_sim_guest_links_over_a_pty_bridged_to_the_channel_socket(short_data_dir, service, celery_processes,
+                                                                    mounted_vm):
+    vm, _ = mounted_vm
+    VM.objects.filter(pk=vm.pk).update(power_state=VM.PowerState.ON)
+    service(vm.host.name, "leading:")
+    celery_processes.start("sim-guest", f"{sys.executable} {REPOSITORY / 'manage.py'} sim_guest {vm.name} "
+                           "--heartbeat 0.5", "on serial")
+    wait_for(lambda: state(vm).link_active, 20, "the link over serial")
+    reply = commands.send_command(str(vm.uuid), "get_info", timeout=10, client=service.client)
+    assert reply["ok"] and reply["agent_version"] == AGENT_VERSION
+    assert "connected over serial" in celery_processes.logs()
+    assert not state(vm).iso_mounted  # linked with the mounted ISO's serial: ejected
+
+
+def test_serve_starts_one_instance_for_the_first_host_served(cluster):
+    assert processes.guest_tools_service_host() == "host-1"
+    assert processes.guest_tools_service_host(["host-2"]) == "host-2"
+    assert processes.guest_tools_service_command("host-2").endswith("manage.py guest_tools_service --host host-2")

@@ -11,7 +11,7 @@ from console.services import processes
 
 class Command(BaseCommand):
     help = ("Run the console in the foreground: its own redis-server (unless FACET_REDIS_URL is set), "
-            "a Celery worker, celery beat and gunicorn, until Ctrl-C.")
+            "a Celery worker, celery beat, gunicorn and a Guest Tools Service instance, until Ctrl-C.")
 
     def add_arguments(self, parser):
         parser.add_argument("--port", type=int, default=int(os.environ.get("PORT", 8000)))
@@ -25,6 +25,9 @@ class Command(BaseCommand):
         manager.add_process("worker", processes.worker_command(processes.worker_queues(hosts)))
         manager.add_process("beat", processes.beat_command())
         manager.add_process("web", processes.web_command(port))
+        guest_tools_host = processes.guest_tools_service_host(hosts)
+        if guest_tools_host is not None:
+            manager.add_process("guest-tools", processes.guest_tools_service_command(guest_tools_host))
         url = os.environ.get("FACET_PUBLIC_URL") or f"http://127.0.0.1:{port}"
         self.stdout.write(self.style.SUCCESS(f"Facet console: {url}   (Ctrl-C stops it)"))
         manager.loop()
