@@ -2,6 +2,7 @@
 agent process over TLS (against a TLS server standing for the service) and over a pty standing for the
 virtio-serial port."""
 
+import ast
 import json
 import os
 import random
@@ -36,6 +37,11 @@ def write_media(directory: Path, vm_uuid: str = "0f3e", serial: str = "01", vip:
     for name in ("ca.pem", "client.pem", "client.key"):
         (config_dir / name).write_text(f"{name} of {serial}\n")
     return directory
+
+
+@pytest.mark.parametrize("module", sorted((REPOSITORY / "ngt/agent").glob("*.py")), ids=lambda path: path.name)
+def test_the_agent_is_python_3_9(module):
+    ast.parse(module.read_text(), feature_version=(3, 9))
 
 
 def test_versions_agree():
