@@ -27,6 +27,7 @@ from console.services.vms import driver_for
 
 from . import authority, tools_iso
 from .models import CAPABILITIES, TOOLS_VERSION, GuestTools, VMCertificate
+from .service import commands
 
 GUEST_TOOLS = CdRom.Purpose.GUEST_TOOLS
 ISO_DIRECTORY = "guest-tools"
@@ -313,3 +314,33 @@ def release_tools_iso(vm: VM, serial: str) -> bool:
     _eject_tools(vm)
     audit.record(Actor.system(), "ngt.iso.release", vm, serial=serial)
     return True
+
+
+# guest-shutdown and guest-reboot: through the agent, ended by its reply or after the service's 30 s.
+GUEST_POWER = {"guest-shutdown": "shutdown", "guest-reboot": "reboot"}
+
+
+def request_guest_power(actor: Actor, vm: VM, action: str) -> Task:
+    if action not in GUEST_POWER:
+        raise InvalidRequest({"action": [f"choose one of {', '.join(GUEST_POWER)}"]})
+    _check_vm(vm)
+    if not state_of(vm).link_active:
+        raise Conflict({"vm": [f"the Guest Tools agent of VM {vm.name} has no link: use shutdown or reboot (ACPI)"]})
+    task = create_task(actor, f"vm.{action}", vm, queue=vm.host.queue, params={"action": action})
+    audit.record(actor, f"vm.{action}", vm, task=str(task.uuid))
+    return task
+
+
+def apply_guest_power(task: Task, progress: Progress) -> str:
+    vm = _vm_of(task)
+    command = GUEST_POWER[task.params["action"]]
+    progress(20, f"Asking the Guest Tools agent of {vm.name} to {command}")
+    reply = commands.send_command(str(vm.uuid), command)
+    if reply is None or not reply.get("ok"):
+        why = "no reply within 30 s" if reply is None else reply.get("error", "refused")
+        raise Conflict(f"the agent of {vm.name} did not {command}: {why}")
+    return f"The guest of {vm.name} is going to {command}"
+
+
+for _action in GUEST_POWER:
+    task_kind(f"vm.{_action}")(apply_guest_power)

@@ -109,6 +109,7 @@ class Leader:
             while (message := await wire.read_message(reader)) is not None:
                 if message["type"] == "heartbeat":
                     self.note(session.vm_uuid, last_seen=timezone.now())
+                    session.writer.write(wire.encode({"id": str(message.get("id", "")), "type": "heartbeat_ack"}))
                 elif message["type"] == "hello":
                     await self.welcome(session, message)
                 elif message["type"] == "reply" and message.get("id") in session.waiting:

@@ -17,7 +17,8 @@ import pytest
 from django.core.management import call_command
 
 from console.models import VM, AuditEvent
-from console.services import processes
+from console.services import processes, tasks
+from console.services.errors import Conflict
 from ngt import services
 from ngt.agent import AGENT_VERSION
 from ngt.models import GuestTools
@@ -185,3 +186,24 @@ def test_serve_starts_one_instance_for_the_first_host_served(cluster):
     assert processes.guest_tools_service_host() == "host-1"
     assert processes.guest_tools_service_host(["host-2"]) == "host-2"
     assert processes.guest_tools_service_command("host-2").endswith("manage.py guest_tools_service --host host-2")
+
+
+def test_guest_shutdown_is_a_task_through_the_agent(service, mounted_vm, tmp_path, settings, redis_url, actor,
+                                                    run_tasks, monkeypatch):
+    vm, media = mounted_vm
+    settings.REDIS_URL = redis_url
+    monkeypatch.setattr(tasks, "send", lambda task: None)  # run_tasks runs it here, no worker needed
+    with pytest.raises(Conflict, match="has no link"):
+        services.request_guest_power(actor, vm, "guest-shutdown")
+    service("host-1", "leading:")
+    agent = start_agent(tmp_path, media)
+    try:
+        wait_for(lambda: state(vm).link_active, 20, "the link")
+        task = services.request_guest_power(actor, vm, "guest-shutdown")
+        run_tasks()
+        task.refresh_from_db()
+        assert task.status == "succeeded", task.error
+        wait_for(lambda: (tmp_path / "power.log").exists() and (tmp_path / "power.log").read_text() == "shutdown\n",
+                 10, "the agent to run its shutdown command")
+    finally:
+        stop(agent)
