@@ -53,6 +53,7 @@ class Instance:
         self.holder = json.dumps({"host": self.host_name, "address": address})
         self.proxy = Proxy(self)
         self.leader: Leader | None = None
+        self.leader_address: str | None = None
         self.leader_servers: list[asyncio.Server] = []
 
     async def run(self) -> None:
@@ -66,7 +67,10 @@ class Instance:
             await asyncio.sleep(RENEW_EVERY)
 
     async def elect(self) -> None:
+        """Take, keep or lose the lease; and learn who leads, once a second rather than once per session."""
         try:
+            location = await self.redis.get(commands.LEASE_KEY)
+            self.leader_address = json.loads(location)["address"] if location else None
             if self.leader is None:
                 if await self.redis.set(commands.LEASE_KEY, self.holder, nx=True, ex=LEASE_SECONDS):
                     await self.lead()
@@ -102,10 +106,9 @@ class Instance:
         self.leader = None
 
     async def connect_to_leader(self) -> tuple | None:
-        location = await self.redis.get(commands.LEASE_KEY)
-        if not location:
+        address = self.address if self.leader is not None else self.leader_address
+        if not address:
             return None
-        address = json.loads(location)["address"]
         return await asyncio.wait_for(asyncio.open_connection(
             address, LEADER_PORT, ssl=self.peer_client_context, server_hostname=address, limit=2 * wire.MAX_LINE), 10)
 

@@ -83,6 +83,7 @@ class Leader:
             log.warning("refused a connection on the leader port from %s: not a service instance",
                         writer.get_extra_info("peername"))
             return await wire.close(writer)
+        opening = None
         try:
             opening = await wire.read_message(reader)
             if opening is None or opening.get("type") != "session":
@@ -98,6 +99,9 @@ class Leader:
             await self.serve(Session(opening["vm_uuid"], hello.get("certificate_serial", ""), writer), hello, reader)
         except (wire.Refusal, OSError, TimeoutError) as exc:
             log.info("proxy session ended: %s", exc or type(exc).__name__)
+            await wire.close(writer)
+        except Exception:  # one session's failure (the database, a bug) must not go unnoticed, nor spread
+            log.exception("proxy session of VM %s failed", opening.get("vm_uuid") if opening else "?")
             await wire.close(writer)
 
     async def serve(self, session: Session, hello: dict, reader: asyncio.StreamReader) -> None:

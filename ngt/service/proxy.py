@@ -55,8 +55,10 @@ class Proxy:
                 pump.result()
         except wire.Refusal as refusal:
             await self.instance.record_refusal(session.get("vm_uuid"), str(refusal), session.get("peer", ""))
-        except (OSError, ssl.SSLError) as exc:
-            log.info("session of VM %s ended: %s", session.get("vm_uuid"), exc)
+        except (OSError, ssl.SSLError, TimeoutError) as exc:
+            log.info("session of VM %s ended: %s", session.get("vm_uuid"), exc or type(exc).__name__)
+        except Exception:  # one session's failure must not go unnoticed, nor spread
+            log.exception("session of VM %s failed", session.get("vm_uuid"))
         finally:
             if leader is not None:
                 await wire.close(leader[1])
