@@ -8,8 +8,8 @@ export FACET_DATA_DIR ?= $(CURDIR)/var
 # Debian packages the console and its tests need; apt-get installs them when we are root.
 SYSTEM_PACKAGES := redis-server genisoimage
 # The browser tests need chromium; the volume plugin's real-parts tests a dockerd, busybox for an offline
-# image and xfsprogs for mkfs.xfs.
-TEST_SYSTEM_PACKAGES := chromium docker.io busybox-static xfsprogs
+# image and xfsprogs for mkfs.xfs; the Guest Tools agent's .rpm is built with rpm's rpmbuild.
+TEST_SYSTEM_PACKAGES := chromium docker.io busybox-static xfsprogs rpm
 PLUGIN_DEB := $(FACET_DATA_DIR)/packages/facet-volume-plugin.deb
 # cloud-init's own JSON schema, to validate #cloud-config: unpacked from Debian's cloud-init package (not installed).
 export FACET_CLOUD_INIT_DIR ?= $(CURDIR)/var/cache/cloud-init
