@@ -121,13 +121,17 @@ def mounted_vm(vm, actor, run_tasks, tmp_path):
     vm.cluster.save()
     services.request_mount(actor, vm)
     run_tasks()
-    iso = Path(vm.cdroms.get(purpose="guest-tools").iso_path)
-    media = tmp_path / "media" / "config"
-    media.mkdir(parents=True)
-    for name in CONFIG_FILES:
-        (media / name).write_bytes(iso_file(iso, f"config/{name}"))
     vm.refresh_from_db()
-    return vm, media.parent
+    return vm, extract_media(vm, tmp_path / "media")
+
+
+def extract_media(vm, media: Path) -> Path:
+    """The config/ of the VM's tools ISO, as the guest sees the disc."""
+    iso = Path(vm.cdroms.get(purpose="guest-tools").iso_path)
+    (media / "config").mkdir(parents=True)
+    for name in CONFIG_FILES:
+        (media / "config" / name).write_bytes(iso_file(iso, f"config/{name}"))
+    return media
 
 
 def start_agent(tmp_path: Path, media: Path, serial: str = "", **options: str) -> subprocess.Popen:

@@ -17,7 +17,7 @@ import pytest
 from django.core.management import call_command
 
 from console.models import VM, AuditEvent
-from console.services import processes, tasks
+from console.services import processes, tasks, vms
 from console.services.errors import Conflict
 from ngt import services
 from ngt.agent import AGENT_VERSION
@@ -205,5 +205,28 @@ def test_guest_shutdown_is_a_task_through_the_agent(service, mounted_vm, tmp_pat
         assert task.status == "succeeded", task.error
         wait_for(lambda: (tmp_path / "power.log").exists() and (tmp_path / "power.log").read_text() == "shutdown\n",
                  10, "the agent to run its shutdown command")
+    finally:
+        stop(agent)
+
+
+def test_a_clone_talks_as_itself_once_its_iso_is_mounted(service, mounted_vm, tmp_path, actor, run_tasks):
+    """The clone boots with the template's installed configuration: refused, since a template never runs;
+    its own ISO then wins over the installed copy and it links as itself."""
+    template, media = mounted_vm
+    service("host-1", "leading:")
+    VM.objects.filter(pk=template.pk).update(is_template=True)
+    agent = start_agent(tmp_path, media)  # installs the template's configuration, as the .deb on the image had it
+    try:
+        wait_for(lambda: refusals("is a template"), 15, "the template's certificate to be refused")
+        stop(agent)
+        vms.request_clone(actor, VM.objects.get(pk=template.pk), "web-2")
+        run_tasks()
+        clone = VM.objects.get(name="web-2")
+        services.request_mount(actor, clone)
+        run_tasks()
+        agent = start_agent(tmp_path, test_agent.extract_media(clone, tmp_path / "clone-media"))
+        wait_for(lambda: state(clone).link_active, 20, "the clone to link as itself")
+        assert json.loads((tmp_path / "etc" / "ngt.json").read_text())["vm_uuid"] == str(clone.uuid)
+        assert not state(template).link_active
     finally:
         stop(agent)
