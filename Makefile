@@ -15,7 +15,7 @@ PLUGIN_DEB := $(FACET_DATA_DIR)/packages/facet-volume-plugin.deb
 export FACET_CLOUD_INIT_DIR ?= $(CURDIR)/var/cache/cloud-init
 CLOUD_INIT_SCHEMA := $(FACET_CLOUD_INIT_DIR)/usr/lib/python3/dist-packages/cloudinit/config/schemas/schema-cloud-config-v1.json
 
-.PHONY: run test setup system-packages test-system-packages cloud-init-schema plugin-deb lint bench bench-volume-plugin clean
+.PHONY: run test setup system-packages test-system-packages cloud-init-schema plugin-deb guest-tools-packages lint bench bench-volume-plugin clean
 
 run: setup plugin-deb
 	$(PY) manage.py migrate --no-input -v0
@@ -62,6 +62,10 @@ cloud-init-schema:
 plugin-deb: $(PLUGIN_DEB)
 $(PLUGIN_DEB): $(wildcard containers/plugin/*.py containers/plugin/packaging/*)
 	sh containers/plugin/packaging/build-deb.sh $(dir $@)
+
+# The Guest Tools agent's packages (.deb, .rpm, tarball, install.sh) for guests.
+guest-tools-packages: setup
+	$(PY) ngt/agent/packaging/build.py $(FACET_DATA_DIR)/packages/guest-tools/linux
 
 lint: setup
 	$(VENV)/bin/ruff check .

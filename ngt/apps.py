@@ -9,11 +9,15 @@ class NgtConfig(AppConfig):
 
     def ready(self) -> None:
         from console.services.bulk import BULK_ACTIONS, BulkAction
+        from console.services.power import GUEST_POWER_ACTIONS
 
         from . import services  # registers the task kinds, for the web tier and the workers alike
 
         BULK_ACTIONS["guest-tools-mount"] = BulkAction(
             "ngt.mount", lambda actor, vm, parent: services.request_mount(actor, vm, parent=parent))
+        for action in services.GUEST_POWER:
+            GUEST_POWER_ACTIONS[action] = lambda actor, vm, action=action: services.request_guest_power(
+                actor, vm, action)
         post_migrate.connect(_make_key_file, sender=self)
 
 

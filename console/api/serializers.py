@@ -160,7 +160,8 @@ class VMCreateSerializer(serializers.Serializer):
 
 
 class PowerSerializer(serializers.Serializer):
-    action = serializers.ChoiceField(choices=POWER_ACTIONS)
+    action = serializers.CharField(help_text=f"{', '.join(POWER_ACTIONS)}, or guest-shutdown, guest-reboot "
+                                             "(through the Guest Tools agent)")
 
 
 class CloneSerializer(serializers.Serializer):

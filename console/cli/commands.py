@@ -16,6 +16,8 @@ POWER_ACTIONS = {
     "reset": "reset a running VM at once",
     "shutdown": "ask the guest to shut down (ACPI)",
     "reboot": "ask the guest to reboot (ACPI)",
+    "guest-shutdown": "ask the Guest Tools agent to shut the guest down",
+    "guest-reboot": "ask the Guest Tools agent to reboot the guest",
 }
 
 

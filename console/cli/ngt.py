@@ -72,6 +72,8 @@ NGT_NOUNS: dict[str, Noun] = {
             "POST", "/vms/bulk/", required=(), body={"action": "guest-tools-mount"},
             optional=(Key("vm-ids", "UUID[,UUID]", "these VMs", v.listed(v.uuid_text), field="uuids"), *VM_FILTERS),
             shape=bulk_body),
+        "get-leader-location": Verb("show the Guest Tools Service leader's host and address", "GET",
+                                    "/guest-tools/leader/"),
         "get-ca": Verb("show the cluster's Guest Tools CA certificate and fingerprint (never its key)", "GET",
                        "/guest-tools/ca/"),
     }),

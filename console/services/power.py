@@ -1,5 +1,7 @@
 """Power actions, and the reconcile that reads power state back from the hypervisors."""
 
+from collections.abc import Callable
+
 from django.db import transaction
 
 from customization.services import lifecycle as os_customization
@@ -21,7 +23,7 @@ class AlreadyDone(Conflict):
 
 def check_power_action(vm: VM, action: str) -> None:
     if action not in POWER_TRANSITIONS:
-        known = ", ".join(POWER_TRANSITIONS)
+        known = ", ".join([*POWER_TRANSITIONS, *GUEST_POWER_ACTIONS])
         raise InvalidRequest({"action": [f"unknown power action {action!r}; use one of {known}"]})
     if vm.is_template:
         raise Conflict({"action": [f"{vm.name} is a template; clone it to get a VM that can run"]})
@@ -34,7 +36,14 @@ def check_power_action(vm: VM, action: str) -> None:
         raise Conflict({"action": [f"cannot {action} VM {vm.name} while it is {vm.power_state}"]})
 
 
+# Power actions the guest carries out itself, through its Guest Tools agent: `guest-shutdown` and
+# `guest-reboot`, registered by the ngt app as action -> function(actor, vm) creating the task.
+GUEST_POWER_ACTIONS: dict[str, Callable[[Actor, VM], Task]] = {}
+
+
 def request_power(actor: Actor, vm: VM, action: str, parent: Task | None = None) -> Task:
+    if action in GUEST_POWER_ACTIONS and parent is None:
+        return GUEST_POWER_ACTIONS[action](actor, vm)
     check_power_action(vm, action)
     with transaction.atomic():
         task = create_task(actor, "vm.power", vm, queue=vm.host.queue, parent=parent, params={"action": action})

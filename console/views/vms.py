@@ -113,9 +113,15 @@ def vm_detail(request, uuid):
         "isos": Image.objects.filter(kind=Image.Kind.ISO),
         "tasks": Task.objects.filter(entity_uuid=vm.uuid).select_related("created_by")[:10],
         "events": AuditEvent.objects.filter(entity_uuid=vm.uuid)[:10],
-        "power_actions": [a for a, (states, _) in POWER_TRANSITIONS.items() if vm.power_state in states],
+        "power_actions": [a for a, (states, _) in POWER_TRANSITIONS.items() if vm.power_state in states]
+        + (list(power.GUEST_POWER_ACTIONS) if vm.power_state == "on" and _agent_linked(vm) else []),
         "destructive": DESTRUCTIVE,
     })
+
+
+def _agent_linked(vm: VM) -> bool:
+    guest_tools = getattr(vm, "guest_tools", None)  # the ngt app's state; absent until enabled
+    return bool(guest_tools and guest_tools.link_active)
 
 
 @require_POST

@@ -9,6 +9,7 @@ VM_TOOLS = "vms/<uuid:uuid>/guest-tools/"
 urlpatterns = [
     path("guest-tools/", views.GuestToolsList.as_view(), name="api-guest-tools-list"),
     path("guest-tools/ca/", views.CertificateAuthorityDetail.as_view(), name="api-guest-tools-ca"),
+    path("guest-tools/leader/", views.LeaderLocation.as_view(), name="api-guest-tools-leader"),
     path(VM_TOOLS, views.GuestToolsDetail.as_view(), name="api-guest-tools"),
     path(VM_TOOLS + "enable/", views.Enable.as_view(), name="api-guest-tools-enable"),
     path(VM_TOOLS + "mount/", views.Mount.as_view(), name="api-guest-tools-mount"),

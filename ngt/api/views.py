@@ -14,6 +14,7 @@ from console.services.vms import default_cluster
 
 from .. import authority, services
 from ..models import GuestTools
+from ..service.commands import leader_location
 from . import serializers as s
 
 
@@ -85,3 +86,14 @@ class CertificateAuthorityDetail(APIView):
 
     def get(self, request):
         return Response(s.CertificateAuthoritySerializer(authority.authority_for(default_cluster())).data)
+
+
+class LeaderLocation(APIView):
+    """Where the Guest Tools Service leader runs: `{"host", "address"}`, or 503 while no instance leads."""
+
+    @extend_schema(responses={200: {"type": "object"}, 503: {"type": "object"}})
+    def get(self, request):
+        location = leader_location()
+        if location is None:
+            return Response({"detail": ["no Guest Tools Service instance holds the leader lease"]}, status=503)
+        return Response(location)

@@ -241,3 +241,17 @@ def test_inventory_writes_through_the_api_are_audited(api, cluster):
     assert event.entity_name == "host-9" and event.username == "alice"
     api.delete(f"/api/v1/hosts/{response.json()['uuid']}/")
     assert AuditEvent.objects.filter(action="host.delete").exists()
+
+
+def test_guest_power_actions_need_a_linked_agent(api, vm, run_tasks):
+    from ngt.models import GuestTools
+
+    url = f"/api/v1/vms/{vm.uuid}/power/"
+    api.post(url, {"action": "power-on"}, format="json")
+    run_tasks()
+    refused = api.post(url, {"action": "guest-shutdown"}, format="json")
+    assert refused.status_code == 409 and "no link" in refused.json()["vm"][0]
+    GuestTools.objects.update_or_create(vm=vm, defaults={"enabled": True, "link_active": True})
+    accepted = api.post(url, {"action": "guest-reboot"}, format="json")
+    assert accepted.status_code == 202 and accepted.json()["kind"] == "vm.guest-reboot"
+    assert api.post(url, {"action": "levitate"}, format="json").status_code == 400

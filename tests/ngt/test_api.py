@@ -111,3 +111,19 @@ def test_permissions(vm, request, role, method, path, allowed):
 def test_schema_lists_the_guest_tools_endpoints(api, cluster):
     schema = api.get("/api/schema/").content
     assert b"/api/v1/vms/{uuid}/guest-tools/mount/" in schema and b"/api/v1/guest-tools/ca/" in schema
+
+
+def test_leader_location_comes_from_the_lease(api, cluster, redis_url, settings, monkeypatch):
+    import json
+
+    import redis
+
+    from ngt.service import commands
+
+    client = redis.Redis.from_url(redis_url)
+    monkeypatch.setattr(commands, "redis_client", lambda: client)
+    client.delete(commands.LEASE_KEY)
+    assert api.get("/api/v1/guest-tools/leader/").status_code == 503
+    client.set(commands.LEASE_KEY, json.dumps({"host": "host-1", "address": "127.0.0.2"}))
+    assert api.get("/api/v1/guest-tools/leader/").json() == {"host": "host-1", "address": "127.0.0.2"}
+    client.delete(commands.LEASE_KEY)
