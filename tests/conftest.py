@@ -91,6 +91,25 @@ def vm(cluster, actor, run_tasks):
 
 
 @pytest.fixture
+def facet_as_admin(monkeypatch, tmp_path, capsys, live_server, admin, cluster):
+    """Run the `facet` CLI against the live test console with an Admin's token; tasks stay queued (no
+    broker here: `run_tasks` runs them). Answers (exit code, stdout, stderr)."""
+    from console.cli import main as cli
+
+    monkeypatch.setattr("console.services.tasks.send", lambda task: None)
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "config"))
+    monkeypatch.setenv("FACET_URL", live_server.url)
+    monkeypatch.setenv("FACET_TOKEN", access.create_token(Actor(user=admin), admin, "cli")[1])
+
+    def run(*args: str) -> tuple[int, str, str]:
+        code = cli.main(list(args))
+        captured = capsys.readouterr()
+        return code, captured.out, captured.err
+
+    return run
+
+
+@pytest.fixture
 def run_tasks():
     """Run every queued task in-process, as a worker would, until none is left; returns them."""
 

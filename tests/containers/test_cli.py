@@ -3,12 +3,8 @@ into the command table the way the lead merges it."""
 
 import pytest
 
-from console.cli import main as cli
 from console.cli.commands import NOUNS
 from console.cli.containers import CONTAINER_NOUNS
-from console.services import access
-from console.services import tasks as task_service
-from console.services.actors import Actor
 from containers.models import DockerHost, VolumeGroup
 from containers.services import volume_groups
 
@@ -16,19 +12,8 @@ MiB = 1024**2
 
 
 @pytest.fixture
-def facet(monkeypatch, tmp_path, capsys, live_server, admin, cluster):
-    monkeypatch.setattr(cli, "NOUNS", {**NOUNS, **CONTAINER_NOUNS})
-    monkeypatch.setattr(task_service, "send", lambda task: None)  # no worker here: tasks stay queued
-    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "config"))
-    monkeypatch.setenv("FACET_URL", live_server.url)
-    monkeypatch.setenv("FACET_TOKEN", access.create_token(Actor(user=admin), admin, "cli")[1])
-
-    def run(*args: str) -> tuple[int, str, str]:
-        code = cli.main(list(args))
-        captured = capsys.readouterr()
-        return code, captured.out, captured.err
-
-    return run
+def facet(facet_as_admin):
+    return facet_as_admin
 
 
 def test_nouns_do_not_clash_with_the_console_ones():

@@ -3,32 +3,17 @@ merges it."""
 
 import pytest
 
-from console.cli import main as cli
 from console.cli.commands import NOUNS
 from console.cli.ngt import NGT_NOUNS
 from console.models import Task
-from console.services import access
-from console.services import tasks as task_service
-from console.services.actors import Actor
 from ngt.models import GuestTools
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
 
 @pytest.fixture
-def facet(monkeypatch, tmp_path, capsys, live_server, admin, cluster):
-    monkeypatch.setattr(cli, "NOUNS", {**NOUNS, **NGT_NOUNS})
-    monkeypatch.setattr(task_service, "send", lambda task: None)  # no worker here: run_tasks runs them
-    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "config"))
-    monkeypatch.setenv("FACET_URL", live_server.url)
-    monkeypatch.setenv("FACET_TOKEN", access.create_token(Actor(user=admin), admin, "cli")[1])
-
-    def run(*args: str) -> tuple[int, str, str]:
-        code = cli.main(list(args))
-        captured = capsys.readouterr()
-        return code, captured.out, captured.err
-
-    return run
+def facet(facet_as_admin):
+    return facet_as_admin
 
 
 def test_the_noun_has_ncli_verbs_and_does_not_clash():
