@@ -19,26 +19,12 @@ import ssl
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-SCRATCH = Path(tempfile.mkdtemp(prefix="facet-bench-gts-"))  # short: a unix socket path stops at 108 bytes
-os.environ.update({
-    "FACET_DATA_DIR": str(SCRATCH / "data"),
-    "FACET_REDIS_URL": f"unix://{SCRATCH / 'redis.sock'}",
-    "FACET_CA_KEY_FILE": str(SCRATCH / "data" / "ca_key"),
-    "DJANGO_SETTINGS_MODULE": "console.settings",
-    "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH", "")])),
-})
-for name in ("FACET_DATABASE_URL", "FACET_SECRET_KEY"):
-    os.environ.pop(name, None)
+from scratch import ROOT, scratch_console  # noqa: E402  (bench/ is the script's directory)
 
-import django  # noqa: E402  (the environment above must be in place first)
-
-django.setup()
+SCRATCH = scratch_console("facet-bench-gts-")
 
 from cryptography.hazmat.primitives import serialization  # noqa: E402
 from cryptography.hazmat.primitives.asymmetric import ec  # noqa: E402

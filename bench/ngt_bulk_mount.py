@@ -20,28 +20,13 @@ import signal
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-SCRATCH = Path(tempfile.mkdtemp(prefix="facet-bench-ngt-"))  # short: a unix socket path stops at 108 bytes
-os.environ.update({
-    "FACET_DATA_DIR": str(SCRATCH / "data"),
-    "FACET_REDIS_URL": f"unix://{SCRATCH / 'redis.sock'}",
-    "FACET_CA_KEY_FILE": str(SCRATCH / "data" / "ca_key"),
-    "FACET_LOG_LEVEL": "WARNING",
-    "DJANGO_SETTINGS_MODULE": "console.settings",
-    "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH", "")])),
-})
-for name in ("FACET_DATABASE_URL", "FACET_SECRET_KEY"):
-    os.environ.pop(name, None)
+from scratch import ROOT, scratch_console  # noqa: E402  (bench/ is the script's directory)
 
-import django  # noqa: E402  (the environment above must be in place first)
-
-django.setup()
+SCRATCH = scratch_console("facet-bench-ngt-", FACET_LOG_LEVEL="WARNING")
 
 from django.core.management import call_command  # noqa: E402
 

@@ -94,12 +94,17 @@ def vm(cluster, actor, run_tasks):
 def facet_as_admin(monkeypatch, tmp_path, capsys, live_server, admin, cluster):
     """Run the `facet` CLI against the live test console with an Admin's token; tasks stay queued (no
     broker here: `run_tasks` runs them). Answers (exit code, stdout, stderr)."""
-    from console.cli import main as cli
-
     monkeypatch.setattr("console.services.tasks.send", lambda task: None)
     monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "config"))
     monkeypatch.setenv("FACET_URL", live_server.url)
     monkeypatch.setenv("FACET_TOKEN", access.create_token(Actor(user=admin), admin, "cli")[1])
+
+    return cli_runner(capsys)
+
+
+def cli_runner(capsys):
+    """Run the `facet` CLI in-process; answer (exit code, stdout, stderr)."""
+    from console.cli import main as cli
 
     def run(*args: str) -> tuple[int, str, str]:
         code = cli.main(list(args))

@@ -1,3 +1,5 @@
+from pathlib import PurePath
+
 from django import template
 
 from ..units import iec
@@ -22,6 +24,11 @@ def ip_addresses(vm) -> list[str]:
         if ip not in found:
             found.append(ip)
     return found
+
+
+@register.filter
+def file_name(path: str) -> str:
+    return PurePath(path).name if path else ""
 
 
 @register.filter

@@ -16,6 +16,7 @@ from console.models import VM, CdRom, Cluster, Host, Image, Network, StorageCont
 from console.services import tasks as task_service
 from console.services.access import ADMIN, create_token
 from console.services.actors import Actor
+from tests.conftest import cli_runner
 
 GiB = 1024**3
 PASSWORD = "a long test password 42"
@@ -37,13 +38,7 @@ def isolated(monkeypatch, tmp_path):
 @pytest.fixture
 def facet(capsys):
     """Run the CLI; answer (exit code, stdout, stderr)."""
-
-    def run(*args: str) -> tuple[int, str, str]:
-        code = cli.main(list(args))
-        captured = capsys.readouterr()
-        return code, captured.out, captured.err
-
-    return run
+    return cli_runner(capsys)
 
 
 @pytest.fixture
