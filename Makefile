@@ -5,19 +5,22 @@ VENV := .venv
 PY := $(VENV)/bin/python
 PORT ?= 8000
 export FACET_DATA_DIR ?= $(CURDIR)/var
-# Debian packages the console and its tests need; apt-get installs them when we are root.
-SYSTEM_PACKAGES := redis-server genisoimage
+# Debian packages the console and its tests need; apt-get installs them when we are root. The Guest Tools
+# agent's .rpm, which every tools ISO carries, is built with rpm's rpmbuild.
+SYSTEM_PACKAGES := redis-server genisoimage rpm
 # The browser tests need chromium; the volume plugin's real-parts tests a dockerd, busybox for an offline
-# image and xfsprogs for mkfs.xfs; the Guest Tools agent's .rpm is built with rpm's rpmbuild.
-TEST_SYSTEM_PACKAGES := chromium docker.io busybox-static xfsprogs rpm
+# image and xfsprogs for mkfs.xfs.
+TEST_SYSTEM_PACKAGES := chromium docker.io busybox-static xfsprogs
 PLUGIN_DEB := $(FACET_DATA_DIR)/packages/facet-volume-plugin.deb
+# The tools ISO's installer/ tree (linux/ and windows/), built from ngt/agent/ on each host that makes ISOs.
+GUEST_TOOLS_PACKAGES := $(FACET_DATA_DIR)/packages/guest-tools
 # cloud-init's own JSON schema, to validate #cloud-config: unpacked from Debian's cloud-init package (not installed).
 export FACET_CLOUD_INIT_DIR ?= $(CURDIR)/var/cache/cloud-init
 CLOUD_INIT_SCHEMA := $(FACET_CLOUD_INIT_DIR)/usr/lib/python3/dist-packages/cloudinit/config/schemas/schema-cloud-config-v1.json
 
 .PHONY: run test setup system-packages test-system-packages cloud-init-schema plugin-deb guest-tools-packages lint bench bench-volume-plugin clean
 
-run: setup plugin-deb
+run: setup plugin-deb guest-tools-packages
 	$(PY) manage.py migrate --no-input -v0
 	$(PY) manage.py collectstatic --no-input -v0
 	$(PY) manage.py seed_demo
@@ -63,9 +66,12 @@ plugin-deb: $(PLUGIN_DEB)
 $(PLUGIN_DEB): $(wildcard containers/plugin/*.py containers/plugin/packaging/*)
 	sh containers/plugin/packaging/build-deb.sh $(dir $@)
 
-# The Guest Tools agent's packages (.deb, .rpm, tarball, install.sh) for guests.
-guest-tools-packages: setup
-	$(PY) ngt/agent/packaging/build.py $(FACET_DATA_DIR)/packages/guest-tools/linux
+# The Guest Tools agent's packages (.deb, .rpm, tarball, install.sh; the Windows agent and install.ps1), as
+# tools ISOs carry them under installer/. Rebuilt whenever the agent's source changes.
+guest-tools-packages: $(GUEST_TOOLS_PACKAGES)/.built
+$(GUEST_TOOLS_PACKAGES)/.built: $(wildcard ngt/agent/*.py ngt/agent/*.service ngt/agent/packaging/* ngt/agent/packaging/*/*) | system-packages
+	$(PYTHON) ngt/agent/packaging/build.py $(GUEST_TOOLS_PACKAGES) >/dev/null
+	touch $@
 
 lint: setup
 	$(VENV)/bin/ruff check .

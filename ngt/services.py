@@ -181,7 +181,13 @@ def new_tools_files(vm: VM, signer: authority.Signer, capabilities: list[str], c
         vm_uuid=str(vm.uuid), cluster_vip=vm.cluster.virtual_ip or settings.CLUSTER_VIP,
         ca_fingerprint=signer.authority.fingerprint_sha256, certificate_serial=issued.serial,
         capabilities=capabilities, tools_version=TOOLS_VERSION)
-    return issued, tools_iso.tools_files(config, signer.certificate_pem, issued.pem, key_pem, config_only)
+    installer = {} if config_only else tools_iso.installer_files(guest_tools_packages())
+    return issued, tools_iso.tools_files(config, signer.certificate_pem, issued.pem, key_pem, installer)
+
+
+def guest_tools_packages() -> Path:
+    """Where `make guest-tools-packages` puts the agent's installer tree, on each host that builds tools ISOs."""
+    return Path(settings.DATA_DIR) / "packages" / "guest-tools"
 
 
 def _mounted_by(task: Task, state: GuestTools, path: Path) -> bool:

@@ -2,8 +2,10 @@
 to the VM's storage container. It is the only place a VM's private key is ever written."""
 
 import contextlib
+import functools
 import io
 import json
+import logging
 import os
 import threading
 from collections.abc import Mapping
@@ -15,11 +17,19 @@ VOLUME_LABEL = "FACET_TOOLS"
 AGENT_PORT = 2074
 CHANNEL_NAME = "org.facet.guest_tools.0"
 KEY_FILE = "config/client.key"
-INSTALLER_README = b"""Facet Guest Tools installer
+INSTALLER_README = b"""Facet Guest Tools
 
-The installer (installer/linux/install.sh with the agent's .deb and .rpm, installer/windows/) comes with the
-Guest Tools agent. Until then this ISO carries the configuration and certificates only: config/ngt.json,
-config/ca.pem, config/client.pem and config/client.key.
+Linux, as root, with this disc mounted (mount -o ro LABEL=FACET_TOOLS /mnt):
+    sh /mnt/installer/linux/install.sh               the .deb, the .rpm, or the files copied in place
+    sh /mnt/installer/linux/install.sh --foreground  where no systemd runs: the agent in this shell
+Windows, in an administrator's PowerShell, with Python 3.9 or newer on PATH:
+    D:\\installer\\windows\\install.ps1
+The agent reads config/ (this VM's identity and certificates) from this disc, copies it to
+/etc/facet-guest-tools/, and links with the Guest Tools Service.
+"""
+MISSING_PACKAGES = b"""
+The agent's packages were not built on the host that made this disc: run `make guest-tools-packages` there
+and mount Guest Tools again.
 """
 # Rock Ridge modes: the key readable by its owner only once the guest mounts the ISO.
 FILE_MODE = 0o100444
@@ -28,9 +38,14 @@ DIRECTORY_MODE = 0o040555
 # Root owns the file, the hypervisor's user (libvirt-qemu, qemu) reads it through the group; nobody else may,
 # since it holds a private key.
 ISO_FILE_MODE = 0o640
-# The same in every tools ISO of a cluster (no secret among them): they stay in a thread's tree between builds.
-SHARED_FILES = frozenset({"config/ca.pem", "installer/README"})
 _trees = threading.local()
+log = logging.getLogger(__name__)
+
+
+def is_shared(path: str) -> bool:
+    """The same in every tools ISO of a cluster (no secret among them): they stay in a thread's tree between
+    builds."""
+    return path == "config/ca.pem" or path.startswith("installer/")
 
 
 def ngt_config(*, vm_uuid: str, cluster_vip: str, ca_fingerprint: str, certificate_serial: str,
@@ -49,22 +64,50 @@ def ngt_config(*, vm_uuid: str, cluster_vip: str, ca_fingerprint: str, certifica
 
 
 def tools_files(config: bytes, ca_pem: str, client_pem: str, client_key_pem: bytes,
-                config_only: bool) -> dict[str, bytes]:
-    """The ISO's files by path; `config_only` leaves out the installer, for a clone whose template has it."""
-    files = {
+                installer: Mapping[str, bytes]) -> dict[str, bytes]:
+    """The ISO's files by path: the VM's configuration and certificates, and `installer` (empty for a clone
+    whose template has the agent)."""
+    return {
         "config/ngt.json": config,
         "config/ca.pem": ca_pem.encode(),
         "config/client.pem": client_pem.encode(),
         KEY_FILE: client_key_pem,
+        **installer,
     }
-    if not config_only:
-        files["installer/README"] = INSTALLER_README
-    return files
+
+
+def installer_files(packages: Path) -> dict[str, bytes]:
+    """installer/: the README, and the agent's packages as `make guest-tools-packages` built them into
+    `packages` (linux/, windows/). Read once per build of them, since every ISO carries the same bytes."""
+    try:
+        built = packages.stat().st_mtime_ns
+    except FileNotFoundError:
+        built = 0
+    return _installer_files(packages, built)
+
+
+@functools.lru_cache(maxsize=4)
+def _installer_files(packages: Path, built: int) -> dict[str, bytes]:
+    files = {f"installer/{path.relative_to(packages).as_posix()}": path.read_bytes()
+             for path in sorted(packages.glob("*/**/*")) if path.is_file()}
+    if not files:
+        log.warning("no Guest Tools packages in %s: tools ISOs carry the configuration only "
+                    "(run `make guest-tools-packages`)", packages)
+        return {"installer/README": INSTALLER_README + MISSING_PACKAGES}
+    return {"installer/README": INSTALLER_README, **files}
 
 
 def iso9660_name(name: str) -> str:
-    """A Joliet/Rock Ridge name as ISO 9660 level 3 spells it: upper case, d-characters only."""
-    return "".join(c if c.isalnum() or c in "._" else "_" for c in name.upper())
+    """A Joliet/Rock Ridge name as ISO 9660 level 3 spells it: upper case, d-characters only, one dot before
+    the extension."""
+    stem, dot, extension = name.upper().rpartition(".")
+    if not dot:
+        stem, extension = extension, ""
+
+    def d_characters(part: str) -> str:
+        return "".join(c if c.isalnum() or c == "_" else "_" for c in part)
+
+    return d_characters(stem) + dot + d_characters(extension)
 
 
 def _add_file(iso: pycdlib.PyCdlib, path: str, data: bytes) -> str:
@@ -107,7 +150,7 @@ def build_iso(files: Mapping[str, bytes]) -> bytes:
     """The ISO image of `files` (paths with '/'), made in memory: nothing touches the disk."""
     directories = tuple(sorted({"/".join(path.split("/")[:depth]) for path in files
                                 for depth in range(1, path.count("/") + 1)}))
-    shared = {path: data for path, data in files.items() if path in SHARED_FILES}
+    shared = {path: data for path, data in files.items() if is_shared(path)}
     iso = _tree(directories, shared)
     added = []
     try:

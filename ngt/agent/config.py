@@ -18,7 +18,8 @@ from pathlib import Path
 log = logging.getLogger("facet-guest-tools")
 
 INSTALLED_DIR = Path("/etc/facet-guest-tools")
-ISO_DEVICE = Path("/dev/disk/by-label/FACET_TOOLS")
+ISO_LABEL = "FACET_TOOLS"
+ISO_DEVICE = Path(f"/dev/disk/by-label/{ISO_LABEL}")
 CONFIG_FILE = "ngt.json"
 CA_FILE, CERTIFICATE_FILE, KEY_FILE = "ca.pem", "client.pem", "client.key"
 # Copied in this order: ngt.json names the identity, so it goes last.
@@ -74,6 +75,19 @@ def _mount_point(device: Path) -> Path | None:
     return None
 
 
+def find_iso_device() -> Path | None:
+    """The tools disc: udev's by-label link, else what blkid finds by scanning (guests without udev, such as
+    minimal images and containers, have no by-label links)."""
+    if ISO_DEVICE.exists():
+        return ISO_DEVICE
+    try:
+        found = subprocess.run(["blkid", "-c", "/dev/null", "-l", "-o", "device", "-t", f"LABEL={ISO_LABEL}"],
+                               capture_output=True, text=True, timeout=30).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return Path(found) if found else None
+
+
 @contextlib.contextmanager
 def _iso_config_dir(media: Path | None):
     """The ISO's config/ directory for the time of a scan: `media` when given (tests, sim_guest), else the
@@ -81,17 +95,18 @@ def _iso_config_dir(media: Path | None):
     if media is not None:
         yield media / "config" if (media / "config").is_dir() else media
         return
-    if not ISO_DEVICE.exists():
+    device = find_iso_device()
+    if device is None:
         yield None
         return
-    mounted = _mount_point(ISO_DEVICE)
+    mounted = _mount_point(device)
     if mounted is not None:
         yield mounted / "config"
         return
     with tempfile.TemporaryDirectory(prefix="facet-tools-") as target:
-        result = subprocess.run(["mount", "-o", "ro", str(ISO_DEVICE), target], capture_output=True, text=True)
+        result = subprocess.run(["mount", "-o", "ro", str(device), target], capture_output=True, text=True)
         if result.returncode != 0:
-            log.warning("cannot mount %s read-only: %s", ISO_DEVICE, result.stderr.strip())
+            log.warning("cannot mount %s read-only: %s", device, result.stderr.strip())
             yield None
             return
         try:

@@ -8,7 +8,6 @@ from pathlib import Path
 import pytest
 
 from ngt.agent import AGENT_VERSION
-from ngt.agent.packaging.build import build
 
 pytestmark = pytest.mark.slow
 INSTALLED = ["etc/facet-guest-tools", "lib/systemd/system/facet-guest-tools.service", "usr/bin/facet-guest-tools",
@@ -17,9 +16,9 @@ INSTALLED = ["etc/facet-guest-tools", "lib/systemd/system/facet-guest-tools.serv
 
 
 @pytest.fixture(scope="module")
-def packages(tmp_path_factory) -> dict[str, Path]:
-    built = build(tmp_path_factory.mktemp("installer") / "linux")
-    return {path.name.rsplit(".", 1)[-1] if not path.name.endswith(".tar.gz") else "tar.gz": path for path in built}
+def packages(built_packages) -> dict[str, Path]:
+    return {path.name.rsplit(".", 1)[-1] if not path.name.endswith(".tar.gz") else "tar.gz": path
+            for path in (built_packages / "linux").iterdir()}
 
 
 def run_agent(tree: Path, *arguments: str) -> subprocess.CompletedProcess:

@@ -12,6 +12,7 @@ from console.services import bulk, vms
 from console.services.errors import Conflict, InvalidRequest
 from console.services.tasks import rerun
 from ngt import services
+from ngt.agent import AGENT_VERSION
 from ngt.models import GuestTools, VMCertificate
 from tests.ngt.conftest import iso_file
 
@@ -191,17 +192,22 @@ def test_bulk_mount_finishes_the_others_and_reports_each_failure(cluster, actor,
     assert GuestTools.objects.filter(iso_mounted=True).count() == 2
 
 
-def test_the_iso_holds_the_layout_with_real_tools(vm, actor, run_tasks, tmp_path):
+def test_the_iso_holds_the_layout_with_real_tools(vm, actor, run_tasks, tmp_path, guest_tools_packages):
     mount(actor, vm, run_tasks)
     iso = tools_iso(vm)
     info = subprocess.run(["isoinfo", "-d", "-i", str(iso)], check=True, capture_output=True, text=True).stdout
     assert "Volume id: FACET_TOOLS" in info and "Joliet" in info and "Rock Ridge" in info
-    expected = {"ngt.json", "ca.pem", "client.pem", "client.key", "README"}
+    built = {path.relative_to(guest_tools_packages).as_posix() for path in guest_tools_packages.glob("*/**/*")
+             if path.is_file()}
+    expected = {"config/ngt.json", "config/ca.pem", "config/client.pem", "config/client.key", "installer/README",
+                *(f"installer/{path}" for path in built)}
+    assert {f"installer/linux/{name}" for name in (f"facet-guest-tools_{AGENT_VERSION}_all.deb", "install.sh",
+            f"facet-guest-tools-{AGENT_VERSION}.tar.gz", f"facet-guest-tools-{AGENT_VERSION}-1.noarch.rpm")} | {
+            "installer/windows/install.ps1", "installer/windows/facet_guest_tools/__main__.py"} <= expected
     for extension in ("-J", "-R"):
-        listing = subprocess.run(["isoinfo", extension, "-l", "-i", str(iso)], check=True, capture_output=True,
-                                 text=True).stdout
-        assert {line.split()[-1] for line in listing.splitlines() if line.startswith("-")} == expected
-        assert "Directory listing of /config/" in listing and "Directory listing of /installer/" in listing
+        assert iso_paths(iso, extension) == expected
+    assert iso_file(iso, f"installer/linux/facet-guest-tools_{AGENT_VERSION}_all.deb") == (
+        guest_tools_packages / f"linux/facet-guest-tools_{AGENT_VERSION}_all.deb").read_bytes()
     for name in ("ca.pem", "client.pem"):
         (tmp_path / name).write_bytes(iso_file(iso, f"config/{name}"))
     verify = subprocess.run(["openssl", "verify", "-CAfile", str(tmp_path / "ca.pem"), str(tmp_path / "client.pem")],
@@ -212,8 +218,25 @@ def test_the_iso_holds_the_layout_with_real_tools(vm, actor, run_tasks, tmp_path
     assert str(vm.uuid) in subject
 
 
-def test_config_only_leaves_out_the_installer(vm, actor, run_tasks):
+def test_config_only_leaves_out_the_installer(vm, actor, run_tasks, guest_tools_packages):
     mount(actor, vm, run_tasks, config_only=True)
-    listing = subprocess.run(["isoinfo", "-R", "-l", "-i", str(tools_iso(vm))], check=True, capture_output=True,
+    assert {path.split("/")[0] for path in iso_paths(tools_iso(vm))} == {"config"}
+
+
+def test_without_built_packages_the_readme_says_how_to_build_them(vm, actor, run_tasks):
+    mount(actor, vm, run_tasks)
+    assert [path for path in iso_paths(tools_iso(vm)) if path.startswith("installer/")] == ["installer/README"]
+    assert b"make guest-tools-packages" in iso_file(tools_iso(vm), "installer/README")
+
+
+def iso_paths(iso: Path, extension: str = "-R") -> set[str]:
+    """Every file of the ISO by its path, as isoinfo lists them with Rock Ridge (or Joliet) names."""
+    listing = subprocess.run(["isoinfo", extension, "-l", "-i", str(iso)], check=True, capture_output=True,
                              text=True).stdout
-    assert "installer" not in listing and "client.key" in listing
+    paths, directory = set(), ""
+    for line in listing.splitlines():
+        if line.startswith("Directory listing of "):
+            directory = line.removeprefix("Directory listing of ").strip().strip("/")
+        elif line.startswith("-"):
+            paths.add(f"{directory}/{line.split()[-1]}".lstrip("/"))
+    return paths

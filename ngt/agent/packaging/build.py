@@ -1,5 +1,6 @@
-"""Build the agent's packages from this source tree: a .deb (dpkg-deb), an .rpm (rpmbuild), a tarball for
-other distributions, and install.sh beside them, as the tools ISO's installer/linux/ holds them.
+"""Build the agent's packages from this source tree, laid out as the tools ISO's installer/ holds them:
+linux/ with a .deb (dpkg-deb), an .rpm (rpmbuild), a tarball for other distributions and install.sh;
+windows/ with the agent's modules and install.ps1.
 
     python3 ngt/agent/packaging/build.py OUT_DIR
 """
@@ -90,7 +91,7 @@ def build_tarball(staged: Path, out: Path) -> Path:
     return tarball
 
 
-def build(out: Path) -> list[Path]:
+def build_linux(out: Path) -> list[Path]:
     """Every file of installer/linux/, built into `out`."""
     out.mkdir(parents=True, exist_ok=True)
     staged = Path(tempfile.mkdtemp(prefix="stage-")) / "root"
@@ -100,6 +101,20 @@ def build(out: Path) -> list[Path]:
         return [build_deb(staged, out), build_rpm(staged, out), build_tarball(staged, out), installer]
     finally:
         shutil.rmtree(staged.parent)
+
+
+def build_windows(out: Path) -> list[Path]:
+    """installer/windows/: the agent's modules as install.ps1 copies them, and the script."""
+    module = out / MODULE
+    module.mkdir(parents=True, exist_ok=True)
+    copied = [Path(shutil.copy2(source, module / source.name)) for source in sorted(AGENT.glob("*.py"))]
+    return [*copied, Path(shutil.copy2(HERE / "windows" / "install.ps1", out / "install.ps1"))]
+
+
+def build(out: Path) -> list[Path]:
+    """The whole installer/ tree into `out`, replacing what an older build left there."""
+    shutil.rmtree(out, ignore_errors=True)
+    return build_linux(out / "linux") + build_windows(out / "windows")
 
 
 if __name__ == "__main__":
