@@ -12,6 +12,7 @@ from django.views.decorators.http import require_POST
 
 from console.models import VM
 from console.services.access import OPERATOR, has_role
+from console.services.actors import client_address
 from console.services.errors import ServiceError
 from console.views.base import actor, role_required
 
@@ -182,7 +183,7 @@ def vm_panel(request, uuid):
 def phone_home(request, token: str):
     """cloud-init's phone_home, from the guest: no session, the one-time token is the credential."""
     try:
-        customization = lifecycle.phone_home(token, request.POST.dict(), request.META.get("REMOTE_ADDR"))
+        customization = lifecycle.phone_home(token, request.POST.dict(), client_address(request))
     except ServiceError as error:
         return JsonResponse(error.errors, status=404)
     return JsonResponse({"status": customization.status})

@@ -30,7 +30,7 @@ from ..models import (
     VirtualDisk,
 )
 from ..services import access, audit, bulk, cdroms, images, power, vms
-from ..services.actors import Actor
+from ..services.actors import Actor, client_address
 from ..services.tasks import rerun
 from . import serializers as s
 from .authentication import ApiTokenAuthentication
@@ -286,6 +286,6 @@ class ObtainToken(APIView):
         user = authenticate(request, username=data["username"], password=data["password"])
         if user is None or access.role_of(user) is None:
             raise AuthenticationFailed("Wrong username or password, or the user has no role.")
-        token, key = access.create_token(Actor(user=user, source_address=request.META.get("REMOTE_ADDR")),
+        token, key = access.create_token(Actor(user=user, source_address=client_address(request)),
                                          user, data["name"])
         return Response({"token": key, "name": token.name, "uuid": str(token.uuid)}, status=status.HTTP_201_CREATED)

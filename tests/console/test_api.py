@@ -243,6 +243,14 @@ def test_inventory_writes_through_the_api_are_audited(api, cluster):
     assert AuditEvent.objects.filter(action="host.delete").exists()
 
 
+@pytest.mark.parametrize(("proxies", "recorded"), [(None, "127.0.0.1"), (1, "203.0.113.7"), (2, "198.51.100.9")])
+def test_the_audit_names_the_client_behind_the_configured_proxies(api, cluster, settings, proxies, recorded):
+    settings.REST_FRAMEWORK = {**settings.REST_FRAMEWORK, "NUM_PROXIES": proxies}
+    api.post("/api/v1/hosts/", {"name": "host-9", "cluster": str(cluster.uuid)}, format="json",
+             HTTP_X_FORWARDED_FOR="198.51.100.9, 203.0.113.7")
+    assert AuditEvent.objects.get(action="host.create").source_address == recorded
+
+
 def test_guest_power_actions_need_a_linked_agent(api, vm, run_tasks):
     from ngt.models import GuestTools
 
