@@ -82,9 +82,9 @@ class Processes:
             assert process.poll() is None, f"{name} exited:\n{log.read_text()}"
         return process
 
-    def worker(self, **env: str) -> subprocess.Popen:
-        return self.start("worker", processes.worker_command(processes.worker_queues(), concurrency=2),
-                          "ready.", **env)
+    def worker(self, follow_hosts: bool = False, **env: str) -> subprocess.Popen:
+        command = processes.worker_command(processes.worker_queues(), concurrency=2, follow_hosts=follow_hosts)
+        return self.start("worker", command, "ready.", **env)
 
     def beat(self, **env: str) -> subprocess.Popen:
         return self.start("beat", processes.beat_command(self.log_dir / "beat-schedule"), "beat: Starting", **env)

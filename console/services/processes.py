@@ -22,11 +22,13 @@ def redis_command(socket_path: Path) -> str:
     ])
 
 
-def worker_command(queues: list[str], concurrency: int = 4) -> str:
+def worker_command(queues: list[str], concurrency: int = 4, follow_hosts: bool = False) -> str:
+    """A worker on `queues`; with `follow_hosts`, also on the queue of every host added while it runs."""
     return shlex.join([
         sys.executable, "-m", "celery", "-A", "console", "worker", "--loglevel", "INFO",
         "--pool", "threads", "--concurrency", str(concurrency), "-Q", ",".join(queues),
         "--hostname", "worker@%h", "--without-gossip", "--without-mingle",
+        *(["--follow-hosts"] if follow_hosts else []),
     ])
 
 

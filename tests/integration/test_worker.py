@@ -55,6 +55,16 @@ def test_clone_end_to_end(cluster, actor, celery_processes):
     assert clone.disks.get().path.read_bytes()[:10] == b"bootsector"
 
 
+def test_a_worker_following_hosts_runs_the_tasks_of_a_host_added_after_it_started(cluster, actor,
+                                                                                 celery_processes):
+    celery_processes.worker(follow_hosts=True, FACET_FOLLOW_HOSTS_SECONDS="0.5")
+    later = Host.objects.create(cluster=cluster, name="added-later", cpus=8, memory_bytes=16 * GiB)
+    task = vms.request_create_vm(actor, vms.VMSpec(name="on-the-new-host", vcpus=1, memory_bytes=GiB,
+                                                   image=Image.objects.get(name="base-disk"), host=later))
+    assert wait_until_ended(task).status == "succeeded", task.error
+    assert "now serving queue host.added-later" in celery_processes.logs()
+
+
 def test_a_killed_worker_task_is_requeued_and_finished_once(cluster, actor, celery_processes):
     task = clone_and_kill_the_worker(cluster, actor, celery_processes, "survivor")
 

@@ -22,7 +22,9 @@ class Command(BaseCommand):
         manager = Manager()
         if "FACET_REDIS_URL" not in os.environ:
             manager.add_process("redis", processes.redis_command(self._redis_socket()))
-        manager.add_process("worker", processes.worker_command(processes.worker_queues(hosts)))
+        # Serving every host (no --host), the worker also takes on hosts added while it runs.
+        manager.add_process("worker", processes.worker_command(processes.worker_queues(hosts),
+                                                               follow_hosts=not hosts))
         manager.add_process("beat", processes.beat_command())
         manager.add_process("web", processes.web_command(port))
         guest_tools_host = processes.guest_tools_service_host(hosts)
