@@ -12,7 +12,7 @@ from . import audit
 from .actors import Actor
 from .errors import InvalidRequest, ServiceError
 from .power import AlreadyDone, request_power
-from .tasks import create_task, end_at_once, start_bulk
+from .tasks import create_task, end_at_once, sending_together, start_bulk
 from .vms import request_delete
 
 
@@ -44,7 +44,7 @@ def request_bulk(actor: Actor, action: str, vms) -> Task:
         raise InvalidRequest("no VM matches the selection")
     if len(vms) > MAX_BULK_VMS:
         raise InvalidRequest({"uuids": [f"at most {MAX_BULK_VMS} VMs in one bulk action"]})
-    with transaction.atomic():
+    with transaction.atomic(), sending_together():
         parent = create_task(actor, "vm.bulk", None, enqueue=False, params={"action": action, "count": len(vms)})
         parent.entity_name = f"{action} on {len(vms)} VMs"
         parent.save(update_fields=["entity_name"])

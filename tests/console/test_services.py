@@ -329,14 +329,31 @@ def test_a_task_the_broker_never_got_is_sent_again(cluster, actor, monkeypatch, 
     assert task.status == "queued" and task.celery_id == ""
 
     sent = []
-    monkeypatch.setattr(app, "send_task", lambda name, args, queue: sent.append((args, queue)) or
-                        type("Result", (), {"id": "abc"})())
+    monkeypatch.setattr(app, "send_task", lambda name, args, queue, task_id: sent.append((args, queue, task_id)))
     assert reap_stale()["requeued"] == 0  # within the grace period
     Task.objects.filter(pk=task.pk).update(created_at=timezone.now() - timedelta(minutes=5))
     assert reap_stale()["requeued"] == 1
-    assert sent == [([str(task.uuid), 1], task.queue)]
+    assert sent[0][:2] == ([str(task.uuid), 1], task.queue)
     task.refresh_from_db()
-    assert task.celery_id == "abc"
+    assert task.celery_id == sent[0][2]
+
+
+def test_a_bulk_sends_its_children_together_once_committed(cluster, actor, run_tasks, monkeypatch,
+                                                           django_capture_on_commit_callbacks):
+    from console.celery import app
+    from console.services.bulk import request_bulk
+
+    for number in range(3):
+        create(actor, run_tasks, name=f"bulk-{number}")
+    sent = []
+    monkeypatch.setattr(app, "send_task", lambda name, args, queue, task_id: sent.append(args[0]))
+    with django_capture_on_commit_callbacks(execute=True) as callbacks:
+        parent = request_bulk(actor, "power-on", VM.objects.filter(name__startswith="bulk-"))
+        assert sent == []  # nothing reaches the broker before the commit
+    assert len(callbacks) == 1
+    children = Task.objects.filter(parent=parent)
+    assert sorted(sent) == sorted(str(child.uuid) for child in children) and len(sent) == 3
+    assert all(child.celery_id for child in children)
 
 
 def test_media_of_other_apps_is_not_ejected_behind_their_back(cluster, actor, run_tasks):
