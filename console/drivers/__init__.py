@@ -1,11 +1,13 @@
-"""Hypervisor drivers. A Host's driver URI picks one: `sim://` (embedded default) or, later,
-`qemu:///system` / `qemu+ssh://host/system` (libvirt)."""
+"""Hypervisor drivers. A Host's driver URI picks one: `sim://` (embedded default), or libvirt for
+`qemu:///system`, `qemu+ssh://HOST/system` and libvirt's own `test:///default`."""
 
 from urllib.parse import urlsplit
 
 from .base import Driver, DriverError, ProgressCallback
 
 __all__ = ["Driver", "DriverError", "ProgressCallback", "get_driver"]
+
+LIBVIRT_SCHEMES = ("qemu", "qemu+ssh", "test")
 
 
 def get_driver(uri: str) -> Driver:
@@ -14,4 +16,11 @@ def get_driver(uri: str) -> Driver:
         from .sim import SimDriver
 
         return SimDriver(uri)
-    raise DriverError(f"no driver for URI {uri!r} (known: sim://)")
+    if scheme in LIBVIRT_SCHEMES:
+        try:
+            from .libvirt import LibvirtDriver
+        except ImportError:
+            raise DriverError(f"{uri} needs libvirt-python: pip install 'facet[libvirt]' "
+                              "(make setup does it)") from None
+        return LibvirtDriver(uri)
+    raise DriverError(f"no driver for URI {uri!r} (known: sim://, {', '.join(s + '://' for s in LIBVIRT_SCHEMES)})")

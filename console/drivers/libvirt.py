@@ -1,0 +1,385 @@
+"""The libvirt hypervisor (QEMU): `qemu:///system`, `qemu+ssh://HOST/system`, and libvirt's own `test:///default`
+for unit tests. A domain's uuid is its VM's uuid; its disks are virtio-blk, its CD-ROMs IDE (Debian's cloud
+kernel has no AHCI driver), and the Guest Tools channel a unix socket QEMU binds on the hypervisor host, where
+that host's Guest Tools Service connects."""
+
+import contextlib
+import os
+import re
+import subprocess
+import threading
+import time
+from pathlib import Path
+from xml.etree.ElementTree import Element, SubElement, tostring
+
+import libvirt
+from defusedxml.ElementTree import fromstring
+
+from . import files
+from .base import POWER_TRANSITIONS, DriverError, ProgressCallback
+
+CHANNEL_NAME = "org.facet.guest_tools.0"
+# Directories libvirt's QEMU package makes on every hypervisor host: QEMU may bind sockets in the first,
+# virtlogd (root) writes the second.
+CHANNEL_DIR = Path("/var/lib/libvirt/qemu/channel/target")
+CONSOLE_LOG_DIR = Path("/var/log/libvirt/qemu")
+IDE_SLOTS = 4  # one IDE controller: two buses of two units
+QCOW2_MAGIC = b"QFI\xfb"
+SHUTDOWN_WAIT_SECONDS = 180
+# Set to `kvm` or `qemu` (TCG) to skip the probe, e.g. where KVM is present but does not work.
+DOMAIN_TYPE_ENV = "FACET_LIBVIRT_DOMAIN_TYPE"
+
+STATES = {
+    libvirt.VIR_DOMAIN_RUNNING: "on",
+    libvirt.VIR_DOMAIN_BLOCKED: "on",
+    libvirt.VIR_DOMAIN_SHUTDOWN: "on",  # shutting down: still running
+    libvirt.VIR_DOMAIN_PAUSED: "paused",
+    libvirt.VIR_DOMAIN_PMSUSPENDED: "paused",
+    libvirt.VIR_DOMAIN_SHUTOFF: "off",
+    libvirt.VIR_DOMAIN_CRASHED: "off",
+}
+
+_lock = threading.Lock()
+_connections: dict[str, libvirt.virConnect] = {}
+_domain_types: dict[str, str] = {}
+
+# libvirt prints every error to stderr besides raising it; the raised one is all we need.
+libvirt.registerErrorHandler(lambda _context, _error: None, None)
+
+
+def _connection(uri: str) -> libvirt.virConnect:
+    """One connection per URI and process, reopened when libvirtd went away meanwhile."""
+    with _lock:
+        connection = _connections.get(uri)
+        if connection is None or not connection.isAlive():
+            try:
+                connection = libvirt.open(uri)
+            except libvirt.libvirtError as exc:
+                raise DriverError(f"cannot connect to the hypervisor at {uri}: {exc.get_error_message()}") from None
+            _connections[uri] = connection
+        return connection
+
+
+def _domain_type(uri: str, connection: libvirt.virConnect) -> str:
+    if uri.startswith("test:"):
+        return "test"
+    if os.environ.get(DOMAIN_TYPE_ENV):
+        return os.environ[DOMAIN_TYPE_ENV]
+    with _lock:
+        if uri not in _domain_types:
+            _domain_types[uri] = _probe_kvm(connection)
+        return _domain_types[uri]
+
+
+def _probe_kvm(connection: libvirt.virConnect) -> str:
+    """`kvm` when libvirt offers KVM and a throwaway KVM guest really runs on it; else `qemu` (TCG). A host
+    can expose /dev/kvm and still hang QEMU's vCPUs (nested virtualization), which only running one shows."""
+    try:
+        connection.getDomainCapabilities(None, "x86_64", None, "kvm")
+    except libvirt.libvirtError:
+        return "qemu"
+    probe = Element("domain", type="kvm")
+    SubElement(probe, "name").text = f"facet-kvm-probe-{os.getpid()}"
+    SubElement(probe, "memory", unit="MiB").text = "32"
+    os_element = SubElement(probe, "os")
+    SubElement(os_element, "type", arch="x86_64", machine="pc").text = "hvm"
+    try:
+        domain = connection.createXML(tostring(probe, encoding="unicode"), 0)
+    except libvirt.libvirtError:
+        return "qemu"
+    try:
+        # The BIOS runs for a moment and then waits for a boot device; a working vCPU has used CPU time by
+        # then, a hung one has not.
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            if domain.info()[4] > 50_000_000:  # nanoseconds of CPU time
+                return "kvm"
+            time.sleep(0.2)
+        return "qemu"
+    finally:
+        with contextlib.suppress(libvirt.libvirtError):
+            domain.destroy()
+
+
+def disk_format(path: Path) -> str:
+    with open(path, "rb") as handle:
+        return "qcow2" if handle.read(4) == QCOW2_MAGIC else "raw"
+
+
+def _cdrom_target(slot: int) -> str:
+    return "hd" + "abcd"[slot]
+
+
+def _ide_address(slot: int) -> dict[str, str]:
+    return {"type": "drive", "controller": "0", "bus": str(slot // 2), "target": "0", "unit": str(slot % 2)}
+
+
+def _cdrom_element(slot: int, iso_path: Path | None) -> Element:
+    disk = Element("disk", type="file", device="cdrom")
+    SubElement(disk, "driver", name="qemu", type="raw")
+    if iso_path is not None:
+        SubElement(disk, "source", file=str(iso_path))
+    SubElement(disk, "target", dev=_cdrom_target(slot), bus="ide")
+    SubElement(disk, "readonly")
+    SubElement(disk, "address", **_ide_address(slot))
+    return disk
+
+
+def _disk_element(path: Path, target: str, serial: str | None = None) -> Element:
+    disk = Element("disk", type="file", device="disk")
+    SubElement(disk, "driver", name="qemu", type=disk_format(path))
+    SubElement(disk, "source", file=str(path))
+    SubElement(disk, "target", dev=target, bus="virtio")
+    if serial:
+        SubElement(disk, "serial").text = serial
+    return disk
+
+
+def _virtio_target(index: int) -> str:
+    """vda, vdb, ... vdz, vdaa, ... as libvirt names them."""
+    name = ""
+    index += 1
+    while index:
+        index, remainder = divmod(index - 1, 26)
+        name = chr(ord("a") + remainder) + name
+    return "vd" + name
+
+
+def _xml(element: Element) -> str:
+    return tostring(element, encoding="unicode")
+
+
+class LibvirtDriver:
+    def __init__(self, uri: str) -> None:
+        self.uri = uri
+
+    @property
+    def connection(self) -> libvirt.virConnect:
+        return _connection(self.uri)
+
+    def _call(self, what: str, vm, operation):
+        """Run a libvirt call, turning its error into a DriverError that says what failed, for which VM, where."""
+        try:
+            return operation()
+        except libvirt.libvirtError as exc:
+            raise DriverError(f"{what} of VM {vm.name} failed on {self.uri}: {exc.get_error_message()}") from None
+
+    def _lookup(self, vm) -> libvirt.virDomain | None:
+        try:
+            return self.connection.lookupByUUIDString(str(vm.uuid))
+        except libvirt.libvirtError as exc:
+            if exc.get_error_code() == libvirt.VIR_ERR_NO_DOMAIN:
+                return None
+            raise DriverError(f"cannot look up VM {vm.name} on {self.uri}: {exc.get_error_message()}") from None
+
+    def _domain(self, vm) -> libvirt.virDomain:
+        domain = self._lookup(vm)
+        if domain is None:
+            raise DriverError(f"VM {vm.name} is not defined on the hypervisor {self.uri}")
+        return domain
+
+    def _devices(self, domain: libvirt.virDomain):
+        """The persistent definition's devices (what the VM boots with next)."""
+        return fromstring(domain.XMLDesc(libvirt.VIR_DOMAIN_XML_INACTIVE)).find("devices")
+
+    def _live_flags(self, domain: libvirt.virDomain) -> int:
+        """Change the definition, and the running guest too when there is one."""
+        flags = libvirt.VIR_DOMAIN_AFFECT_CONFIG
+        if domain.isActive():
+            flags |= libvirt.VIR_DOMAIN_AFFECT_LIVE
+        return flags
+
+    def domain_xml(self, vm) -> str:
+        connection = self.connection
+        domain = Element("domain", type=_domain_type(self.uri, connection))
+        SubElement(domain, "name").text = vm.name
+        SubElement(domain, "uuid").text = str(vm.uuid)
+        SubElement(domain, "memory", unit="b").text = str(vm.memory_bytes)
+        SubElement(domain, "vcpu").text = str(vm.vcpus)
+        os_element = SubElement(domain, "os")
+        # i440fx: its IDE controller carries the CD-ROMs.
+        SubElement(os_element, "type", arch="x86_64", machine="pc").text = "hvm"
+        SubElement(os_element, "boot", dev="hd")
+        features = SubElement(domain, "features")
+        SubElement(features, "acpi")  # ACPI shutdown and reboot
+        SubElement(domain, "on_poweroff").text = "destroy"
+        SubElement(domain, "on_reboot").text = "restart"
+        devices = SubElement(domain, "devices")
+        for disk in vm.disks.select_related("container").order_by("index"):
+            if not disk.path.is_file():
+                raise DriverError(f"disk {disk.index} of VM {vm.name} ({disk.path}) does not exist")
+            devices.append(_disk_element(disk.path, _virtio_target(disk.index)))
+        for cdrom in vm.cdroms.order_by("slot"):
+            if cdrom.slot >= IDE_SLOTS:
+                raise DriverError(f"VM {vm.name} has CD-ROM slot {cdrom.slot}; IDE has slots 0 to {IDE_SLOTS - 1}")
+            devices.append(_cdrom_element(cdrom.slot, Path(cdrom.iso_path) if cdrom.iso_path else None))
+        channel = SubElement(devices, "channel", type="unix")
+        SubElement(channel, "source", mode="bind", path=str(self.agent_channel_path(vm)))
+        SubElement(channel, "target", type="virtio", name=CHANNEL_NAME)
+        # The serial console goes to a pty (virsh console) and is logged by virtlogd, for diagnosis.
+        serial = SubElement(devices, "serial", type="pty")
+        SubElement(serial, "log", file=str(CONSOLE_LOG_DIR / f"{vm.uuid}-console.log"), append="off")
+        SubElement(serial, "target", port="0")
+        SubElement(devices, "memballoon", model="virtio")
+        return _xml(domain)
+
+    def create(self, vm) -> None:
+        if self._lookup(vm) is not None:
+            return  # defined by an earlier run of this task
+        xml = self.domain_xml(vm)
+        self._call("defining the domain", vm, lambda: self.connection.defineXML(xml))
+
+    def delete(self, vm) -> None:
+        domain = self._lookup(vm)
+        if domain is None:
+            return
+        if domain.isActive():
+            self._call("stopping the domain", vm, domain.destroy)
+        self._call("undefining the domain", vm, lambda: domain.undefineFlags(
+            libvirt.VIR_DOMAIN_UNDEFINE_MANAGED_SAVE | libvirt.VIR_DOMAIN_UNDEFINE_SNAPSHOTS_METADATA))
+
+    def _state_of(self, domain: libvirt.virDomain) -> str:
+        return STATES.get(domain.state()[0], "unknown")
+
+    def power(self, vm, action: str) -> str:
+        domain = self._domain(vm)
+        allowed, result = POWER_TRANSITIONS[action]
+        current = self._call("reading the power state", vm, lambda: self._state_of(domain))
+        if current == result and action in ("power-on", "power-off", "shutdown"):
+            return result  # already there: repeating the call is harmless
+        if current not in allowed:
+            raise DriverError(f"cannot {action} VM {vm.name} while it is {current}")
+        if action == "power-on":
+            self._call("powering on", vm, domain.resume if current == "paused" else domain.create)
+        elif action == "power-off":
+            self._call("powering off", vm, domain.destroy)
+        elif action == "reset":
+            self._call("resetting", vm, lambda: domain.reset(0))
+        elif action == "reboot":
+            self._call("rebooting", vm, lambda: domain.reboot(libvirt.VIR_DOMAIN_REBOOT_ACPI_POWER_BTN))
+        else:
+            self._shutdown(vm, domain)
+        return result
+
+    def _shutdown(self, vm, domain: libvirt.virDomain) -> None:
+        """ACPI shutdown, waiting for the guest to power itself off."""
+        self._call("sending the ACPI shutdown", vm, domain.shutdown)
+        deadline = time.monotonic() + SHUTDOWN_WAIT_SECONDS
+        while self._state_of(domain) != "off":
+            if time.monotonic() > deadline:
+                raise DriverError(f"VM {vm.name} still runs {SHUTDOWN_WAIT_SECONDS} s after the ACPI shutdown: "
+                                  "its guest may ignore ACPI; use power-off")
+            time.sleep(1)
+
+    def state(self, vm) -> str:
+        domain = self._lookup(vm)
+        return self._state_of(domain) if domain is not None else "unknown"
+
+    def states(self, vms: list) -> dict:
+        try:
+            domains = self.connection.listAllDomains(0)
+            known = {domain.UUIDString(): self._state_of(domain) for domain in domains}
+        except libvirt.libvirtError as exc:
+            raise DriverError(f"cannot list the domains on {self.uri}: {exc.get_error_message()}") from None
+        return {vm.uuid: known.get(str(vm.uuid), "unknown") for vm in vms}
+
+    def create_disk(self, path: Path, size_bytes: int) -> None:
+        """A new raw sparse disk, or an existing disk grown to the size (never shrunk)."""
+        if path.is_file() and disk_format(path) == "qcow2":
+            _qemu_img("resize", "-f", "qcow2", str(path), str(size_bytes))
+        elif not path.is_file() or path.stat().st_size < size_bytes:
+            files.create_sparse(path, size_bytes)
+
+    def clone_disk(self, source: Path, target: Path, linked: bool, progress: ProgressCallback) -> None:
+        if target.exists():
+            return  # made by an earlier run of this task
+        if not source.is_file():
+            raise DriverError(f"source disk {source} does not exist")
+        target.parent.mkdir(parents=True, exist_ok=True)
+        if linked:
+            # An overlay recording its base's format, as libvirt will not guess a backing file's format.
+            _qemu_img("create", "-q", "-f", "qcow2", "-b", str(source.resolve()), "-F", disk_format(source),
+                      str(target))
+            progress(1.0)
+            return
+        partial = target.with_name(target.name + ".part")
+        _convert(source, partial, progress)
+        os.replace(partial, target)
+
+    def delete_disk(self, path: Path) -> None:
+        files.remove(path)
+
+    def insert_cdrom(self, vm, slot: int, iso_path: Path) -> None:
+        if not files.is_iso9660(iso_path):
+            raise DriverError(f"{iso_path} is not an ISO 9660 image")
+        self._change_cdrom(vm, slot, iso_path)
+
+    def eject_cdrom(self, vm, slot: int) -> None:
+        self._change_cdrom(vm, slot, None)
+
+    def _change_cdrom(self, vm, slot: int, iso_path: Path | None) -> None:
+        if not 0 <= slot < IDE_SLOTS:
+            raise DriverError(f"CD-ROM slot {slot} of VM {vm.name} does not exist: IDE has slots 0 to {IDE_SLOTS - 1}")
+        domain = self._domain(vm)
+        target = _cdrom_target(slot)
+        # What the guest sees now: the running domain's devices, else the definition's.
+        devices = fromstring(domain.XMLDesc(0)).find("devices")
+        drive = next((d for d in devices.iter("disk") if d.find("target").get("dev") == target), None)
+        if drive is not None and drive.find("source") is None and iso_path is None:
+            return  # already empty
+        if drive is not None and drive.find("source") is not None and drive.find("source").get("file") == str(
+                iso_path):
+            return  # defined with this medium, or inserted by an earlier run of this task
+        xml = _xml(_cdrom_element(slot, iso_path))
+        what = f"{'inserting ' + iso_path.name + ' in' if iso_path else 'ejecting'} CD-ROM {slot}"
+        if drive is not None:
+            # FORCE: eject even when the guest has locked the tray.
+            flags = self._live_flags(domain) | libvirt.VIR_DOMAIN_DEVICE_MODIFY_FORCE
+            self._call(what, vm, lambda: domain.updateDeviceFlags(xml, flags))
+        elif domain.isActive():
+            # IDE has no hot plug: a drive is added only to a VM that is off.
+            raise DriverError(f"VM {vm.name} has no CD-ROM drive in slot {slot} and is running; power it off first")
+        elif iso_path is not None:
+            self._call(what, vm, lambda: domain.attachDeviceFlags(xml, libvirt.VIR_DOMAIN_AFFECT_CONFIG))
+
+    def attach_disk(self, vm, path: Path, serial: str) -> None:
+        if not path.is_file():
+            raise DriverError(f"disk file {path} does not exist")
+        domain = self._domain(vm)
+        disks = list(self._devices(domain).iter("disk"))
+        if any(d.findtext("serial") == serial for d in disks):
+            return
+        used = {d.find("target").get("dev") for d in disks}
+        target = next(_virtio_target(i) for i in range(len(used) + 1) if _virtio_target(i) not in used)
+        xml = _xml(_disk_element(path, target, serial))
+        self._call(f"attaching disk {path.name}", vm, lambda: domain.attachDeviceFlags(xml, self._live_flags(domain)))
+
+    def detach_disk(self, vm, serial: str) -> None:
+        domain = self._domain(vm)
+        disk = next((d for d in self._devices(domain).iter("disk") if d.findtext("serial") == serial), None)
+        if disk is not None:
+            xml = _xml(disk)
+            self._call(f"detaching disk {serial}", vm, lambda: domain.detachDeviceFlags(xml, self._live_flags(domain)))
+
+    def agent_channel_path(self, vm) -> Path | None:
+        return CHANNEL_DIR / f"{vm.uuid}.sock"
+
+
+def _qemu_img(*arguments: str) -> None:
+    result = subprocess.run(["qemu-img", *arguments], capture_output=True, text=True)
+    if result.returncode != 0:
+        raise DriverError(f"qemu-img {arguments[0]} failed: {result.stderr.strip() or result.stdout.strip()}")
+
+
+def _convert(source: Path, target: Path, progress: ProgressCallback) -> None:
+    """A full, standalone raw copy (a linked clone's chain is flattened), sparse, reporting qemu-img's
+    progress as it goes."""
+    command = ["qemu-img", "convert", "-p", "-f", disk_format(source), "-O", "raw", str(source), str(target)]
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    for line in iter(lambda: process.stdout.readline(), ""):
+        for percent in re.findall(r"\((\d+(?:\.\d+)?)/100%\)", line):
+            progress(float(percent) / 100)
+    error = process.stderr.read()
+    if process.wait() != 0:
+        target.unlink(missing_ok=True)
+        raise DriverError(f"copying {source} to {target.name} failed: {error.strip()}")

@@ -1,0 +1,208 @@
+"""The libvirt driver on libvirt's own `test:///default` hypervisor (in process, no daemon), through the
+console's services where they call it. Device changes (CD-ROM media, disk hot plug) are not implemented by
+that hypervisor: tests/integration/test_qemu_driver.py runs them on real QEMU."""
+
+import json
+import shutil
+import subprocess
+
+import pytest
+from defusedxml.ElementTree import fromstring
+
+from console.drivers import DriverError, get_driver
+from console.models import VM, Host, Image, Task
+from console.services import power, vms
+
+libvirt = pytest.importorskip("libvirt", reason="libvirt-python is not installed (make setup installs it)")
+from console.drivers.libvirt import CHANNEL_DIR, CHANNEL_NAME, LibvirtDriver  # noqa: E402
+
+GiB, MiB = 1024**3, 1024**2
+URI = "test:///default"
+
+
+@pytest.fixture
+def hosts(cluster):
+    Host.objects.filter(cluster=cluster).update(driver_uri=URI)
+    yield
+    # test:///default keeps its domains for the life of the process: leave it as we found it.
+    driver = get_driver(URI)
+    for vm in VM.objects.all():
+        driver.delete(vm)
+
+
+def create(actor, run_tasks, **overrides) -> VM:
+    values = {"name": "web-1", "vcpus": 2, "memory_bytes": GiB, **overrides}
+    task = vms.request_create_vm(actor, vms.VMSpec(**values))
+    run_tasks()
+    task.refresh_from_db()
+    assert task.status == Task.Status.SUCCEEDED, task.error
+    return VM.objects.get(uuid=task.entity_uuid)
+
+
+def domain_of(vm: VM):
+    return fromstring(libvirt.open(URI).lookupByUUIDString(str(vm.uuid)).XMLDesc(0))
+
+
+@pytest.mark.parametrize("uri", ["qemu:///system", "qemu+ssh://host-2.example/system", URI])
+def test_libvirt_uris_get_the_libvirt_driver(uri):
+    assert isinstance(get_driver(uri), LibvirtDriver)
+
+
+def test_an_unknown_uri_names_the_known_ones():
+    with pytest.raises(DriverError, match=r"xen://.*known: sim://, qemu://, qemu\+ssh://, test://"):
+        get_driver("xen://")
+
+
+def test_create_defines_the_domain_as_the_vm(cluster, hosts, actor, run_tasks):
+    iso = Image.objects.get(name="rescue-iso")
+    vm = create(actor, run_tasks, image=iso, disk_sizes=[GiB], power_on=True)
+
+    domain = domain_of(vm)
+    assert domain.findtext("uuid") == str(vm.uuid)
+    assert domain.findtext("name") == "web-1"
+    assert domain.get("type") == "test"
+    assert int(domain.findtext("memory")) == GiB // 1024  # KiB
+    assert domain.findtext("vcpu") == "2"
+    disk, cdrom = domain.findall("devices/disk")
+    assert (disk.get("device"), disk.find("target").get("bus"), disk.find("source").get("file")) == (
+        "disk", "virtio", str(vm.disks.get().path))
+    assert disk.find("driver").get("type") == "raw"
+    assert (cdrom.get("device"), cdrom.find("target").get("bus"), cdrom.find("source").get("file")) == (
+        "cdrom", "ide", str(iso.path))
+    channel = domain.find("devices/channel")
+    assert channel.get("type") == "unix"
+    assert channel.find("source").attrib == {"mode": "bind", "path": str(CHANNEL_DIR / f"{vm.uuid}.sock")}
+    assert channel.find("target").get("name") == CHANNEL_NAME
+    assert get_driver(URI).agent_channel_path(vm) == CHANNEL_DIR / f"{vm.uuid}.sock"
+    assert vm.power_state == "on"
+
+
+def test_power_actions_follow_the_domain(cluster, hosts, actor, run_tasks):
+    vm = create(actor, run_tasks)
+    driver = get_driver(URI)
+    assert driver.state(vm) == "off"
+    assert driver.power(vm, "power-on") == "on"
+    assert driver.power(vm, "power-on") == "on"  # repeating is harmless
+    assert driver.power(vm, "reset") == "on"
+    assert driver.power(vm, "reboot") == "on"
+    assert driver.power(vm, "shutdown") == "off"
+    with pytest.raises(DriverError, match="cannot reset VM web-1 while it is off"):
+        driver.power(vm, "reset")
+    assert driver.power(vm, "power-on") == "on"
+    assert driver.power(vm, "power-off") == "off"
+    assert driver.state(vm) == "off"
+
+
+def test_power_service_and_reconcile_read_the_domain(cluster, hosts, actor, run_tasks):
+    vm = create(actor, run_tasks)
+    power.request_power(actor, vm, "power-on")
+    run_tasks()
+    vm.refresh_from_db()
+    assert vm.power_state == "on"
+
+    get_driver(URI).power(vm, "power-off")  # behind the console's back
+    assert power.reconcile_power_states() == 1
+    vm.refresh_from_db()
+    assert vm.power_state == "off"
+
+
+def test_states_answers_for_every_vm_at_once(cluster, hosts, actor, run_tasks):
+    running = create(actor, run_tasks, name="web-1", power_on=True)
+    stopped = create(actor, run_tasks, name="web-2")
+    missing = VM(name="ghost", uuid="00000000-0000-4000-8000-000000000001")
+    assert get_driver(URI).states([running, stopped, missing]) == {
+        running.uuid: "on", stopped.uuid: "off", missing.uuid: "unknown"}
+
+
+def test_create_and_delete_are_idempotent(cluster, hosts, actor, run_tasks):
+    vm = create(actor, run_tasks, power_on=True)
+    driver = get_driver(URI)
+    driver.create(vm)  # a rerun of the create task
+    vms.request_delete(actor, vm)
+    run_tasks()
+    assert not VM.objects.filter(uuid=vm.uuid).exists()
+    assert driver.state(vm) == "unknown"
+    driver.delete(vm)  # a rerun of the delete task
+
+
+def test_a_refused_definition_is_a_clear_error_and_leaves_nothing(cluster, hosts, actor, run_tasks):
+    # test:///default comes with a domain named "test" of another uuid: libvirt refuses a second one.
+    task = vms.request_create_vm(actor, vms.VMSpec(name="test", vcpus=1, memory_bytes=GiB, disk_sizes=[MiB]))
+    run_tasks()
+    task.refresh_from_db()
+    assert task.status == Task.Status.FAILED
+    assert task.error.startswith("defining the domain of VM test failed on test:///default:")
+    assert "already exists" in task.error
+    assert not VM.objects.filter(uuid=task.entity_uuid).exists()
+    assert not list(cluster.storage_containers.get().resolve("vms").iterdir())
+
+
+def test_operations_on_an_undefined_vm_say_so(cluster, hosts):
+    ghost = VM(name="ghost", uuid="00000000-0000-4000-8000-000000000002")
+    with pytest.raises(DriverError, match="VM ghost is not defined on the hypervisor test:///default"):
+        get_driver(URI).power(ghost, "power-on")
+
+
+def test_bad_cdrom_requests_are_refused_before_libvirt(cluster, hosts, actor, run_tasks, tmp_path):
+    vm = create(actor, run_tasks)
+    driver = get_driver(URI)
+    not_iso = tmp_path / "notes.txt"
+    not_iso.write_text("hello")
+    with pytest.raises(DriverError, match="is not an ISO 9660 image"):
+        driver.insert_cdrom(vm, 0, not_iso)
+    with pytest.raises(DriverError, match="CD-ROM slot 4 of VM web-1 does not exist: IDE has slots 0 to 3"):
+        driver.eject_cdrom(vm, 4)
+    with pytest.raises(DriverError, match="disk file .* does not exist"):
+        driver.attach_disk(vm, tmp_path / "missing.raw", "vg1-disk0")
+
+
+def test_a_hypervisor_that_cannot_be_reached_is_a_clear_error(tmp_path):
+    vm = VM(name="web-1", uuid="00000000-0000-4000-8000-000000000003")
+    with pytest.raises(DriverError, match=f"cannot connect to the hypervisor at test://{tmp_path}/none.xml"):
+        get_driver(f"test://{tmp_path}/none.xml").state(vm)
+
+
+needs_qemu_img = pytest.mark.skipif(not shutil.which("qemu-img"), reason="qemu-img (make setup installs it)")
+
+
+def image_info(path) -> dict:
+    return json.loads(subprocess.run(["qemu-img", "info", "--output=json", str(path)], capture_output=True,
+                                     check=True, text=True).stdout)
+
+
+@needs_qemu_img
+def test_a_linked_clone_is_a_qcow2_overlay_and_a_full_copy_flattens_it(tmp_path):
+    driver = get_driver(URI)
+    base = tmp_path / "base.raw"
+    driver.create_disk(base, 8 * MiB)
+    with open(base, "r+b") as handle:
+        handle.seek(3 * MiB)
+        handle.write(b"bootsector")
+    steps = []
+    overlay = tmp_path / "linked" / "disk0.raw"
+    driver.clone_disk(base, overlay, True, steps.append)
+    info = image_info(overlay)
+    assert (info["format"], info["backing-filename"], info["backing-filename-format"]) == ("qcow2", str(base), "raw")
+    assert steps == [1.0]
+
+    driver.create_disk(overlay, 16 * MiB)  # grows the overlay's virtual size; the base is untouched
+    assert image_info(overlay)["virtual-size"] == 16 * MiB
+    assert base.stat().st_size == 8 * MiB
+
+    steps.clear()
+    copy = tmp_path / "full" / "disk0.raw"
+    driver.clone_disk(overlay, copy, False, steps.append)
+    assert image_info(copy)["format"] == "raw"
+    assert copy.stat().st_size == 16 * MiB
+    with open(copy, "rb") as handle:
+        handle.seek(3 * MiB)
+        assert handle.read(10) == b"bootsector"
+    assert copy.stat().st_blocks * 512 < 2 * MiB  # still sparse
+    assert steps and steps[-1] == 1.0
+    assert not (tmp_path / "full" / "disk0.raw.part").exists()
+
+
+@needs_qemu_img
+def test_a_copy_of_a_missing_disk_is_a_clear_error(tmp_path):
+    with pytest.raises(DriverError, match="source disk .*nothing.raw does not exist"):
+        get_driver(URI).clone_disk(tmp_path / "nothing.raw", tmp_path / "copy.raw", False, lambda _: None)
