@@ -2,6 +2,7 @@
 identity check of a session, the batched guest state, refusals in the audit log, the ISO released."""
 
 import logging
+from typing import NamedTuple
 
 from django.db import close_old_connections, transaction
 from django.utils import timezone
@@ -13,20 +14,27 @@ from ngt import services
 from ngt.models import GuestTools, VMCertificate
 
 log = logging.getLogger("ngt.service")
+IDS_PER_STATEMENT = 500  # under SQLite's limit of bound parameters per statement
 
 
-def check_identity(vm_uuid: str, serial: str, transport: str) -> str:
-    """Why this hello may not speak for the VM ("" when it may). On serial the channel is the identity; on
-    TLS the certificate's serial must be the VM's current, unrevoked one (not a template's, not a revoked)."""
+class Identity(NamedTuple):
+    problem: str  # why this hello may not speak for the VM, "" when it may
+    vm_id: int | None = None  # the key guest state is written under
+    iso_mounted: bool = False  # whether a tools ISO may be waiting to be released
+
+
+def check_identity(vm_uuid: str, serial: str, transport: str) -> Identity:
+    """On serial the channel is the identity; on TLS the certificate's serial must be the VM's current,
+    unrevoked one (not a template's, not a revoked)."""
     close_old_connections()
-    vm = VM.objects.filter(uuid=vm_uuid).first()
+    vm = VM.objects.filter(uuid=vm_uuid).values("pk", "name", "is_template", "guest_tools__iso_mounted").first()
     if vm is None:
-        return f"no VM {vm_uuid}"
-    if vm.is_template:
-        return f"{vm.name} is a template"
-    if transport == "tls" and not VMCertificate.objects.filter(vm=vm, serial=serial, revoked=False).exists():
-        return f"certificate {serial} is not the current certificate of VM {vm.name}"
-    return ""
+        return Identity(f"no VM {vm_uuid}")
+    if vm["is_template"]:
+        return Identity(f"{vm['name']} is a template")
+    if transport == "tls" and not VMCertificate.objects.filter(vm_id=vm["pk"], serial=serial, revoked=False).exists():
+        return Identity(f"certificate {serial} is not the current certificate of VM {vm['name']}")
+    return Identity("", vm["pk"], bool(vm["guest_tools__iso_mounted"]))
 
 
 def record_refusal(vm_uuid: str | None, reason: str, peer: str) -> None:
@@ -37,18 +45,19 @@ def record_refusal(vm_uuid: str | None, reason: str, peer: str) -> None:
                  reason=reason, vm_uuid=vm_uuid or "")
 
 
-def write_batch(changes: dict[str, dict]) -> None:
-    """One update per VM for everything heard since the last batch (heartbeats only move last_seen)."""
+def write_batch(heard: set[int], changes: dict[int, dict]) -> None:
+    """Everything heard since the last batch, by VM id: the VMs that only sent heartbeats in one statement per
+    500 at the batch's time (at most one flush interval late), one update for each VM whose facts changed."""
     close_old_connections()
     now = timezone.now()
-    only_heard = [vm_uuid for vm_uuid, fields in changes.items() if fields.keys() == {"last_seen"}]
+    only_heard = sorted(heard - changes.keys())
     with transaction.atomic():  # one commit (one fsync) per batch, not one per VM
-        # Heartbeats alone: one statement for all, at the batch's time (at most one flush interval late).
-        for chunk in range(0, len(only_heard), 500):
-            GuestTools.objects.filter(vm__uuid__in=only_heard[chunk:chunk + 500]).update(last_seen=now, updated_at=now)
-        for vm_uuid, fields in changes.items():
-            if fields.keys() != {"last_seen"}:
-                GuestTools.objects.filter(vm__uuid=vm_uuid).update(**fields, updated_at=now)
+        for start in range(0, len(only_heard), IDS_PER_STATEMENT):
+            GuestTools.objects.filter(vm_id__in=only_heard[start:start + IDS_PER_STATEMENT]).update(
+                last_seen=now, updated_at=now)
+        for vm_id, fields in changes.items():
+            seen = {"last_seen": now} if vm_id in heard else {}
+            GuestTools.objects.filter(vm_id=vm_id).update(**{**fields, **seen}, updated_at=now)
 
 
 def linked(vm_uuid: str, serial: str) -> None:

@@ -5,10 +5,12 @@ gone) drops the role and the VIP listener at once, so two leaders never write at
 than one renewal."""
 
 import asyncio
+import gc
 import json
 import logging
 import os
 import ssl
+from asyncio import sslproto
 from pathlib import Path
 
 import redis.asyncio as aioredis
@@ -21,11 +23,16 @@ from ngt import authority
 from . import commands, guest_state, wire
 from .certificates import server_identity
 from .leader import Leader
-from .proxy import AGENT_PORT, LEADER_PORT, Proxy, agent_context
+from .link import LEADER_PORT, LINK_LINE, LeaderLink, serve_link
+from .proxy import AGENT_PORT, Proxy, agent_context
 
 log = logging.getLogger("ngt.service")
 LEASE_SECONDS, RENEW_EVERY = 5, 1.0
 RENEW = "if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('pexpire', KEYS[1], ARGV[2]) end return 0"
+# asyncio gives every TLS connection a read buffer of SSLProtocol.max_size, 256 KiB, zeroed (so resident) at
+# once: half a gigabyte for 2,000 agents. A TLS record holds at most 16 KiB, so a buffer of that size only
+# means more reads for a long line, and the service never reads long lines.
+TLS_READ_BUFFER = 16 * 1024
 
 
 def write_identity(host: Host, vip: str, address: str, directory: Path) -> tuple[Path, Path, str]:
@@ -55,9 +62,15 @@ class Instance:
         self.leader: Leader | None = None
         self.leader_address: str | None = None
         self.leader_servers: list[asyncio.Server] = []
+        self.link: LeaderLink | None = None
 
     async def run(self) -> None:
+        sslproto.SSLProtocol.max_size = TLS_READ_BUFFER
+        # What Django and the modules made at start lives as long as the process: out of the collector's
+        # sight, a full collection walks only the sessions' objects (it paused the loop for 100-300 ms).
+        gc.freeze()
         self.redis = aioredis.from_url(self.redis_url, decode_responses=True)
+        self.linking = asyncio.Lock()
         await asyncio.start_server(self.proxy.accept_tls, self.address, AGENT_PORT, ssl=self.agent_context,
                                    limit=wire.MAX_LINE)
         log.info("Guest Tools Service of host %s listening on %s:%s", self.host_name, self.address, AGENT_PORT)
@@ -81,11 +94,14 @@ class Instance:
                 self.step_down(f"Redis is unreachable ({exc})")
 
     async def lead(self) -> None:
-        self.leader = Leader(self.redis)
+        leader = self.leader = Leader(self.redis)
+        if self.link is not None:
+            self.link.close()  # its sessions were with the leader that went away
         try:
             self.leader_servers = [
-                await asyncio.start_server(self.leader.accept_proxy, self.address, LEADER_PORT,
-                                           ssl=self.peer_server_context, limit=2 * wire.MAX_LINE),
+                await asyncio.start_server(lambda reader, writer: serve_link(leader, reader, writer),
+                                           self.address, LEADER_PORT, ssl=self.peer_server_context,
+                                           limit=LINK_LINE),
                 await asyncio.start_server(self.proxy.accept_tls, self.vip, AGENT_PORT, ssl=self.agent_context,
                                            limit=wire.MAX_LINE)]
         except OSError as exc:
@@ -105,12 +121,18 @@ class Instance:
             self.leader.stop()
         self.leader = None
 
-    async def connect_to_leader(self) -> tuple | None:
-        address = self.address if self.leader is not None else self.leader_address
-        if not address:
-            return None
-        return await asyncio.wait_for(asyncio.open_connection(
-            address, LEADER_PORT, ssl=self.peer_client_context, server_hostname=address, limit=2 * wire.MAX_LINE), 10)
+    async def leader_route(self) -> Leader | LeaderLink | None:
+        """Where this proxy's sessions go: the leader itself when it runs in this process (no connection, no
+        TLS), else the one link to the instance that leads; None while nobody leads."""
+        if self.leader is not None:
+            return self.leader
+        async with self.linking:  # the sessions arriving together share one new link
+            if self.link is not None and (not self.link.is_open or self.link.address != self.leader_address):
+                self.link.close()
+                self.link = None
+            if self.link is None and self.leader_address:
+                self.link = await LeaderLink.connect(self.leader_address, self.peer_client_context)
+        return self.link
 
     async def channel_sockets(self) -> list[tuple[str, str]]:
         def paths() -> list[tuple[str, str]]:

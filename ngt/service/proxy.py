@@ -1,6 +1,7 @@
 """The proxy role, on every instance: agents' TLS on the instance's address:2074 (and on the VIP while this
-instance leads) and the serial channel sockets of the host's running VMs, each session forwarded to the
-leader over its own mutual-TLS connection to port 2073.
+instance leads) and the serial channel sockets of the host's running VMs. Each session's hello goes to the
+leader for admission, then each message: by a direct call when the leader runs in this process, otherwise
+over this instance's one link to it (link.py).
 
 The proxy checks what it can without the database: the certificate chain (TLS 1.3 only, a client
 certificate from the CA), the line limit, JSON, and the message rate; the leader checks the rest."""
@@ -13,8 +14,10 @@ from pathlib import Path
 from . import wire
 
 log = logging.getLogger("ngt.service")
-AGENT_PORT, LEADER_PORT = 2074, 2073
+AGENT_PORT = 2074
 CHANNEL_SCAN = 2.0  # seconds between looks for channel sockets of newly started VMs
+HELLO_TIMEOUT = 30
+MAX_PENDING = 4 * wire.MAX_LINE  # bytes waiting for an agent that does not read before it is cut off
 
 
 def peer_identity(writer: asyncio.StreamWriter) -> tuple[str, str]:
@@ -22,6 +25,23 @@ def peer_identity(writer: asyncio.StreamWriter) -> tuple[str, str]:
     certificate = writer.get_extra_info("peercert") or {}
     subject = dict(item[0] for item in certificate.get("subject", ()))
     return subject.get("commonName", ""), f"{int(certificate.get('serialNumber', '0'), 16):040x}"
+
+
+class AgentConnection:
+    """An agent's connection to this proxy, as the leader sees it."""
+
+    def __init__(self, writer: asyncio.StreamWriter) -> None:
+        self.writer = writer
+
+    def send(self, message: dict) -> None:
+        if self.writer.transport.get_write_buffer_size() > MAX_PENDING:
+            log.warning("cut off an agent that does not read (%s)", self.writer.get_extra_info("peername"))
+            self.writer.transport.abort()
+            return
+        self.writer.write(wire.encode(message))
+
+    def hang_up(self) -> None:
+        self.writer.close()
 
 
 class Proxy:
@@ -32,52 +52,37 @@ class Proxy:
     async def accept_tls(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         vm_uuid, serial = peer_identity(writer)
         peer = (writer.get_extra_info("peername") or ("",))[0]
-        await self.forward(reader, writer, {"vm_uuid": vm_uuid, "transport": "tls", "peer_serial": serial,
-                                            "peer": peer})
+        await self.serve(reader, writer, {"vm_uuid": vm_uuid, "transport": "tls", "peer_serial": serial,
+                                          "peer": peer})
 
-    async def forward(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, session: dict) -> None:
-        """Pipe one agent session to the leader and back until either side ends it."""
-        leader = None
-        try:
-            leader = await self.instance.connect_to_leader()
-            if leader is None:
-                return  # no leader yet: the agent retries with its backoff
-            leader_reader, leader_writer = leader
-            leader_writer.write(wire.encode({"id": "p", "type": "session", "proxy": self.instance.host_name,
-                                             **session}))
-            await leader_writer.drain()
-            pumps = [asyncio.ensure_future(self.agent_to_leader(reader, leader_writer, session)),
-                     asyncio.ensure_future(self.leader_to_agent(leader_reader, writer))]
-            done, pending = await asyncio.wait(pumps, return_when=asyncio.FIRST_COMPLETED)
-            for pump in pending:
-                pump.cancel()
-            for pump in done:
-                pump.result()
-        except wire.Refusal as refusal:
-            await self.instance.record_refusal(session.get("vm_uuid"), str(refusal), session.get("peer", ""))
-        except (OSError, ssl.SSLError, TimeoutError) as exc:
-            log.info("session of VM %s ended: %s", session.get("vm_uuid"), exc or type(exc).__name__)
-        except Exception:  # one session's failure must not go unnoticed, nor spread
-            log.exception("session of VM %s failed", session.get("vm_uuid"))
-        finally:
-            if leader is not None:
-                await wire.close(leader[1])
-            await wire.close(writer)
-
-    @staticmethod
-    async def agent_to_leader(reader: asyncio.StreamReader, leader_writer: asyncio.StreamWriter,
-                              session: dict) -> None:
+    async def serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, opening: dict) -> None:
+        """One agent session: its hello admitted by the leader, then its messages handed on until either side
+        ends it."""
         gate = wire.FloodGate()
-        while (message := await wire.read_message(reader)) is not None:
+        try:
+            hello = await asyncio.wait_for(wire.read_message(reader), HELLO_TIMEOUT)
+            leader = await self.instance.leader_route()
+            if hello is None or leader is None:
+                return  # no leader yet: the agent retries with its backoff
             gate.admit()
-            leader_writer.write(wire.encode(message))
-            await leader_writer.drain()
-
-    @staticmethod
-    async def leader_to_agent(leader_reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        while line := await leader_reader.readline():
-            writer.write(line)
-            await writer.drain()
+            session = await leader.admit({**opening, "proxy": self.instance.host_name}, hello,
+                                         AgentConnection(writer))
+            if session is None:
+                return
+            try:
+                while (message := await wire.read_message(reader)) is not None:
+                    gate.admit()
+                    leader.receive(session, message)
+            finally:
+                leader.release(session)
+        except wire.Refusal as refusal:
+            await self.instance.record_refusal(opening.get("vm_uuid"), str(refusal), opening.get("peer", ""))
+        except (OSError, ssl.SSLError, TimeoutError) as exc:
+            log.info("session of VM %s ended: %s", opening.get("vm_uuid"), exc or type(exc).__name__)
+        except Exception:  # one session's failure must not go unnoticed, nor spread
+            log.exception("session of VM %s failed", opening.get("vm_uuid"))
+        finally:
+            await wire.close(writer)
 
     async def watch_channels(self) -> None:
         """Keep one session per running VM whose channel socket exists (the hypervisor made it)."""
@@ -95,8 +100,8 @@ class Proxy:
             log.info("channel of VM %s not open yet: %s", vm_uuid, exc)
             return
         writer.write(wire.encode({"id": "p0", "type": "hello_request"}))  # the agent may be up already
-        await self.forward(reader, writer, {"vm_uuid": vm_uuid, "transport": "serial", "peer_serial": "",
-                                            "peer": f"channel {path}"})
+        await self.serve(reader, writer, {"vm_uuid": vm_uuid, "transport": "serial", "peer_serial": "",
+                                          "peer": f"channel {path}"})
 
 
 def agent_context(certificate: Path, key: Path, ca_pem: str) -> ssl.SSLContext:

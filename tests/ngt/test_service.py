@@ -104,6 +104,11 @@ def test_refusals_leave_the_linked_agent_served(service, mounted_vm, tmp_path, a
     vm, media = mounted_vm
     vip = vm.cluster.virtual_ip
     service("host-1", "leading:")
+    serial = json.loads((media / "config" / "ngt.json").read_text())["certificate_serial"]
+    with raw_session(vip, media) as session:  # welcomed, then a flood: cut off
+        hello = {"id": "h", "type": "hello", "vm_uuid": str(vm.uuid), "certificate_serial": serial}
+        session.sendall(json.dumps(hello).encode() + b"\n" + b'{"id":"f","type":"heartbeat"}\n' * 1000)
+        wait_for(lambda: refusals("flood"), 10, "the flood to be refused")
     agent = start_agent(tmp_path, media)
     try:
         wait_for(lambda: state(vm).link_active, 20, "the link")
@@ -121,7 +126,7 @@ def test_refusals_leave_the_linked_agent_served(service, mounted_vm, tmp_path, a
         hello = {"id": "h", "type": "hello", "vm_uuid": str(uuid.uuid4()), "certificate_serial": "00"}
         for line, reason in ((json.dumps(hello).encode() + b"\n", "on a session of VM"),  # another VM's hello
                              (b"not json\n", "not JSON"), (b"x" * 70_000 + b"\n", "over 65536"),
-                             (b'{"id":"f","type":"heartbeat"}\n' * 1000, "flood")):
+                             (b'{"id":"f","type":"heartbeat"}\n', "not a hello")):
             with raw_session(vip, media) as session:
                 session.sendall(line)
                 time.sleep(0.5)
