@@ -8,9 +8,14 @@ export FACET_DATA_DIR ?= $(CURDIR)/var
 # Debian packages the console and its tests need; apt-get installs them when we are root. The Guest Tools
 # agent's .rpm, which every tools ISO carries, is built with rpm's rpmbuild.
 SYSTEM_PACKAGES := redis-server genisoimage rpm
+# The libvirt driver: libvirtd with its QEMU driver, QEMU and qemu-img, and what libvirt-python compiles against.
+LIBVIRT_PACKAGES := libvirt-daemon-system qemu-system-x86 qemu-utils libvirt-dev pkg-config
 # The browser tests need chromium; the volume plugin's real-parts tests a dockerd, busybox for an offline
 # image and xfsprogs for mkfs.xfs.
 TEST_SYSTEM_PACKAGES := chromium docker.io busybox-static xfsprogs
+# The real-QEMU tests' Debian guest (tests/guest_image.py): debootstrap, and syslinux on a FAT partition
+# made without mounting.
+GUEST_IMAGE_PACKAGES := debootstrap syslinux syslinux-common mtools dosfstools
 PLUGIN_DEB := $(FACET_DATA_DIR)/packages/facet-volume-plugin.deb
 # The tools ISO's installer/ tree (linux/ and windows/), built from ngt/agent/ on each host that makes ISOs.
 GUEST_TOOLS_PACKAGES := $(FACET_DATA_DIR)/packages/guest-tools
@@ -18,7 +23,7 @@ GUEST_TOOLS_PACKAGES := $(FACET_DATA_DIR)/packages/guest-tools
 export FACET_CLOUD_INIT_DIR ?= $(CURDIR)/var/cache/cloud-init
 CLOUD_INIT_SCHEMA := $(FACET_CLOUD_INIT_DIR)/usr/lib/python3/dist-packages/cloudinit/config/schemas/schema-cloud-config-v1.json
 
-.PHONY: run test setup system-packages test-system-packages cloud-init-schema plugin-deb guest-tools-packages lint bench bench-volume-plugin clean
+.PHONY: run test setup system-packages test-system-packages cloud-init-schema plugin-deb guest-tools-packages guest-image lint bench bench-volume-plugin clean
 
 run: setup plugin-deb guest-tools-packages
 	$(PY) manage.py migrate --no-input -v0
@@ -35,7 +40,7 @@ setup: system-packages $(VENV)/.installed cloud-init-schema
 $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e '.[dev]'
+	$(PY) -m pip install --quiet -e '.[dev,libvirt]'
 	touch $@
 
 define ensure_packages
@@ -52,10 +57,17 @@ define ensure_packages
 endef
 
 system-packages:
-	$(call ensure_packages,$(SYSTEM_PACKAGES))
+	$(call ensure_packages,$(SYSTEM_PACKAGES) $(LIBVIRT_PACKAGES))
+	@# Without the kvm group's access libvirt probes QEMU again (~50 s) on every call.
+	@if [ -c /dev/kvm ] && [ "$$(id -u)" = 0 ]; then chown root:kvm /dev/kvm && chmod 0660 /dev/kvm; fi
 
 test-system-packages:
-	$(call ensure_packages,$(TEST_SYSTEM_PACKAGES))
+	$(call ensure_packages,$(TEST_SYSTEM_PACKAGES) $(GUEST_IMAGE_PACKAGES))
+
+# The Debian guest of the real-QEMU tests, cached outside the checkout (FACET_GUEST_IMAGE_DIR, default
+# /var/cache/facet/guest-image) and rebuilt only when its recipe changes; the tests build it too when missing.
+guest-image: test-system-packages
+	$(PY) tests/guest_image.py
 
 # Without the schema the console still runs: cloud-config gets YAML checks only, and says so.
 cloud-init-schema:

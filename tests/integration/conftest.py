@@ -1,0 +1,73 @@
+"""Real QEMU through libvirtd (`qemu:///system`): the daemons, started when they are not running (and left
+running for others: there is no systemd here to own them), and a cluster whose storage container the
+`libvirt-qemu` user can read."""
+
+import os
+import shutil
+import subprocess
+import tempfile
+from pathlib import Path
+
+import pytest
+
+from console.drivers import files, get_driver
+from console.models import VM, Cluster, Host, Image, StorageContainer
+from console.services.demo import demo_iso_bytes
+from tests.realparts import wait_for
+
+QEMU_URI = "qemu:///system"
+GiB = 1024**3
+
+
+def _running(name: str) -> bool:
+    return subprocess.run(["pgrep", "-x", name], capture_output=True).returncode == 0
+
+
+@pytest.fixture(scope="session")
+def libvirtd():
+    libvirt = pytest.importorskip("libvirt", reason="libvirt-python is not installed (make setup installs it)")
+    missing = [daemon for daemon in ("virtlogd", "libvirtd", "qemu-system-x86_64") if not shutil.which(daemon)]
+    if missing:
+        pytest.fail(f"{', '.join(missing)} not installed (make setup installs them)")
+    for daemon in ("virtlogd", "libvirtd"):  # virtlogd first: libvirtd hands it QEMU's logs
+        if not _running(daemon):
+            subprocess.run([daemon, "-d"], check=True)
+
+    def connects() -> bool:
+        try:
+            libvirt.open(QEMU_URI).close()
+            return True
+        except libvirt.libvirtError:
+            return False
+
+    wait_for(connects, 60, f"libvirtd to answer on {QEMU_URI}")
+    return QEMU_URI
+
+
+@pytest.fixture
+def qemu_dir():
+    """A directory QEMU (user libvirt-qemu) can reach: pytest's own under /tmp/pytest-of-root is 0700."""
+    directory = Path(tempfile.mkdtemp(prefix="facet-qemu-", dir="/var/tmp"))
+    directory.chmod(0o755)
+    yield directory
+    shutil.rmtree(directory, ignore_errors=True)
+
+
+@pytest.fixture
+def qemu_cluster(db, libvirtd, qemu_dir):
+    """A cluster with one host on real QEMU, a storage container in `qemu_dir` and an ISO image; every
+    domain the test made is gone afterwards."""
+    cluster = Cluster.objects.create(name="qemu", virtual_ip="127.0.0.10")
+    container = StorageContainer.objects.create(cluster=cluster, name="default", path=str(qemu_dir / "container"))
+    Host.objects.create(cluster=cluster, name="qemu-1", address="127.0.0.1", cpus=os.cpu_count() or 2,
+                        memory_bytes=8 * GiB, driver_uri=libvirtd)
+    iso = container.resolve("images/rescue.iso")
+    iso.parent.mkdir(parents=True)
+    iso.write_bytes(demo_iso_bytes())
+    Image.objects.create(cluster=cluster, name="rescue-iso", kind="iso", container=container,
+                         file_name="images/rescue.iso", size_bytes=iso.stat().st_size)
+    files.create_sparse(container.resolve("volumes/data.raw"), 64 * 1024**2)
+    yield cluster
+    driver = get_driver(libvirtd)
+    for vm in VM.objects.filter(cluster=cluster):
+        driver.delete(vm)

@@ -1,0 +1,77 @@
+"""The libvirt driver on real QEMU (`qemu:///system`, TCG where KVM does not work), through the console's
+services: a VM without an operating system (the BIOS waits for a boot device), which is all its devices
+need. tests/integration/test_qemu_guest.py boots a real guest."""
+
+from pathlib import Path
+
+import pytest
+from defusedxml.ElementTree import fromstring
+
+from console.drivers import DriverError, get_driver
+from console.models import VM, Image, Task
+from console.services import cdroms, power, vms
+
+libvirt = pytest.importorskip("libvirt", reason="libvirt-python is not installed (make setup installs it)")
+pytestmark = pytest.mark.slow
+MiB = 1024**2
+
+
+def run(task: Task, run_tasks) -> Task:
+    run_tasks()
+    task.refresh_from_db()
+    assert task.status == Task.Status.SUCCEEDED, task.error
+    return task
+
+
+def live_devices(vm: VM):
+    domain = libvirt.open(vm.host.driver_uri).lookupByUUIDString(str(vm.uuid))
+    return fromstring(domain.XMLDesc(0)).find("devices")
+
+
+def cdrom_source(vm: VM, slot: int) -> str | None:
+    drive = next(d for d in live_devices(vm).iter("disk") if d.find("target").get("dev") == "hd" + "abcd"[slot])
+    source = drive.find("source")
+    return source.get("file") if source is not None else None
+
+
+def serials(vm: VM) -> set[str]:
+    return {d.findtext("serial") for d in live_devices(vm).iter("disk") if d.findtext("serial")}
+
+
+def test_a_vm_on_real_qemu_runs_and_changes_its_devices(qemu_cluster, actor, run_tasks):
+    task = run(vms.request_create_vm(actor, vms.VMSpec(name="qemu-vm-1", vcpus=1, memory_bytes=128 * MiB,
+                                                       disk_sizes=[16 * MiB])), run_tasks)
+    vm = VM.objects.select_related("host").get(uuid=task.entity_uuid)
+    driver = get_driver(vm.host.driver_uri)
+    assert driver.state(vm) == "off"
+    volume = Path(qemu_cluster.storage_containers.get().resolve("volumes/data.raw"))
+
+    driver.attach_disk(vm, volume, "vg1-disk0")  # to the definition of a VM that is off
+    assert serials(vm) == {"vg1-disk0"}
+    driver.detach_disk(vm, "vg1-disk0")
+    assert serials(vm) == set()
+
+    run(power.request_power(actor, vm, "power-on"), run_tasks)
+    vm.refresh_from_db()
+    assert vm.power_state == "on" and driver.state(vm) == "on"
+
+    iso = Image.objects.get(name="rescue-iso")
+    run(cdroms.request_insert(actor, vm, iso), run_tasks)
+    assert cdrom_source(vm, 0) == str(iso.path)
+    run(cdroms.request_eject(actor, vm, 0), run_tasks)
+    assert cdrom_source(vm, 0) is None
+    with pytest.raises(DriverError, match="has no CD-ROM drive in slot 1 and is running; power it off first"):
+        driver.insert_cdrom(vm, 1, iso.path)
+
+    driver.attach_disk(vm, volume, "vg1-disk0")  # hot plugged into the running guest
+    assert serials(vm) == {"vg1-disk0"}
+    driver.attach_disk(vm, volume, "vg1-disk0")  # a rerun changes nothing
+
+    run(power.request_power(actor, vm, "power-off"), run_tasks)
+    assert driver.state(vm) == "off"
+    driver.detach_disk(vm, "vg1-disk0")
+    assert serials(vm) == set()
+
+    run(vms.request_delete(actor, vm), run_tasks)
+    assert driver.state(vm) == "unknown"
+    assert not VM.objects.filter(uuid=vm.uuid).exists()
