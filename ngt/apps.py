@@ -9,15 +9,17 @@ class NgtConfig(AppConfig):
 
     def ready(self) -> None:
         from console.services.bulk import BULK_ACTIONS, BulkAction
+        from console.services.demo import DEMO_EXTRAS
         from console.services.power import GUEST_POWER_ACTIONS
 
-        from . import services  # registers the task kinds, for the web tier and the workers alike
+        from . import demo, services  # services registers the task kinds, for the web tier and workers alike
 
         BULK_ACTIONS["guest-tools-mount"] = BulkAction(
             "ngt.mount", lambda actor, vm, parent: services.request_mount(actor, vm, parent=parent))
         for action in services.GUEST_POWER:
             GUEST_POWER_ACTIONS[action] = lambda actor, vm, action=action: services.request_guest_power(
                 actor, vm, action)
+        DEMO_EXTRAS.append(demo.mount_guest_tools)
         post_migrate.connect(_make_key_file, sender=self)
 
 

@@ -5,6 +5,7 @@ import io
 import ipaddress
 import itertools
 import secrets
+from collections.abc import Callable
 from pathlib import Path
 
 import pycdlib
@@ -17,6 +18,9 @@ from ..models import VM, CdRom, Cluster, Host, Image, Network, Nic, SimDomain, S
 from .access import ADMIN
 
 GiB = 1024**3
+# What other apps add to the demo once the cluster exists (filled in their AppConfig.ready()); each returns a
+# line for seed_demo to print, or "" when it had nothing to do.
+DEMO_EXTRAS: list[Callable[[Cluster], str]] = []
 ROLES = ["web", "app", "db", "cache", "build", "k8s-node", "mail", "vpn"]
 POWER_MIX = ["on", "on", "on", "off", "on", "off", "paused", "on"]
 

@@ -51,6 +51,11 @@ def guest_tools_service_command(host_name: str) -> str:
                        "--host", host_name])
 
 
+def sim_guests_command(host_name: str) -> str:
+    return shlex.join([sys.executable, str(Path(settings.BASE_DIR) / "manage.py"), "sim_guests",
+                       "--host", host_name])
+
+
 def guest_tools_service_host(host_names: list[str] | None = None) -> str | None:
     """The host whose Guest Tools Service instance `serve` starts: the first one served (one machine runs
     one instance; each further host runs its own)."""

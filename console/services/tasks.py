@@ -95,17 +95,25 @@ def create_task(actor: Actor, kind: str, entity=None, *, queue: str = "default",
 
 
 @contextlib.contextmanager
-def sending_together() -> Iterator[None]:
+def sending_together(deliver: Callable[[list[Task]], None] | None = None) -> Iterator[None]:
     """Inside a transaction: the tasks created within are sent once it commits, all in one go, their Celery
     ids written in one statement (a bulk of a thousand children would otherwise write a thousand rows one by
-    one, each fighting the worker for SQLite's write lock). Those whose savepoint rolled back are not sent."""
+    one, each fighting the worker for SQLite's write lock). Those whose savepoint rolled back are not sent.
+    `deliver=run_here` runs them in this process instead, where no worker runs yet (the demo seed)."""
     task_pks: list[int] = []
     _sending_together.task_pks = task_pks
     try:
         yield
     finally:
         _sending_together.task_pks = None
-    transaction.on_commit(lambda: send_all(Task.objects.filter(pk__in=task_pks, status=Status.QUEUED)))
+    transaction.on_commit(lambda: (deliver or send_all)(
+        list(Task.objects.filter(pk__in=task_pks, status=Status.QUEUED).order_by("id"))))
+
+
+def run_here(tasks: list[Task]) -> None:
+    """Run the tasks in this process, one after the other, as a worker would."""
+    for task in tasks:
+        execute(str(task.uuid), task.attempts)
 
 
 def end_at_once(actor: Actor, kind: str, entity, parent: Task | None, status: str, message: str) -> Task:

@@ -6,6 +6,7 @@ from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
 from honcho.manager import Manager
 
+from console.models import Host
 from console.services import processes
 
 
@@ -30,6 +31,8 @@ class Command(BaseCommand):
         guest_tools_host = processes.guest_tools_service_host(hosts)
         if guest_tools_host is not None:
             manager.add_process("guest-tools", processes.guest_tools_service_command(guest_tools_host))
+            if Host.objects.get(name=guest_tools_host).driver_uri.startswith("sim:"):  # so are its VMs' guests
+                manager.add_process("sim-guests", processes.sim_guests_command(guest_tools_host))
         url = os.environ.get("FACET_PUBLIC_URL") or f"http://127.0.0.1:{port}"
         self.stdout.write(self.style.SUCCESS(f"Facet console: {url}   (Ctrl-C stops it)"))
         manager.loop()

@@ -1,20 +1,26 @@
 """manage.py sim_guest VM: the real agent as the guest of a simulated VM.
 
-It reads the VM's tools ISO (with pycdlib) as the guest would see the disc, and bridges a real pty (the
-guest's /dev/virtio-ports/org.facet.guest_tools.0) to the VM's channel socket, the unix socket QEMU would
-listen on for the Guest Tools Service. `--tls` skips the serial port: the agent then calls the VIP."""
+It reads the VM's tools ISO (with pycdlib) as the guest would see the disc, following it as the console
+mounts, remounts and ejects it, and bridges a real pty (the guest's /dev/virtio-ports/org.facet.guest_tools.0)
+to the VM's channel socket, the unix socket QEMU would listen on for the Guest Tools Service. `--tls` skips
+the serial port: the agent then calls the VIP."""
 
 import asyncio
 import contextlib
 import io
 import os
+import shutil
+import signal
 import subprocess
 import sys
+import threading
+import tty
 from pathlib import Path
 
 import pycdlib
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
+from django.db import connection
 
 from console.models import VM
 from console.services.vms import driver_for
@@ -35,6 +41,50 @@ def extract_config(iso_path: Path, directory: Path) -> None:
             (directory / name).write_bytes(data.getvalue())
     finally:
         iso.close()
+
+
+class MediaFollower(threading.Thread):
+    """The guest's view of its Guest Tools CD-ROM: `media/config` points at the files of the ISO in the
+    drive (swapped in one rename when another is mounted) and is gone while the drive is empty, as a disc the
+    agent scans every few seconds."""
+
+    def __init__(self, vm: VM, media: Path, interval: float = 2.0) -> None:
+        super().__init__(daemon=True, name="media-follower")
+        self.vm, self.media, self.interval = vm, media, interval
+        self.inserted = None
+        self.stopped = threading.Event()
+
+    def run(self) -> None:
+        try:
+            while True:
+                self.follow()
+                if self.stopped.wait(self.interval):
+                    return
+        finally:
+            connection.close()
+
+    def follow(self) -> None:
+        cdrom = self.vm.cdroms.filter(purpose="guest-tools").exclude(iso_path="").first()
+        inserted = cdrom.iso_path if cdrom is not None else None
+        if inserted == self.inserted:
+            return
+        link = self.media / "config"
+        if inserted is None:
+            link.unlink(missing_ok=True)
+        else:
+            files = self.media / f"config-{Path(inserted).stem}"
+            try:
+                extract_config(Path(inserted), files)
+            except (OSError, pycdlib.pycdlibexception.PyCdlibException):
+                return  # ejected and deleted while read: the next round sees the empty drive
+            swap = self.media / ".config"
+            swap.unlink(missing_ok=True)
+            swap.symlink_to(files.name)
+            os.replace(swap, link)
+        for stale in self.media.glob("config-*"):
+            if inserted is None or stale.name != f"config-{Path(inserted).stem}":
+                shutil.rmtree(stale, ignore_errors=True)
+        self.inserted = inserted
 
 
 class SerialBridge:
@@ -78,21 +128,28 @@ class Command(BaseCommand):
         parser.add_argument("vm", help="VM name or uuid")
         parser.add_argument("--tls", action="store_true", help="skip the serial port: talk TLS to the VIP")
         parser.add_argument("--heartbeat", default="10", help="seconds between heartbeats")
+        parser.add_argument("--scan", default="5", help="seconds between the agent's looks at the disc (a real "
+                            "guest's agent takes 30)")
 
-    def handle(self, *args, vm: str, tls: bool, heartbeat: str, **options) -> None:
+    def handle(self, *args, vm: str, tls: bool, heartbeat: str, scan: str, **options) -> None:
         target = VM.objects.select_related("host").filter(name=vm).first() or VM.objects.filter(uuid=vm).first()
         if target is None:
             raise CommandError(f"no VM {vm}")
         guest = Path(settings.DATA_DIR) / "sim-guests" / str(target.uuid)
-        cdrom = target.cdroms.filter(purpose="guest-tools").exclude(iso_path="").first()
-        if cdrom is not None:  # else the agent talks with what it installed before
-            extract_config(Path(cdrom.iso_path), guest / "media" / "config")
+        (guest / "media").mkdir(parents=True, exist_ok=True)
+        follower = MediaFollower(target, guest / "media")
+        follower.follow()  # the disc in the drive now, before the agent's first scan
+        follower.start()
         host_side, guest_side = os.openpty()
+        tty.setraw(guest_side)  # a virtio-serial port echoes nothing, even before the agent opens it
         command = [sys.executable, "-m", "ngt.agent", "run", "--media", str(guest / "media"),
                    "--config-dir", str(guest / "etc"), "--state-dir", str(guest / "run"),
                    "--serial", "" if tls else os.ttyname(guest_side), "--heartbeat", heartbeat,
-                   "--power-command", "true"]  # a simulated VM's power is the console's to change
+                   "--scan", scan, "--power-command", "true"]  # a simulated VM's power is the console's to change
         agent = subprocess.Popen(command)
+        # Stopped (by sim_guests when the VM powers off), the agent goes too: left alone it would find its
+        # serial port gone and link again over TLS, a guest outliving its VM.
+        signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
         self.stdout.write(f"sim guest of {target.name}: agent {agent.pid}" + ("" if tls else " on serial"))
         try:
             if tls:
@@ -102,6 +159,7 @@ class Command(BaseCommand):
         except KeyboardInterrupt:
             pass
         finally:
+            follower.stopped.set()
             agent.terminate()
             with contextlib.suppress(subprocess.TimeoutExpired):
                 agent.wait(10)

@@ -1,0 +1,47 @@
+"""Simulated guests: `manage.py sim_guests` runs the real agent for each running VM of a sim host with Guest
+Tools, following power and the tools disc; the demo seed mounts Guest Tools on a few VMs so `make run` shows
+live links."""
+
+import sys
+
+import pytest
+
+from console.models import VM
+from console.services import demo
+from ngt import demo as ngt_demo
+from ngt.models import GuestTools
+from tests.ngt import test_service
+from tests.ngt.test_agent import REPOSITORY
+from tests.ngt.test_service import state
+from tests.realparts import wait_for
+
+# The Guest Tools Service fixtures, shared.
+mounted_vm, service, short_data_dir = test_service.mounted_vm, test_service.service, test_service.short_data_dir
+
+
+def test_the_demo_mounts_guest_tools_on_a_few_running_vms_of_the_first_host(db, settings, tmp_path,
+                                                                             django_capture_on_commit_callbacks):
+    settings.DATA_DIR = tmp_path
+    demo.seed(24)
+    cluster = VM.objects.first().cluster
+    with django_capture_on_commit_callbacks(execute=True):  # seed_demo runs outside any transaction
+        said = ngt_demo.mount_guest_tools(cluster)
+    mounted = GuestTools.objects.filter(enabled=True, iso_mounted=True).select_related("vm")
+    assert len(mounted) == ngt_demo.DEMO_GUESTS and all(vm_name in said for vm_name in (g.vm.name for g in mounted))
+    assert {(g.vm.host.name, g.vm.power_state) for g in mounted} == {("host-1", "on")}
+    assert ngt_demo.mount_guest_tools(cluster) == ""  # seeding again adds nothing
+
+
+@pytest.mark.slow
+def test_sim_guests_follow_power_and_guest_tools(short_data_dir, service, celery_processes, mounted_vm):
+    vm, _ = mounted_vm
+    VM.objects.filter(pk=vm.pk).update(power_state=VM.PowerState.ON)
+    service(vm.host.name, "leading:")
+    celery_processes.start("sim-guests", f"{sys.executable} {REPOSITORY / 'manage.py'} sim_guests "
+                           f"--host {vm.host.name} --interval 0.5", None)
+    wait_for(lambda: state(vm).link_active, 30, "the simulated guest to link")
+    assert not state(vm).iso_mounted  # linked with the mounted ISO's serial: ejected
+    assert f"sim guest of {vm.name}" in celery_processes.logs()
+
+    VM.objects.filter(pk=vm.pk).update(power_state=VM.PowerState.OFF)
+    wait_for(lambda: not state(vm).link_active, 30, "the link to end with the guest powered off")
