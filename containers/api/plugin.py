@@ -1,6 +1,10 @@
 """The endpoints the volume plugin calls with its Docker host's key, under /api/v1/docker-host/. The key may
-list and create Docker-backed volume groups, attach, detach and delete them for its own host, read the tasks
-it asked for, and nothing else."""
+list and create Docker-backed volume groups, attach, detach and delete them for its own host, report their
+usage, read the tasks it asked for, and nothing else.
+
+A change answers its task: with `?wait=1` it is run to its end within the request where its work is local
+(see services/volume_groups.py) and answered 200, with the volume as it now is (`volume`) when it succeeded;
+otherwise 202, and the plugin follows the task."""
 
 import re
 from pathlib import Path
@@ -56,8 +60,17 @@ class CreateSerializer(serializers.Serializer):
 
 
 class UsageSerializer(serializers.Serializer):
+    name = serializers.CharField(max_length=63)
     used_bytes = serializers.IntegerField(min_value=0, allow_null=True)
     mounts = serializers.ListField(child=serializers.CharField(max_length=128), max_length=1000)
+
+
+class UsageReportSerializer(serializers.Serializer):
+    volumes = UsageSerializer(many=True, max_length=1000)
+
+
+class DetachSerializer(serializers.Serializer):
+    used_bytes = serializers.IntegerField(min_value=0, allow_null=True, required=False)
 
 
 class PluginView(APIView):
@@ -75,6 +88,19 @@ class PluginView(APIView):
 
     def volume(self, name: str) -> VolumeGroup:
         return get_object_or_404(VolumeGroup.objects.with_details(), cluster=self.host.cluster, docker_volume=name)
+
+    @property
+    def wait(self) -> bool:
+        return self.request.query_params.get("wait") == "1"
+
+    def answer(self, task: Task, name: str = "") -> Response:
+        """The task; once it has ended here (`wait`) with success, the volume `name` as it now is."""
+        if not task.ended:
+            return Response(TaskSerializer(task).data, status=status.HTTP_202_ACCEPTED)
+        data = TaskSerializer(task).data
+        if name and task.status == Task.Status.SUCCEEDED:
+            data["volume"] = self.describe(self.volume(name))
+        return Response(data)
 
     def ready_host(self) -> DockerHost:
         if self.host.state != DockerHost.State.READY:
@@ -95,9 +121,10 @@ class PluginView(APIView):
         }
 
     def device(self, group: VolumeGroup, disk) -> dict:
+        found = {"serial": disk.serial, "size_bytes": disk.size_bytes}
         if self.host.kind == DockerHost.Kind.VM:
-            return {"serial": disk.serial, "path": f"/dev/disk/by-id/virtio-{disk.serial}", "loop": False}
-        return {"serial": disk.serial, "path": str(group.container.resolve(disk.file_name)), "loop": True}
+            return {**found, "path": f"/dev/disk/by-id/virtio-{disk.serial}", "loop": False}
+        return {**found, "path": str(group.container.resolve(disk.file_name)), "loop": True}
 
 
 class SelfView(PluginView):
@@ -136,8 +163,9 @@ class VolumeListView(PluginView):
             raise InvalidRequest({"container": ["the cluster has no storage container"]})
         task = volume_groups.request_create(
             self.actor, data["name"], data["size_bytes"], container=container, docker_volume=data["name"],
-            fstype=data["fstype"], description=f"Docker volume from {host.name}", created_by_host=host)
-        return Response(TaskSerializer(task).data, status=status.HTTP_202_ACCEPTED)
+            fstype=data["fstype"], description=f"Docker volume from {host.name}", created_by_host=host,
+            wait=self.wait)
+        return self.answer(task, data["name"])
 
 
 class VolumeView(PluginView):
@@ -145,34 +173,35 @@ class VolumeView(PluginView):
         return Response(self.describe(self.volume(name)))
 
     def delete(self, request, name: str):
-        task = volume_groups.request_delete(self.actor, self.volume(name), asked_by=self.ready_host())
-        return Response(TaskSerializer(task).data, status=status.HTTP_202_ACCEPTED)
+        task = volume_groups.request_delete(self.actor, self.volume(name), asked_by=self.ready_host(), wait=self.wait)
+        return self.answer(task)
 
 
 class AttachView(PluginView):
     def post(self, request, name: str):
         task = volume_groups.request_attach(self.actor, self.volume(name), Target(docker_host=self.ready_host()),
-                                            asked_by=self.host)
-        return Response(TaskSerializer(task).data, status=status.HTTP_202_ACCEPTED)
+                                            asked_by=self.host, wait=self.wait)
+        return self.answer(task, name)
 
 
 class DetachView(PluginView):
+    """After the last unmount; the body may carry the space used as the last container left it."""
+
     def post(self, request, name: str):
-        task = volume_groups.request_detach(self.actor, self.volume(name), asked_by=self.host)
-        return Response(TaskSerializer(task).data, status=status.HTTP_202_ACCEPTED)
+        data = valid(DetachSerializer, request)
+        task = volume_groups.request_detach(self.actor, self.volume(name), asked_by=self.host, wait=self.wait,
+                                            used_bytes=data.get("used_bytes"))
+        return self.answer(task)
 
 
 class UsageView(PluginView):
-    """What the plugin sees of a mounted volume: space used and the containers (caller ids) using it."""
+    """What the plugin sees of its mounted volumes, periodically: space used and the containers (caller ids)
+    using each. The answer describes them, so the plugin learns of a disk grown in the console."""
 
-    def post(self, request, name: str):
-        data = valid(UsageSerializer, request)
-        group = self.volume(name)
-        attachment = getattr(group, "attachment", None)
-        if attachment is None or attachment.docker_host_id != self.host.pk:
-            raise Conflict({"volume": [f"volume {name} is not attached to Docker host {self.host.name}"]})
-        VolumeGroup.objects.filter(pk=group.pk).update(used_bytes=data["used_bytes"], mounts=data["mounts"])
-        return Response(status=status.HTTP_204_NO_CONTENT)
+    def post(self, request):
+        data = valid(UsageReportSerializer, request)
+        groups = docker_hosts.report_usage(self.host, data["volumes"])
+        return Response({"volumes": [self.describe(group) for group in groups]})
 
 
 class PackageView(PluginView):

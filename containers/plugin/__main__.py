@@ -8,6 +8,7 @@ import socketserver
 import subprocess
 import sys
 import threading
+import time
 from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 
@@ -46,6 +47,7 @@ class Handler(BaseHTTPRequestHandler):
             self._send(413, protocol.error("request too large"))
             return
         body = self.rfile.read(length)
+        began = time.monotonic()
         try:
             request = protocol.parse_request(endpoint, body)
             reply = protocol.answer(**self.server.driver.handle(endpoint, request))
@@ -55,6 +57,7 @@ class Handler(BaseHTTPRequestHandler):
         except Exception as exc:  # a bug must still answer Docker, which would otherwise wait
             log.exception("%s failed", endpoint)
             reply = protocol.error(f"internal error in facet-volume-plugin: {type(exc).__name__}: {exc}")
+        log.debug("%s %s: %.1f ms", endpoint, body[:80], (time.monotonic() - began) * 1000)
         self._send(200, reply)
 
     def _send(self, status: int, payload: bytes) -> None:
@@ -111,8 +114,9 @@ def main() -> int:
     driver = VolumeDriver(config, api)
     try:
         driver.reconcile()
-    except ConsoleError as exc:  # the mounts are sorted out; the console hears about the rest next time
+    except ConsoleError as exc:  # the mounts are sorted out; the upkeep tells the console the rest
         log.error("reconcile: %s", exc)
+    driver.upkeep.start()
     server = Server(config.socket, driver)
     signal.signal(signal.SIGTERM, lambda *_: threading.Thread(target=server.shutdown).start())
     log.info("serving %s as Docker host %s (console %s)", config.socket, config.docker_host, config.url)

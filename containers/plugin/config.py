@@ -19,6 +19,7 @@ class Config:
     volumes_root: Path = Path("/var/lib/facet/volumes")  # FACET_VOLUMES_ROOT: volumes mount at ROOT/NAME
     state_file: Path = Path("/var/lib/facet/volume-plugin.json")  # FACET_STATE_FILE
     call_seconds: float = 20.0  # FACET_CALL_SECONDS: the deadline of each Docker request's console calls
+    report_seconds: float = 10.0  # FACET_REPORT_SECONDS: usage reports, and the longest wait between detach retries
 
     @classmethod
     def from_environment(cls, env: dict[str, str] | None = None) -> "Config":
@@ -36,4 +37,5 @@ class Config:
             volumes_root=Path(env.get("FACET_VOLUMES_ROOT") or defaults["volumes_root"].default),
             state_file=Path(env.get("FACET_STATE_FILE") or defaults["state_file"].default),
             call_seconds=float(env.get("FACET_CALL_SECONDS") or defaults["call_seconds"].default),
+            report_seconds=float(env.get("FACET_REPORT_SECONDS") or defaults["report_seconds"].default),
         )

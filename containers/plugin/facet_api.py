@@ -1,17 +1,20 @@
-"""The console's REST API as the plugin uses it: this Docker host's key, JSON, and a deadline on every
-Docker request, so that a console that is down or slow gives Docker a clear error in time, never a hang."""
+"""The console's REST API as the plugin uses it: this Docker host's key, JSON over a kept-alive connection
+(one per thread), and a deadline on every Docker request, so that a console that is down or slow gives Docker
+a clear error in time, never a hang."""
 
+import http.client
 import json
 import logging
+import ssl
+import threading
 import time
-import urllib.error
 import urllib.parse
-import urllib.request
 from typing import Any
 
 from . import VERSION
 
-# A task of ours takes a few milliseconds once a worker has it: look early, then less and less often.
+# A change the console cannot finish within the request (one that needs a hypervisor) answers a running task:
+# look early, then less and less often.
 FIRST_POLL_SECONDS, MAX_POLL_SECONDS = 0.005, 0.2
 # After a call timed out, calls fail at once for this long: Docker often sends several requests for one
 # command (Get, then Create), and each waiting out its own deadline would make the command hang for minutes.
@@ -24,6 +27,11 @@ class ConsoleError(Exception):
     """The console refused, failed or did not answer in time; the message is what Docker shows."""
 
 
+class ConsoleUnreachable(ConsoleError):
+    """The console did not answer (down, silent, or failing with a 5xx): worth asking again later, unlike a
+    refusal."""
+
+
 class Deadline:
     def __init__(self, seconds: float) -> None:
         self.seconds = seconds
@@ -32,40 +40,81 @@ class Deadline:
     def left(self, what: str) -> float:
         remaining = self.ends - time.monotonic()
         if remaining <= 0:
-            raise ConsoleError(f"the Facet console did not finish {what} within {self.seconds:g} s")
+            raise ConsoleUnreachable(f"the Facet console did not finish {what} within {self.seconds:g} s")
         return remaining
 
 
 class FacetApi:
     def __init__(self, url: str, token: str) -> None:
-        self.base = url.rstrip("/") + "/api/v1/docker-host/"
-        self.token = token
+        parts = urllib.parse.urlsplit(url.rstrip("/"))
+        self.base = f"{url.rstrip('/')}/api/v1/docker-host/"
+        self._path = f"{parts.path}/api/v1/docker-host/"
+        self._https = parts.scheme == "https"
+        self._netloc = parts.netloc
+        self._context = ssl.create_default_context() if self._https else None
+        self._headers = {"Authorization": f"Token {token}", "Accept": "application/json",
+                         "Content-Type": "application/json", "User-Agent": f"facet-volume-plugin/{VERSION}"}
+        self._local = threading.local()
         self._silent_until = 0.0
         self._silence = ""
 
+    def _connection(self, timeout: float) -> http.client.HTTPConnection:
+        connection = getattr(self._local, "connection", None)
+        if connection is None:
+            connection = (http.client.HTTPSConnection(self._netloc, context=self._context) if self._https
+                          else http.client.HTTPConnection(self._netloc))
+            self._local.connection = connection
+        connection.timeout = timeout
+        if connection.sock is not None:
+            connection.sock.settimeout(timeout)
+        return connection
+
+    def _drop_connection(self) -> None:
+        connection = getattr(self._local, "connection", None)
+        if connection is not None:
+            connection.close()
+
     def call(self, method: str, path: str, deadline: Deadline, body: Any = None) -> Any:
         """One call; an HTTP error becomes a ConsoleError with the console's own words."""
-        what = f"{method} {path or '/'}"
+        what = f"{method} {path.split('?')[0] or '/'}"
         if time.monotonic() < self._silent_until:
-            raise ConsoleError(f"{self._silence} (not asked again for {QUIET_SECONDS:g} s)")
+            raise ConsoleUnreachable(f"{self._silence} (not asked again for {QUIET_SECONDS:g} s)")
         data = json.dumps(body).encode() if body is not None else None
-        request = urllib.request.Request(self.base + path, data=data, method=method, headers={  # noqa: S310 (FACET_URL is http(s), checked in config)
-            "Authorization": f"Token {self.token}", "Accept": "application/json",
-            "Content-Type": "application/json", "User-Agent": f"facet-volume-plugin/{VERSION}"})
         began = time.monotonic()
         try:
-            with urllib.request.urlopen(request, timeout=deadline.left(what)) as response:  # noqa: S310
-                raw = response.read()
-            log.debug("%s: %.0f ms", what, (time.monotonic() - began) * 1000)
-        except urllib.error.HTTPError as exc:
-            raise ConsoleError(f"the Facet console refused {what}: {_reason(exc.read()) or exc.reason}") from None
-        except (urllib.error.URLError, OSError) as exc:  # refused, unreachable, or the socket timed out
-            reason = getattr(exc, "reason", exc)
-            message = f"cannot reach the Facet console at {self.base} for {what}: {reason}"
-            if isinstance(reason, TimeoutError):
+            status, raw = self._exchange(method, path, data, deadline, what)
+        except (OSError, http.client.HTTPException) as exc:  # refused, unreachable, or the socket timed out
+            self._drop_connection()
+            timed_out = isinstance(exc, TimeoutError)
+            message = f"cannot reach the Facet console at {self.base} for {what}: {'timed out' if timed_out else exc}"
+            if timed_out:
                 self._silent_until, self._silence = time.monotonic() + QUIET_SECONDS, message
-            raise ConsoleError(message) from None
+            raise ConsoleUnreachable(message) from None
+        log.debug("%s: %.1f ms", what, (time.monotonic() - began) * 1000)
+        if status >= 500:
+            raise ConsoleUnreachable(f"the Facet console failed {what}: {_reason(raw) or status}")
+        if status >= 400:
+            raise ConsoleError(f"the Facet console refused {what}: {_reason(raw) or status}")
         return json.loads(raw) if raw else None
+
+    def _exchange(self, method: str, path: str, data: bytes | None, deadline: Deadline, what: str
+                  ) -> tuple[int, bytes]:
+        connection = self._connection(deadline.left(what))
+        if connection.sock is None:
+            return self._send(connection, method, path, data)
+        try:
+            return self._send(connection, method, path, data)
+        except (ConnectionResetError, BrokenPipeError):
+            # The console closes a kept-alive connection it found idle; a request on it never reached the
+            # console, so it goes once more on a new connection.
+            self._drop_connection()
+            return self._send(self._connection(deadline.left(what)), method, path, data)
+
+    def _send(self, connection: http.client.HTTPConnection, method: str, path: str, data: bytes | None
+              ) -> tuple[int, bytes]:
+        connection.request(method, self._path + path, data, self._headers)
+        response = connection.getresponse()
+        return response.status, response.read()
 
     def wait(self, task: dict, deadline: Deadline) -> dict:
         """Follow a task the console accepted until it ends; a failed task is a ConsoleError."""
@@ -80,8 +129,9 @@ class FacetApi:
         return task
 
     def change(self, method: str, path: str, deadline: Deadline, body: Any = None) -> Any:
-        """A call that may answer a task (202): wait for it. Other answers come back as they are."""
-        answer = self.call(method, path, deadline, body)
+        """A call that answers a task: the console runs it to its end within the call where it can (`wait=1`),
+        else it is followed here. Other answers come back as they are."""
+        answer = self.call(method, path + "?wait=1", deadline, body)
         if isinstance(answer, dict) and "kind" in answer and "status" in answer and "percent" in answer:
             return self.wait(answer, deadline)
         return answer

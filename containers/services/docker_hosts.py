@@ -15,7 +15,7 @@ from console.services.actors import Actor
 from console.services.errors import Conflict, InvalidRequest, check_field
 from customization.services.lifecycle import CustomizationRequest
 
-from ..models import DockerHost, VolumeGroupAttachment
+from ..models import DockerHost, VolumeGroup, VolumeGroupAttachment
 from . import cloud_config
 
 LAST_CONTACT_PRECISION = timedelta(seconds=30)
@@ -117,6 +117,24 @@ def hello(host: DockerHost, *, docker_version: str, plugin_version: str, probes:
     if host.state == DockerHost.State.REFUSED:
         raise Conflict({"docker_host": [f"Docker host {host.name} refused: {host.problem}"]})
     return host
+
+
+def report_usage(host: DockerHost, reports: list[dict]) -> list[VolumeGroup]:
+    """What the host's plugin sees of its Docker volumes (`name`, `used_bytes`, `mounts`: the containers using
+    each), for the pages. A report of a group not attached to this host changes nothing. Answers the groups
+    reported, from which the plugin learns their sizes (a disk grown in the console)."""
+    names = [report["name"] for report in reports]
+    groups = {group.docker_volume: group for group in
+              VolumeGroup.objects.with_details().filter(cluster=host.cluster, docker_volume__in=names)}
+    for report in reports:
+        group = groups.get(report["name"])
+        attachment = getattr(group, "attachment", None)
+        if attachment is None or attachment.docker_host_id != host.pk:
+            continue
+        if (group.used_bytes, group.mounts) != (report["used_bytes"], report["mounts"]):
+            group.used_bytes, group.mounts = report["used_bytes"], report["mounts"]
+            VolumeGroup.objects.filter(pk=group.pk).update(used_bytes=group.used_bytes, mounts=group.mounts)
+    return list(groups.values())
 
 
 def _probe_problem(read: str | None) -> str:

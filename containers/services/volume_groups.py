@@ -3,7 +3,13 @@ with its task; the run functions (one per task kind) do the work and are safe to
 
 One writer at a time: a group has at most one attachment row. Attaching it elsewhere needs `force`, which
 moves it (detaches it from where it is first). A Docker host that mounted a group is the only one that can
-say it is done with it, so detaching from a Docker host is the plugin's call, or an Admin's forced one."""
+say it is done with it, so detaching from a Docker host is the plugin's call, or an Admin's forced one.
+
+A caller may `wait` for a change: when its work is host-local and quick (making sparse files, deleting them,
+recording an attach to or detach from a registered machine, which attaches by loop device itself), the task
+runs inside the caller's request once its intent is committed, through the same lifecycle a worker gives it
+(claim, heartbeat, end, undo on failure; the task row and audit record are the same). Work that needs a
+hypervisor stays queued for its host's worker."""
 
 import shutil
 from dataclasses import dataclass
@@ -17,7 +23,7 @@ from console.services import audit
 from console.services.access import ADMIN, has_role
 from console.services.actors import Actor
 from console.services.errors import Conflict, InvalidRequest, check_field
-from console.services.tasks import Progress, create_task, end_at_once, task_kind
+from console.services.tasks import Progress, create_task, end_at_once, execute, task_kind
 from console.services.vms import default_cluster, driver_for
 from console.units import iec
 
@@ -108,11 +114,18 @@ def _disks(group: VolumeGroup) -> list[VolumeGroupDisk]:
     return list(group.disks.select_related("group__container"))
 
 
+def _run_here(task: Task) -> Task:
+    """Run a committed task in this request, as a worker would (see the module's note on `wait`)."""
+    execute(str(task.uuid), task.attempts)
+    task.refresh_from_db()
+    return task
+
+
 # --- create -------------------------------------------------------------------------------------------
 
 def request_create(actor: Actor, name: str, size_bytes: int, *, disk_count: int = 1,
                    container: StorageContainer | None = None, description: str = "", docker_volume: str = "",
-                   fstype: str = "", created_by_host: DockerHost | None = None) -> Task:
+                   fstype: str = "", created_by_host: DockerHost | None = None, wait: bool = False) -> Task:
     cluster = container.cluster if container else default_cluster()
     check_field(name_validator, name, "name")
     check_size(size_bytes)
@@ -130,11 +143,12 @@ def request_create(actor: Actor, name: str, size_bytes: int, *, disk_count: int 
             VolumeGroupDisk.objects.bulk_create(
                 VolumeGroupDisk(group=group, index=i, size_bytes=size_bytes, file_name=disk_file_name(group, i))
                 for i in range(disk_count))
-            task = create_task(actor, "volume-group.create", group, params=_asked_by(created_by_host))
+            task = create_task(actor, "volume-group.create", group, params=_asked_by(created_by_host),
+                               enqueue=not wait)
             audit.record(actor, "volume-group.create", group, task=str(task.uuid), **_audit_host(created_by_host))
     except IntegrityError:
         raise Conflict({"name": [f"a volume group named {name!r} already exists in cluster {cluster.name}"]}) from None
-    return task
+    return _run_here(task) if wait else task
 
 
 def _asked_by(host: DockerHost | None) -> dict:
@@ -178,7 +192,7 @@ def _remove_everywhere(group: VolumeGroup | None) -> None:
 # --- grow ---------------------------------------------------------------------------------------------
 
 def request_grow(actor: Actor, group: VolumeGroup, size_bytes: int, index: int = 0) -> Task:
-    """Grow one disk to a new, larger size. The filesystem on it is grown by its user (resize2fs, xfs_growfs)."""
+    """Grow one disk to a new, larger size (the file is lengthened); `where_it_shows` says who sees it when."""
     check_size(size_bytes)
     with transaction.atomic():
         group = _locked(group)
@@ -209,7 +223,22 @@ def grow_disk(task: Task, progress: Progress) -> str:
     if not disk.path.is_file():
         raise Conflict(f"disk file {disk.path} has vanished; the volume group cannot grow")
     files.create_sparse(disk.path, disk.size_bytes)  # truncate only ever lengthens here
-    return f"{disk.group.name} disk {disk.index} is {iec(disk.size_bytes)}"
+    return f"{disk.group.name} disk {disk.index} is {iec(disk.size_bytes)}; {where_it_shows(disk.group)}"
+
+
+def where_it_shows(group: VolumeGroup) -> str:
+    """Who sees a grown disk, and when. The hypervisor driver has no resize: a disk attached to a VM keeps the
+    size it had when attached. A registered Docker host reads the file through a loop device that its plugin
+    refreshes when it next reports usage, then grows the mounted filesystem."""
+    attachment = _attachment(group)
+    if attachment is None:
+        return ("the plugin grows the filesystem at the next mount" if group.docker_volume
+                else "whoever attaches it next sees the new size")
+    target = Target.of(attachment)
+    if target.hypervisor_vm is not None:
+        then = "; the plugin then grows the filesystem" if attachment.docker_host_id else ""
+        return f"{target.name} sees the new size at its next attach{then}"
+    return f"the plugin on {target.name} grows the filesystem online at its next usage report"
 
 
 # --- attach -------------------------------------------------------------------------------------------
@@ -235,7 +264,7 @@ def _check_target(group: VolumeGroup, target: Target) -> None:
 
 
 def request_attach(actor: Actor, group: VolumeGroup, target: Target, *, force: bool = False,
-                   asked_by: DockerHost | None = None) -> Task:
+                   asked_by: DockerHost | None = None, wait: bool = False) -> Task:
     """Attach the group to the target. If it is attached elsewhere, only `force` moves it (detaching it first)."""
     _check_target(group, target)
     with transaction.atomic():
@@ -253,13 +282,17 @@ def request_attach(actor: Actor, group: VolumeGroup, target: Target, *, force: b
                     "Detach it there first, or move it with force"]})
             _check_move_allowed(actor, current)
             previous = Target.of(current).params()
-        VolumeGroupAttachment.objects.update_or_create(group=group, defaults={
-            "vm": target.vm, "docker_host": target.docker_host, "state": VolumeGroupAttachment.State.ATTACHING})
-        task = create_task(actor, "volume-group.attach", group, queue=target.queue, params={
+        here = wait and target.hypervisor_vm is None and previous is None
+        if current is None:
+            VolumeGroupAttachment.objects.create(group=group, vm=target.vm, docker_host=target.docker_host)
+        else:
+            VolumeGroupAttachment.objects.filter(pk=current.pk).update(
+                vm=target.vm, docker_host=target.docker_host, state=VolumeGroupAttachment.State.ATTACHING)
+        task = create_task(actor, "volume-group.attach", group, queue=target.queue, enqueue=not here, params={
             "target": target.params(), "previous": previous, **_asked_by(asked_by)})
         audit.record(actor, "volume-group.attach", group, task=str(task.uuid), target=target.name,
                      moved_from=previous, **_audit_host(asked_by))
-    return task
+    return _run_here(task) if here else task
 
 
 def _check_move_allowed(actor: Actor, current: VolumeGroupAttachment) -> None:
@@ -309,9 +342,10 @@ def attach(task: Task, progress: Progress) -> str:
 # --- detach -------------------------------------------------------------------------------------------
 
 def request_detach(actor: Actor, group: VolumeGroup, *, force: bool = False,
-                   asked_by: DockerHost | None = None) -> Task:
+                   asked_by: DockerHost | None = None, wait: bool = False, used_bytes: int | None = None) -> Task:
     """Detach the group from where it is. From a Docker host only that host (its plugin, after unmounting)
-    detaches it, unless an Admin forces it because the host no longer answers."""
+    detaches it, unless an Admin forces it because the host no longer answers; its plugin says how much space
+    the last container left used (`used_bytes`)."""
     if force and not has_role(actor.user, ADMIN):
         raise Conflict({"force": ["a forced detach needs the Admin role"]})
     with transaction.atomic():
@@ -329,12 +363,14 @@ def request_detach(actor: Actor, group: VolumeGroup, *, force: bool = False,
                 f"volume group {group.name} is attached to {target.name}, which mounts it: stop the containers "
                 "using it there (the plugin then detaches it), or, if that host no longer answers, "
                 "an Admin detaches it with force"]})
+        here = wait and target.hypervisor_vm is None
         VolumeGroupAttachment.objects.filter(pk=current.pk).update(state=VolumeGroupAttachment.State.DETACHING)
-        task = create_task(actor, "volume-group.detach", group, queue=target.queue, params={
-            "target": target.params(), "force": force, **_asked_by(asked_by)})
+        task = create_task(actor, "volume-group.detach", group, queue=target.queue, enqueue=not here, params={
+            "target": target.params(), "force": force, **_asked_by(asked_by),
+            **({"used_bytes": used_bytes} if used_bytes is not None else {})})
         audit.record(actor, "volume-group.detach", group, task=str(task.uuid), target=target.name, force=force,
                      **_audit_host(asked_by))
-    return task
+    return _run_here(task) if here else task
 
 
 @task_kind("volume-group.detach", abandon=lambda task: VolumeGroupAttachment.objects.filter(
@@ -353,13 +389,14 @@ def detach(task: Task, progress: Progress) -> str:
         # Forced: the host is gone or broken; the record goes anyway (the hypervisor drops it on its own).
         progress(80, f"{target.name} did not answer; detaching by force")
     VolumeGroupAttachment.objects.filter(group=group).delete()
-    VolumeGroup.objects.filter(pk=group.pk).update(mounts=[])
+    VolumeGroup.objects.filter(pk=group.pk).update(
+        mounts=[], used_bytes=task.params.get("used_bytes", group.used_bytes))
     return f"{group.name} detached from {target.name}" + (" (forced)" if task.params.get("force") else "")
 
 
 # --- delete -------------------------------------------------------------------------------------------
 
-def request_delete(actor: Actor, group: VolumeGroup, asked_by: DockerHost | None = None) -> Task:
+def request_delete(actor: Actor, group: VolumeGroup, asked_by: DockerHost | None = None, wait: bool = False) -> Task:
     with transaction.atomic():
         group = _locked(group)
         _check_ready(group)
@@ -368,9 +405,9 @@ def request_delete(actor: Actor, group: VolumeGroup, asked_by: DockerHost | None
             raise Conflict({"volume_group": [
                 f"volume group {group.name} is attached to {Target.of(current).name}; detach it first"]})
         VolumeGroup.objects.filter(pk=group.pk).update(state=VolumeGroup.State.DELETING)
-        task = create_task(actor, "volume-group.delete", group, params=_asked_by(asked_by))
+        task = create_task(actor, "volume-group.delete", group, params=_asked_by(asked_by), enqueue=not wait)
         audit.record(actor, "volume-group.delete", group, task=str(task.uuid), **_audit_host(asked_by))
-    return task
+    return _run_here(task) if wait else task
 
 
 @task_kind("volume-group.delete", abandon=lambda task: VolumeGroup.objects.filter(uuid=task.entity_uuid).update(

@@ -55,7 +55,7 @@ def plugin(docker_world, console_url, celery_processes, docker_host, cluster, re
     plugin_root.mkdir()
     running = Plugin(namespace, plugin_root, {
         "FACET_URL": console_url, "FACET_TOKEN": docker_host.key, "FACET_DOCKER_HOST": docker_host.name,
-        "FACET_DEFAULT_CONTAINER": "default"})
+        "FACET_DEFAULT_CONTAINER": "default", "FACET_REPORT_SECONDS": "1"})
     running.docker = docker
     running.start()
     yield running

@@ -5,6 +5,7 @@ dockerd finds legacy plugins only at /run/docker/plugins/NAME.sock. So that the 
 or another test run), dockerd and the plugin run in a private mount namespace whose /run/docker/plugins is
 a directory of the test's. Their mounts live and die with that namespace."""
 
+import contextlib
 import os
 import shutil
 import signal
@@ -174,15 +175,29 @@ def elapsed(start: float) -> float:
 
 class ConsoleProxy:
     """A TCP hop between the plugin and the console that a test can make "down" (connections closed at once)
-    or "slow" (connections accepted and never answered)."""
+    or "slow" (connections accepted and never answered). Either ends the connections the plugin keeps alive."""
 
     def __init__(self, target_port: int) -> None:
         self.target_port = target_port
-        self.mode = "up"
+        self._mode = "up"
         self.listener = socket.create_server(("127.0.0.1", 0))
         self.url = f"http://127.0.0.1:{self.listener.getsockname()[1]}"
         self.held: list[socket.socket] = []
+        self.piped: list[socket.socket] = []
         threading.Thread(target=self._accept, daemon=True).start()
+
+    @property
+    def mode(self) -> str:
+        return self._mode
+
+    @mode.setter
+    def mode(self, mode: str) -> None:
+        self._mode = mode
+        if mode != "up":
+            for end in self.piped:
+                with contextlib.suppress(OSError):
+                    end.shutdown(socket.SHUT_RDWR)
+            self.piped.clear()
 
     def _accept(self) -> None:
         while True:
@@ -196,6 +211,7 @@ class ConsoleProxy:
                 self.held.append(client)
             else:
                 upstream = socket.create_connection(("127.0.0.1", self.target_port))
+                self.piped += [client, upstream]
                 for source, sink in ((client, upstream), (upstream, client)):
                     threading.Thread(target=self._pipe, args=(source, sink), daemon=True).start()
 

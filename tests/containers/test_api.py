@@ -4,7 +4,7 @@ host's key, which reach those endpoints, for that host, and nothing else."""
 import pytest
 from rest_framework.test import APIClient
 
-from console.models import Task
+from console.models import AuditEvent, Task
 from containers.models import DockerHost, VolumeGroup
 from containers.services import docker_hosts, volume_groups
 from containers.services.volume_groups import Target
@@ -141,9 +141,11 @@ def test_a_group_mounted_on_another_host_is_refused_with_its_name(host_api, othe
     assert refused.status_code == 409 and "attached to Docker host dh-2" in str(refused.json())
     assert host_api.post(PLUGIN + "volumes/shared/detach/").status_code == 409
     assert host_api.delete(PLUGIN + "volumes/shared/").status_code == 409
-    assert host_api.post(PLUGIN + "volumes/shared/usage/", {"used_bytes": 1, "mounts": ["x"]},
-                         format="json").status_code == 409
-    assert group.attachment.docker_host == other_host
+    report = host_api.post(PLUGIN + "usage/", {"volumes": [{"name": "shared", "used_bytes": 1, "mounts": ["x"]}]},
+                           format="json")
+    assert report.json()["volumes"][0]["attached_here"] is False
+    group.refresh_from_db()
+    assert group.attachment.docker_host == other_host and (group.used_bytes, group.mounts) == (None, [])
 
 
 def test_a_host_reads_its_own_tasks_only(host_api, other_host, actor, run_tasks):
@@ -154,15 +156,49 @@ def test_a_host_reads_its_own_tasks_only(host_api, other_host, actor, run_tasks)
     assert host_api.get(f"{PLUGIN}tasks/{admins.uuid}/").status_code == 404
 
 
-def test_usage_is_recorded_for_the_pages(host_api, docker_host, actor, run_tasks):
+def test_usage_is_recorded_for_the_pages_and_answers_the_sizes(host_api, docker_host, actor, run_tasks):
     group = docker_volume(actor, run_tasks)
     volume_groups.request_attach(actor, group, Target(docker_host=docker_host))
     run_tasks()
-    answer = host_api.post(PLUGIN + "volumes/shared/usage/", {"used_bytes": 4096, "mounts": ["abc", "def"]},
-                           format="json")
-    assert answer.status_code == 204
+    volume_groups.request_grow(actor, group, 2 * MiB)
+    run_tasks()
+    answer = host_api.post(PLUGIN + "usage/", {"volumes": [
+        {"name": "shared", "used_bytes": 4096, "mounts": ["abc", "def"]}]}, format="json")
+    assert answer.status_code == 200
+    assert answer.json()["volumes"][0]["devices"][0]["size_bytes"] == 2 * MiB  # the plugin learns of the grow
     group.refresh_from_db()
     assert (group.used_bytes, group.mounts) == (4096, ["abc", "def"])
+    bad = host_api.post(PLUGIN + "usage/", {"volumes": [{"name": "shared", "used_bytes": -1, "mounts": []}]},
+                        format="json")
+    assert bad.status_code == 400
+
+
+def test_waited_changes_run_within_the_request_as_tasks(host_api, docker_host):
+    created = host_api.post(PLUGIN + "volumes/?wait=1", {"name": "quick", "size_bytes": MiB}, format="json")
+    assert created.status_code == 200 and created.json()["status"] == "succeeded"
+    assert created.json()["volume"]["state"] == "ready"
+    attached = host_api.post(PLUGIN + "volumes/quick/attach/?wait=1").json()
+    assert attached["status"] == "succeeded" and attached["volume"]["attached_here"] is True
+    detached = host_api.post(PLUGIN + "volumes/quick/detach/?wait=1", {"used_bytes": 8192}, format="json").json()
+    assert detached["status"] == "succeeded"
+    group = VolumeGroup.objects.get(docker_volume="quick")
+    assert not hasattr(group, "attachment") and group.used_bytes == 8192
+    assert host_api.delete(PLUGIN + "volumes/quick/?wait=1").json()["status"] == "succeeded"
+    assert not VolumeGroup.objects.filter(docker_volume="quick").exists()
+    # The same history as a worker's: every change a task that ran, and an audit record.
+    tasks = Task.objects.filter(entity_name="quick").order_by("id")
+    assert [(t.kind, t.status) for t in tasks] == [(f"volume-group.{kind}", "succeeded")
+                                                   for kind in ("create", "attach", "detach", "delete")]
+    assert all(t.started_at and t.finished_at for t in tasks)
+    assert AuditEvent.objects.filter(entity_name="quick").count() == 4
+
+
+def test_a_waited_change_that_fails_answers_its_failure(host_api, docker_host):
+    host_api.post(PLUGIN + "volumes/?wait=1", {"name": "lost", "size_bytes": MiB}, format="json")
+    VolumeGroup.objects.get(docker_volume="lost").disks.get().path.unlink()
+    failed = host_api.post(PLUGIN + "volumes/lost/attach/?wait=1").json()
+    assert failed["status"] == "failed" and "vanished" in failed["error"] and "volume" not in failed
+    assert not hasattr(VolumeGroup.objects.get(docker_volume="lost"), "attachment")
 
 
 def test_a_refused_host_cannot_delete_docker_volumes(cluster, actor, run_tasks):

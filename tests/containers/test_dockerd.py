@@ -3,10 +3,13 @@ the live console and a real Celery worker."""
 
 import signal
 import subprocess
+from pathlib import Path
 
 import pytest
 
+from console.models import Task
 from containers.models import VolumeGroup, VolumeGroupAttachment
+from containers.services import volume_groups
 
 from .realdocker import IMAGE, wait_until
 
@@ -33,10 +36,10 @@ def test_volume_survives_containers_and_a_plugin_crash(plugin):
 
     docker.run("run", "--rm", "--network", "none", "--volume-driver", "facet", "-v", "PGDataVol:/data", IMAGE,
                "sh", "-c", "echo first > /data/log && sync")
-    # Unmounted between containers: detached in the console, no loop device left, nothing mounted.
-    assert not VolumeGroupAttachment.objects.filter(group=group).exists()
+    # Unmounted between containers: no loop device left, nothing mounted, and soon detached in the console.
     assert loops_over(disk.path) == ""
     assert "/volumes/PGDataVol" not in plugin.namespace.mounts()
+    wait_until(lambda: not VolumeGroupAttachment.objects.filter(group=group).exists(), what="the detach")
 
     holder = docker.run("run", "-d", "--network", "none", "--volume-driver", "facet", "-v", "PGDataVol:/data",
                         IMAGE, "sh", "-c", "echo second >> /data/log && sync && sleep 600").stdout.strip()
@@ -78,3 +81,45 @@ def test_two_containers_share_a_mount_until_the_last_one_leaves(plugin):
     read = docker.run("run", "--rm", "--network", "none", "--volume-driver", "facet", "-v", "shared:/data", IMAGE,
                       "cat", "/data/one", "/data/two")
     assert read.stdout == "one\ntwo\n"
+
+
+def may_resize_mounted_ext4() -> bool:
+    """Growing a mounted ext4 needs CAP_SYS_RESOURCE, which some sandboxes take even from root."""
+    status = Path("/proc/self/status").read_text()
+    effective = int(next(line for line in status.splitlines() if line.startswith("CapEff:")).split()[1], 16)
+    return bool(effective >> 24 & 1)
+
+
+def df_kib(docker, container: str) -> int:
+    """The size of /data as `df` shows it inside the container, in KiB."""
+    line = docker.run("exec", container, "df", "-k", "/data").stdout.splitlines()[-1]
+    return int(line.split()[1])
+
+
+@pytest.mark.parametrize(("fstype", "size_mb", "grown_mb"), [("ext4", 64, 256), ("xfs", 320, 512)])
+def test_a_grow_in_the_console_reaches_the_filesystem(plugin, actor, fstype, size_mb, grown_mb):
+    docker = plugin.docker
+    docker.run("volume", "create", "growvol", "--driver", "facet", "-o", f"sizeMb={size_mb}", "-o", f"fstype={fstype}")
+    group = VolumeGroup.objects.get(docker_volume="growvol")
+    holder = docker.run("run", "-d", "--network", "none", "--volume-driver", "facet", "-v", "growvol:/data", IMAGE,
+                        "sh", "-c", "seq 1 100000 > /data/numbers && sync && sleep 600").stdout.strip()
+    wait_until(lambda: attached("growvol"), what="the volume to be attached")
+    before = df_kib(docker, holder)
+    assert before <= size_mb * 1024
+
+    task = volume_groups.request_grow(actor, group, grown_mb * 1024**2)  # on a mounted volume: online
+    wait_until(lambda: Task.objects.get(pk=task.pk).status == "succeeded", what="the grow task")
+    assert "grows the filesystem online" in Task.objects.get(pk=task.pk).message
+    if fstype == "ext4" and not may_resize_mounted_ext4():
+        print("NOTE: no CAP_SYS_RESOURCE here: a mounted ext4 cannot grow; checking it grows at the next mount")
+    else:
+        wait_until(lambda: df_kib(docker, holder) > size_mb * 1024, what="df to show the grown filesystem")
+    assert docker.run("exec", holder, "sh", "-c", "tail -n 1 /data/numbers").stdout.strip() == "100000"
+
+    docker.run("rm", "--force", holder)
+    wait_until(lambda: not VolumeGroupAttachment.objects.filter(group=group).exists(), what="the detach")
+    volume_groups.request_grow(actor, group, (grown_mb + 128) * 1024**2)  # detached: at the next mount
+    read = docker.run("run", "--rm", "--network", "none", "--volume-driver", "facet", "-v", "growvol:/data", IMAGE,
+                      "sh", "-c", "df -k /data | tail -n 1; wc -l < /data/numbers")
+    size_line, lines = read.stdout.splitlines()
+    assert int(size_line.split()[1]) > grown_mb * 1024 and lines.strip() == "100000"

@@ -15,7 +15,7 @@ from containers.services import docker_hosts, volume_groups
 from containers.services.volume_groups import Target
 from tests.realparts import ROOT
 
-from .realdocker import IMAGE, ConsoleProxy
+from .realdocker import IMAGE, ConsoleProxy, wait_until
 
 pytestmark = [pytest.mark.slow, pytest.mark.django_db(transaction=True)]
 CALL_SECONDS = 20  # the plugin's deadline per Docker request, as shipped
@@ -160,3 +160,24 @@ def test_a_machine_that_cannot_see_the_container_is_refused_saying_why(docker_wo
 def test_a_key_used_under_another_host_name_is_refused(docker_world, live_server, docker_host, tmp_path):
     started = start_refused(docker_world[0], live_server.url, docker_host.key, "someone-else", tmp_path)
     assert started.returncode == 1 and "belongs to Docker host 'dh-1', not 'someone-else'" in started.stderr
+
+
+def test_an_unmount_while_the_console_is_down_reaches_it_once_it_is_back(plugin, proxy):
+    docker = plugin.docker
+    docker.run("volume", "create", "awayvol", "--driver", "facet", "-o", "size=64M")
+    group = VolumeGroup.objects.get(docker_volume="awayvol")
+    holder = docker.run("run", "-d", "--network", "none", "--volume-driver", "facet", "-v", "awayvol:/data", IMAGE,
+                        "sh", "-c", "echo kept > /data/x && sync && sleep 600").stdout.strip()
+    wait_until(lambda: VolumeGroupAttachment.objects.filter(group=group, state="attached").exists(),
+               what="the attach")
+    proxy.mode = "down"
+    docker.run("rm", "--force", holder)  # Docker hears success: the volume is unmounted here
+    assert "/volumes/awayvol" not in plugin.namespace.mounts()
+    assert subprocess.run(["losetup", "-j", str(group.disks.get().path)], capture_output=True, text=True).stdout == ""
+    time.sleep(3)  # the plugin retries meanwhile, and cannot get through
+    assert VolumeGroupAttachment.objects.filter(group=group).exists()
+    proxy.mode = "up"
+    # Retries back off to at most the report period (1 s in the tests, 10 s as shipped).
+    wait_until(lambda: not VolumeGroupAttachment.objects.filter(group=group).exists(), timeout=10,
+               what="the console to learn of the detach")
+    assert run_with(docker, "awayvol", "cat", "/data/x").stdout == "kept\n"

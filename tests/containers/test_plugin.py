@@ -4,20 +4,22 @@ socket, and the driver's mount counting and reconcile with the devices and the c
 import http.client
 import json
 import os
+import shutil
 import socket
 import stat
 import threading
 import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
 
 from containers.plugin import __main__ as daemon
+from containers.plugin import devices, protocol
 from containers.plugin import driver as driver_module
-from containers.plugin import protocol
 from containers.plugin.config import Config, ConfigError
 from containers.plugin.driver import VolumeDriver
-from containers.plugin.facet_api import ConsoleError, Deadline, FacetApi
+from containers.plugin.facet_api import ConsoleError, ConsoleUnreachable, Deadline, FacetApi
 from containers.plugin.state import Mounted, State
 
 MiB = 1024**2
@@ -125,26 +127,34 @@ def test_a_silent_console_is_an_error_at_the_deadline_and_then_not_waited_for(si
 
 
 class FakeApi:
-    """The console as the driver sees it: volumes by name, attachments to 'here', every call recorded."""
+    """The console as the driver sees it: volumes by name, attachments to 'here', every call recorded; `down`
+    makes it unreachable."""
 
     def __init__(self, volumes: dict[str, dict]) -> None:
         self.volumes = volumes
         self.calls: list[tuple[str, str]] = []
+        self.down = False
 
     def call(self, method, path, deadline, body=None):
+        if self.down:
+            raise ConsoleUnreachable("cannot reach the Facet console")
         self.calls.append((method, path))
-        name = path.split("/")[1] if path.count("/") >= 2 else ""
         if path == "volumes/":
             return list(self.volumes.values())
-        return self.volumes[name]
+        if path == "usage/":
+            return {"volumes": [self.volumes[report["name"]] for report in body["volumes"]]}
+        return self.volumes[path.split("/")[1]]
 
     def change(self, method, path, deadline, body=None):
+        if self.down:
+            raise ConsoleUnreachable("cannot reach the Facet console")
         self.calls.append((method, path))
         name = path.split("/")[1]
         if path.endswith("/attach/"):
             self.volumes[name]["attached_here"] = True
         if path.endswith("/detach/"):
             self.volumes[name]["attached_here"] = False
+        return {"kind": "volume-group.x", "status": "succeeded", "volume": self.volumes.get(name)}
 
     def changes(self) -> list[str]:
         return [path for method, path in self.calls if path.endswith(("attach/", "detach/"))]
@@ -153,34 +163,44 @@ class FakeApi:
 class FakeDevices:
     def __init__(self) -> None:
         self.mounted: dict[str, str] = {}
-        self.loops: set[str] = set()
         self.filesystems: set[str] = set()
         self.formatted = 0
+        self.fitted: list[tuple[str, int]] = []
 
     def install(self, monkeypatch) -> None:
-        for name in ("attach_loop", "detach_loop", "filesystem_of", "make_filesystem", "mount", "unmount",
-                     "mounts_under", "release_stray", "used_bytes", "wait_for_disk"):
+        for name in ("disk_file", "detach_loops", "filesystem_of", "filesystem_size", "fit", "grow_unmounted",
+                 "make_filesystem",
+                     "mount", "unmount", "mounts_under", "release_stray", "used_bytes", "wait_for_disk"):
             monkeypatch.setattr(driver_module.devices, name, getattr(self, name))
 
-    def attach_loop(self, file):
-        self.loops.add(str(file))
-        return f"/dev/loop-{Path(file).stem}"
+    def disk_file(self, path):
+        return str(path)
 
-    def detach_loop(self, file):
-        self.loops.discard(str(file))
+    def detach_loops(self, file):
+        pass
 
     def wait_for_disk(self, path):
         return "/dev/vdb"
 
-    def filesystem_of(self, device):
-        return "ext4" if device in self.filesystems else ""
+    def filesystem_of(self, source):
+        return "ext4" if source in self.filesystems else ""
 
-    def make_filesystem(self, device, fstype, label):
+    def filesystem_size(self, source, fstype):
+        return MiB
+
+    def grow_unmounted(self, source, fstype, filesystem_bytes):
+        return filesystem_bytes
+
+    def fit(self, device, disk, loop, mountpoint, fstype, filesystem_bytes):
+        self.fitted.append((str(mountpoint), filesystem_bytes))
+
+    def make_filesystem(self, source, fstype, label):
         self.formatted += 1
-        self.filesystems.add(device)
+        self.filesystems.add(source)
 
-    def mount(self, device, mountpoint):
-        self.mounted[str(mountpoint)] = device
+    def mount(self, source, mountpoint, loop):
+        self.mounted[str(mountpoint)] = source
+        return source
 
     def unmount(self, mountpoint):
         self.mounted.pop(str(mountpoint), None)
@@ -197,7 +217,8 @@ class FakeDevices:
 
 def volume(name: str, attached_here: bool = False) -> dict:
     return {"name": name, "fstype": "ext4", "size_bytes": MiB, "container": "default", "attached_to": None,
-            "attached_here": attached_here, "devices": [{"path": f"/c/{name}.raw", "loop": True, "serial": "s"}]}
+            "attached_here": attached_here,
+            "devices": [{"path": f"/c/{name}.raw", "loop": True, "serial": "s", "size_bytes": MiB}]}
 
 
 @pytest.fixture
@@ -220,11 +241,26 @@ def test_mounts_are_counted_per_caller(fake):
     driver.handle("/VolumeDriver.Unmount", {"Name": "db", "ID": "c1"})
     assert first in devices.mounted and api.changes() == ["volumes/db/attach/"]
     driver.handle("/VolumeDriver.Unmount", {"Name": "db", "ID": "c2"})
-    assert devices.mounted == {} and devices.loops == set()
+    assert devices.mounted == {}
+    assert State.load(config.state_file).detaches == {"db": 4096}  # for the upkeep to tell the console
+    assert driver.send_detaches()
     assert api.changes() == ["volumes/db/attach/", "volumes/db/detach/"]
-    assert State.load(config.state_file).volumes == {}
+    assert State.load(config.state_file) == State(boot_id="", volumes={}, detaches={})
     driver.handle("/VolumeDriver.Mount", {"Name": "db", "ID": "c3"})
-    assert devices.formatted == 1  # blkid found the filesystem made the first time: it is kept
+    assert devices.formatted == 1  # the filesystem made the first time is found and kept
+
+
+def test_get_asks_the_console_only_for_what_it_has_not_just_said(fake, monkeypatch):
+    driver, api, _, _ = fake
+    driver.handle("/VolumeDriver.Get", {"Name": "db"})
+    driver.handle("/VolumeDriver.Get", {"Name": "db"})
+    assert api.calls == [("GET", "volumes/db/")]
+    monkeypatch.setattr(driver_module, "DESCRIPTION_SECONDS", 0.0)
+    driver.handle("/VolumeDriver.Get", {"Name": "db"})
+    assert len(api.calls) == 2
+    driver.handle("/VolumeDriver.Mount", {"Name": "db", "ID": "c1"})
+    driver.handle("/VolumeDriver.Get", {"Name": "db"})  # mounted here: attached here, known
+    assert len(api.calls) == 3
 
 
 def test_volumes_mount_in_parallel_and_all_reach_the_state_file(fake):
@@ -242,41 +278,61 @@ def test_volumes_mount_in_parallel_and_all_reach_the_state_file(fake):
 
 def test_inside_a_vm_the_disk_is_found_by_its_serial(fake):
     driver, api, devices, config = fake
-    api.volumes["db"]["devices"] = [{"path": "/dev/disk/by-id/virtio-fvg123", "loop": False, "serial": "fvg123"}]
+    api.volumes["db"]["devices"] = [{"path": "/dev/disk/by-id/virtio-fvg123", "loop": False, "serial": "fvg123",
+                                     "size_bytes": MiB}]
     driver.handle("/VolumeDriver.Mount", {"Name": "db", "ID": "c1"})
-    assert devices.mounted == {str(config.volumes_root / "db"): "/dev/vdb"} and devices.loops == set()
+    assert devices.mounted == {str(config.volumes_root / "db"): "/dev/vdb"}
     driver.handle("/VolumeDriver.Unmount", {"Name": "db", "ID": "c1"})
+    driver.send_detaches()
     assert devices.mounted == {} and api.changes()[-1] == "volumes/db/detach/"
 
 
-def console_down(method, path, deadline, body=None):
-    raise ConsoleError("cannot reach the Facet console")
-
-
-def interrupted_release(fake) -> None:
-    """Mount db, then unmount it while the console is down: unmounted here, not yet detached there."""
+def test_an_unmount_while_the_console_is_down_detaches_when_it_is_back(fake):
     driver, api, devices, config = fake
     driver.handle("/VolumeDriver.Mount", {"Name": "db", "ID": "c1"})
-    api.change = console_down
-    with pytest.raises(ConsoleError):
-        driver.handle("/VolumeDriver.Unmount", {"Name": "db", "ID": "c1"})
-    del api.change
-    assert devices.mounted == {} and State.load(config.state_file).volumes["db"].callers == []
+    api.down = True
+    driver.handle("/VolumeDriver.Unmount", {"Name": "db", "ID": "c1"})  # Docker hears success: it is unmounted
+    assert devices.mounted == {} and not driver.send_detaches()
+    assert State.load(config.state_file).detaches == {"db": 4096}  # kept across a restart
+    api.down = False
+    assert VolumeDriver(config, api).send_detaches()
+    assert api.changes()[-1] == "volumes/db/detach/" and State.load(config.state_file).detaches == {}
 
 
-def test_a_mount_after_an_interrupted_release_mounts_again(fake):
-    driver, _, devices, config = fake
-    interrupted_release(fake)
+def test_a_mount_takes_back_a_detach_not_yet_told(fake):
+    driver, api, devices, config = fake
+    driver.handle("/VolumeDriver.Mount", {"Name": "db", "ID": "c1"})
+    api.down = True
+    driver.handle("/VolumeDriver.Unmount", {"Name": "db", "ID": "c1"})
+    api.down = False
     driver.handle("/VolumeDriver.Mount", {"Name": "db", "ID": "c2"})
+    assert driver.send_detaches() and api.changes()[-1] == "volumes/db/attach/"
     assert str(config.volumes_root / "db") in devices.mounted
 
 
-def test_a_remove_after_an_interrupted_release_finishes_it(fake):
+def test_a_remove_tells_the_console_of_the_detach_first(fake):
     driver, api, _, config = fake
-    interrupted_release(fake)
+    driver.handle("/VolumeDriver.Mount", {"Name": "db", "ID": "c1"})
+    api.down = True
+    driver.handle("/VolumeDriver.Unmount", {"Name": "db", "ID": "c1"})
+    with pytest.raises(ConsoleError, match="cannot reach"):
+        driver.handle("/VolumeDriver.Remove", {"Name": "db"})
+    api.down = False
     driver.handle("/VolumeDriver.Remove", {"Name": "db"})
-    assert api.changes()[-1] == "volumes/db/detach/" and ("DELETE", "volumes/db/") in api.calls
-    assert State.load(config.state_file).volumes == {}
+    assert api.calls[-2:] == [("POST", "volumes/db/detach/"), ("DELETE", "volumes/db/")]
+    assert State.load(config.state_file).detaches == {}
+
+
+def test_a_refused_detach_is_dropped(fake):
+    driver, api, _, config = fake
+    driver.handle("/VolumeDriver.Mount", {"Name": "db", "ID": "c1"})
+    driver.handle("/VolumeDriver.Unmount", {"Name": "db", "ID": "c1"})
+
+    def refuse(*args, **kwargs):
+        raise ConsoleError("the Facet console refused POST volumes/db/detach/: attached to Docker host dh-2")
+
+    api.change = refuse
+    assert driver.send_detaches() and State.load(config.state_file).detaches == {}
 
 
 def test_remove_is_refused_while_mounted_here(fake):
@@ -284,6 +340,20 @@ def test_remove_is_refused_while_mounted_here(fake):
     driver.handle("/VolumeDriver.Mount", {"Name": "db", "ID": "c1"})
     with pytest.raises(ConsoleError, match="mounted here by 1 container"):
         driver.handle("/VolumeDriver.Remove", {"Name": "db"})
+
+
+def test_a_report_learns_of_a_grown_disk_and_grows_the_filesystem(fake):
+    driver, api, devices, config = fake
+    driver.handle("/VolumeDriver.Mount", {"Name": "db", "ID": "c1"})
+    mountpoint = str(config.volumes_root / "db")
+    assert devices.fitted == [(mountpoint, MiB)]  # at mount: a disk grown while detached is filled
+    driver.report()
+    assert devices.fitted == [(mountpoint, MiB)]  # the same size: nothing to do
+    api.volumes["db"]["devices"][0]["size_bytes"] = 2 * MiB
+    driver.report()
+    assert devices.fitted[-1] == (mountpoint, MiB)
+    assert State.load(config.state_file).volumes["db"].size_bytes == 2 * MiB
+    assert ("POST", "usage/") in api.calls
 
 
 def test_reconcile_after_a_crash(fake, tmp_path):
@@ -295,7 +365,7 @@ def test_reconcile_after_a_crash(fake, tmp_path):
     api.volumes["orphan"] = volume("orphan", attached_here=True)
     restarted = VolumeDriver(config, api)
     restarted.reconcile()
-    assert devices.mounted == {in_use.mountpoint: "/dev/loop-db"}  # in use: mounted again; the rest released
+    assert devices.mounted == {in_use.mountpoint: "/c/db.raw"}  # in use: mounted again; the rest released
     assert "volumes/web/detach/" in api.changes() and "volumes/orphan/detach/" in api.changes()
     assert list(State.load(config.state_file).volumes) == ["db"]
 
@@ -337,3 +407,60 @@ def post(path: Path, endpoint: str, body: bytes) -> dict:
     answer = json.loads(connection.getresponse().read())
     connection.close()
     return answer
+
+
+@pytest.mark.parametrize(("fstype", "size"), [("ext4", 64 * MiB), ("xfs", 300 * MiB)])
+def test_the_filesystem_size_is_read_from_its_superblock(tmp_path, fstype, size):
+    if not shutil.which(f"mkfs.{fstype}"):
+        pytest.skip(f"mkfs.{fstype} is not installed")
+    disk = tmp_path / "disk.raw"
+    disk.touch()
+    os.truncate(disk, size)
+    assert devices.filesystem_of(str(disk)) == ""  # nothing written yet: no blkid needed to say so
+    devices.make_filesystem(str(disk), fstype, "t")
+    assert devices.filesystem_of(str(disk)) == fstype
+    assert devices.filesystem_size(str(disk), fstype) == size
+    assert devices.filesystem_size(str(disk), "xfs" if fstype == "ext4" else "ext4") == 0
+    os.truncate(disk, 2 * size)
+    grown = devices.grow_unmounted(str(disk), fstype, size)
+    if fstype == "ext4":  # offline, as at the next mount
+        assert grown == devices.filesystem_size(str(disk), fstype) == 2 * size
+    else:
+        assert grown == size  # xfs grows only mounted
+
+
+class CountingHandler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    connections: list[int] = []
+
+    def setup(self) -> None:
+        super().setup()
+        self.connections.append(1)
+
+    def do_GET(self) -> None:
+        body = json.dumps({"path": self.path}).encode()
+        self.send_response(200)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+        if "close" in self.path:  # as a console closes a connection it found idle, without a word
+            self.close_connection = True
+
+    def log_message(self, *args) -> None:
+        pass
+
+
+def test_calls_share_one_connection_and_survive_its_closing():
+    CountingHandler.connections = []
+    server = ThreadingHTTPServer(("127.0.0.1", 0), CountingHandler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        api = FacetApi(f"http://127.0.0.1:{server.server_port}", "key")
+        assert api.call("GET", "a/", Deadline(5)) == {"path": "/api/v1/docker-host/a/"}
+        api.call("GET", "b/close", Deadline(5))
+        assert len(CountingHandler.connections) == 1
+        assert api.call("GET", "c/", Deadline(5)) == {"path": "/api/v1/docker-host/c/"}  # sent again, new connection
+        assert len(CountingHandler.connections) == 2
+    finally:
+        server.shutdown()
+        server.server_close()

@@ -75,6 +75,20 @@ def test_grow_lengthens_one_disk_and_never_shrinks(group, actor, run_tasks):
         volume_groups.request_grow(actor, group, GiB, index=7)
 
 
+def test_a_grow_says_who_sees_the_new_size_and_when(group, vm, docker_host, actor, run_tasks):
+    volume_groups.request_attach(actor, group, Target(vm=vm))
+    run_tasks()
+    volume_groups.request_grow(actor, group, 128 * MiB)
+    [grown] = run_tasks()
+    assert grown.message.endswith(f"VM {vm.name} sees the new size at its next attach")
+    volume_groups.request_attach(actor, group, Target(docker_host=docker_host), force=True)
+    run_tasks()
+    volume_groups.request_grow(actor, group, 256 * MiB)
+    [grown] = run_tasks()
+    assert grown.message.endswith(f"the plugin on Docker host {docker_host.name} grows the filesystem online "
+                                  "at its next usage report")
+
+
 def test_attach_to_a_vm_gives_the_hypervisor_every_disk(group, vm, actor, run_tasks):
     volume_groups.request_attach(actor, group, Target(vm=vm))
     [task] = run_tasks()
