@@ -67,7 +67,7 @@ class Instance:
     async def run(self) -> None:
         sslproto.SSLProtocol.max_size = TLS_READ_BUFFER
         # What Django and the modules made at start lives as long as the process: out of the collector's
-        # sight, a full collection walks only the sessions' objects (it paused the loop for 100-300 ms).
+        # sight, a full collection (a pause of the loop) walks only the sessions' objects.
         gc.freeze()
         self.redis = aioredis.from_url(self.redis_url, decode_responses=True)
         self.linking = asyncio.Lock()

@@ -58,9 +58,8 @@ class Leader:
     def __init__(self, redis) -> None:
         self.redis = redis
         self.sessions: dict[str, Session] = {}
-        # Heartbeats only add a VM id (an int, which the garbage collector never tracks) to a set: a dict of
-        # timestamps per VM made thousands of objects per batch that lived long enough to make full
-        # collections, which paused the loop for 100-300 ms at 2,000 agents.
+        # Heartbeats only add a VM id (an int, which the garbage collector does not track) to a set: objects
+        # that outlive a batch, such as a timestamp per VM, end up in full collections that pause the loop.
         self.heard: set[int] = set()
         self.changes: dict[int, dict] = {}
         self.jobs: list[asyncio.Task] = []
