@@ -36,6 +36,17 @@ class Config:
             socket=Path(env.get("FACET_PLUGIN_SOCKET") or defaults["socket"].default),
             volumes_root=Path(env.get("FACET_VOLUMES_ROOT") or defaults["volumes_root"].default),
             state_file=Path(env.get("FACET_STATE_FILE") or defaults["state_file"].default),
-            call_seconds=float(env.get("FACET_CALL_SECONDS") or defaults["call_seconds"].default),
-            report_seconds=float(env.get("FACET_REPORT_SECONDS") or defaults["report_seconds"].default),
+            call_seconds=_seconds(env, "FACET_CALL_SECONDS", defaults["call_seconds"].default),
+            report_seconds=_seconds(env, "FACET_REPORT_SECONDS", defaults["report_seconds"].default),
         )
+
+
+def _seconds(env: dict[str, str], name: str, default: float) -> float:
+    text = env.get(name) or str(default)
+    try:
+        seconds = float(text)
+    except ValueError:
+        seconds = 0.0
+    if not 0 < seconds < 86400:
+        raise ConfigError(f"{name} must be a number of seconds above 0, not {text!r}")
+    return seconds

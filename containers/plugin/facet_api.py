@@ -69,7 +69,8 @@ class FacetApi:
             connection.sock.settimeout(timeout)
         return connection
 
-    def _drop_connection(self) -> None:
+    def close(self) -> None:
+        """Close this thread's connection (the next call opens another)."""
         connection = getattr(self._local, "connection", None)
         if connection is not None:
             connection.close()
@@ -84,7 +85,7 @@ class FacetApi:
         try:
             status, raw = self._exchange(method, path, data, deadline, what)
         except (OSError, http.client.HTTPException) as exc:  # refused, unreachable, or the socket timed out
-            self._drop_connection()
+            self.close()
             timed_out = isinstance(exc, TimeoutError)
             message = f"cannot reach the Facet console at {self.base} for {what}: {'timed out' if timed_out else exc}"
             if timed_out:
@@ -107,7 +108,7 @@ class FacetApi:
         except (ConnectionResetError, BrokenPipeError):
             # The console closes a kept-alive connection it found idle; a request on it never reached the
             # console, so it goes once more on a new connection.
-            self._drop_connection()
+            self.close()
             return self._send(self._connection(deadline.left(what)), method, path, data)
 
     def _send(self, connection: http.client.HTTPConnection, method: str, path: str, data: bytes | None

@@ -79,7 +79,10 @@ def test_config_needs_url_token_and_host():
     config = Config.from_environment({"FACET_URL": "http://x/", "FACET_TOKEN": "t", "FACET_DOCKER_HOST": "h",
                                       "FACET_VOLUMES_ROOT": "/srv/v"})
     assert (config.url, config.volumes_root, config.call_seconds) == ("http://x", Path("/srv/v"), 20.0)
-    assert config.socket == Path("/run/docker/plugins/facet.sock")
+    assert config.socket == Path("/run/docker/plugins/facet.sock") and config.report_seconds == 10.0
+    with pytest.raises(ConfigError, match="FACET_REPORT_SECONDS must be a number of seconds above 0, not 'often'"):
+        Config.from_environment({"FACET_URL": "http://x", "FACET_TOKEN": "t", "FACET_DOCKER_HOST": "h",
+                                 "FACET_REPORT_SECONDS": "often"})
 
 
 def test_state_file_is_replaced_whole_and_private(tmp_path):
@@ -99,6 +102,8 @@ def silent_console():
     threading.Thread(target=lambda: held.extend(listener.accept() for _ in range(100)), daemon=True).start()
     yield f"http://127.0.0.1:{listener.getsockname()[1]}"
     listener.close()
+    for connection, _ in held:
+        connection.close()
 
 
 def closed_port() -> int:
@@ -461,6 +466,7 @@ def test_calls_share_one_connection_and_survive_its_closing():
         assert len(CountingHandler.connections) == 1
         assert api.call("GET", "c/", Deadline(5)) == {"path": "/api/v1/docker-host/c/"}  # sent again, new connection
         assert len(CountingHandler.connections) == 2
+        api.close()
     finally:
         server.shutdown()
         server.server_close()
