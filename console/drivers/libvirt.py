@@ -3,6 +3,7 @@ for unit tests. A domain's uuid is its VM's uuid; its disks are virtio-blk, its 
 kernel has no AHCI driver), and the Guest Tools channel a unix socket QEMU binds on the hypervisor host, where
 that host's Guest Tools Service connects."""
 
+import functools
 import os
 import re
 import subprocess
@@ -18,10 +19,7 @@ from . import files
 from .base import POWER_TRANSITIONS, DriverError, ProgressCallback
 
 CHANNEL_NAME = "org.facet.guest_tools.0"
-# Directories libvirt's QEMU package makes on every hypervisor host: QEMU may bind sockets in the first,
-# virtlogd (root) writes the second.
-CHANNEL_DIR = Path("/var/lib/libvirt/qemu/channel/target")
-CONSOLE_LOG_DIR = Path("/var/log/libvirt/qemu")
+CONSOLE_LOG_DIR = Path("/var/log/libvirt/qemu")  # virtlogd (root) writes there on every hypervisor host
 IDE_SLOTS = 4  # one IDE controller: two buses of two units
 QCOW2_MAGIC = b"QFI\xfb"
 SHUTDOWN_WAIT_SECONDS = 180
@@ -130,6 +128,18 @@ def _xml(element: Element) -> str:
     return tostring(element, encoding="unicode")
 
 
+def _libvirt_errors(method):
+    """Whatever libvirt call a driver method makes, its failure reaches the console as a DriverError."""
+    @functools.wraps(method)
+    def wrapper(self, *args, **kwargs):
+        try:
+            return method(self, *args, **kwargs)
+        except libvirt.libvirtError as exc:
+            raise DriverError(f"{method.__name__.replace('_', ' ')} failed on {self.uri}: "
+                              f"{exc.get_error_message()}") from None
+    return wrapper
+
+
 class LibvirtDriver:
     def __init__(self, uri: str) -> None:
         self.uri = uri
@@ -170,7 +180,7 @@ class LibvirtDriver:
             flags |= libvirt.VIR_DOMAIN_AFFECT_LIVE
         return flags
 
-    def domain_xml(self, vm) -> str:
+    def _domain_xml(self, vm) -> str:
         connection = self.connection
         domain = Element("domain", type=_domain_type(self.uri, connection))
         SubElement(domain, "name").text = vm.name
@@ -194,8 +204,10 @@ class LibvirtDriver:
             if cdrom.slot >= IDE_SLOTS:
                 raise DriverError(f"VM {vm.name} has CD-ROM slot {cdrom.slot}; IDE has slots 0 to {IDE_SLOTS - 1}")
             devices.append(_cdrom_element(cdrom.slot, Path(cdrom.iso_path) if cdrom.iso_path else None))
+        # No path: libvirt makes the socket in its per-domain channel directory at each start (it would
+        # replace a path of ours there, and QEMU's user may write nowhere else we could count on).
         channel = SubElement(devices, "channel", type="unix")
-        SubElement(channel, "source", mode="bind", path=str(self.agent_channel_path(vm)))
+        SubElement(channel, "source", mode="bind")
         SubElement(channel, "target", type="virtio", name=CHANNEL_NAME)
         # The serial console goes to a pty (virsh console) and is logged by virtlogd, for diagnosis.
         serial = SubElement(devices, "serial", type="pty")
@@ -204,12 +216,14 @@ class LibvirtDriver:
         SubElement(devices, "memballoon", model="virtio")
         return _xml(domain)
 
+    @_libvirt_errors
     def create(self, vm) -> None:
         if self._lookup(vm) is not None:
             return  # defined by an earlier run of this task
-        xml = self.domain_xml(vm)
+        xml = self._domain_xml(vm)
         self._call("defining the domain", vm, lambda: self.connection.defineXML(xml))
 
+    @_libvirt_errors
     def delete(self, vm) -> None:
         domain = self._lookup(vm)
         if domain is None:
@@ -222,6 +236,7 @@ class LibvirtDriver:
     def _state_of(self, domain: libvirt.virDomain) -> str:
         return STATES.get(domain.state()[0], "unknown")
 
+    @_libvirt_errors
     def power(self, vm, action: str) -> str:
         domain = self._domain(vm)
         allowed, result = POWER_TRANSITIONS[action]
@@ -252,10 +267,12 @@ class LibvirtDriver:
                                   "its guest may ignore ACPI; use power-off")
             time.sleep(1)
 
+    @_libvirt_errors
     def state(self, vm) -> str:
         domain = self._lookup(vm)
         return self._state_of(domain) if domain is not None else "unknown"
 
+    @_libvirt_errors
     def states(self, vms: list) -> dict:
         try:
             domains = self.connection.listAllDomains(0)
@@ -290,11 +307,13 @@ class LibvirtDriver:
     def delete_disk(self, path: Path) -> None:
         files.remove(path)
 
+    @_libvirt_errors
     def insert_cdrom(self, vm, slot: int, iso_path: Path) -> None:
         if not files.is_iso9660(iso_path):
             raise DriverError(f"{iso_path} is not an ISO 9660 image")
         self._change_cdrom(vm, slot, iso_path)
 
+    @_libvirt_errors
     def eject_cdrom(self, vm, slot: int) -> None:
         self._change_cdrom(vm, slot, None)
 
@@ -323,6 +342,7 @@ class LibvirtDriver:
         elif iso_path is not None:
             self._call(what, vm, lambda: domain.attachDeviceFlags(xml, libvirt.VIR_DOMAIN_AFFECT_CONFIG))
 
+    @_libvirt_errors
     def attach_disk(self, vm, path: Path, serial: str) -> None:
         if not path.is_file():
             raise DriverError(f"disk file {path} does not exist")
@@ -335,6 +355,7 @@ class LibvirtDriver:
         xml = _xml(_disk_element(path, target, serial))
         self._call(f"attaching disk {path.name}", vm, lambda: domain.attachDeviceFlags(xml, self._live_flags(domain)))
 
+    @_libvirt_errors
     def detach_disk(self, vm, serial: str) -> None:
         domain = self._domain(vm)
         disk = next((d for d in self._devices(domain).iter("disk") if d.findtext("serial") == serial), None)
@@ -342,8 +363,18 @@ class LibvirtDriver:
             xml = _xml(disk)
             self._call(f"detaching disk {serial}", vm, lambda: domain.detachDeviceFlags(xml, self._live_flags(domain)))
 
+    @_libvirt_errors
     def agent_channel_path(self, vm) -> Path | None:
-        return CHANNEL_DIR / f"{vm.uuid}.sock"
+        """The running domain's channel socket on the hypervisor host; None while the VM is not running."""
+        domain = self._lookup(vm)
+        if domain is None or not domain.isActive():
+            return None
+        devices = fromstring(self._call("reading the devices", vm, lambda: domain.XMLDesc(0))).find("devices")
+        for channel in devices.iter("channel"):
+            source = channel.find("source")
+            if channel.find("target").get("name") == CHANNEL_NAME and source is not None and source.get("path"):
+                return Path(source.get("path"))
+        return None
 
 
 def _qemu_img(*arguments: str) -> None:

@@ -6,6 +6,7 @@ import os
 import shutil
 import subprocess
 import tempfile
+import uuid
 from pathlib import Path
 
 import pytest
@@ -17,6 +18,11 @@ from tests.realparts import wait_for
 
 QEMU_URI = "qemu:///system"
 GiB = 1024**3
+
+
+def domain_name(prefix: str) -> str:
+    """A VM name of this run's own: libvirt domain names are per hypervisor, and other test runs share it."""
+    return f"{prefix}-{uuid.uuid4().hex[:8]}"
 
 
 def _running(name: str) -> bool:

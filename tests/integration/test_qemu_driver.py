@@ -10,6 +10,7 @@ from defusedxml.ElementTree import fromstring
 from console.drivers import DriverError, get_driver
 from console.models import VM, Image, Task
 from console.services import cdroms, power, vms
+from tests.integration.conftest import domain_name
 
 libvirt = pytest.importorskip("libvirt", reason="libvirt-python is not installed (make setup installs it)")
 pytestmark = pytest.mark.slow
@@ -39,8 +40,8 @@ def serials(vm: VM) -> set[str]:
 
 
 def test_a_vm_on_real_qemu_runs_and_changes_its_devices(qemu_cluster, actor, run_tasks):
-    task = run(vms.request_create_vm(actor, vms.VMSpec(name="qemu-vm-1", vcpus=1, memory_bytes=128 * MiB,
-                                                       disk_sizes=[16 * MiB])), run_tasks)
+    spec = vms.VMSpec(name=domain_name("qemu-vm"), vcpus=1, memory_bytes=128 * MiB, disk_sizes=[16 * MiB])
+    task = run(vms.request_create_vm(actor, spec), run_tasks)
     vm = VM.objects.select_related("host").get(uuid=task.entity_uuid)
     driver = get_driver(vm.host.driver_uri)
     assert driver.state(vm) == "off"
@@ -51,15 +52,21 @@ def test_a_vm_on_real_qemu_runs_and_changes_its_devices(qemu_cluster, actor, run
     driver.detach_disk(vm, "vg1-disk0")
     assert serials(vm) == set()
 
+    iso = Image.objects.get(name="rescue-iso")
+    run(cdroms.request_insert(actor, vm, iso), run_tasks)  # into the definition of a VM that is off
+    run(cdroms.request_eject(actor, vm, 0), run_tasks)
+    assert cdrom_source(vm, 0) is None
+    run(cdroms.request_insert(actor, vm, iso), run_tasks)
+
+    assert driver.agent_channel_path(vm) is None
     run(power.request_power(actor, vm, "power-on"), run_tasks)
     vm.refresh_from_db()
     assert vm.power_state == "on" and driver.state(vm) == "on"
-
-    iso = Image.objects.get(name="rescue-iso")
-    run(cdroms.request_insert(actor, vm, iso), run_tasks)
-    assert cdrom_source(vm, 0) == str(iso.path)
-    run(cdroms.request_eject(actor, vm, 0), run_tasks)
-    assert cdrom_source(vm, 0) is None
+    assert cdrom_source(vm, 0) == str(iso.path)  # the running guest has the disc
+    assert driver.agent_channel_path(vm).is_socket()  # QEMU listens there for the Guest Tools Service
+    # A media change in the running guest: test_qemu_guest.py ejects the tools ISO once the guest is up (here
+    # the BIOS may still be probing the drive, and a tray it closes right after libvirt opened it fails the
+    # change).
     with pytest.raises(DriverError, match="has no CD-ROM drive in slot 1 and is running; power it off first"):
         driver.insert_cdrom(vm, 1, iso.path)
 

@@ -1,0 +1,122 @@
+"""The product on a real guest: a Debian VM (tests/guest_image.py) created on QEMU through the console's
+services with a #cloud-config that installs the Guest Tools from their ISO, and a real Guest Tools Service
+for its host that reaches the agent through the VM's channel socket. Under TCG on two cores the guest boots
+in about a minute and cloud-init takes a few more; the waits are generous and poll the state, and a failure
+prints the guest's serial console."""
+
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+from defusedxml.ElementTree import fromstring
+
+from console.drivers import get_driver
+from console.models import VM, Image, Task
+from console.services import power, processes, tasks, vms
+from customization.services.lifecycle import CustomizationRequest
+from ngt import services
+from ngt.models import GuestTools
+from ngt.service import commands
+from tests.guest_image import ensure_guest_image
+from tests.integration.conftest import domain_name
+from tests.ngt import conftest as ngt_fixtures
+from tests.ngt.test_agent import free_vip
+from tests.realparts import wait_for
+
+libvirt = pytest.importorskip("libvirt", reason="libvirt-python is not installed (make setup installs it)")
+pytestmark = pytest.mark.slow
+# The Guest Tools tests' fixtures, shared: the agent's packages for the ISO, and a CA key file of our own.
+built_packages, guest_tools_packages = ngt_fixtures.built_packages, ngt_fixtures.guest_tools_packages
+ca_key_file = ngt_fixtures.ca_key_file
+GiB, MiB = 1024**3, 1024**2
+BOOT_AND_INSTALL_SECONDS = 900
+SHUTDOWN_SECONDS = 300
+
+CLOUD_CONFIG = """\
+#cloud-config
+runcmd:
+  - mount -o ro LABEL=FACET_TOOLS /mnt
+  - sh /mnt/installer/linux/install.sh
+"""
+
+
+@pytest.fixture
+def guest_image(qemu_cluster) -> Image:
+    """The cached Debian disk (built when missing) as an image of the cluster: a hard link into the storage
+    container when it shares the file system, else a sparse copy."""
+    cached = ensure_guest_image()
+    container = qemu_cluster.storage_containers.get()
+    target = container.resolve("images/debian.raw")
+    try:
+        os.link(cached, target)
+    except OSError:
+        shutil.copyfile(cached, target)  # the build wrote it sparse; a plain copy is still correct
+    return Image.objects.create(cluster=qemu_cluster, name="debian-12", kind="disk", container=container,
+                                file_name="images/debian.raw", size_bytes=target.stat().st_size)
+
+
+def console_log(vm: VM) -> str:
+    """The guest's serial console, as virtlogd wrote it (the domain's <serial><log file=...>)."""
+    try:
+        domain = libvirt.open(vm.host.driver_uri).lookupByUUIDString(str(vm.uuid))
+        log = Path(fromstring(domain.XMLDesc(0)).find("devices/serial/log").get("file"))
+        return log.read_text(errors="replace")[-8000:]
+    except (libvirt.libvirtError, OSError) as exc:
+        return f"(no console log: {exc})"
+
+
+def run(task: Task, run_tasks) -> Task:
+    run_tasks()
+    task.refresh_from_db()
+    assert task.status == Task.Status.SUCCEEDED, task.error
+    return task
+
+
+def test_a_debian_guest_installs_the_tools_links_and_shuts_down_through_its_agent(
+        qemu_cluster, guest_image, guest_tools_packages, celery_processes, redis_url, settings, actor, run_tasks,
+        monkeypatch):
+    settings.REDIS_URL = redis_url
+    monkeypatch.setattr(tasks, "send", lambda task: None)  # run_tasks runs them here
+    qemu_cluster.virtual_ip = free_vip()
+    qemu_cluster.save()
+    customization = CustomizationRequest(content=CLOUD_CONFIG)  # cloud-init on a ConfigDrive
+    spec = vms.VMSpec(name=domain_name("debian"), vcpus=2, memory_bytes=GiB, image=guest_image,
+                      customization=customization)
+    task = run(vms.request_create_vm(actor, spec), run_tasks)
+    vm = VM.objects.select_related("host").get(uuid=task.entity_uuid)
+    run(services.request_mount(actor, vm), run_tasks)
+    tools_iso = Path(vm.cdroms.get(purpose="guest-tools").iso_path)
+
+    address = free_vip()
+    celery_processes.start("service-qemu-1", processes.guest_tools_service_command(vm.host.name)
+                           + f" --address {address}", "leading:")
+    run(power.request_power(actor, vm, "power-on"), run_tasks)
+    driver = get_driver(vm.host.driver_uri)
+    try:
+        assert driver.state(vm) == "on"
+        wait_for(lambda: GuestTools.objects.get(vm=vm).link_active, BOOT_AND_INSTALL_SECONDS,
+                 "the guest to boot, install the Guest Tools from their ISO and link over its channel")
+        state = GuestTools.objects.get(vm=vm)
+        assert state.hostname == vm.hostname  # set by cloud-init from the ConfigDrive
+        assert "Debian" in state.guest_os
+        info = commands.send_command(str(vm.uuid), "get_info", timeout=30, client=commands.redis_client(redis_url))
+        assert info["ok"] and info["hostname"] == vm.hostname and info["kernel"].endswith("-cloud-amd64")
+
+        wait_for(lambda: not GuestTools.objects.get(vm=vm).iso_mounted, 60, "the console to eject the tools ISO")
+        assert not tools_iso.exists()
+        domain = libvirt.open(vm.host.driver_uri).lookupByUUIDString(str(vm.uuid))
+        media = {source.get("file") for source in fromstring(domain.XMLDesc(0)).iterfind("devices/disk/source")}
+        assert str(tools_iso) not in media  # ejected from the running guest
+        assert not vm.cdroms.filter(purpose="guest-tools").exists()
+
+        run(services.request_guest_power(actor, vm, "guest-shutdown"), run_tasks)
+        wait_for(lambda: driver.state(vm) == "off", SHUTDOWN_SECONDS, "the guest to power itself off")
+    except AssertionError:
+        print(f"--- serial console of {vm.name}\n{console_log(vm)}")
+        raise
+    finally:
+        if driver.state(vm) == "on":
+            driver.power(vm, "power-off")
+    run(vms.request_delete(actor, vm), run_tasks)
+    assert driver.state(vm) == "unknown"
