@@ -32,6 +32,7 @@ class Session:
     vm_uuid: str
     vm_id: int
     serial: str
+    transport: str
     agent: Agent
     waiting: dict[str, asyncio.Future] = field(default_factory=dict)
 
@@ -111,7 +112,7 @@ class Leader:
                                     opening.get("peer", ""))
             return None
         session = self.sessions[opening["vm_uuid"]] = Session(
-            opening["vm_uuid"], identity.vm_id, hello.get("certificate_serial", ""), agent)
+            opening["vm_uuid"], identity.vm_id, hello.get("certificate_serial", ""), opening.get("transport"), agent)
         log.info("VM %s linked (certificate %s)", session.vm_uuid, session.serial or "-")
         self.welcome(session, hello)
         if identity.iso_mounted:
@@ -124,7 +125,7 @@ class Leader:
             self.heard.add(session.vm_id)
             session.agent.send({"id": str(message.get("id", "")), "type": "heartbeat_ack"})
         elif message["type"] == "hello":
-            self.welcome(session, message)
+            self.hello_again(session, message)
         elif message["type"] == "reply" and message.get("id") in session.waiting:
             session.waiting.pop(message["id"]).set_result(message)
 
@@ -134,6 +135,26 @@ class Leader:
             del self.sessions[session.vm_uuid]
             self.note(session, link_active=False)
             log.info("VM %s link lost", session.vm_uuid)
+
+    def hello_again(self, session: Session, hello: dict) -> None:
+        """A hello within a session. On serial it follows a remount: the agent installed the new ISO and
+        reopened its port, which the host side of the channel does not see, so the hello names the new
+        certificate serial and that ISO is released as after a first hello. A hello that names another VM,
+        or on TLS another serial than the certificate presented, ends the session."""
+        problem = hello_problem({"vm_uuid": session.vm_uuid, "transport": session.transport,
+                                 "peer_serial": session.serial}, hello)
+        if problem:
+            session.agent.send({"id": "l0", "type": "refused", "reason": problem})
+            session.agent.hang_up()
+            asyncio.ensure_future(asyncio.to_thread(guest_state.record_refusal, session.vm_uuid, problem,
+                                                    f"{session.transport} session"))
+            return
+        serial = str(hello.get("certificate_serial", ""))
+        if serial != session.serial:
+            session.serial = serial
+            log.info("VM %s speaks with certificate %s", session.vm_uuid, serial or "-")
+            asyncio.ensure_future(asyncio.to_thread(guest_state.linked, session.vm_uuid, serial))
+        self.welcome(session, hello)
 
     def welcome(self, session: Session, hello: dict) -> None:
         self.note(session, **facts_of(hello))

@@ -187,6 +187,26 @@ def test_sim_guest_links_over_a_pty_bridged_to_the_channel_socket(short_data_dir
     assert not state(vm).iso_mounted  # linked with the mounted ISO's serial: ejected
 
 
+def test_a_remount_on_a_running_vm_relinks_over_the_same_channel(short_data_dir, service, celery_processes,
+                                                                  mounted_vm, actor, run_tasks):
+    vm, _ = mounted_vm
+    VM.objects.filter(pk=vm.pk).update(power_state=VM.PowerState.ON)
+    service(vm.host.name, "leading:")
+    celery_processes.start("sim-guest", f"{sys.executable} {REPOSITORY / 'manage.py'} sim_guest {vm.name} "
+                           "--heartbeat 0.5 --scan 0.5", "on serial")
+    wait_for(lambda: state(vm).link_active and not state(vm).iso_mounted, 20, "the link over serial")
+    first = state(vm).certificate.serial
+
+    services.request_mount(actor, vm)  # a new pair: the guest installs it and speaks with it on the same port
+    run_tasks()
+    second = state(vm).certificate.serial
+    iso = Path(vm.cdroms.get(purpose="guest-tools").iso_path)
+    assert second != first and iso.is_file()
+    wait_for(lambda: not state(vm).iso_mounted, 30, "the new ISO to be released once the agent speaks with it")
+    assert not iso.exists() and state(vm).link_active
+    assert f"VM {vm.uuid} speaks with certificate {second}" in celery_processes.logs()
+
+
 def test_serve_starts_one_instance_for_the_first_host_served(cluster):
     assert processes.guest_tools_service_host() == "host-1"
     assert processes.guest_tools_service_host(["host-2"]) == "host-2"
