@@ -124,6 +124,7 @@ def main() -> int:
         server.serve_forever()
     finally:
         config.socket.unlink(missing_ok=True)
+        api.close()
     return 0
 
 

@@ -1,6 +1,6 @@
-"""The console's REST API as the plugin uses it: this Docker host's key, JSON over a kept-alive connection
-(one per thread), and a deadline on every Docker request, so that a console that is down or slow gives Docker
-a clear error in time, never a hang."""
+"""The console's REST API as the plugin uses it: this Docker host's key, JSON over kept-alive connections, and
+a deadline on every Docker request, so that a console that is down or slow gives Docker a clear error in time,
+never a hang."""
 
 import http.client
 import json
@@ -54,25 +54,18 @@ class FacetApi:
         self._context = ssl.create_default_context() if self._https else None
         self._headers = {"Authorization": f"Token {token}", "Accept": "application/json",
                          "Content-Type": "application/json", "User-Agent": f"facet-volume-plugin/{VERSION}"}
-        self._local = threading.local()
+        # Idle kept-alive connections: a call takes one (or opens one) and gives it back once answered, so the
+        # plugin holds as many as it ever had calls at once, whichever threads Docker's requests come on.
+        self._idle: list[http.client.HTTPConnection] = []
+        self._idle_lock = threading.Lock()
         self._silent_until = 0.0
         self._silence = ""
 
-    def _connection(self, timeout: float) -> http.client.HTTPConnection:
-        connection = getattr(self._local, "connection", None)
-        if connection is None:
-            connection = (http.client.HTTPSConnection(self._netloc, context=self._context) if self._https
-                          else http.client.HTTPConnection(self._netloc))
-            self._local.connection = connection
-        connection.timeout = timeout
-        if connection.sock is not None:
-            connection.sock.settimeout(timeout)
-        return connection
-
     def close(self) -> None:
-        """Close this thread's connection (the next call opens another)."""
-        connection = getattr(self._local, "connection", None)
-        if connection is not None:
+        """Close the idle connections."""
+        with self._idle_lock:
+            idle, self._idle = self._idle, []
+        for connection in idle:
             connection.close()
 
     def call(self, method: str, path: str, deadline: Deadline, body: Any = None) -> Any:
@@ -85,7 +78,6 @@ class FacetApi:
         try:
             status, raw = self._exchange(method, path, data, deadline, what)
         except (OSError, http.client.HTTPException) as exc:  # refused, unreachable, or the socket timed out
-            self.close()
             timed_out = isinstance(exc, TimeoutError)
             message = f"cannot reach the Facet console at {self.base} for {what}: {'timed out' if timed_out else exc}"
             if timed_out:
@@ -100,22 +92,35 @@ class FacetApi:
 
     def _exchange(self, method: str, path: str, data: bytes | None, deadline: Deadline, what: str
                   ) -> tuple[int, bytes]:
-        connection = self._connection(deadline.left(what))
-        if connection.sock is None:
-            return self._send(connection, method, path, data)
-        try:
-            return self._send(connection, method, path, data)
-        except (ConnectionResetError, BrokenPipeError):
-            # The console closes a kept-alive connection it found idle; a request on it never reached the
-            # console, so it goes once more on a new connection.
-            self.close()
-            return self._send(self._connection(deadline.left(what)), method, path, data)
+        timeout = deadline.left(what)
+        with self._idle_lock:
+            connection = self._idle.pop() if self._idle else None
+        if connection is not None:
+            try:
+                return self._send(connection, method, path, data, timeout)
+            except (ConnectionResetError, BrokenPipeError):
+                # The console closes a kept-alive connection it found idle; a request on it never reached the
+                # console, so it goes once more on a new connection.
+                timeout = deadline.left(what)
+        connection = (http.client.HTTPSConnection(self._netloc, context=self._context) if self._https
+                      else http.client.HTTPConnection(self._netloc))
+        return self._send(connection, method, path, data, timeout)
 
-    def _send(self, connection: http.client.HTTPConnection, method: str, path: str, data: bytes | None
-              ) -> tuple[int, bytes]:
-        connection.request(method, self._path + path, data, self._headers)
-        response = connection.getresponse()
-        return response.status, response.read()
+    def _send(self, connection: http.client.HTTPConnection, method: str, path: str, data: bytes | None,
+              timeout: float) -> tuple[int, bytes]:
+        connection.timeout = timeout
+        if connection.sock is not None:
+            connection.sock.settimeout(timeout)
+        try:
+            connection.request(method, self._path + path, data, self._headers)
+            response = connection.getresponse()
+            answer = response.status, response.read()
+        except BaseException:
+            connection.close()
+            raise
+        with self._idle_lock:
+            self._idle.append(connection)
+        return answer
 
     def wait(self, task: dict, deadline: Deadline) -> dict:
         """Follow a task the console accepted until it ends; a failed task is a ConsoleError."""

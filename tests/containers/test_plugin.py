@@ -455,7 +455,7 @@ class CountingHandler(BaseHTTPRequestHandler):
         pass
 
 
-def test_calls_share_one_connection_and_survive_its_closing():
+def test_calls_share_kept_alive_connections_and_survive_their_closing():
     CountingHandler.connections = []
     server = ThreadingHTTPServer(("127.0.0.1", 0), CountingHandler)
     threading.Thread(target=server.serve_forever, daemon=True).start()
@@ -465,6 +465,10 @@ def test_calls_share_one_connection_and_survive_its_closing():
         api.call("GET", "b/close", Deadline(5))
         assert len(CountingHandler.connections) == 1
         assert api.call("GET", "c/", Deadline(5)) == {"path": "/api/v1/docker-host/c/"}  # sent again, new connection
+        assert len(CountingHandler.connections) == 2
+        other = threading.Thread(target=api.call, args=("GET", "d/", Deadline(5)))  # Docker's next request
+        other.start()
+        other.join()
         assert len(CountingHandler.connections) == 2
         api.close()
     finally:
