@@ -14,7 +14,7 @@ from . import forms
 from .filtersets import DockerHostFilterSet, VolumeGroupFilterSet
 from .models import DockerHost, VolumeGroup
 from .services import docker_hosts, volume_groups
-from .services.volume_groups import Target
+from .services.targets import Target
 
 GiB = forms.GiB
 

@@ -25,7 +25,7 @@ from console.services.errors import Conflict, InvalidRequest
 
 from ..models import DockerHost, VolumeGroup
 from ..services import docker_hosts, volume_groups
-from ..services.volume_groups import Target
+from ..services.targets import Target
 from .authentication import DockerHostAuthentication, IsDockerHost
 
 # Docker's own rule for volume names, within our 63-character names.

@@ -13,7 +13,7 @@ from console.services.actors import Actor
 from ..filtersets import DockerHostFilterSet, VolumeGroupFilterSet
 from ..models import DockerHost, VolumeGroup
 from ..services import docker_hosts, volume_groups
-from ..services.volume_groups import Target
+from ..services.targets import Target
 from . import serializers as s
 
 

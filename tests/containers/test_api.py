@@ -7,7 +7,7 @@ from rest_framework.test import APIClient
 from console.models import AuditEvent, Task
 from containers.models import DockerHost, VolumeGroup
 from containers.services import docker_hosts, volume_groups
-from containers.services.volume_groups import Target
+from containers.services.targets import Target
 
 from ..conftest import client_for
 

@@ -12,7 +12,7 @@ import pytest
 from console.services.actors import Actor
 from containers.models import VolumeGroup, VolumeGroupAttachment
 from containers.services import docker_hosts, volume_groups
-from containers.services.volume_groups import Target
+from containers.services.targets import Target
 from tests.realparts import ROOT
 
 from .realdocker import IMAGE, ConsoleProxy, wait_until

@@ -9,7 +9,7 @@ from console.services.actors import Actor
 from console.services.errors import Conflict, InvalidRequest
 from containers.models import DockerHost, VolumeGroup, VolumeGroupAttachment
 from containers.services import cloud_config, docker_hosts, volume_groups
-from containers.services.volume_groups import Target
+from containers.services.targets import Target
 
 GiB = 1024**3
 MiB = 1024**2

@@ -7,7 +7,7 @@ from django.urls import reverse
 from console.models import Image
 from containers.models import DockerHost, VolumeGroup, VolumeGroupAttachment
 from containers.services import volume_groups
-from containers.services.volume_groups import Target
+from containers.services.targets import Target
 
 pytestmark = pytest.mark.urls("tests.containers.urls_first")
 MiB = 1024**2
