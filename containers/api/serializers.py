@@ -51,8 +51,8 @@ class VolumeGroupCreateSerializer(serializers.Serializer):
 
 class GrowSerializer(serializers.Serializer):
     size_bytes = serializers.IntegerField(min_value=1, help_text=(
-        "The disk's new, larger size. A VM sees it at its next attach; a Docker volume's filesystem is grown by "
-        "the plugin (the task's message says when)"))
+        "The disk's new, larger size. A VM sees it at its next attach or power-on; a Docker volume's filesystem "
+        "is grown by the plugin (the task's message says when)"))
     index = serializers.IntegerField(min_value=0, default=0)
 
 

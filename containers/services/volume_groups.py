@@ -185,9 +185,9 @@ def grow_disk(task: Task, progress: Progress) -> str:
 
 
 def where_it_shows(group: VolumeGroup) -> str:
-    """Who sees a grown disk, and when. The hypervisor driver has no resize: a disk attached to a VM keeps the
-    size it had when attached. A registered Docker host reads the file through a loop device that its plugin
-    refreshes when it next reports usage, then grows the mounted filesystem."""
+    """Who sees a grown disk, and when. The hypervisor driver has no resize of a disk in use: a VM keeps the size
+    it saw when the disk was attached or the VM started. A registered Docker host reads the file through a loop
+    device that its plugin refreshes when it next reports usage, then grows the mounted filesystem."""
     attachment = _attachment(group)
     if attachment is None:
         return ("the plugin grows the filesystem at the next mount" if group.docker_volume
@@ -195,7 +195,7 @@ def where_it_shows(group: VolumeGroup) -> str:
     target = Target.of(attachment)
     if target.hypervisor_vm is not None:
         then = "; the plugin then grows the filesystem" if attachment.docker_host_id else ""
-        return f"{target.name} sees the new size at its next attach{then}"
+        return f"{target.name} sees the new size at its next attach or power-on{then}"
     return f"the plugin on {target.name} grows the filesystem online at its next usage report"
 
 

@@ -65,7 +65,7 @@ def test_create_attach_detach_delete_from_the_pages(cluster, operator, vm, run_t
     run_tasks()
     assert group.disks.get().size_bytes == 2 * GiB
     page = client.get(reverse("volume-group-detail", args=[group.uuid])).content.decode()
-    assert "A VM sees the new size at its next attach" in page
+    assert "A VM sees the new size at its next attach or power-on" in page
     refused = client.post(reverse("volume-group-delete", args=[group.uuid]), follow=True)
     assert b"detach it first" in refused.content
     client.post(reverse("volume-group-detach", args=[group.uuid]))
