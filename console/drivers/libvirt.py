@@ -7,6 +7,7 @@ import functools
 import os
 import re
 import subprocess
+import tempfile
 import threading
 import time
 from pathlib import Path
@@ -23,6 +24,7 @@ CONSOLE_LOG_DIR = Path("/var/log/libvirt/qemu")  # virtlogd (root) writes there 
 IDE_SLOTS = 4  # one IDE controller: two buses of two units
 QCOW2_MAGIC = b"QFI\xfb"
 SHUTDOWN_WAIT_SECONDS = 180
+ERROR_TAIL_CHARS = 2000
 # Set to `kvm` or `qemu` (TCG) to skip the probe, e.g. where KVM is present but does not work.
 DOMAIN_TYPE_ENV = "FACET_LIBVIRT_DOMAIN_TYPE"
 
@@ -385,13 +387,24 @@ def _qemu_img(*arguments: str) -> None:
 
 def _convert(source: Path, target: Path, progress: ProgressCallback) -> None:
     """A full, standalone raw copy (a linked clone's chain is flattened), sparse, reporting qemu-img's
-    progress as it goes."""
+    progress as it goes. qemu-img never outlives the call: a failing progress callback kills it."""
     command = ["qemu-img", "convert", "-p", "-f", disk_format(source), "-O", "raw", str(source), str(target)]
-    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    for line in iter(lambda: process.stdout.readline(), ""):
-        for percent in re.findall(r"\((\d+(?:\.\d+)?)/100%\)", line):
-            progress(float(percent) / 100)
-    error = process.stderr.read()
-    if process.wait() != 0:
-        target.unlink(missing_ok=True)
-        raise DriverError(f"copying {source} to {target.name} failed: {error.strip()}")
+    # stderr to a file: a pipe read only after stdout's end could fill up and stall qemu-img.
+    with tempfile.TemporaryFile("w+") as errors:
+        process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=errors, text=True)
+        try:
+            with process.stdout:
+                for line in iter(process.stdout.readline, ""):
+                    for percent in re.findall(r"\((\d+(?:\.\d+)?)/100%\)", line):
+                        progress(float(percent) / 100)
+            returncode = process.wait()
+        except BaseException:
+            process.kill()
+            process.wait()
+            target.unlink(missing_ok=True)
+            raise
+        if returncode != 0:
+            target.unlink(missing_ok=True)
+            errors.seek(0)
+            message = errors.read().strip()[-ERROR_TAIL_CHARS:]  # qemu-img's last words say what went wrong
+            raise DriverError(f"copying {source} to {target.name} failed: {message}")

@@ -3,6 +3,7 @@ console's services where they call it. Device changes (CD-ROM media, disk hot pl
 that hypervisor: tests/integration/test_qemu_driver.py runs them on real QEMU."""
 
 import json
+import os
 import shutil
 import subprocess
 
@@ -209,3 +210,42 @@ def test_a_linked_clone_is_a_qcow2_overlay_and_a_full_copy_flattens_it(tmp_path)
 def test_a_copy_of_a_missing_disk_is_a_clear_error(tmp_path):
     with pytest.raises(DriverError, match="source disk .*nothing.raw does not exist"):
         get_driver(URI).clone_disk(tmp_path / "nothing.raw", tmp_path / "copy.raw", False, lambda _: None)
+
+
+@needs_qemu_img
+def test_a_copy_whose_progress_fails_leaves_no_qemu_img_running(tmp_path, monkeypatch):
+    source = tmp_path / "base.raw"
+    get_driver(URI).create_disk(source, 64 * MiB)
+    started, real_popen = [], subprocess.Popen
+
+    def popen(*args, **kwargs):
+        started.append(real_popen(*args, **kwargs))
+        return started[-1]
+
+    def progress(_fraction):
+        raise RuntimeError("the task was cancelled")
+
+    monkeypatch.setattr("console.drivers.libvirt.subprocess.Popen", popen)
+    with pytest.raises(RuntimeError, match="cancelled"):
+        get_driver(URI).clone_disk(source, tmp_path / "copy.raw", False, progress)
+    (process,) = started
+    assert process.returncode is not None  # killed and waited for, not left behind
+    assert not (tmp_path / "copy.raw").exists() and not (tmp_path / "copy.raw.part").exists()
+
+
+def test_a_failed_copy_reports_qemu_img_errors_however_long(tmp_path, monkeypatch):
+    # A qemu-img that writes more to stderr than a pipe holds before it ends: read after stdout's end
+    # through a pipe, this would block both sides.
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    fake = bin_dir / "qemu-img"
+    fake.write_text("#!/bin/sh\nhead -c 1048576 /dev/zero | tr '\\0' x >&2\n"
+                    "echo 'qemu-img: Could not open the source' >&2\nexit 1\n")
+    fake.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{bin_dir}:{os.environ['PATH']}")
+    source = tmp_path / "base.raw"
+    source.write_bytes(b"\0" * 512)
+    with pytest.raises(DriverError, match="base.raw to copy.raw.part failed: x+qemu-img: Could not open") as error:
+        get_driver(URI).clone_disk(source, tmp_path / "copy.raw", False, lambda _: None)
+    assert len(str(error.value)) < 3000  # the end of what qemu-img said, not all of it
+    assert not (tmp_path / "copy.raw").exists() and not (tmp_path / "copy.raw.part").exists()
