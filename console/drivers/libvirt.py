@@ -25,6 +25,8 @@ IDE_SLOTS = 4  # one IDE controller: two buses of two units
 QCOW2_MAGIC = b"QFI\xfb"
 SHUTDOWN_WAIT_SECONDS = 180
 ERROR_TAIL_CHARS = 2000
+DETACH_WAIT_SECONDS = 30  # for the guest to release a hot-unplugged disk
+DETACH_POLL_SECONDS = 0.5
 # Set to `kvm` or `qemu` (TCG) to skip the probe, e.g. where KVM is present but does not work.
 DOMAIN_TYPE_ENV = "FACET_LIBVIRT_DOMAIN_TYPE"
 
@@ -114,6 +116,10 @@ def _disk_element(path: Path, target: str, serial: str | None = None) -> Element
     if serial:
         SubElement(disk, "serial").text = serial
     return disk
+
+
+def _disk_with_serial(devices, serial: str) -> Element | None:
+    return next((d for d in devices.iter("disk") if d.findtext("serial") == serial), None)
 
 
 def _virtio_target(index: int) -> str:
@@ -359,11 +365,33 @@ class LibvirtDriver:
 
     @_libvirt_errors
     def detach_disk(self, vm, serial: str) -> None:
+        """Off the definition at once; off a running guest once the guest lets go of it (a hot unplug is a
+        request the guest answers), waiting up to DETACH_WAIT_SECONDS. A rerun asks the guest again."""
         domain = self._domain(vm)
-        disk = next((d for d in self._devices(domain).iter("disk") if d.findtext("serial") == serial), None)
-        if disk is not None:
-            xml = _xml(disk)
-            self._call(f"detaching disk {serial}", vm, lambda: domain.detachDeviceFlags(xml, self._live_flags(domain)))
+        defined = _disk_with_serial(self._devices(domain), serial)
+        live = _disk_with_serial(self._live_devices(domain), serial) if domain.isActive() else None
+        flags = (libvirt.VIR_DOMAIN_AFFECT_CONFIG if defined is not None else 0) | (
+            libvirt.VIR_DOMAIN_AFFECT_LIVE if live is not None else 0)
+        if flags:
+            xml = _xml(defined if defined is not None else live)
+            self._call(f"detaching disk {serial}", vm, lambda: domain.detachDeviceFlags(xml, flags))
+        if live is not None:
+            self._wait_for_release(vm, domain, serial)
+
+    def _live_devices(self, domain: libvirt.virDomain):
+        """The running guest's devices (the definition's when the domain is not running)."""
+        return fromstring(domain.XMLDesc(0)).find("devices")
+
+    def _wait_for_release(self, vm, domain: libvirt.virDomain, serial: str) -> None:
+        deadline = time.monotonic() + DETACH_WAIT_SECONDS
+        while _disk_with_serial(self._call("reading the devices", vm, lambda: self._live_devices(domain)),
+                                serial) is not None:
+            if time.monotonic() > deadline:
+                raise DriverError(
+                    f"the guest of VM {vm.name} did not release disk {serial} within {DETACH_WAIT_SECONDS} s: it is "
+                    "off the VM's definition but still attached to the running guest (a guest that is booting, "
+                    "or has the disk mounted, may refuse the unplug); retry, or power the VM off")
+            time.sleep(DETACH_POLL_SECONDS)
 
     @_libvirt_errors
     def agent_channel_path(self, vm) -> Path | None:

@@ -249,3 +249,37 @@ def test_a_failed_copy_reports_qemu_img_errors_however_long(tmp_path, monkeypatc
         get_driver(URI).clone_disk(source, tmp_path / "copy.raw", False, lambda _: None)
     assert len(str(error.value)) < 3000  # the end of what qemu-img said, not all of it
     assert not (tmp_path / "copy.raw").exists() and not (tmp_path / "copy.raw.part").exists()
+
+
+class UnpluggingDomain:
+    """A running domain whose guest lets go of a hot-unplugged disk after a few looks (test:///default has no
+    device changes; on real QEMU a guest without an OS never lets go, see tests/integration)."""
+
+    def __init__(self, looks_until_released: int) -> None:
+        self.disk = '<disk type="file" device="disk"><target dev="vdb" bus="virtio"/><serial>vg1-disk0</serial></disk>'
+        self.defined, self.looks, self.requests = True, looks_until_released, []
+
+    def isActive(self) -> bool:  # noqa: N802 (libvirt's names)
+        return True
+
+    def XMLDesc(self, flags: int) -> str:  # noqa: N802
+        if flags & libvirt.VIR_DOMAIN_XML_INACTIVE:
+            return f"<domain><devices>{self.disk if self.defined else ''}</devices></domain>"
+        self.looks -= 1
+        return f"<domain><devices>{self.disk if self.looks >= 0 else ''}</devices></domain>"
+
+    def detachDeviceFlags(self, xml: str, flags: int) -> None:  # noqa: N802
+        self.requests.append(flags)
+        self.defined = False
+
+
+def test_a_disk_detach_on_a_running_vm_waits_for_the_guest_to_let_go(monkeypatch):
+    domain = UnpluggingDomain(looks_until_released=3)
+    monkeypatch.setattr(LibvirtDriver, "_domain", lambda self, vm: domain)
+    monkeypatch.setattr("console.drivers.libvirt.time.sleep", lambda _seconds: None)
+    vm = VM(name="web-1", uuid="00000000-0000-4000-8000-000000000004")
+    get_driver(URI).detach_disk(vm, "vg1-disk0")
+    assert domain.looks < 0  # returned only once the live domain no longer had the disk
+    assert domain.requests == [libvirt.VIR_DOMAIN_AFFECT_CONFIG | libvirt.VIR_DOMAIN_AFFECT_LIVE]
+    get_driver(URI).detach_disk(vm, "vg1-disk0")  # a rerun changes nothing
+    assert len(domain.requests) == 1
