@@ -42,9 +42,11 @@ class FollowHosts(bootsteps.StartStopStep):
         while not self.stopped.wait(FOLLOW_HOSTS_SECONDS):
             try:
                 for queue in sorted(set(worker_queues()) - served):
-                    app.control.add_consumer(queue, destination=[hostname], reply=True, timeout=5)
-                    log.info("now serving queue %s of a new host", queue)
-                    served.add(queue)
+                    if app.control.add_consumer(queue, destination=[hostname], reply=True, timeout=5):
+                        log.info("now serving queue %s of a new host", queue)
+                        served.add(queue)
+                    else:  # no answer from our own remote control yet: ask again next round
+                        log.warning("could not add queue %s yet; trying again", queue)
             except Exception:  # the database or the broker away for a moment: try again at the next round
                 log.warning("could not look for new hosts", exc_info=True)
 

@@ -16,6 +16,7 @@ from pathlib import Path
 import redis.asyncio as aioredis
 from django.conf import settings
 
+from console.drivers import DriverError
 from console.models import Host
 from console.services.vms import driver_for
 from ngt import authority
@@ -138,7 +139,11 @@ class Instance:
         def paths() -> list[tuple[str, str]]:
             found = []
             for vm in guest_state.running_vms(self.host_name):
-                path = driver_for(vm).agent_channel_path(vm)
+                try:
+                    path = driver_for(vm).agent_channel_path(vm)
+                except DriverError as exc:  # libvirtd restarting, a domain gone since the query: not the others
+                    log.warning("no channel socket for VM %s this round: %s", vm.name, exc)
+                    continue
                 if path is not None:
                     found.append((str(vm.uuid), str(path)))
             return found

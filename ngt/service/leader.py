@@ -146,6 +146,7 @@ class Leader:
         if problem:
             session.agent.send({"id": "l0", "type": "refused", "reason": problem})
             session.agent.hang_up()
+            self.release(session)  # a proxy across the link forgets the session on hang-up: say it ended here
             asyncio.ensure_future(asyncio.to_thread(guest_state.record_refusal, session.vm_uuid, problem,
                                                     f"{session.transport} session"))
             return

@@ -87,10 +87,13 @@ class Proxy:
     async def watch_channels(self) -> None:
         """Keep one session per running VM whose channel socket exists (the hypervisor made it)."""
         while True:
-            for vm_uuid, path in await self.instance.channel_sockets():
-                task = self.channels.get(vm_uuid)
-                if (task is None or task.done()) and Path(path).exists():
-                    self.channels[vm_uuid] = asyncio.ensure_future(self.serve_channel(vm_uuid, path))
+            try:
+                for vm_uuid, path in await self.instance.channel_sockets():
+                    task = self.channels.get(vm_uuid)
+                    if (task is None or task.done()) and Path(path).exists():
+                        self.channels[vm_uuid] = asyncio.ensure_future(self.serve_channel(vm_uuid, path))
+            except Exception:  # the database away for a moment: channels of VMs started later still get served
+                log.exception("could not look for channel sockets; trying again in %s s", CHANNEL_SCAN)
             await asyncio.sleep(CHANNEL_SCAN)
 
     async def serve_channel(self, vm_uuid: str, path: str) -> None:

@@ -7,6 +7,7 @@ windows/ with the agent's modules and install.ps1.
 
 from __future__ import annotations
 
+import os
 import re
 import shutil
 import subprocess
@@ -112,9 +113,23 @@ def build_windows(out: Path) -> list[Path]:
 
 
 def build(out: Path) -> list[Path]:
-    """The whole installer/ tree into `out`, replacing what an older build left there."""
-    shutil.rmtree(out, ignore_errors=True)
-    return build_linux(out / "linux") + build_windows(out / "windows")
+    """The whole installer/ tree into `out`, swapped in whole for what an older build left there: a console
+    making tools ISOs meanwhile reads the old tree or the new one, never half of one."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fresh = Path(tempfile.mkdtemp(prefix=f".{out.name}-", dir=out.parent))
+    try:
+        fresh.chmod(0o755)
+        built = build_linux(fresh / "linux") + build_windows(fresh / "windows")
+    except BaseException:
+        shutil.rmtree(fresh, ignore_errors=True)
+        raise
+    previous = out.with_name(f".{out.name}-previous")
+    shutil.rmtree(previous, ignore_errors=True)
+    if out.exists():
+        os.rename(out, previous)
+    os.rename(fresh, out)
+    shutil.rmtree(previous, ignore_errors=True)
+    return [out / path.relative_to(fresh) for path in built]
 
 
 if __name__ == "__main__":

@@ -6,7 +6,6 @@ to the VM's channel socket, the unix socket QEMU would listen on for the Guest T
 the serial port: the agent then calls the VIP."""
 
 import asyncio
-import contextlib
 import io
 import os
 import shutil
@@ -161,7 +160,10 @@ class Command(BaseCommand):
         finally:
             follower.stopped.set()
             agent.terminate()
-            with contextlib.suppress(subprocess.TimeoutExpired):
+            try:
                 agent.wait(10)
+            except subprocess.TimeoutExpired:
+                agent.kill()
+                agent.wait()
             os.close(host_side)
             os.close(guest_side)
