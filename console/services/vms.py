@@ -23,6 +23,8 @@ from .tasks import Progress, create_task, task_kind
 MIN_DISK_BYTES = 1024**2
 MAX_DISK_BYTES = 64 * 1024**4
 MIN_MEMORY_BYTES = 32 * 1024**2
+QCOW2_MAGIC = b"QFI\xfb"
+QCOW2_HEADER_BYTES = 32  # magic, version, backing file offset and length, cluster bits, virtual size
 
 
 @dataclass
@@ -139,6 +141,19 @@ def _new_nics(vm: VM, cluster: Cluster, nics: list[NicSpec]) -> list[Nic]:
     return rows
 
 
+def image_disk_size(image: Image) -> int:
+    """The size of the disk a disk image holds, which its copy starts with: a qcow2's virtual size (its
+    header's big-endian u64 at byte 24), far above its file's size; a raw image's file size."""
+    try:
+        with open(image.path, "rb") as handle:
+            header = handle.read(QCOW2_HEADER_BYTES)
+    except FileNotFoundError:
+        raise Conflict({"image": [f"the file of image {image.name} ({image.path}) is missing"]}) from None
+    if len(header) == QCOW2_HEADER_BYTES and header[:4] == QCOW2_MAGIC:
+        return int.from_bytes(header[24:32], "big")
+    return image.size_bytes
+
+
 def disk_file_name(vm: VM, index: int) -> str:
     return f"vms/{vm.uuid}/disk{index}.raw"
 
@@ -159,8 +174,11 @@ def request_create_vm(actor: Actor, spec: VMSpec) -> Task:
     sizes = list(spec.disk_sizes)
     sources: dict[str, str] = {}
     if image is not None and image.kind == Image.Kind.DISK:
-        sizes = sizes or [image.size_bytes]
-        sizes[0] = max(sizes[0], image.size_bytes)
+        minimum = image_disk_size(image)
+        if sizes and sizes[0] < minimum:
+            raise InvalidRequest({"disks[0].size_bytes": [
+                f"image {image.name} holds a disk of {iec(minimum)}: the first disk needs at least that"]})
+        sizes = sizes or [minimum]
         sources["0"] = str(image.path)
     try:
         with transaction.atomic():

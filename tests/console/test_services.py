@@ -51,6 +51,41 @@ def test_create_from_disk_image_copies_the_image_and_defines_the_vm(cluster, act
     assert (task.percent, task.message) == (100, "web-1 created and powered on")
 
 
+def qcow2_image(cluster, virtual_size: int) -> Image:
+    """A qcow2 image file as an upload leaves it: a few hundred bytes for a disk of `virtual_size`."""
+    container = cluster.storage_containers.get()
+    path = container.resolve("images/cloud.raw")  # uploads are named .raw whatever their format
+    header = b"QFI\xfb" + (3).to_bytes(4, "big") + bytes(8) + bytes(4) + (16).to_bytes(4, "big")
+    path.write_bytes(header + virtual_size.to_bytes(8, "big") + bytes(480))
+    return Image.objects.create(cluster=cluster, name="cloud", kind="disk", container=container,
+                                file_name="images/cloud.raw", size_bytes=path.stat().st_size)
+
+
+def test_a_vm_from_a_qcow2_image_records_the_image_s_virtual_size(cluster, actor, run_tasks):
+    image = qcow2_image(cluster, 2 * GiB)
+    disk = create(actor, run_tasks, image=image).disks.get()
+    assert disk.size_bytes == 2 * GiB
+    assert disk.path.stat().st_size == 2 * GiB  # the sim copies the file and grows it to the recorded size
+
+
+@pytest.mark.parametrize(("qcow2", "asked", "minimum"), [(True, GiB, "2 GiB"), (False, 4 * 2**20, "8 MiB")])
+def test_a_first_disk_smaller_than_its_image_is_refused(cluster, actor, qcow2, asked, minimum):
+    image = qcow2_image(cluster, 2 * GiB) if qcow2 else Image.objects.get(name="base-disk")
+    with pytest.raises(InvalidRequest) as error:
+        vms.request_create_vm(actor, spec(image=image, disk_sizes=[asked]))
+    assert error.value.errors["disks[0].size_bytes"] == [
+        f"image {image.name} holds a disk of {minimum}: the first disk needs at least that"]
+    assert not VM.objects.exists()
+
+
+def test_an_image_whose_file_is_gone_is_refused_before_anything_is_made(cluster, actor):
+    image = Image.objects.get(name="base-disk")
+    image.path.unlink()
+    with pytest.raises(Conflict, match="the file of image base-disk .* is missing"):
+        vms.request_create_vm(actor, spec(image=image))
+    assert not VM.objects.exists()
+
+
 def test_create_with_an_iso_puts_it_in_the_first_cdrom(cluster, actor, run_tasks):
     iso = Image.objects.get(name="rescue-iso")
     vm = create(actor, run_tasks, image=iso, disk_sizes=[GiB])
