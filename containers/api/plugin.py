@@ -20,7 +20,7 @@ from rest_framework.views import APIView
 from console.api.serializers import TaskSerializer
 from console.api.views import valid
 from console.models import Task
-from console.services.actors import Actor
+from console.services.actors import Actor, client_address
 from console.services.errors import Conflict, InvalidRequest
 
 from ..models import DockerHost, VolumeGroup
@@ -84,7 +84,7 @@ class PluginView(APIView):
 
     @property
     def actor(self) -> Actor:
-        return Actor(user=None, source_address=self.request.META.get("REMOTE_ADDR"))
+        return Actor(user=None, source_address=client_address(self.request))
 
     def volume(self, name: str) -> VolumeGroup:
         return get_object_or_404(VolumeGroup.objects.with_details(), cluster=self.host.cluster, docker_volume=name)

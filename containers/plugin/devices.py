@@ -38,11 +38,13 @@ def run(*command: str, ok: tuple[int, ...] = (0,)) -> str:
 
 
 def loops_of(file: Path) -> list[str]:
-    """The loop devices over this file, as `losetup --associated` finds them, without its process."""
+    """The loop devices over this file, as `losetup --associated` finds them, without its process. The kernel
+    names the backing file by its canonical path; the console's path may go through a symlink."""
+    canonical = os.path.realpath(file)
     found = []
     for backing in Path("/sys/block").glob("loop*/loop/backing_file"):
         with contextlib.suppress(OSError):  # a loop device freed while we look
-            if backing.read_text().strip() == str(file):
+            if backing.read_text().strip() == canonical:
                 found.append(f"/dev/{backing.parent.parent.name}")
     return found
 

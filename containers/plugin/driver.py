@@ -8,7 +8,9 @@ that a crash could interrupt, and `reconcile` finishes or undoes such a step on 
 Docker waits for the console only where it must: a Create (the console says whether the volume may exist) and
 the attach of a first Mount (one writer at a time). A detach is told to the console by the upkeep thread right
 after the Unmount is answered, and again, backing off, while the console cannot be reached; until the console
-hears of it the group shows attached here, which keeps anyone else from taking it, never the reverse."""
+hears of it the group shows attached here, which keeps anyone else from taking it, never the reverse. A Mount
+takes back a detach the console has not heard of; one the console is still carrying out refuses the Mount
+(Docker shows the console's words), since the disk is on its way out."""
 
 import contextlib
 import logging

@@ -36,6 +36,10 @@ class Target:
     def params(self) -> dict:
         return {"docker_host": str(self.docker_host.uuid)} if self.docker_host else {"vm": str(self.vm.uuid)}
 
+    def lookup(self) -> dict:
+        """The attachment fields naming this target, for a queryset filter."""
+        return {"docker_host": self.docker_host} if self.docker_host else {"vm": self.vm}
+
     @classmethod
     def from_params(cls, params: dict | None) -> "Target | None":
         if not params:

@@ -229,6 +229,11 @@ def request_attach(actor: Actor, group: VolumeGroup, target: Target, *, force: b
         group = _locked(group)
         _check_ready(group)
         current = _attachment(group)
+        if current is not None and current.state == VolumeGroupAttachment.State.DETACHING:
+            # Its detach task is still to run, and would pull the disks from under a new mount.
+            raise Conflict({"volume_group": [
+                f"volume group {group.name} is being detached from {Target.of(current).name}; "
+                "try again once that detach has finished"]})
         if current is not None and target.same_as(current) and current.state == VolumeGroupAttachment.State.ATTACHED:
             return end_at_once(actor, "volume-group.attach", group, None, Task.Status.SUCCEEDED,
                                f"{group.name} is already attached to {target.name}")
@@ -261,8 +266,9 @@ def _check_move_allowed(actor: Actor, current: VolumeGroupAttachment) -> None:
 
 
 def _undo_attach(task: Task) -> None:
+    target = {f"{field}__uuid": uuid for field, uuid in task.params["target"].items()}  # not another's attach
     VolumeGroupAttachment.objects.filter(
-        group__uuid=task.entity_uuid, state=VolumeGroupAttachment.State.ATTACHING).delete()
+        group__uuid=task.entity_uuid, state=VolumeGroupAttachment.State.ATTACHING, **target).delete()
 
 
 def _apply(target: Target, disks: list[VolumeGroupDisk], attach: bool) -> None:
@@ -286,14 +292,24 @@ def attach(task: Task, progress: Progress) -> str:
     missing = [str(disk.path) for disk in disks if not disk.path.is_file()]
     if missing:
         raise Conflict(f"disk file(s) of volume group {group.name} vanished: {', '.join(missing)}")
+    target = Target.from_params(task.params["target"])
+    withdrawn = Conflict(f"the attachment of {group.name} to {target.name} was withdrawn; nothing is attached")
+    if not VolumeGroupAttachment.objects.filter(group=group, **target.lookup()).exists():
+        raise withdrawn
     previous = Target.from_params(task.params.get("previous"))
     if previous is not None:
         progress(20, f"Detaching from {previous.name}")
         _apply(previous, disks, attach=False)
-    target = Target.from_params(task.params["target"])
     progress(50, f"Attaching to {target.name}")
     _apply(target, disks, attach=True)
-    VolumeGroupAttachment.objects.filter(group=group).update(state=VolumeGroupAttachment.State.ATTACHED)
+    with transaction.atomic():
+        _locked(group)
+        row = VolumeGroupAttachment.objects.filter(group=group, **target.lookup()).first()
+        if row is None:  # no row would record these disks: another host could take the group
+            _apply(target, disks, attach=False)
+            raise withdrawn
+        if row.state == VolumeGroupAttachment.State.ATTACHING:  # a detach asked for meanwhile stays asked for
+            VolumeGroupAttachment.objects.filter(pk=row.pk).update(state=VolumeGroupAttachment.State.ATTACHED)
     return f"{group.name} attached to {target.name}"
 
 
@@ -321,6 +337,8 @@ def request_detach(actor: Actor, group: VolumeGroup, *, force: bool = False,
                 f"volume group {group.name} is attached to {target.name}, which mounts it: stop the containers "
                 "using it there (the plugin then detaches it), or, if that host no longer answers, "
                 "an Admin detaches it with force"]})
+        if pending := _pending_detach(group, current, asked_by, force):
+            return pending  # asked again (the plugin, past its deadline): the detach under way answers
         here = wait and target.hypervisor_vm is None
         VolumeGroupAttachment.objects.filter(pk=current.pk).update(state=VolumeGroupAttachment.State.DETACHING)
         task = create_task(actor, "volume-group.detach", group, queue=target.queue, enqueue=not here, params={
@@ -331,6 +349,15 @@ def request_detach(actor: Actor, group: VolumeGroup, *, force: bool = False,
     return _run_here(task) if here else task
 
 
+def _pending_detach(group: VolumeGroup, current: VolumeGroupAttachment, asked_by: DockerHost | None,
+                    force: bool) -> Task | None:
+    if force or current.state != VolumeGroupAttachment.State.DETACHING:
+        return None
+    asker = {"params__asked_by": str(asked_by.uuid)} if asked_by else {"params__asked_by__isnull": True}
+    return Task.objects.filter(kind="volume-group.detach", entity_uuid=group.uuid, params__force=False,
+                               status__in=(Task.Status.QUEUED, Task.Status.RUNNING), **asker).order_by("-id").first()
+
+
 @task_kind("volume-group.detach", abandon=lambda task: VolumeGroupAttachment.objects.filter(
     group__uuid=task.entity_uuid, state=VolumeGroupAttachment.State.DETACHING).update(
     state=VolumeGroupAttachment.State.ATTACHED))
@@ -339,6 +366,10 @@ def detach(task: Task, progress: Progress) -> str:
     if group is None:
         return "the volume group no longer exists"
     target = Target.from_params(task.params["target"])
+    ours = VolumeGroupAttachment.objects.filter(group=group, state=VolumeGroupAttachment.State.DETACHING,
+                                                **target.lookup())
+    if not ours.exists():  # detached by another task already, or taken back: the disks are not ours to pull
+        return f"{group.name} is no longer being detached from {target.name}; nothing done"
     try:
         _apply(target, _disks(group), attach=False)
     except Exception:
@@ -346,7 +377,7 @@ def detach(task: Task, progress: Progress) -> str:
             raise
         # Forced: the host is gone or broken; the record goes anyway (the hypervisor drops it on its own).
         progress(80, f"{target.name} did not answer; detaching by force")
-    VolumeGroupAttachment.objects.filter(group=group).delete()
+    ours.delete()
     VolumeGroup.objects.filter(pk=group.pk).update(
         mounts=[], used_bytes=task.params.get("used_bytes", group.used_bytes))
     return f"{group.name} detached from {target.name}" + (" (forced)" if task.params.get("force") else "")

@@ -234,3 +234,11 @@ def test_lists_take_a_fixed_number_of_queries(api, actor, vm, docker_host, run_t
         assert len(api.get("/api/v1/volume-groups/").json()["results"]) == 12
     with django_assert_max_num_queries(8):
         assert api.get("/api/v1/docker-hosts/").status_code == 200
+
+
+@pytest.mark.parametrize(("proxies", "recorded"), [(None, "127.0.0.1"), (1, "203.0.113.7")])
+def test_the_audit_names_the_plugins_host_behind_the_configured_proxies(host_api, settings, proxies, recorded):
+    settings.REST_FRAMEWORK = {**settings.REST_FRAMEWORK, "NUM_PROXIES": proxies}
+    host_api.post(PLUGIN + "volumes/", {"name": "quick", "size_bytes": MiB}, format="json",
+                  HTTP_X_FORWARDED_FOR="198.51.100.9, 203.0.113.7")
+    assert AuditEvent.objects.get(action="volume-group.create").source_address == recorded

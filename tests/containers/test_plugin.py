@@ -7,6 +7,7 @@ import os
 import shutil
 import socket
 import stat
+import subprocess
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -474,3 +475,50 @@ def test_calls_share_kept_alive_connections_and_survive_their_closing():
     finally:
         server.shutdown()
         server.server_close()
+
+
+def test_a_mount_refused_while_the_detach_is_under_way_says_so_and_keeps_the_detach(fake, tmp_path):
+    driver, api, devices, config = fake
+    driver.handle("/VolumeDriver.Mount", {"Name": "db", "ID": "c1"})
+    driver.handle("/VolumeDriver.Unmount", {"Name": "db", "ID": "c1"})
+    told = api.change
+
+    def worker_busy(method, path, deadline, body=None):  # the detach task waits for the host's worker
+        if path.endswith("/detach/"):
+            raise ConsoleUnreachable("the Facet console did not finish task volume-group.detach within 20 s")
+        raise ConsoleError("the Facet console refused POST volumes/db/attach/: volume_group: volume group db is "
+                           "being detached from Docker host h; try again once that detach has finished")
+
+    api.change = worker_busy
+    assert not driver.send_detaches()
+    path = tmp_path / "plugins" / "facet.sock"
+    server = daemon.Server(path, driver)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        answer = post(path, "/VolumeDriver.Mount", b'{"Name": "db", "ID": "c2"}')
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert "is being detached" in answer["Err"] and "try again" in answer["Err"]
+    assert devices.mounted == {} and State.load(config.state_file).detaches == {"db": 4096}
+    api.change = told
+    assert driver.send_detaches()
+    assert driver.handle("/VolumeDriver.Mount", {"Name": "db", "ID": "c2"})["Mountpoint"]
+
+
+@pytest.mark.skipif(os.geteuid() != 0 or not shutil.which("losetup"), reason="needs root and losetup")
+def test_leftover_loop_devices_are_found_through_a_symlinked_directory(tmp_path):
+    (tmp_path / "real").mkdir()
+    disk = tmp_path / "real" / "disk0.raw"
+    disk.write_bytes(b"\0" * MiB)
+    (tmp_path / "link").symlink_to(tmp_path / "real")
+    try:
+        device = devices.run("losetup", "--find", "--show", str(disk))
+    except devices.DeviceError as exc:
+        pytest.skip(f"no loop device: {exc}")
+    try:
+        assert devices.loops_of(tmp_path / "link" / "disk0.raw") == [device]
+        devices.detach_loops(tmp_path / "link" / "disk0.raw")
+        assert devices.loops_of(disk) == []
+    finally:
+        subprocess.run(["losetup", "--detach", device], capture_output=True)

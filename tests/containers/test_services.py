@@ -7,6 +7,7 @@ from console.models import VM, AuditEvent, Image, SimDomain, Task
 from console.services import vms
 from console.services.actors import Actor
 from console.services.errors import Conflict, InvalidRequest
+from console.services.tasks import execute
 from containers.models import DockerHost, VolumeGroup, VolumeGroupAttachment
 from containers.services import cloud_config, docker_hosts, volume_groups
 from containers.services.targets import Target
@@ -237,3 +238,60 @@ def test_a_docker_host_vm_gets_groups_through_the_hypervisor(group, cluster, act
     run_tasks()
     assert set(disks_seen_by(host.vm)) == {d.serial for d in group.disks.all()}
 
+
+
+@pytest.fixture
+def docker_host_vm(cluster, actor, run_tasks) -> DockerHost:
+    image = Image.objects.get(name="base-disk")
+    _, host = docker_hosts.request_create(actor, name="dh-vm", image=image, vcpus=1, memory_bytes=GiB)
+    run_tasks()
+    DockerHost.objects.filter(pk=host.pk).update(state="ready")
+    host.refresh_from_db()
+    return host
+
+
+def run(task: Task) -> Task:
+    """One task, out of queue order, as a busy worker might run it."""
+    execute(str(task.uuid), task.attempts)
+    task.refresh_from_db()
+    return task
+
+
+def test_an_attach_is_refused_while_a_detach_is_under_way(group, docker_host_vm, actor, run_tasks):
+    # The plugin's detach outlived its deadline: the task waits for the host's worker; a Mount comes in.
+    volume_groups.request_attach(actor, group, Target(docker_host=docker_host_vm), asked_by=docker_host_vm)
+    run_tasks()
+    asked = Actor(user=None)
+    detach = volume_groups.request_detach(asked, group, asked_by=docker_host_vm, wait=True)
+    assert detach.status == "queued"
+    with pytest.raises(Conflict, match="is being detached from Docker host dh-vm; try again once"):
+        volume_groups.request_attach(asked, group, Target(docker_host=docker_host_vm), asked_by=docker_host_vm)
+    with pytest.raises(Conflict, match="being detached"):
+        volume_groups.request_attach(actor, group, Target(vm=docker_host_vm.vm), force=True)
+    # The plugin asking again follows the detach under way rather than queueing another.
+    again = volume_groups.request_detach(asked, group, asked_by=docker_host_vm, wait=True)
+    assert again.uuid == detach.uuid
+    assert Task.objects.filter(kind__startswith="volume-group.", status="queued").count() == 1
+    run_tasks()
+    assert disks_seen_by(docker_host_vm.vm) == {} and not VolumeGroupAttachment.objects.exists()
+    volume_groups.request_attach(asked, group, Target(docker_host=docker_host_vm), asked_by=docker_host_vm)
+    run_tasks()
+    assert VolumeGroupAttachment.objects.get().state == "attached" and disks_seen_by(docker_host_vm.vm)
+
+
+def test_a_detach_removes_only_the_attachment_it_was_asked_for(group, vm, actor, run_tasks):
+    volume_groups.request_attach(actor, group, Target(vm=vm))
+    run_tasks()
+    detach = volume_groups.request_detach(actor, group)
+    VolumeGroupAttachment.objects.update(state="attached")  # taken back before the worker got to the task
+    assert "nothing done" in run(detach).message
+    assert VolumeGroupAttachment.objects.get().state == "attached"
+    assert set(disks_seen_by(vm)) == {d.serial for d in group.disks.all()}
+
+
+def test_an_attach_whose_attachment_was_withdrawn_attaches_nothing(group, vm, actor, run_tasks):
+    attach = volume_groups.request_attach(actor, group, Target(vm=vm))
+    VolumeGroupAttachment.objects.all().delete()  # detached before the worker got to the task
+    failed = run(attach)
+    assert failed.status == "failed" and "was withdrawn" in failed.error
+    assert disks_seen_by(vm) == {} and not VolumeGroupAttachment.objects.exists()
