@@ -58,14 +58,14 @@ def volume_group_detail(request, uuid):
         "grow_form": forms.GrowForm(), **history(group)})
 
 
-def _group_action(request, uuid, act):
+def _group_action(request, uuid, act, labels: dict[str, str] | None = None):
     """Run one change of a group from a POSTed form; back to its page with the task or the refusal."""
     group = get_object_or_404(VolumeGroup, uuid=uuid)
     back = reverse("volume-group-detail", args=[uuid])
     try:
         task = act(group)
     except ServiceError as error:
-        return refuse(request, error, back)
+        return refuse(request, error, back, labels)
     return task_started(request, task, back)
 
 
@@ -105,7 +105,7 @@ def volume_group_grow(request, uuid):
         return redirect("volume-group-detail", uuid)
     data = form.cleaned_data
     return _group_action(request, uuid, lambda g: volume_groups.request_grow(
-        actor(request), g, data["size_gib"] * GiB, data["index"]))
+        actor(request), g, data["size_gib"] * GiB, data["index"]), {"size_bytes": "New size", "index": "Disk"})
 
 
 @role_required(OPERATOR)

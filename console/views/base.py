@@ -47,9 +47,11 @@ def task_started(request, task: Task, next_url: str):
     return redirect(next_url)
 
 
-def refuse(request, error: ServiceError, next_url: str):
+def refuse(request, error: ServiceError, next_url: str, labels: dict[str, str] | None = None):
+    """Say why a service refused, each problem under the label the page shows for its field (`labels`
+    maps the service's field names to them), and go back."""
     for field, problems in error.errors.items():
-        label = "" if field == "detail" else f"{field}: "
+        label = "" if field == "detail" else f"{(labels or {}).get(field, field)}: "
         for problem in problems:
             messages.error(request, f"{label}{problem}")
     return redirect(next_url)
