@@ -7,6 +7,8 @@ from .base import DriverError, ProgressCallback
 
 CHUNK = 4 * 1024 * 1024
 ISO9660_MAGIC_OFFSET = 16 * 2048 + 1
+QCOW2_MAGIC = b"QFI\xfb"
+QCOW2_HEADER_BYTES = 32  # magic, version, backing file offset and length, cluster bits, virtual size
 
 
 def create_sparse(path: Path, size_bytes: int) -> None:
@@ -66,3 +68,19 @@ def is_iso9660(path: Path) -> bool:
             return handle.read(5) == b"CD001"
     except OSError:
         return False
+
+
+def disk_format(path: Path) -> str:
+    """`qcow2` or `raw`, from the file's first bytes."""
+    with open(path, "rb") as handle:
+        return "qcow2" if handle.read(4) == QCOW2_MAGIC else "raw"
+
+
+def qcow2_virtual_size(path: Path) -> int | None:
+    """The size of the disk a qcow2 file holds (its header's big-endian u64 at byte 24), far above the file's
+    own size; None for any other file."""
+    with open(path, "rb") as handle:
+        header = handle.read(QCOW2_HEADER_BYTES)
+    if len(header) == QCOW2_HEADER_BYTES and header[:4] == QCOW2_MAGIC:
+        return int.from_bytes(header[24:32], "big")
+    return None

@@ -5,9 +5,6 @@ that host's Guest Tools Service connects."""
 
 import functools
 import os
-import re
-import subprocess
-import tempfile
 import threading
 import time
 from pathlib import Path
@@ -16,15 +13,13 @@ from xml.etree.ElementTree import Element, SubElement, tostring
 import libvirt
 from defusedxml.ElementTree import fromstring
 
-from . import files
+from . import files, qemu_img
 from .base import POWER_TRANSITIONS, DriverError, ProgressCallback
 
 CHANNEL_NAME = "org.facet.guest_tools.0"
 CONSOLE_LOG_DIR = Path("/var/log/libvirt/qemu")  # virtlogd (root) writes there on every hypervisor host
 IDE_SLOTS = 4  # one IDE controller: two buses of two units
-QCOW2_MAGIC = b"QFI\xfb"
 SHUTDOWN_WAIT_SECONDS = 180
-ERROR_TAIL_CHARS = 2000
 DETACH_WAIT_SECONDS = 30  # for the guest to release a hot-unplugged disk
 DETACH_POLL_SECONDS = 0.5
 # Set to `kvm` or `qemu` (TCG) to skip the probe, e.g. where KVM is present but does not work.
@@ -84,11 +79,6 @@ def _probe_kvm(connection: libvirt.virConnect) -> str:
     return "kvm" if features & {"vmx", "svm"} else "qemu"
 
 
-def disk_format(path: Path) -> str:
-    with open(path, "rb") as handle:
-        return "qcow2" if handle.read(4) == QCOW2_MAGIC else "raw"
-
-
 def _cdrom_target(slot: int) -> str:
     return "hd" + "abcd"[slot]
 
@@ -110,7 +100,7 @@ def _cdrom_element(slot: int, iso_path: Path | None) -> Element:
 
 def _disk_element(path: Path, target: str, serial: str | None = None) -> Element:
     disk = Element("disk", type="file", device="disk")
-    SubElement(disk, "driver", name="qemu", type=disk_format(path))
+    SubElement(disk, "driver", name="qemu", type=files.disk_format(path))
     SubElement(disk, "source", file=str(path))
     SubElement(disk, "target", dev=target, bus="virtio")
     if serial:
@@ -291,8 +281,8 @@ class LibvirtDriver:
 
     def create_disk(self, path: Path, size_bytes: int) -> None:
         """A new raw sparse disk, or an existing disk grown to the size (never shrunk)."""
-        if path.is_file() and disk_format(path) == "qcow2":
-            _qemu_img("resize", "-f", "qcow2", str(path), str(size_bytes))
+        if path.is_file() and files.disk_format(path) == "qcow2":
+            qemu_img.run("resize", "-f", "qcow2", str(path), str(size_bytes))
         elif not path.is_file() or path.stat().st_size < size_bytes:
             files.create_sparse(path, size_bytes)
 
@@ -304,12 +294,12 @@ class LibvirtDriver:
         target.parent.mkdir(parents=True, exist_ok=True)
         if linked:
             # An overlay recording its base's format, as libvirt will not guess a backing file's format.
-            _qemu_img("create", "-q", "-f", "qcow2", "-b", str(source.resolve()), "-F", disk_format(source),
+            qemu_img.run("create", "-q", "-f", "qcow2", "-b", str(source.resolve()), "-F", files.disk_format(source),
                       str(target))
             progress(1.0)
             return
         partial = target.with_name(target.name + ".part")
-        _convert(source, partial, progress)
+        qemu_img.convert(source, partial, progress)
         os.replace(partial, target)
 
     def delete_disk(self, path: Path) -> None:
@@ -405,34 +395,3 @@ class LibvirtDriver:
             if channel.find("target").get("name") == CHANNEL_NAME and source is not None and source.get("path"):
                 return Path(source.get("path"))
         return None
-
-
-def _qemu_img(*arguments: str) -> None:
-    result = subprocess.run(["qemu-img", *arguments], capture_output=True, text=True)
-    if result.returncode != 0:
-        raise DriverError(f"qemu-img {arguments[0]} failed: {result.stderr.strip() or result.stdout.strip()}")
-
-
-def _convert(source: Path, target: Path, progress: ProgressCallback) -> None:
-    """A full, standalone raw copy (a linked clone's chain is flattened), sparse, reporting qemu-img's
-    progress as it goes. qemu-img never outlives the call: a failing progress callback kills it."""
-    command = ["qemu-img", "convert", "-p", "-f", disk_format(source), "-O", "raw", str(source), str(target)]
-    # stderr to a file: a pipe read only after stdout's end could fill up and stall qemu-img.
-    with tempfile.TemporaryFile("w+") as errors:
-        process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=errors, text=True)
-        try:
-            with process.stdout:
-                for line in iter(process.stdout.readline, ""):
-                    for percent in re.findall(r"\((\d+(?:\.\d+)?)/100%\)", line):
-                        progress(float(percent) / 100)
-            returncode = process.wait()
-        except BaseException:
-            process.kill()
-            process.wait()
-            target.unlink(missing_ok=True)
-            raise
-        if returncode != 0:
-            target.unlink(missing_ok=True)
-            errors.seek(0)
-            message = errors.read().strip()[-ERROR_TAIL_CHARS:]  # qemu-img's last words say what went wrong
-            raise DriverError(f"copying {source} to {target.name} failed: {message}")

@@ -11,7 +11,7 @@ from django.db.models import Q, Sum
 from customization.services import lifecycle as os_customization
 from customization.services.lifecycle import CustomizationRequest
 
-from ..drivers import get_driver
+from ..drivers import files, get_driver
 from ..models import VM, CdRom, Cluster, Host, Image, Network, Nic, StorageContainer, Task, VirtualDisk
 from ..models.inventory import hostname_validator, name_validator
 from ..units import iec
@@ -23,8 +23,6 @@ from .tasks import Progress, create_task, task_kind
 MIN_DISK_BYTES = 1024**2
 MAX_DISK_BYTES = 64 * 1024**4
 MIN_MEMORY_BYTES = 32 * 1024**2
-QCOW2_MAGIC = b"QFI\xfb"
-QCOW2_HEADER_BYTES = 32  # magic, version, backing file offset and length, cluster bits, virtual size
 
 
 @dataclass
@@ -145,13 +143,9 @@ def image_disk_size(image: Image) -> int:
     """The size of the disk a disk image holds, which its copy starts with: a qcow2's virtual size (its
     header's big-endian u64 at byte 24), far above its file's size; a raw image's file size."""
     try:
-        with open(image.path, "rb") as handle:
-            header = handle.read(QCOW2_HEADER_BYTES)
+        return files.qcow2_virtual_size(image.path) or image.size_bytes
     except FileNotFoundError:
         raise Conflict({"image": [f"the file of image {image.name} ({image.path}) is missing"]}) from None
-    if len(header) == QCOW2_HEADER_BYTES and header[:4] == QCOW2_MAGIC:
-        return int.from_bytes(header[24:32], "big")
-    return image.size_bytes
 
 
 def disk_file_name(vm: VM, index: int) -> str:

@@ -225,7 +225,7 @@ def test_a_copy_whose_progress_fails_leaves_no_qemu_img_running(tmp_path, monkey
     def progress(_fraction):
         raise RuntimeError("the task was cancelled")
 
-    monkeypatch.setattr("console.drivers.libvirt.subprocess.Popen", popen)
+    monkeypatch.setattr("console.drivers.qemu_img.subprocess.Popen", popen)
     with pytest.raises(RuntimeError, match="cancelled"):
         get_driver(URI).clone_disk(source, tmp_path / "copy.raw", False, progress)
     (process,) = started
