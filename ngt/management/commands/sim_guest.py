@@ -42,6 +42,16 @@ def extract_config(iso_path: Path, directory: Path) -> None:
         iso.close()
 
 
+def stop(process: subprocess.Popen) -> None:
+    """Terminate a child, killing it when it does not end within 10 s."""
+    process.terminate()
+    try:
+        process.wait(10)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
+
+
 class MediaFollower(threading.Thread):
     """The guest's view of its Guest Tools CD-ROM: `media/config` points at the files of the ISO in the
     drive (swapped in one rename when another is mounted) and is gone while the drive is empty, as a disc the
@@ -159,11 +169,6 @@ class Command(BaseCommand):
             pass
         finally:
             follower.stopped.set()
-            agent.terminate()
-            try:
-                agent.wait(10)
-            except subprocess.TimeoutExpired:
-                agent.kill()
-                agent.wait()
+            stop(agent)
             os.close(host_side)
             os.close(guest_side)

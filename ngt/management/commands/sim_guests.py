@@ -14,6 +14,8 @@ from django.core.management.base import BaseCommand, CommandError
 
 from console.models import VM, Host
 
+from .sim_guest import stop
+
 
 class Command(BaseCommand):
     help = "Run a simulated guest with the real agent for each running VM of a sim host with Guest Tools."
@@ -52,11 +54,3 @@ class Command(BaseCommand):
             guests[uuid] = subprocess.Popen(
                 [sys.executable, str(Path(settings.BASE_DIR) / "manage.py"), "sim_guest", uuid])
 
-
-def stop(guest: subprocess.Popen) -> None:
-    guest.terminate()
-    try:
-        guest.wait(10)
-    except subprocess.TimeoutExpired:
-        guest.kill()
-        guest.wait()
