@@ -53,4 +53,3 @@ class Command(BaseCommand):
         for uuid in sorted(wanted - guests.keys()):
             guests[uuid] = subprocess.Popen(
                 [sys.executable, str(Path(settings.BASE_DIR) / "manage.py"), "sim_guest", uuid])
-
