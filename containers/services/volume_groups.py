@@ -22,7 +22,7 @@ from console.services import audit
 from console.services.access import ADMIN, has_role
 from console.services.actors import Actor
 from console.services.errors import Conflict, InvalidRequest, check_field
-from console.services.tasks import Progress, create_task, end_at_once, execute, task_kind
+from console.services.tasks import Progress, create_task, end_at_once, run_here, task_kind
 from console.services.vms import default_cluster, driver_for
 from console.units import iec
 
@@ -74,7 +74,7 @@ def _disks(group: VolumeGroup) -> list[VolumeGroupDisk]:
 
 def _run_here(task: Task) -> Task:
     """Run a committed task in this request, as a worker would (see the module's note on `wait`)."""
-    execute(str(task.uuid), task.attempts)
+    run_here([task])
     task.refresh_from_db()
     return task
 
