@@ -6,6 +6,9 @@ import secrets
 from pathlib import Path
 
 import dj_database_url
+from django.core.exceptions import ImproperlyConfigured
+
+from console.drivers.libvirt_network import NetworkMapError, parse_network_map
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 DATA_DIR = Path(os.environ.get("FACET_DATA_DIR", BASE_DIR / "var")).resolve()
@@ -30,6 +33,12 @@ PUBLIC_URL = os.environ.get("FACET_PUBLIC_URL", "http://127.0.0.1:8000").rstrip(
 ALLOWED_HOSTS = [h for h in os.environ.get("FACET_ALLOWED_HOSTS", "*").split(",") if h]
 CSRF_TRUSTED_ORIGINS = [PUBLIC_URL]
 CLUSTER_VIP = os.environ.get("FACET_CLUSTER_VIP", "127.0.0.10")
+# Where guests reach the console (a Docker host VM's plugin): on QEMU's user-mode networking the console's
+# 127.0.0.1:8000 is 10.0.2.2:8000 to a guest.
+GUEST_CONSOLE_URL = os.environ.get("FACET_GUEST_CONSOLE_URL", PUBLIC_URL).rstrip("/")
+if not GUEST_CONSOLE_URL.startswith(("http://", "https://")):
+    raise ImproperlyConfigured(f"FACET_GUEST_CONSOLE_URL must start with http:// or https://, "
+                               f"not {GUEST_CONSOLE_URL!r}")
 if PUBLIC_URL.startswith("https://"):
     # Served over TLS by a reverse proxy that says so in X-Forwarded-Proto.
     SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
@@ -122,6 +131,13 @@ STORAGES = {
 # Uploads are streamed by our own code into the storage container; Django never buffers them.
 FACET_IMAGE_UPLOAD_LIMIT = int(os.environ.get("FACET_IMAGE_UPLOAD_LIMIT", 64 * 1024**3))
 DATA_UPLOAD_MAX_MEMORY_SIZE = 5 * 1024 * 1024
+
+# The libvirt driver's NICs: what carries each Facet network on the hypervisor hosts (a network not named gets
+# QEMU's user-mode networking). A mistake stops every process here, saying what is wrong.
+try:
+    FACET_LIBVIRT_NETWORKS = parse_network_map(os.environ.get("FACET_LIBVIRT_NETWORKS", ""))
+except NetworkMapError as exc:
+    raise ImproperlyConfigured(f"FACET_LIBVIRT_NETWORKS: {exc}") from None
 
 # Redis: the embedded default is the redis-server that `make run` starts on a unix socket.
 REDIS_URL = os.environ.get("FACET_REDIS_URL", "unix:///run/facet/redis.sock")

@@ -1,7 +1,7 @@
 """The libvirt hypervisor (QEMU): `qemu:///system`, `qemu+ssh://HOST/system`, and libvirt's own `test:///default`
 for unit tests. A domain's uuid is its VM's uuid; its disks are virtio-blk, its CD-ROMs IDE (Debian's cloud
-kernel has no AHCI driver), and the Guest Tools channel a unix socket QEMU binds on the hypervisor host, where
-that host's Guest Tools Service connects."""
+kernel has no AHCI driver), its NICs virtio on what carries their networks (libvirt_network.py), and the Guest
+Tools channel a unix socket QEMU binds on the hypervisor host, where that host's Guest Tools Service connects."""
 
 import functools
 import os
@@ -12,8 +12,9 @@ from xml.etree.ElementTree import Element, SubElement, tostring
 
 import libvirt
 from defusedxml.ElementTree import fromstring
+from django.conf import settings
 
-from . import files, qemu_img
+from . import files, libvirt_network, qemu_img
 from .base import POWER_TRANSITIONS, DriverError, ProgressCallback
 
 CHANNEL_NAME = "org.facet.guest_tools.0"
@@ -202,6 +203,8 @@ class LibvirtDriver:
             if cdrom.slot >= IDE_SLOTS:
                 raise DriverError(f"VM {vm.name} has CD-ROM slot {cdrom.slot}; IDE has slots 0 to {IDE_SLOTS - 1}")
             devices.append(_cdrom_element(cdrom.slot, Path(cdrom.iso_path) if cdrom.iso_path else None))
+        devices.extend(libvirt_network.interface_elements(vm.nics.select_related("network").order_by("index"),
+                                                          settings.FACET_LIBVIRT_NETWORKS))
         # No path: libvirt makes the socket in its per-domain channel directory at each start (it would
         # replace a path of ours there, and QEMU's user may write nowhere else we could count on).
         channel = SubElement(devices, "channel", type="unix")

@@ -8,7 +8,7 @@ from django.conf import settings
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
-from console.models import VM, Image, Network, StorageContainer, Task
+from console.models import VM, Cluster, Image, Network, StorageContainer, Task
 from console.models.inventory import name_validator
 from console.services import audit, vms
 from console.services.actors import Actor
@@ -50,14 +50,16 @@ def register(actor: Actor, name: str, address: str = "") -> tuple[DockerHost, st
 def request_create(actor: Actor, *, name: str, image: Image, vcpus: int, memory_bytes: int,
                    network: Network | None = None) -> tuple[Task, DockerHost]:
     """A VM from the image, powered on, whose first boot runs the cloud-config that makes it a Docker host
-    (through OS customization's media); answers the task creating the VM, and the host."""
+    (through OS customization's media); answers the task creating the VM, and the host. Its NIC is on the
+    network asked for, else on the cluster's first; the plugin reaches the console at GUEST_CONSOLE_URL."""
     vms.check_new_name(image.cluster, name)
+    network = _network_to_the_console(image.cluster, network)
     with transaction.atomic():
         host, key = _new_host(actor, name, DockerHost.Kind.VM)
-        user_data = cloud_config.render(host_name=name, console_url=settings.PUBLIC_URL, key=key,
+        user_data = cloud_config.render(host_name=name, console_url=settings.GUEST_CONSOLE_URL, key=key,
                                         default_container=image.container.name)
         spec = vms.VMSpec(name=name, vcpus=vcpus, memory_bytes=memory_bytes, cluster=image.cluster, image=image,
-                          nics=[vms.NicSpec(network=network)] if network else [], power_on=True,
+                          nics=[vms.NicSpec(network=network)], power_on=True,
                           description=f"Docker host {name}", customization=CustomizationRequest(
                               kind="cloud-init", content=user_data))
         task = vms.request_create_vm(actor, spec)
@@ -65,6 +67,15 @@ def request_create(actor: Actor, *, name: str, image: Image, vcpus: int, memory_
         host.save(update_fields=["vm"])
         audit.record(actor, "docker-host.create", host, task=str(task.uuid))
     return task, host
+
+
+def _network_to_the_console(cluster: Cluster, network: Network | None) -> Network:
+    """A Docker host VM fetches the plugin from the console and its plugin calls it: without a NIC it never could."""
+    network = network or cluster.networks.first()
+    if network is None:
+        raise InvalidRequest({"network": [f"cluster {cluster.name} has no network: a Docker host VM needs one to "
+                                          "reach the console"]})
+    return network
 
 
 def remove(actor: Actor, host: DockerHost) -> Task | None:

@@ -6,12 +6,15 @@ import json
 import os
 import shutil
 import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 from defusedxml.ElementTree import fromstring
 
 from console.drivers import DriverError, get_driver
-from console.models import VM, Host, Image, Task
+from console.drivers.libvirt_network import Carrier, NetworkMapError, parse_network_map
+from console.models import VM, Host, Image, Network, Task
 from console.services import power, vms
 
 libvirt = pytest.importorskip("libvirt", reason="libvirt-python is not installed (make setup installs it)")
@@ -19,6 +22,7 @@ from console.drivers.libvirt import CHANNEL_NAME, LibvirtDriver  # noqa: E402
 
 GiB, MiB = 1024**3, 1024**2
 URI = "test:///default"
+ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture
@@ -74,6 +78,65 @@ def test_create_defines_the_domain_as_the_vm(cluster, hosts, actor, run_tasks):
     assert channel.get("type") == "unix"
     assert channel.find("target").get("name") == CHANNEL_NAME
     assert vm.power_state == "on"
+
+
+def nic_of(actor, run_tasks):
+    """The one interface of a VM with a NIC on the test cluster's network `lan` (VLAN 10), and the NIC."""
+    vm = create(actor, run_tasks, nics=[vms.NicSpec(network=Network.objects.get(name="lan"))])
+    (interface,) = domain_of(vm).findall("devices/interface")
+    return interface, vm.nics.get()
+
+
+def test_a_nic_on_a_network_nobody_mapped_gets_user_mode_networking(cluster, hosts, actor, run_tasks):
+    interface, nic = nic_of(actor, run_tasks)
+    assert interface.get("type") == "user"
+    assert interface.find("mac").get("address") == nic.mac
+    assert interface.find("model").get("type") == "virtio"
+    assert interface.find("source") is None
+
+
+@pytest.mark.parametrize(("carrier", "kind", "source", "tag"), [
+    (Carrier("bridge", "br0"), "bridge", {"bridge": "br0"}, None),  # a Linux bridge cannot tag: it carries VLAN 10
+    (Carrier("ovs", "br-ext"), "bridge", {"bridge": "br-ext"}, "10"),
+    (Carrier("network", "default"), "network", {"network": "default"}, None),
+])
+def test_a_nic_goes_on_what_carries_its_network(cluster, hosts, actor, run_tasks, settings, carrier, kind, source,
+                                                tag):
+    settings.FACET_LIBVIRT_NETWORKS = {"lan": carrier}
+    interface, nic = nic_of(actor, run_tasks)
+    assert (interface.get("type"), interface.find("source").attrib) == (kind, source)
+    assert (interface.find("mac").get("address"), interface.find("model").get("type")) == (nic.mac, "virtio")
+    assert (interface.find("vlan/tag").get("id") if tag else interface.find("vlan")) == tag
+    assert (interface.find("virtualport") is not None) == (carrier.kind == "ovs")
+
+
+def test_the_network_map_reads_every_carrier():
+    assert parse_network_map(" lan=bridge:br0, dmz = ovs:br-ext,lab=network:default, test=user,") == {
+        "lan": Carrier("bridge", "br0"), "dmz": Carrier("ovs", "br-ext"), "lab": Carrier("network", "default"),
+        "test": Carrier("user")}
+    assert parse_network_map("") == {}
+
+
+@pytest.mark.parametrize(("text", "problem"), [
+    ("lan", "'lan' names no network"),
+    ("=bridge:br0", "'=bridge:br0' names no network"),
+    ("lan=br0", "network 'lan': 'br0' is not a carrier: expected NAME=bridge:BRIDGE, NAME=ovs:BRIDGE"),
+    ("lan=macvtap:eth0", "'macvtap:eth0' is not a carrier"),
+    ("lan=bridge:", "network 'lan': bridge needs a name without spaces, quotes or slashes, not ''"),
+    ("lan=network:a'b", "not \"a'b\""),
+    ("lan=user, lan=bridge:br0", "network 'lan' is mapped twice"),
+])
+def test_a_bad_network_map_says_what_is_wrong(text, problem):
+    with pytest.raises(NetworkMapError) as error:
+        parse_network_map(text)
+    assert problem in str(error.value)
+
+
+def test_a_bad_network_map_stops_the_console_at_start():
+    done = subprocess.run([sys.executable, "manage.py", "check"], cwd=ROOT, capture_output=True, text=True,
+                          env={**os.environ, "FACET_LIBVIRT_NETWORKS": "lan=br0"}, timeout=60)
+    assert done.returncode != 0
+    assert "ImproperlyConfigured: FACET_LIBVIRT_NETWORKS: network 'lan': 'br0' is not a carrier" in done.stderr
 
 
 def test_a_vm_that_is_not_running_has_no_channel_socket(cluster, hosts, actor, run_tasks):
