@@ -13,7 +13,7 @@ from console.views.base import actor, as_uuid, paginate, refuse, role_required, 
 from . import forms
 from .filtersets import DockerHostFilterSet, VolumeGroupFilterSet
 from .models import DockerHost, VolumeGroup
-from .services import docker_hosts, volume_groups
+from .services import attachments, docker_hosts, volume_groups
 from .services.targets import Target
 
 GiB = forms.GiB
@@ -86,14 +86,14 @@ def volume_group_attach(request, uuid):
         messages.error(request, "target: choose a VM or a Docker host")
         return redirect("volume-group-detail", uuid)
     force = request.POST.get("force") == "on"
-    return _group_action(request, uuid, lambda g: volume_groups.request_attach(actor(request), g, target, force=force))
+    return _group_action(request, uuid, lambda g: attachments.request_attach(actor(request), g, target, force=force))
 
 
 @require_POST
 @role_required(OPERATOR)
 def volume_group_detach(request, uuid):
     force = request.POST.get("force") == "on"
-    return _group_action(request, uuid, lambda g: volume_groups.request_detach(actor(request), g, force=force))
+    return _group_action(request, uuid, lambda g: attachments.request_detach(actor(request), g, force=force))
 
 
 @require_POST

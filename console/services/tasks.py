@@ -79,12 +79,7 @@ def task_kind(name: str, abandon: AbandonFunction | None = None):
 def create_task(actor: Actor, kind: str, entity=None, *, queue: str = "default", parent: Task | None = None,
                 params: dict | None = None, enqueue: bool = True) -> Task:
     """Write the task row and, once the surrounding transaction commits, hand it to a worker."""
-    task = Task.objects.create(
-        kind=kind, queue=queue, parent=parent, params=params or {}, created_by=actor.user,
-        entity_type=type(entity).__name__.lower() if entity is not None else "",
-        entity_uuid=getattr(entity, "uuid", None), entity_name=str(getattr(entity, "name", ""))[:80],
-        attempts=1,
-    )
+    task = Task.objects.create(**_row(actor, kind, entity, parent, params), queue=queue)
     if enqueue:
         together = getattr(_sending_together, "task_pks", None)
         if together is not None:
@@ -92,6 +87,12 @@ def create_task(actor: Actor, kind: str, entity=None, *, queue: str = "default",
         else:
             transaction.on_commit(lambda: send(task))
     return task
+
+
+def _row(actor: Actor, kind: str, entity, parent: Task | None, params: dict | None) -> dict:
+    return {"kind": kind, "parent": parent, "params": params or {}, "created_by": actor.user, "attempts": 1,
+            "entity_type": type(entity).__name__.lower() if entity is not None else "",
+            "entity_uuid": getattr(entity, "uuid", None), "entity_name": str(getattr(entity, "name", ""))[:80]}
 
 
 @contextlib.contextmanager
@@ -116,17 +117,15 @@ def run_here(tasks: list[Task]) -> None:
         execute(str(task.uuid), task.attempts)
 
 
-def end_at_once(actor: Actor, kind: str, entity, parent: Task | None, status: str, message: str) -> Task:
-    """A child of a bulk task that needs no work (already done) or cannot run (refused), ended now."""
-    task = create_task(actor, kind, entity, parent=parent, enqueue=False)
-    task.status, task.finished_at = status, timezone.now()
-    task.percent = 100 if status == Status.SUCCEEDED else 0
-    if status == Status.SUCCEEDED:
-        task.message = message[:255]
-    else:
-        task.error = message
-    task.save()
-    return task
+def end_at_once(actor: Actor, kind: str, entity, parent: Task | None, status: str, message: str,
+                params: dict | None = None) -> Task:
+    """A task written ended: one that needs no work (already done), cannot run (refused), or whose quick work
+    was done within the caller's own transaction, which then holds the task's outcome and its effect together."""
+    now = timezone.now()
+    succeeded = status == Status.SUCCEEDED
+    return Task.objects.create(**_row(actor, kind, entity, parent, params), status=status, started_at=now,
+                               finished_at=now, percent=100 if succeeded else 0,
+                               message=message[:255] if succeeded else "", error="" if succeeded else message)
 
 
 def send(task: Task) -> None:

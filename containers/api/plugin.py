@@ -2,9 +2,10 @@
 list and create Docker-backed volume groups, attach, detach and delete them for its own host, report their
 usage, read the tasks it asked for, and nothing else.
 
-A change answers its task: with `?wait=1` it is run to its end within the request where its work is local
-(see services/volume_groups.py) and answered 200, with the volume as it now is (`volume`) when it succeeded;
-otherwise 202, and the plugin follows the task."""
+A change answers its task: with `?wait=1` it is done within the request where its work is local (see
+services/volume_groups.py) and answered 200, with the volume as it now is (`volume`), or refused saying why;
+otherwise 202, and the plugin follows the task. A create may attach the new volume to the asking host at once
+(`attach`), for the Mount that follows it."""
 
 import re
 from pathlib import Path
@@ -24,7 +25,7 @@ from console.services.actors import Actor, client_address
 from console.services.errors import Conflict, InvalidRequest
 
 from ..models import DockerHost, VolumeGroup
-from ..services import docker_hosts, volume_groups
+from ..services import attachments, docker_hosts, volume_groups
 from ..services.targets import Target
 from .authentication import DockerHostAuthentication, IsDockerHost
 
@@ -46,6 +47,7 @@ class CreateSerializer(serializers.Serializer):
     size_bytes = serializers.IntegerField(min_value=1)
     fstype = serializers.ChoiceField(choices=FSTYPES, default="ext4")
     container = serializers.CharField(max_length=63, required=False, allow_blank=True, default="")
+    attach = serializers.BooleanField(default=False, help_text="Attach it to this host at once (for its Mount)")
 
     def validate_name(self, value: str) -> str:
         if not DOCKER_VOLUME_NAME.match(value):
@@ -161,10 +163,13 @@ class VolumeListView(PluginView):
                      else host.cluster.storage_containers.first())
         if container is None:
             raise InvalidRequest({"container": ["the cluster has no storage container"]})
+        # A registered machine attaches by loop device, so the console attaches it there within this request;
+        # a VM needs its hypervisor, and its Mount asks for the attach.
+        attach_here = data["attach"] and self.wait and host.kind == DockerHost.Kind.EXTERNAL
         task = volume_groups.request_create(
             self.actor, data["name"], data["size_bytes"], container=container, docker_volume=data["name"],
             fstype=data["fstype"], description=f"Docker volume from {host.name}", created_by_host=host,
-            wait=self.wait)
+            attach_to=Target(docker_host=host) if attach_here else None, wait=self.wait)
         return self.answer(task, data["name"])
 
 
@@ -179,7 +184,7 @@ class VolumeView(PluginView):
 
 class AttachView(PluginView):
     def post(self, request, name: str):
-        task = volume_groups.request_attach(self.actor, self.volume(name), Target(docker_host=self.ready_host()),
+        task = attachments.request_attach(self.actor, self.volume(name), Target(docker_host=self.ready_host()),
                                             asked_by=self.host, wait=self.wait)
         return self.answer(task, name)
 
@@ -189,7 +194,7 @@ class DetachView(PluginView):
 
     def post(self, request, name: str):
         data = valid(DetachSerializer, request)
-        task = volume_groups.request_detach(self.actor, self.volume(name), asked_by=self.host, wait=self.wait,
+        task = attachments.request_detach(self.actor, self.volume(name), asked_by=self.host, wait=self.wait,
                                             used_bytes=data.get("used_bytes"))
         return self.answer(task)
 

@@ -12,7 +12,7 @@ from console.services.actors import Actor
 
 from ..filtersets import DockerHostFilterSet, VolumeGroupFilterSet
 from ..models import DockerHost, VolumeGroup
-from ..services import docker_hosts, volume_groups
+from ..services import attachments, docker_hosts, volume_groups
 from ..services.targets import Target
 from . import serializers as s
 
@@ -42,14 +42,14 @@ class VolumeGroupViewSet(ByUuid, mixins.ListModelMixin, mixins.RetrieveModelMixi
     def attach(self, request, uuid=None):
         data = valid(s.AttachSerializer, request)
         target = Target(vm=data.get("vm"), docker_host=data.get("docker_host"))
-        return accepted(volume_groups.request_attach(Actor.from_request(request), self.get_object(), target,
+        return accepted(attachments.request_attach(Actor.from_request(request), self.get_object(), target,
                                                      force=data["force"]))
 
     @extend_schema(request=s.DetachSerializer, responses={202: console_serializers.TaskSerializer})
     @action(detail=True, methods=["post"])
     def detach(self, request, uuid=None):
         data = valid(s.DetachSerializer, request)
-        return accepted(volume_groups.request_detach(Actor.from_request(request), self.get_object(),
+        return accepted(attachments.request_detach(Actor.from_request(request), self.get_object(),
                                                      force=data["force"]))
 
     @extend_schema(responses={202: console_serializers.TaskSerializer})

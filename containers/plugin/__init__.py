@@ -2,4 +2,4 @@
 
 Standard library only: it runs on Docker hosts, not in the console."""
 
-VERSION = "0.2.0"
+VERSION = "0.3.0"

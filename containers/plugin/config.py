@@ -20,6 +20,9 @@ class Config:
     state_file: Path = Path("/var/lib/facet/volume-plugin.json")  # FACET_STATE_FILE
     call_seconds: float = 20.0  # FACET_CALL_SECONDS: the deadline of each Docker request's console calls
     report_seconds: float = 10.0  # FACET_REPORT_SECONDS: usage reports, and the longest wait between detach retries
+    # FACET_HOLD_SECONDS: how long a volume created here stays attached for its first Mount; 0 never attaches at
+    # create (for swarms that create volumes on one node and mount them on another)
+    hold_seconds: float = 60.0
 
     @classmethod
     def from_environment(cls, env: dict[str, str] | None = None) -> "Config":
@@ -38,15 +41,17 @@ class Config:
             state_file=Path(env.get("FACET_STATE_FILE") or defaults["state_file"].default),
             call_seconds=_seconds(env, "FACET_CALL_SECONDS", defaults["call_seconds"].default),
             report_seconds=_seconds(env, "FACET_REPORT_SECONDS", defaults["report_seconds"].default),
+            hold_seconds=_seconds(env, "FACET_HOLD_SECONDS", defaults["hold_seconds"].default, zero=True),
         )
 
 
-def _seconds(env: dict[str, str], name: str, default: float) -> float:
+def _seconds(env: dict[str, str], name: str, default: float, zero: bool = False) -> float:
     text = env.get(name) or str(default)
     try:
         seconds = float(text)
     except ValueError:
-        seconds = 0.0
-    if not 0 < seconds < 86400:
-        raise ConfigError(f"{name} must be a number of seconds above 0, not {text!r}")
+        seconds = -1.0
+    least_ok = seconds >= 0 if zero else seconds > 0
+    if not least_ok or seconds >= 86400:
+        raise ConfigError(f"{name} must be a number of seconds {'of 0 or more' if zero else 'above 0'}, not {text!r}")
     return seconds

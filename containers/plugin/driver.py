@@ -6,11 +6,18 @@ attaches and mounts, the last Unmount unmounts and then detaches. The state file
 that a crash could interrupt, and `reconcile` finishes or undoes such a step on start.
 
 Docker waits for the console only where it must: a Create (the console says whether the volume may exist) and
-the attach of a first Mount (one writer at a time). A detach is told to the console by the upkeep thread right
-after the Unmount is answered, and again, backing off, while the console cannot be reached; until the console
-hears of it the group shows attached here, which keeps anyone else from taking it, never the reverse. A Mount
-takes back a detach the console has not heard of; one the console is still carrying out refuses the Mount
-(Docker shows the console's words), since the disk is on its way out."""
+the attach of a first Mount (one writer at a time). A Create asks the console to attach the new volume here in
+the same request (a registered machine's attach needs no hypervisor), since Docker mounts a volume it creates
+for `docker run -v` at once. That first Mount then needs no console at all, and finds the volume formatted and
+mounted already, by a thread that did so while Docker went on with its own work (making the container, or the
+next command starting). A volume so held that no Mount takes up in time (`hold_seconds`: a person may type
+`docker run` a while after `docker volume create`) is released like an unmounted one.
+
+A detach is told to the console by the upkeep thread right after the Unmount is answered, and again, backing
+off, while the console cannot be reached; until the console hears of it the group shows attached here, which
+keeps anyone else from taking it, never the reverse. A Mount takes back a detach the console has not heard of;
+one the console is still carrying out refuses the Mount (Docker shows the console's words), since the disk is
+on its way out."""
 
 import contextlib
 import logging
@@ -56,7 +63,7 @@ class VolumeDriver:
             return {"Volume": self._describe(self._volume(name))}
         if endpoint == "/VolumeDriver.Path":
             mounted = self.state.volumes.get(name)
-            return {"Mountpoint": mounted.mountpoint if mounted else ""}
+            return {"Mountpoint": mounted.mounted_at if mounted else ""}
         if endpoint == "/VolumeDriver.Create":
             self.create(name, protocol.create_options(request.get("Opts"), self.config.default_container))
             return {}
@@ -98,16 +105,22 @@ class VolumeDriver:
 
     def _describe(self, volume: dict) -> dict:
         mounted = self.state.volumes.get(volume["name"])
-        return protocol.volume(volume["name"], mounted.mountpoint if mounted else "", {
+        return protocol.volume(volume["name"], mounted.mounted_at if mounted else "", {
             "size": volume["size_bytes"], "fstype": volume["fstype"], "container": volume["container"],
             "attachedTo": volume["attached_to"] or ""})
 
     def create(self, name: str, options: protocol.CreateOptions) -> None:
         answer = self.api.change("POST", "volumes/", self._deadline(), {
             "name": name, "size_bytes": options.size_bytes, "fstype": options.fstype,
-            "container": options.container})
+            "container": options.container, "attach": self.config.hold_seconds > 0})
         # A create run to its end carries the new volume; a volume that existed already is answered as it is.
         self._remember(answer.get("volume", answer))
+        created = answer.get("volume")
+        if created is not None and created["attached_here"]:
+            with self._lock_of(name), self._changing_state() as state:
+                state.volumes.setdefault(name, self._entry(
+                    name, created, held_until=time.time() + self.config.hold_seconds))
+            threading.Thread(target=self._prepare_held, args=(name,), daemon=True, name=f"prepare-{name}").start()
 
     def remove(self, name: str) -> None:
         mounted = self.state.volumes.get(name)
@@ -130,14 +143,48 @@ class VolumeDriver:
         self.upkeep.report_soon()
         return mounted.mountpoint
 
-    def _attach_and_mount(self, name: str) -> Mounted:
-        deadline = self._deadline()
-        answer = self.api.change("POST", f"volumes/{name}/attach/", deadline)
-        volume = answer.get("volume") or self.api.call("GET", f"volumes/{name}/", deadline)
-        self._remember(volume)
+    def _entry(self, name: str, volume: dict, held_until: float = 0.0) -> Mounted:
         disk = volume["devices"][0]
-        mounted = Mounted(device="", mountpoint=str(self.config.volumes_root / name), disk=disk["path"],
-                          loop=disk["loop"], fstype=volume["fstype"] or "ext4")
+        return Mounted(device="", mountpoint=str(self.config.volumes_root / name), disk=disk["path"],
+                       loop=disk["loop"], fstype=volume["fstype"] or "ext4", held_until=held_until)
+
+    def _attach_and_mount(self, name: str) -> Mounted:
+        mounted = self.state.volumes.get(name)
+        if mounted is not None and mounted.held_until:
+            volume = self._volume(name)  # attached here by its Create, which described it
+        else:
+            deadline = self._deadline()
+            answer = self.api.change("POST", f"volumes/{name}/attach/", deadline)
+            volume = answer.get("volume") or self.api.call("GET", f"volumes/{name}/", deadline)
+            self._remember(volume)
+            mounted = self._entry(name, volume)
+        if mounted.device:  # made ready ahead of this Mount (see create); its disk may have gone since
+            try:
+                self._source(mounted)
+            except devices.DeviceError:
+                self._release(name, mounted)
+                raise
+        else:
+            self._make_ready(name, mounted, volume["devices"][0]["size_bytes"])
+        if mounted.held_until:
+            with self._changing_state():
+                mounted.held_until = 0.0
+        return mounted
+
+    def _prepare_held(self, name: str) -> None:
+        """Make a volume held for its first Mount ready while Docker goes on with its own work, so that the Mount
+        finds it mounted. A failure is the Mount's to meet again, and to tell Docker."""
+        with self._lock_of(name):
+            mounted = self.state.volumes.get(name)
+            if mounted is None or not mounted.held_until or mounted.device:
+                return  # mounted, released or removed meanwhile
+            try:
+                self._make_ready(name, mounted, self._volume(name)["devices"][0]["size_bytes"])
+            except (devices.DeviceError, ConsoleError) as exc:
+                log.warning("volume %s could not be made ready ahead of its Mount: %s", name, exc)
+
+    def _make_ready(self, name: str, mounted: Mounted, disk_bytes: int) -> None:
+        """Find its device, make a filesystem if it has none, grow it to its disk, mount it."""
         try:
             source = self._source(mounted)
             with self._changing_state() as state:  # written before the mount: a crash now is undone on start
@@ -155,8 +202,7 @@ class VolumeDriver:
         except devices.DeviceError:
             self._release(name, mounted)
             raise
-        self._fit(name, mounted, filesystem_bytes, disk["size_bytes"])
-        return mounted
+        self._fit(name, mounted, filesystem_bytes, disk_bytes)
 
     def _fit(self, name: str, mounted: Mounted, filesystem_bytes: int, disk_bytes: int) -> None:
         """Grow the mounted filesystem to its disk, which the console says is `disk_bytes` now; that size is then
@@ -225,6 +271,17 @@ class VolumeDriver:
                     with self._changing_state() as state:
                         state.detaches.pop(name, None)
         return True
+
+    def release_expired_holds(self) -> None:
+        """Volumes a Create attached here for a Mount that did not come in time go back to the console."""
+        now = time.time()
+        for name in [name for name, m in list(self.state.volumes.items()) if 0 < m.held_until <= now]:
+            with self._lock_of(name):
+                mounted = self.state.volumes.get(name)
+                if mounted is not None and 0 < mounted.held_until <= now:  # no Mount took it up meanwhile
+                    log.info("releasing %s: created here and mounted by no container within %g s", name,
+                             self.config.hold_seconds)
+                    self._release(name, mounted)
 
     def report(self) -> None:
         """Used space and callers of the volumes mounted here, for the console's pages; its answer says how big
@@ -320,6 +377,7 @@ class Upkeep(threading.Thread):
             self._wake.wait(max(0.0, min(waits) - time.monotonic()))
 
     def _step(self) -> None:
+        self.driver.release_expired_holds()  # within a report period of their end: the wait is never longer
         now = time.monotonic()
         if self.driver.state.detaches and now >= self._detach_at:
             self._detach_at = now + self._retry  # the next try, unless this one empties the list

@@ -4,8 +4,11 @@ by loop device when it is a registered machine)."""
 from dataclasses import dataclass
 
 from console.models import VM
+from console.services.errors import Conflict
 
-from ..models import DockerHost, VolumeGroupAttachment
+from ..models import DockerHost, VolumeGroup, VolumeGroupAttachment
+
+BUSY_VM_STATES = (VM.PowerState.CREATING, VM.PowerState.DELETING)
 
 
 @dataclass(frozen=True)
@@ -47,6 +50,27 @@ class Target:
         if "docker_host" in params:
             return cls(docker_host=DockerHost.objects.select_related("vm__host").get(uuid=params["docker_host"]))
         return cls(vm=VM.objects.select_related("host").get(uuid=params["vm"]))
+
+    def check_can_take(self, group: VolumeGroup) -> None:
+        """Refuse, saying why, a target that cannot take the group's disks now."""
+        host = self.docker_host
+        if host is not None:
+            if host.state != DockerHost.State.READY:
+                raise Conflict({"docker_host": [f"Docker host {host.name} is not ready ({host.get_state_display()})"
+                                                + (f": {host.problem}" if host.problem else "")]})
+            if (host.kind == DockerHost.Kind.EXTERNAL
+                    and not host.containers_seen.filter(pk=group.container_id).exists()):
+                raise Conflict({"docker_host": [
+                    f"Docker host {host.name} cannot see storage container {group.container.name} "
+                    f"({group.container.path}); it attaches disks by loop device over their files"]})
+            if host.kind == DockerHost.Kind.VM and host.vm is None:
+                raise Conflict({"docker_host": [f"the VM of Docker host {host.name} no longer exists"]})
+        vm = self.hypervisor_vm
+        if vm is not None:
+            if vm.is_template:
+                raise Conflict({"vm": [f"{vm.name} is a template"]})
+            if vm.power_state in BUSY_VM_STATES:
+                raise Conflict({"vm": [f"VM {vm.name} is {vm.power_state}; wait for it to finish"]})
 
     def same_as(self, attachment: VolumeGroupAttachment) -> bool:
         if self.docker_host:

@@ -1,12 +1,14 @@
 """The HTTP contract: the volume group and Docker host API for people, and the plugin endpoints for a Docker
 host's key, which reach those endpoints, for that host, and nothing else."""
 
+from pathlib import Path
+
 import pytest
 from rest_framework.test import APIClient
 
 from console.models import AuditEvent, Task
 from containers.models import DockerHost, VolumeGroup
-from containers.services import docker_hosts, volume_groups
+from containers.services import attachments, docker_hosts, volume_groups
 from containers.services.targets import Target
 
 from ..conftest import client_for
@@ -158,7 +160,7 @@ def test_a_host_reads_its_own_tasks_only(host_api, other_host, actor, run_tasks)
 
 def test_usage_is_recorded_for_the_pages_and_answers_the_sizes(host_api, docker_host, actor, run_tasks):
     group = docker_volume(actor, run_tasks)
-    volume_groups.request_attach(actor, group, Target(docker_host=docker_host))
+    attachments.request_attach(actor, group, Target(docker_host=docker_host))
     run_tasks()
     volume_groups.request_grow(actor, group, 2 * MiB)
     run_tasks()
@@ -173,7 +175,7 @@ def test_usage_is_recorded_for_the_pages_and_answers_the_sizes(host_api, docker_
     assert bad.status_code == 400
 
 
-def test_waited_changes_run_within_the_request_as_tasks(host_api, docker_host):
+def test_waited_changes_are_done_within_the_request_as_ended_tasks(host_api, docker_host):
     created = host_api.post(PLUGIN + "volumes/?wait=1", {"name": "quick", "size_bytes": MiB}, format="json")
     assert created.status_code == 200 and created.json()["status"] == "succeeded"
     assert created.json()["volume"]["state"] == "ready"
@@ -193,12 +195,21 @@ def test_waited_changes_run_within_the_request_as_tasks(host_api, docker_host):
     assert AuditEvent.objects.filter(entity_name="quick").count() == 4
 
 
-def test_a_waited_change_that_fails_answers_its_failure(host_api, docker_host):
+def test_a_waited_change_that_fails_is_refused_and_changes_nothing(host_api, docker_host):
     host_api.post(PLUGIN + "volumes/?wait=1", {"name": "lost", "size_bytes": MiB}, format="json")
     VolumeGroup.objects.get(docker_volume="lost").disks.get().path.unlink()
-    failed = host_api.post(PLUGIN + "volumes/lost/attach/?wait=1").json()
-    assert failed["status"] == "failed" and "vanished" in failed["error"] and "volume" not in failed
+    failed = host_api.post(PLUGIN + "volumes/lost/attach/?wait=1")
+    assert failed.status_code == 409 and "vanished" in failed.json()["volume_group"][0]
     assert not hasattr(VolumeGroup.objects.get(docker_volume="lost"), "attachment")
+    assert not Task.objects.filter(kind="volume-group.attach").exists()  # the change and its task: both or none
+
+
+def test_a_create_whose_file_cannot_be_made_leaves_nothing(host_api, docker_host):
+    container = docker_host.cluster.storage_containers.get()
+    (Path(container.path) / "volume-groups").write_text("not a directory")  # where the disk files would go
+    refused = host_api.post(PLUGIN + "volumes/?wait=1", {"name": "nowhere", "size_bytes": MiB}, format="json")
+    assert refused.status_code == 409 and "could not make disk file" in refused.json()["volume_group"][0]
+    assert not VolumeGroup.objects.exists() and not Task.objects.filter(kind="volume-group.create").exists()
 
 
 def test_a_refused_host_cannot_delete_docker_volumes(cluster, actor, run_tasks):
@@ -227,8 +238,8 @@ def test_lists_take_a_fixed_number_of_queries(api, actor, vm, docker_host, run_t
         volume_groups.request_create(actor, f"g{n}", MiB, disk_count=2)
     run_tasks()
     first, second = VolumeGroup.objects.all()[:2]
-    volume_groups.request_attach(actor, first, Target(vm=vm))
-    volume_groups.request_attach(actor, second, Target(docker_host=docker_host))
+    attachments.request_attach(actor, first, Target(vm=vm))
+    attachments.request_attach(actor, second, Target(docker_host=docker_host))
     run_tasks()
     with django_assert_max_num_queries(8):
         assert len(api.get("/api/v1/volume-groups/").json()["results"]) == 12

@@ -32,7 +32,8 @@ def test_volume_survives_containers_and_a_plugin_crash(plugin):
     group = VolumeGroup.objects.get(docker_volume="PGDataVol")
     disk = group.disks.get()
     assert (group.state, disk.size_bytes, group.fstype) == ("ready", GiB, "ext4")
-    assert disk.path.stat().st_size == GiB and disk.path.stat().st_blocks == 0  # sparse until written
+    # Sparse: at most the filesystem the plugin makes on it at once, for the Mount to come, is written.
+    assert disk.path.stat().st_size == GiB and disk.path.stat().st_blocks * 512 < GiB / 10
 
     docker.run("run", "--rm", "--network", "none", "--volume-driver", "facet", "-v", "PGDataVol:/data", IMAGE,
                "sh", "-c", "echo first > /data/log && sync")

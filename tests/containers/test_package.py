@@ -22,7 +22,7 @@ def package(tmp_path_factory) -> Path:
 
 
 def test_the_package_holds_the_daemon_its_unit_and_its_launcher(package):
-    assert package.name == "facet-volume-plugin_0.2.0_all.deb"
+    assert package.name == "facet-volume-plugin_0.3.0_all.deb"
     field = lambda name: subprocess.run(["dpkg-deb", "--field", str(package), name], capture_output=True,  # noqa: E731
                                         text=True, check=True).stdout.strip()
     assert (field("Package"), field("Architecture")) == ("facet-volume-plugin", "all")

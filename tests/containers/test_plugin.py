@@ -10,6 +10,7 @@ import stat
 import subprocess
 import threading
 import time
+from dataclasses import replace
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
@@ -22,6 +23,7 @@ from containers.plugin.config import Config, ConfigError
 from containers.plugin.driver import VolumeDriver
 from containers.plugin.facet_api import ConsoleError, ConsoleUnreachable, Deadline, FacetApi
 from containers.plugin.state import Mounted, State
+from tests.realparts import wait_for
 
 MiB = 1024**2
 
@@ -81,9 +83,13 @@ def test_config_needs_url_token_and_host():
                                       "FACET_VOLUMES_ROOT": "/srv/v"})
     assert (config.url, config.volumes_root, config.call_seconds) == ("http://x", Path("/srv/v"), 20.0)
     assert config.socket == Path("/run/docker/plugins/facet.sock") and config.report_seconds == 10.0
+    assert config.hold_seconds == 60.0
     with pytest.raises(ConfigError, match="FACET_REPORT_SECONDS must be a number of seconds above 0, not 'often'"):
         Config.from_environment({"FACET_URL": "http://x", "FACET_TOKEN": "t", "FACET_DOCKER_HOST": "h",
                                  "FACET_REPORT_SECONDS": "often"})
+    with pytest.raises(ConfigError, match="FACET_HOLD_SECONDS must be a number of seconds of 0 or more, not '-1'"):
+        Config.from_environment({"FACET_URL": "http://x", "FACET_TOKEN": "t", "FACET_DOCKER_HOST": "h",
+                                 "FACET_HOLD_SECONDS": "-1"})
 
 
 def test_state_file_is_replaced_whole_and_private(tmp_path):
@@ -93,6 +99,16 @@ def test_state_file_is_replaced_whole_and_private(tmp_path):
     assert stat.S_IMODE(path.stat().st_mode) == 0o600 and list(path.parent.iterdir()) == [path]
     assert State.load(path) == state
     assert State.load(tmp_path / "absent.json") == State()
+
+
+@pytest.mark.parametrize("left", ["", '{"volumes": {"v": {"device": "/dev/lo', "[1, 2]", '{"volumes": {"v": {}}}'])
+def test_a_state_file_a_machine_crash_left_unreadable_reads_as_empty(tmp_path, left, caplog):
+    """Not flushed to disk, the file may come back empty or cut after a power loss; the console then says
+    what is attached here (reconcile), so the plugin starts rather than refusing to."""
+    path = tmp_path / "plugin.json"
+    path.write_text(left)
+    assert State.load(path) == State()
+    assert "unreadable" in caplog.text
 
 
 @pytest.fixture
@@ -156,6 +172,9 @@ class FakeApi:
             raise ConsoleUnreachable("cannot reach the Facet console")
         self.calls.append((method, path))
         name = path.split("/")[1]
+        if path == "volumes/":  # a create, attached here when asked, as the console does for a registered machine
+            name = body["name"]
+            self.volumes[name] = volume(name, attached_here=body.get("attach", False))
         if path.endswith("/attach/"):
             self.volumes[name]["attached_here"] = True
         if path.endswith("/detach/"):
@@ -254,6 +273,63 @@ def test_mounts_are_counted_per_caller(fake):
     assert State.load(config.state_file) == State(boot_id="", volumes={}, detaches={})
     driver.handle("/VolumeDriver.Mount", {"Name": "db", "ID": "c3"})
     assert devices.formatted == 1  # the filesystem made the first time is found and kept
+
+
+def test_a_volume_created_here_is_mounted_without_asking_the_console_again(fake):
+    driver, api, devices, config = fake
+    driver.handle("/VolumeDriver.Create", {"Name": "fresh", "Opts": {"size": "1M"}})
+    assert State.load(config.state_file).volumes["fresh"].held_until > time.time()
+    # Made ready while Docker goes on; no container's yet.
+    wait_for(lambda: devices.mounted, 5, "the volume made ready ahead of its Mount")
+    assert driver.handle("/VolumeDriver.Path", {"Name": "fresh"})["Mountpoint"] == ""
+    calls = len(api.calls)
+    point = driver.handle("/VolumeDriver.Mount", {"Name": "fresh", "ID": "c1"})["Mountpoint"]
+    assert len(api.calls) == calls and devices.mounted == {point: "/c/fresh.raw"} and devices.formatted == 1
+    assert driver.handle("/VolumeDriver.Path", {"Name": "fresh"})["Mountpoint"] == point
+    driver.handle("/VolumeDriver.Unmount", {"Name": "fresh", "ID": "c1"})
+    assert driver.send_detaches() and api.changes() == ["volumes/fresh/detach/"]
+    driver.handle("/VolumeDriver.Mount", {"Name": "fresh", "ID": "c2"})  # no longer held: attached again
+    assert api.changes()[-1] == "volumes/fresh/attach/"
+
+
+def test_a_disk_file_gone_after_its_volume_was_made_ready_fails_the_mount(fake, monkeypatch):
+    driver, api, devices, _ = fake
+    driver.handle("/VolumeDriver.Create", {"Name": "gone", "Opts": {}})
+    wait_for(lambda: devices.mounted, 5, "the volume made ready ahead of its Mount")
+
+    def missing(path):
+        raise driver_module.devices.DeviceError(f"disk file {path} is missing")
+    monkeypatch.setattr(driver_module.devices, "disk_file", missing)
+    with pytest.raises(driver_module.devices.DeviceError, match="is missing"):
+        driver.handle("/VolumeDriver.Mount", {"Name": "gone", "ID": "c1"})
+    assert devices.mounted == {} and driver.state.volumes == {} and "gone" in driver.state.detaches
+
+
+def test_a_volume_created_here_that_no_container_mounts_is_released(fake, monkeypatch):
+    driver, api, devices, config = fake
+    driver.handle("/VolumeDriver.Create", {"Name": "idle", "Opts": {}})
+    driver.release_expired_holds()
+    assert "idle" in driver.state.volumes  # not yet
+    monkeypatch.setattr(driver_module.time, "time", lambda: time.monotonic() + 10**10)
+    driver.release_expired_holds()
+    assert State.load(config.state_file).volumes == {} and driver.send_detaches()
+    assert api.changes() == ["volumes/idle/detach/"] and devices.mounted == {}
+
+
+def test_with_no_hold_a_create_attaches_nothing(fake):
+    driver, api, _, config = fake
+    driver = VolumeDriver(replace(config, hold_seconds=0), api)
+    driver.handle("/VolumeDriver.Create", {"Name": "swarm", "Opts": {}})
+    assert driver.state.volumes == {} and api.volumes["swarm"]["attached_here"] is False
+
+
+def test_a_restart_releases_a_volume_held_for_a_mount(fake):
+    driver, api, devices, config = fake
+    driver.handle("/VolumeDriver.Create", {"Name": "held", "Opts": {}})
+    wait_for(lambda: devices.mounted, 5, "the volume made ready ahead of its Mount")
+    restarted = VolumeDriver(config, api)
+    restarted.reconcile()
+    assert restarted.state.volumes == {} and api.changes() == ["volumes/held/detach/"] and devices.mounted == {}
 
 
 def test_get_asks_the_console_only_for_what_it_has_not_just_said(fake, monkeypatch):

@@ -9,7 +9,7 @@ from console.services.actors import Actor
 from console.services.errors import Conflict, InvalidRequest
 from console.services.tasks import execute
 from containers.models import DockerHost, VolumeGroup, VolumeGroupAttachment
-from containers.services import cloud_config, docker_hosts, volume_groups
+from containers.services import attachments, cloud_config, docker_hosts, volume_groups
 from containers.services.targets import Target
 
 GiB = 1024**3
@@ -77,12 +77,12 @@ def test_grow_lengthens_one_disk_and_never_shrinks(group, actor, run_tasks):
 
 
 def test_a_grow_says_who_sees_the_new_size_and_when(group, vm, docker_host, actor, run_tasks):
-    volume_groups.request_attach(actor, group, Target(vm=vm))
+    attachments.request_attach(actor, group, Target(vm=vm))
     run_tasks()
     volume_groups.request_grow(actor, group, 128 * MiB)
     [grown] = run_tasks()
     assert grown.message.endswith(f"VM {vm.name} sees the new size at its next attach or power-on")
-    volume_groups.request_attach(actor, group, Target(docker_host=docker_host), force=True)
+    attachments.request_attach(actor, group, Target(docker_host=docker_host), force=True)
     run_tasks()
     volume_groups.request_grow(actor, group, 256 * MiB)
     [grown] = run_tasks()
@@ -91,32 +91,42 @@ def test_a_grow_says_who_sees_the_new_size_and_when(group, vm, docker_host, acto
 
 
 def test_attach_to_a_vm_gives_the_hypervisor_every_disk(group, vm, actor, run_tasks):
-    volume_groups.request_attach(actor, group, Target(vm=vm))
+    attachments.request_attach(actor, group, Target(vm=vm))
     [task] = run_tasks()
     assert task.status == "succeeded", task.error
     assert disks_seen_by(vm) == {d.serial: str(d.path) for d in group.disks.all()}
     assert VolumeGroupAttachment.objects.get(group=group).state == "attached"
-    again = volume_groups.request_attach(actor, group, Target(vm=vm))
+    again = attachments.request_attach(actor, group, Target(vm=vm))
     assert again.status == "succeeded" and "already attached" in again.message
 
 
 def test_one_writer_at_a_time_and_force_moves(group, vm, second_vm, actor, run_tasks):
-    volume_groups.request_attach(actor, group, Target(vm=vm))
+    attachments.request_attach(actor, group, Target(vm=vm))
     run_tasks()
     with pytest.raises(Conflict, match="attached to VM web-1: one writer at a time"):
-        volume_groups.request_attach(actor, group, Target(vm=second_vm))
-    volume_groups.request_attach(actor, group, Target(vm=second_vm), force=True)
+        attachments.request_attach(actor, group, Target(vm=second_vm))
+    attachments.request_attach(actor, group, Target(vm=second_vm), force=True)
     run_tasks()
     assert disks_seen_by(vm) == {} and len(disks_seen_by(second_vm)) == 2
     assert VolumeGroupAttachment.objects.get(group=group).vm == second_vm
 
 
+def test_a_detach_is_refused_while_the_attach_is_still_to_run(group, vm, actor, run_tasks):
+    attachments.request_attach(actor, group, Target(vm=vm))
+    with pytest.raises(Conflict, match="is being attached to VM web-1; try again once that attach has finished"):
+        attachments.request_detach(actor, group, force=True)
+    run_tasks()
+    attachments.request_detach(actor, group, force=True)
+    run_tasks()
+    assert disks_seen_by(vm) == {} and not VolumeGroupAttachment.objects.exists()
+
+
 def test_delete_is_refused_while_attached(group, vm, actor, run_tasks):
-    volume_groups.request_attach(actor, group, Target(vm=vm))
+    attachments.request_attach(actor, group, Target(vm=vm))
     run_tasks()
     with pytest.raises(Conflict, match="detach it first"):
         volume_groups.request_delete(actor, group)
-    volume_groups.request_detach(actor, group)
+    attachments.request_detach(actor, group)
     run_tasks()
     volume_groups.request_delete(actor, group)
     run_tasks()
@@ -125,7 +135,7 @@ def test_delete_is_refused_while_attached(group, vm, actor, run_tasks):
 
 
 def test_deleting_the_vm_frees_its_groups(group, vm, actor, run_tasks):
-    volume_groups.request_attach(actor, group, Target(vm=vm))
+    attachments.request_attach(actor, group, Target(vm=vm))
     run_tasks()
     vms.request_delete(actor, vm)
     [task] = run_tasks()
@@ -136,7 +146,7 @@ def test_deleting_the_vm_frees_its_groups(group, vm, actor, run_tasks):
 def test_a_vanished_disk_file_fails_the_attach_and_touches_nothing(group, vm, actor, run_tasks):
     lost = group.disks.get(index=1).path
     lost.unlink()
-    volume_groups.request_attach(actor, group, Target(vm=vm))
+    attachments.request_attach(actor, group, Target(vm=vm))
     [task] = run_tasks()
     assert task.status == "failed" and "vanished" in task.error and str(lost) in task.error
     assert disks_seen_by(vm) == {}
@@ -146,27 +156,27 @@ def test_a_vanished_disk_file_fails_the_attach_and_touches_nothing(group, vm, ac
 
 def test_only_the_docker_host_or_an_admin_by_force_detaches_from_a_docker_host(group, docker_host, operator,
                                                                                actor, run_tasks):
-    volume_groups.request_attach(actor, group, Target(docker_host=docker_host))
+    attachments.request_attach(actor, group, Target(docker_host=docker_host))
     run_tasks()
     by_operator = Actor(user=operator)
     with pytest.raises(Conflict, match="which mounts it"):
-        volume_groups.request_detach(by_operator, group)
+        attachments.request_detach(by_operator, group)
     with pytest.raises(Conflict, match="needs the Admin role"):
-        volume_groups.request_detach(by_operator, group, force=True)
+        attachments.request_detach(by_operator, group, force=True)
     other, _ = docker_hosts.register(actor, "dh-2")
     with pytest.raises(Conflict, match="not to Docker host dh-2"):
-        volume_groups.request_detach(Actor(user=None), group, asked_by=other)
-    volume_groups.request_detach(actor, group, force=True)
+        attachments.request_detach(Actor(user=None), group, asked_by=other)
+    attachments.request_detach(actor, group, force=True)
     [task] = run_tasks()
     assert task.status == "succeeded" and "forced" in task.message
     assert not VolumeGroupAttachment.objects.exists()
 
 
 def test_moving_away_from_a_docker_host_needs_an_admin(group, docker_host, operator, vm, actor, run_tasks):
-    volume_groups.request_attach(actor, group, Target(docker_host=docker_host))
+    attachments.request_attach(actor, group, Target(docker_host=docker_host))
     run_tasks()
     with pytest.raises(Conflict, match="needs the Admin role"):
-        volume_groups.request_attach(Actor(user=operator), group, Target(vm=vm), force=True)
+        attachments.request_attach(Actor(user=operator), group, Target(vm=vm), force=True)
 
 
 def test_register_is_ready_only_once_the_plugin_sees_the_container(cluster, actor):
@@ -189,15 +199,15 @@ def test_a_host_that_does_not_see_the_container_cannot_take_its_groups(group, ac
     DockerHost.objects.filter(pk=host.pk).update(state="ready")
     host.refresh_from_db()
     with pytest.raises(Conflict, match="cannot see storage container default"):
-        volume_groups.request_attach(actor, group, Target(docker_host=host))
+        attachments.request_attach(actor, group, Target(docker_host=host))
 
 
 def test_remove_refused_while_groups_are_attached(group, docker_host, actor, run_tasks, cluster):
-    volume_groups.request_attach(actor, group, Target(docker_host=docker_host))
+    attachments.request_attach(actor, group, Target(docker_host=docker_host))
     run_tasks()
     with pytest.raises(Conflict, match="detach them first"):
         docker_hosts.remove(actor, docker_host)
-    volume_groups.request_detach(actor, group, force=True)
+    attachments.request_detach(actor, group, force=True)
     run_tasks()
     probe = docker_hosts.DockerHost.objects.get().probe_file(cluster.storage_containers.get())
     assert docker_hosts.remove(actor, docker_host) is None
@@ -234,7 +244,7 @@ def test_a_docker_host_vm_gets_groups_through_the_hypervisor(group, cluster, act
     run_tasks()
     DockerHost.objects.filter(pk=host.pk).update(state="ready")
     host.refresh_from_db()
-    volume_groups.request_attach(actor, group, Target(docker_host=host))
+    attachments.request_attach(actor, group, Target(docker_host=host))
     run_tasks()
     assert set(disks_seen_by(host.vm)) == {d.serial for d in group.disks.all()}
 
@@ -259,30 +269,30 @@ def run(task: Task) -> Task:
 
 def test_an_attach_is_refused_while_a_detach_is_under_way(group, docker_host_vm, actor, run_tasks):
     # The plugin's detach outlived its deadline: the task waits for the host's worker; a Mount comes in.
-    volume_groups.request_attach(actor, group, Target(docker_host=docker_host_vm), asked_by=docker_host_vm)
+    attachments.request_attach(actor, group, Target(docker_host=docker_host_vm), asked_by=docker_host_vm)
     run_tasks()
     asked = Actor(user=None)
-    detach = volume_groups.request_detach(asked, group, asked_by=docker_host_vm, wait=True)
+    detach = attachments.request_detach(asked, group, asked_by=docker_host_vm, wait=True)
     assert detach.status == "queued"
     with pytest.raises(Conflict, match="is being detached from Docker host dh-vm; try again once"):
-        volume_groups.request_attach(asked, group, Target(docker_host=docker_host_vm), asked_by=docker_host_vm)
+        attachments.request_attach(asked, group, Target(docker_host=docker_host_vm), asked_by=docker_host_vm)
     with pytest.raises(Conflict, match="being detached"):
-        volume_groups.request_attach(actor, group, Target(vm=docker_host_vm.vm), force=True)
+        attachments.request_attach(actor, group, Target(vm=docker_host_vm.vm), force=True)
     # The plugin asking again follows the detach under way rather than queueing another.
-    again = volume_groups.request_detach(asked, group, asked_by=docker_host_vm, wait=True)
+    again = attachments.request_detach(asked, group, asked_by=docker_host_vm, wait=True)
     assert again.uuid == detach.uuid
     assert Task.objects.filter(kind__startswith="volume-group.", status="queued").count() == 1
     run_tasks()
     assert disks_seen_by(docker_host_vm.vm) == {} and not VolumeGroupAttachment.objects.exists()
-    volume_groups.request_attach(asked, group, Target(docker_host=docker_host_vm), asked_by=docker_host_vm)
+    attachments.request_attach(asked, group, Target(docker_host=docker_host_vm), asked_by=docker_host_vm)
     run_tasks()
     assert VolumeGroupAttachment.objects.get().state == "attached" and disks_seen_by(docker_host_vm.vm)
 
 
 def test_a_detach_removes_only_the_attachment_it_was_asked_for(group, vm, actor, run_tasks):
-    volume_groups.request_attach(actor, group, Target(vm=vm))
+    attachments.request_attach(actor, group, Target(vm=vm))
     run_tasks()
-    detach = volume_groups.request_detach(actor, group)
+    detach = attachments.request_detach(actor, group)
     VolumeGroupAttachment.objects.update(state="attached")  # taken back before the worker got to the task
     assert "nothing done" in run(detach).message
     assert VolumeGroupAttachment.objects.get().state == "attached"
@@ -290,7 +300,7 @@ def test_a_detach_removes_only_the_attachment_it_was_asked_for(group, vm, actor,
 
 
 def test_an_attach_whose_attachment_was_withdrawn_attaches_nothing(group, vm, actor, run_tasks):
-    attach = volume_groups.request_attach(actor, group, Target(vm=vm))
+    attach = attachments.request_attach(actor, group, Target(vm=vm))
     VolumeGroupAttachment.objects.all().delete()  # detached before the worker got to the task
     failed = run(attach)
     assert failed.status == "failed" and "was withdrawn" in failed.error

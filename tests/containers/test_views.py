@@ -6,7 +6,7 @@ from django.urls import reverse
 
 from console.models import Image
 from containers.models import DockerHost, VolumeGroup, VolumeGroupAttachment
-from containers.services import volume_groups
+from containers.services import attachments, volume_groups
 from containers.services.targets import Target
 
 pytestmark = pytest.mark.urls("tests.containers.urls_first")
@@ -35,7 +35,7 @@ def test_the_nav_names_lead_to_our_pages(cluster, viewer):
 
 
 def test_list_shows_size_usage_host_volume_and_users(group, docker_host, admin, actor, run_tasks):
-    volume_groups.request_attach(actor, group, Target(docker_host=docker_host))
+    attachments.request_attach(actor, group, Target(docker_host=docker_host))
     run_tasks()
     VolumeGroup.objects.filter(pk=group.pk).update(used_bytes=3 * MiB, mounts=["c1", "c2"])
     page = browser(admin).get("/volume-groups/?docker=true").content.decode()
