@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from console.drivers import files, get_driver
+from console.drivers.libvirt import CONSOLE_LOG_DIR
 from console.models import VM, Cluster, Host, Image, StorageContainer
 from console.services.demo import demo_iso_bytes
 from tests.realparts import wait_for
@@ -77,3 +78,24 @@ def qemu_cluster(db, libvirtd, qemu_dir):
     driver = get_driver(libvirtd)
     for vm in VM.objects.filter(cluster=cluster):
         driver.delete(vm)
+
+
+def cluster_image(cluster: Cluster, cached: Path, name: str) -> Image:
+    """A cached guest disk (tests/guest_image.py) as a disk image of the cluster: a hard link into its storage
+    container when that shares the file system, else a sparse copy."""
+    container = cluster.storage_containers.get()
+    target = container.resolve(f"images/{name}.raw")
+    try:
+        os.link(cached, target)
+    except OSError:
+        shutil.copyfile(cached, target)  # the build wrote it sparse; a plain copy is still correct
+    return Image.objects.create(cluster=cluster, name=name, kind="disk", container=container,
+                                file_name=f"images/{name}.raw", size_bytes=target.stat().st_size)
+
+
+def serial_console(vm: VM) -> str:
+    """All the guest's serial console said so far, as virtlogd logs it on this hypervisor host."""
+    try:
+        return (CONSOLE_LOG_DIR / f"{vm.uuid}-console.log").read_text(errors="replace")
+    except OSError as exc:
+        return f"(no console log: {exc})"
