@@ -8,6 +8,7 @@ import contextlib
 import ctypes
 import logging
 import os
+import stat
 import struct
 import subprocess
 import time
@@ -78,8 +79,11 @@ def wait_for_disk(path: Path, seconds: float = BY_ID_WAIT_SECONDS) -> str:
 def filesystem_of(source: str) -> str:
     """The filesystem type on the source, or "" when there is none."""
     try:
-        if os.stat(source).st_blocks == 0:
-            return ""  # a disk file with no block allocated is all zeros: nothing to find (and no blkid to run)
+        found = os.stat(source)
+        if stat.S_ISREG(found.st_mode) and found.st_blocks == 0:
+            # A disk file with no block allocated is all zeros: nothing to find (and no blkid to run). Not so a
+            # block device, whose blocks always count 0.
+            return ""
     except OSError as exc:
         raise DeviceError(f"{source}: {exc.strerror}") from None
     done = subprocess.run(["blkid", "-p", "-o", "value", "-s", "TYPE", source], capture_output=True, text=True,

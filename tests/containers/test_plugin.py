@@ -583,6 +583,24 @@ def test_a_mount_refused_while_the_detach_is_under_way_says_so_and_keeps_the_det
 
 
 @pytest.mark.skipif(os.geteuid() != 0 or not shutil.which("losetup"), reason="needs root and losetup")
+def test_the_filesystem_on_a_block_device_is_found(tmp_path):
+    """Inside a VM the source is a block device, whose blocks always count 0: a filesystem on it must be found,
+    or every Mount would make a new one over the data."""
+    disk = tmp_path / "disk.raw"
+    disk.touch()
+    os.truncate(disk, 64 * MiB)
+    devices.make_filesystem(str(disk), "ext4", "t")
+    try:
+        device = devices.run("losetup", "--find", "--show", str(disk))
+    except devices.DeviceError as exc:
+        pytest.skip(f"no loop device: {exc}")
+    try:
+        assert os.stat(device).st_blocks == 0 and devices.filesystem_of(device) == "ext4"
+    finally:
+        subprocess.run(["losetup", "--detach", device], capture_output=True)
+
+
+@pytest.mark.skipif(os.geteuid() != 0 or not shutil.which("losetup"), reason="needs root and losetup")
 def test_leftover_loop_devices_are_found_through_a_symlinked_directory(tmp_path):
     (tmp_path / "real").mkdir()
     disk = tmp_path / "real" / "disk0.raw"

@@ -112,9 +112,6 @@ def succeeded(kind: str, group: VolumeGroup) -> int:
     return Task.objects.filter(kind=kind, entity_uuid=group.uuid, status=Task.Status.SUCCEEDED).count()
 
 
-# Remove once containers/plugin/devices.py filesystem_of no longer takes a block device for an empty disk file.
-@pytest.mark.xfail(strict=True, reason="the plugin makes a new filesystem at every mount of a VM's disk: "
-                   "filesystem_of reads st_blocks, which is 0 for a block device, as 'all zeros'")
 def test_a_docker_host_vm_keeps_a_volume_between_containers_through_hot_plug(
         qemu_cluster, plugin_package, live_server, celery_processes, settings, actor, monkeypatch):
     began = time.monotonic()
