@@ -64,10 +64,12 @@ system-packages:
 test-system-packages:
 	$(call ensure_packages,$(TEST_SYSTEM_PACKAGES) $(GUEST_IMAGE_PACKAGES))
 
-# The Debian guest of the real-QEMU tests, cached outside the checkout (FACET_GUEST_IMAGE_DIR, default
-# /var/cache/facet/guest-image) and rebuilt only when its recipe changes; the tests build it too when missing.
+# The Debian guests of the real-QEMU tests (a plain one, and a Docker host), cached outside the checkout
+# (FACET_GUEST_IMAGE_DIR, default /var/cache/facet/guest-image) and rebuilt only when their recipe changes;
+# the tests build them too when missing.
 guest-image: test-system-packages
-	$(PY) tests/guest_image.py
+	$(PY) tests/guest_image.py base
+	$(PY) tests/guest_image.py docker-host
 
 # Without the schema the console still runs: cloud-config gets YAML checks only, and says so.
 cloud-init-schema:

@@ -3,7 +3,7 @@
 import pytest
 import yaml
 
-from console.models import VM, AuditEvent, Image, SimDomain, Task
+from console.models import VM, AuditEvent, Image, Network, SimDomain, Task
 from console.services import vms
 from console.services.actors import Actor
 from console.services.errors import Conflict, InvalidRequest
@@ -236,6 +236,18 @@ def test_create_docker_host_vm_boots_with_the_cloud_config(cluster, actor, run_t
     run_tasks()
     assert Task.objects.get(pk=task.pk).status == "succeeded"
     assert VM.objects.get(pk=host.vm.pk).power_state == "on"
+
+
+def test_a_docker_host_vm_gets_the_clusters_first_network_and_needs_one(cluster, actor):
+    image = Image.objects.get(name="base-disk")
+    _, host = docker_hosts.request_create(actor, name="dh-net", image=image, vcpus=1, memory_bytes=GiB)
+    assert [nic.network.name for nic in host.vm.nics.all()] == ["lan"]  # its plugin must reach the console
+    host.vm.nics.all().delete()
+    Network.objects.all().delete()
+    with pytest.raises(InvalidRequest) as refused:
+        docker_hosts.request_create(actor, name="dh-none", image=image, vcpus=1, memory_bytes=GiB)
+    assert "network" in refused.value.errors
+    assert not DockerHost.objects.filter(name="dh-none").exists() and not VM.objects.filter(name="dh-none").exists()
 
 
 def test_a_docker_host_vm_gets_groups_through_the_hypervisor(group, cluster, actor, run_tasks):
