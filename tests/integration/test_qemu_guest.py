@@ -4,8 +4,6 @@ for its host that reaches the agent through the VM's channel socket. Under TCG o
 in about a minute and cloud-init takes a few more; the waits are generous and poll the state, and a failure
 prints the guest's serial console."""
 
-import os
-import shutil
 from pathlib import Path
 
 import pytest
@@ -19,7 +17,7 @@ from ngt import services
 from ngt.models import GuestTools
 from ngt.service import commands
 from tests.guest_image import ensure_guest_image
-from tests.integration.conftest import domain_name
+from tests.integration.conftest import cluster_image, domain_name, serial_console
 from tests.ngt import conftest as ngt_fixtures
 from tests.ngt.test_agent import free_vip
 from tests.realparts import wait_for
@@ -43,27 +41,7 @@ runcmd:
 
 @pytest.fixture
 def guest_image(qemu_cluster) -> Image:
-    """The cached Debian disk (built when missing) as an image of the cluster: a hard link into the storage
-    container when it shares the file system, else a sparse copy."""
-    cached = ensure_guest_image()
-    container = qemu_cluster.storage_containers.get()
-    target = container.resolve("images/debian.raw")
-    try:
-        os.link(cached, target)
-    except OSError:
-        shutil.copyfile(cached, target)  # the build wrote it sparse; a plain copy is still correct
-    return Image.objects.create(cluster=qemu_cluster, name="debian-12", kind="disk", container=container,
-                                file_name="images/debian.raw", size_bytes=target.stat().st_size)
-
-
-def console_log(vm: VM) -> str:
-    """The guest's serial console, as virtlogd wrote it (the domain's <serial><log file=...>)."""
-    try:
-        domain = libvirt.open(vm.host.driver_uri).lookupByUUIDString(str(vm.uuid))
-        log = Path(fromstring(domain.XMLDesc(0)).find("devices/serial/log").get("file"))
-        return log.read_text(errors="replace")[-8000:]
-    except (libvirt.libvirtError, OSError) as exc:
-        return f"(no console log: {exc})"
+    return cluster_image(qemu_cluster, ensure_guest_image(), "debian-12")
 
 
 def run(task: Task, run_tasks) -> Task:
@@ -113,7 +91,7 @@ def test_a_debian_guest_installs_the_tools_links_and_shuts_down_through_its_agen
         run(services.request_guest_power(actor, vm, "guest-shutdown"), run_tasks)
         wait_for(lambda: driver.state(vm) == "off", SHUTDOWN_SECONDS, "the guest to power itself off")
     except AssertionError:
-        print(f"--- serial console of {vm.name}\n{console_log(vm)}")
+        print(f"--- serial console of {vm.name}\n{serial_console(vm)[-8000:]}")
         raise
     finally:
         if driver.state(vm) == "on":
