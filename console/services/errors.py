@@ -21,6 +21,12 @@ class Conflict(ServiceError):
     status_code = 409
 
 
+class Busy(Conflict):
+    """Not now: another change of the same thing is under way, and asking again once it has ended will do."""
+
+    status_code = 423
+
+
 class TooLarge(ServiceError):
     status_code = 413
 

@@ -185,7 +185,7 @@ class VolumeView(PluginView):
 class AttachView(PluginView):
     def post(self, request, name: str):
         task = attachments.request_attach(self.actor, self.volume(name), Target(docker_host=self.ready_host()),
-                                            asked_by=self.host, wait=self.wait)
+                                          asked_by=self.host, wait=self.wait)
         return self.answer(task, name)
 
 
@@ -195,7 +195,7 @@ class DetachView(PluginView):
     def post(self, request, name: str):
         data = valid(DetachSerializer, request)
         task = attachments.request_detach(self.actor, self.volume(name), asked_by=self.host, wait=self.wait,
-                                            used_bytes=data.get("used_bytes"))
+                                          used_bytes=data.get("used_bytes"))
         return self.answer(task)
 
 

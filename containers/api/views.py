@@ -43,14 +43,14 @@ class VolumeGroupViewSet(ByUuid, mixins.ListModelMixin, mixins.RetrieveModelMixi
         data = valid(s.AttachSerializer, request)
         target = Target(vm=data.get("vm"), docker_host=data.get("docker_host"))
         return accepted(attachments.request_attach(Actor.from_request(request), self.get_object(), target,
-                                                     force=data["force"]))
+                                                   force=data["force"]))
 
     @extend_schema(request=s.DetachSerializer, responses={202: console_serializers.TaskSerializer})
     @action(detail=True, methods=["post"])
     def detach(self, request, uuid=None):
         data = valid(s.DetachSerializer, request)
         return accepted(attachments.request_detach(Actor.from_request(request), self.get_object(),
-                                                     force=data["force"]))
+                                                   force=data["force"]))
 
     @extend_schema(responses={202: console_serializers.TaskSerializer})
     def destroy(self, request, uuid=None):

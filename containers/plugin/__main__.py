@@ -17,6 +17,7 @@ from .config import Config, ConfigError
 from .devices import DeviceError
 from .driver import VolumeDriver
 from .facet_api import ConsoleError, Deadline, FacetApi
+from .state import StateUnreadable
 
 log = logging.getLogger("facet-volume-plugin")
 MAX_REQUEST_BYTES = 1024 * 1024
@@ -111,7 +112,11 @@ def main() -> int:
     except ConsoleError as exc:
         log.error("%s", exc)
         return 1
-    driver = VolumeDriver(config, api)
+    try:
+        driver = VolumeDriver(config, api)
+    except StateUnreadable as exc:
+        log.error("%s", exc)
+        return 1
     try:
         driver.reconcile()
     except ConsoleError as exc:  # the mounts are sorted out; the upkeep tells the console the rest

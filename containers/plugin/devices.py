@@ -17,6 +17,7 @@ from pathlib import Path
 BY_ID_WAIT_SECONDS = 10.0  # udev names a hot-plugged virtio disk shortly after the hypervisor adds it
 COMMAND_SECONDS = 120.0
 GROW_STEP_BYTES = 1024**2  # a disk this much larger than its filesystem is worth growing into
+SIGNATURE_BYTES = 64 * 1024  # where the filesystems we make (and most others) say what they are
 log = logging.getLogger("facet-volume-plugin")
 _libc = ctypes.CDLL(None, use_errno=True)
 
@@ -80,9 +81,10 @@ def filesystem_of(source: str) -> str:
     """The filesystem type on the source, or "" when there is none."""
     try:
         found = os.stat(source)
-        if stat.S_ISREG(found.st_mode) and found.st_blocks == 0:
+        if stat.S_ISREG(found.st_mode) and found.st_blocks == 0 and _zeros_at_start(source):
             # A disk file with no block allocated is all zeros: nothing to find (and no blkid to run). Not so a
-            # block device, whose blocks always count 0.
+            # block device, whose blocks always count 0; and the start is read too, where ext4's and xfs's
+            # signatures are, for a network filesystem that counts blocks loosely.
             return ""
     except OSError as exc:
         raise DeviceError(f"{source}: {exc.strerror}") from None
@@ -93,6 +95,11 @@ def filesystem_of(source: str) -> str:
     if done.returncode != 0:
         raise DeviceError(f"blkid {source}: {done.stderr.strip() or done.returncode}")
     return done.stdout.strip()
+
+
+def _zeros_at_start(path: str) -> bool:
+    with open(path, "rb") as disk:
+        return not disk.read(SIGNATURE_BYTES).strip(b"\0")
 
 
 def make_filesystem(source: str, fstype: str, label: str) -> None:

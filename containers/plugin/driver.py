@@ -29,7 +29,7 @@ from pathlib import Path
 from . import devices, protocol
 from .config import Config
 from .facet_api import ConsoleError, ConsoleUnreachable, Deadline, FacetApi
-from .state import Mounted, State, boot_id
+from .state import Mounted, State, StateUnreadable, boot_id
 
 log = logging.getLogger("facet-volume-plugin")
 # Docker asks Get several times for one command (before Create, Mount, Remove); what the console said of a
@@ -41,11 +41,27 @@ class VolumeDriver:
     def __init__(self, config: Config, api: FacetApi) -> None:
         self.config = config
         self.api = api
-        self.state = State.load(config.state_file)
+        self.state = self._load_state()
         self.upkeep = Upkeep(self, config.report_seconds)
         self._state_lock = threading.Lock()
         self._volume_locks: dict[str, threading.Lock] = {}
         self._described: dict[str, tuple[float, dict]] = {}
+
+    def _load_state(self) -> State:
+        """The state file; one that cannot be read is taken as empty only where nothing is mounted (after a
+        machine crash): with volumes mounted, containers may be using them, and forgetting them would let the
+        console give them to another host."""
+        try:
+            return State.load(self.config.state_file)
+        except StateUnreadable as exc:
+            mounted = devices.mounts_under(self.config.volumes_root)
+            if mounted:
+                raise StateUnreadable(
+                    f"{exc}, and volumes are mounted under {self.config.volumes_root} "
+                    f"({', '.join(sorted(point.name for point in mounted))}): stop the containers using them, "
+                    "unmount them, and move the file away") from None
+            log.error("%s; nothing is mounted here: starting from what the console says", exc)
+            return State()
 
     def handle(self, endpoint: str, request: dict) -> dict:
         """Answer one checked request (see protocol.ENDPOINTS)."""
@@ -110,17 +126,32 @@ class VolumeDriver:
             "attachedTo": volume["attached_to"] or ""})
 
     def create(self, name: str, options: protocol.CreateOptions) -> None:
-        answer = self.api.change("POST", "volumes/", self._deadline(), {
-            "name": name, "size_bytes": options.size_bytes, "fstype": options.fstype,
-            "container": options.container, "attach": self.config.hold_seconds > 0})
-        # A create run to its end carries the new volume; a volume that existed already is answered as it is.
-        self._remember(answer.get("volume", answer))
-        created = answer.get("volume")
-        if created is not None and created["attached_here"]:
+        try:
+            answer = self.api.change("POST", "volumes/", self._deadline(), {
+                "name": name, "size_bytes": options.size_bytes, "fstype": options.fstype,
+                "container": options.container, "attach": self.config.hold_seconds > 0})
+        except ConsoleUnreachable:
+            # The console may still make it, attached here, after our deadline: it is told to let it go.
             with self._lock_of(name), self._changing_state() as state:
-                state.volumes.setdefault(name, self._entry(
-                    name, created, held_until=time.time() + self.config.hold_seconds))
-            threading.Thread(target=self._prepare_held, args=(name,), daemon=True, name=f"prepare-{name}").start()
+                if name not in state.volumes:
+                    state.detaches.setdefault(name, None)
+            self.upkeep.detach_now()
+            raise
+        # A create run to its end carries the new volume; a volume that existed already is answered as it is.
+        volume = answer.get("volume", answer)
+        self._remember(volume)
+        if volume["attached_here"] and self.config.hold_seconds > 0:
+            self._hold(name, volume)
+
+    def _hold(self, name: str, volume: dict) -> None:
+        """Keep a volume attached here for the Mount expected next, and make it ready meanwhile. (Also one
+        attached here by a create whose answer came too late, and that no entry here explains.)"""
+        with self._lock_of(name), self._changing_state() as state:
+            if name in state.volumes:
+                return
+            state.volumes[name] = self._entry(name, volume,
+                                              held_until=time.monotonic() + self.config.hold_seconds)
+        threading.Thread(target=self._prepare_held, args=(name,), daemon=True, name=f"prepare-{name}").start()
 
     def remove(self, name: str) -> None:
         mounted = self.state.volumes.get(name)
@@ -158,7 +189,7 @@ class VolumeDriver:
             volume = answer.get("volume") or self.api.call("GET", f"volumes/{name}/", deadline)
             self._remember(volume)
             mounted = self._entry(name, volume)
-        if mounted.device:  # made ready ahead of this Mount (see create); its disk may have gone since
+        if mounted.device:  # held, and made ready ahead of this Mount; its disk may have gone since
             try:
                 self._source(mounted)
             except devices.DeviceError:
@@ -238,13 +269,17 @@ class VolumeDriver:
 
     def _release(self, name: str, mounted: Mounted, used_bytes: int | None = None) -> None:
         """Unmount and free the loop device (each step harmless to repeat); the detach is the upkeep's to tell."""
+        self._let_go(name, mounted, detach=True, used_bytes=used_bytes)
+        self.upkeep.detach_now()
+
+    def _let_go(self, name: str, mounted: Mounted, detach: bool, used_bytes: int | None = None) -> None:
         devices.unmount(Path(mounted.mountpoint))
         if mounted.loop:
             devices.detach_loops(Path(mounted.disk))
         with self._changing_state() as state:
             state.volumes.pop(name, None)
-            state.detaches[name] = used_bytes
-        self.upkeep.detach_now()
+            if detach:
+                state.detaches[name] = used_bytes
 
     def _detach(self, name: str) -> None:
         used_bytes = self.state.detaches[name]
@@ -273,25 +308,33 @@ class VolumeDriver:
         return True
 
     def release_expired_holds(self) -> None:
-        """Volumes a Create attached here for a Mount that did not come in time go back to the console."""
-        now = time.time()
+        """Volumes a Create attached here for a Mount that did not come in time go back to the console. One busy
+        with a Docker request now, or that cannot be unmounted yet, is tried again next time."""
+        now = time.monotonic()
         for name in [name for name, m in list(self.state.volumes.items()) if 0 < m.held_until <= now]:
-            with self._lock_of(name):
+            lock = self._lock_of(name)
+            if not lock.acquire(blocking=False):
+                continue
+            try:
                 mounted = self.state.volumes.get(name)
                 if mounted is not None and 0 < mounted.held_until <= now:  # no Mount took it up meanwhile
                     log.info("releasing %s: created here and mounted by no container within %g s", name,
                              self.config.hold_seconds)
                     self._release(name, mounted)
+            except (devices.DeviceError, OSError) as exc:
+                log.warning("could not release %s yet: %s", name, exc)
+            finally:
+                lock.release()
 
     def report(self) -> None:
         """Used space and callers of the volumes mounted here, for the console's pages; its answer says how big
         each disk is now, and a mounted filesystem whose disk grew is grown to fill it."""
         with self._state_lock:
-            mounted = {name: m for name, m in self.state.volumes.items() if m.callers}
+            mounted = {name: m for name, m in self.state.volumes.items() if m.callers or m.held_until}
         if not mounted:
             return
-        usage = [{"name": name, "used_bytes": devices.used_bytes(Path(m.mountpoint)), "mounts": list(m.callers)}
-                 for name, m in mounted.items()]
+        usage = [{"name": name, "used_bytes": devices.used_bytes(Path(m.mountpoint)) if m.device else None,
+                  "mounts": list(m.callers)} for name, m in mounted.items()]
         try:
             answer = self.api.call("POST", "usage/", self._deadline(), {"volumes": usage})
         except ConsoleError as exc:
@@ -299,7 +342,19 @@ class VolumeDriver:
             return
         for volume in answer["volumes"]:
             self._remember(volume)
-            self._grow(volume)
+            if volume["attached_here"]:
+                self._grow(volume)
+            else:
+                self._forget_held(volume["name"])
+
+    def _forget_held(self, name: str) -> None:
+        """A volume held here that the console no longer has attached here (an Admin moved or detached it by
+        force): it is let go without a detach, so that it is not mounted here while it is someone else's."""
+        with self._lock_of(name):
+            mounted = self.state.volumes.get(name)
+            if mounted is not None and mounted.held_until and not mounted.callers:
+                log.warning("volume %s, held here for its first Mount, was taken away in the console", name)
+                self._let_go(name, mounted, detach=False)
 
     def _grow(self, volume: dict) -> None:
         with self._lock_of(volume["name"]):
@@ -367,22 +422,24 @@ class Upkeep(threading.Thread):
     def run(self) -> None:
         while True:
             self._wake.clear()
+            least = 0.0
             try:
                 self._step()
             except Exception:  # the thread must outlive a bug, or detaches would never be told again
                 log.exception("upkeep failed")
+                least = self.FIRST_RETRY_SECONDS  # not at once: the same failure would spin
             waits = [self._report_at]
             if self.driver.state.detaches:
                 waits.append(self._detach_at)
-            self._wake.wait(max(0.0, min(waits) - time.monotonic()))
+            self._wake.wait(max(least, min(waits) - time.monotonic()))
 
     def _step(self) -> None:
-        self.driver.release_expired_holds()  # within a report period of their end: the wait is never longer
         now = time.monotonic()
+        if now >= self._report_at:
+            self._report_at = now + self.period
+            self.driver.report()
+        self.driver.release_expired_holds()  # within a report period of their end: the wait is never longer
         if self.driver.state.detaches and now >= self._detach_at:
             self._detach_at = now + self._retry  # the next try, unless this one empties the list
             told = self.driver.send_detaches()
             self._retry = self.FIRST_RETRY_SECONDS if told else min(self._retry * 2, self.period)
-        if now >= self._report_at:
-            self._report_at = now + self.period
-            self.driver.report()

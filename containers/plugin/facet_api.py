@@ -32,6 +32,10 @@ class ConsoleUnreachable(ConsoleError):
     refusal."""
 
 
+class ConsoleBusy(ConsoleUnreachable):
+    """The console refused for now (423): another change of the volume is under way; worth asking again later."""
+
+
 class Deadline:
     def __init__(self, seconds: float) -> None:
         self.seconds = seconds
@@ -86,6 +90,8 @@ class FacetApi:
         log.debug("%s: %.1f ms", what, (time.monotonic() - began) * 1000)
         if status >= 500:
             raise ConsoleUnreachable(f"the Facet console failed {what}: {_reason(raw) or status}")
+        if status == 423:
+            raise ConsoleBusy(f"the Facet console refused {what} for now: {_reason(raw)}")
         if status >= 400:
             raise ConsoleError(f"the Facet console refused {what}: {_reason(raw) or status}")
         return json.loads(raw) if raw else None

@@ -5,15 +5,16 @@ what to clean up and what to tell the console.
 The file is not flushed to disk (fsync): that cost about 8 ms per change here, twice on every Mount and
 Unmount. A crashed plugin loses nothing by it (the kernel holds the written file); only a crash of the machine
 can, and after one nothing is mounted and the console's record of what is attached here is the one that counts
-(see VolumeDriver.reconcile). A file left unreadable by such a crash is read as empty, for the same reason."""
+(see VolumeDriver.reconcile). A file that cannot be read is for the driver to judge (StateUnreadable)."""
 
 import json
-import logging
 import os
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
-log = logging.getLogger("facet-volume-plugin")
+
+class StateUnreadable(Exception):
+    pass
 
 
 @dataclass
@@ -25,8 +26,8 @@ class Mounted:
     fstype: str
     callers: list[str] = field(default_factory=list)  # Docker's mount ids: one per container using it
     size_bytes: int = 0  # the disk size the filesystem was last grown to fill
-    # Attached here by its Create, unmounted, for the Mount that comes next; released if none comes by then
-    # (wall-clock seconds, as the file outlives the process). 0 once mounted.
+    # Attached here by its Create for the Mount that comes next, and released if none comes by then (this
+    # process's monotonic clock: a restart releases what is held). 0 once a container mounts it.
     held_until: float = 0.0
 
     @property
@@ -44,15 +45,18 @@ class State:
     @classmethod
     def load(cls, path: Path) -> "State":
         try:
-            data = json.loads(path.read_text())
-            return cls(boot_id=data.get("boot_id", ""),
-                       volumes={name: Mounted(**entry) for name, entry in data.get("volumes", {}).items()},
-                       detaches=data.get("detaches", {}))
+            text = path.read_text()
         except FileNotFoundError:
             return cls()
+        known = {entry.name for entry in fields(Mounted)}  # a newer plugin's fields are left to it
+        try:
+            data = json.loads(text)
+            return cls(boot_id=data.get("boot_id", ""),
+                       volumes={name: Mounted(**{key: value for key, value in entry.items() if key in known})
+                                for name, entry in data.get("volumes", {}).items()},
+                       detaches=data.get("detaches", {}))
         except (ValueError, TypeError, AttributeError) as exc:
-            log.error("state file %s is unreadable (%s); starting from what the console says", path, exc)
-            return cls()
+            raise StateUnreadable(f"state file {path} is unreadable ({exc})") from None
 
     def save(self, path: Path) -> None:
         """Write a new file and rename it over the old one: a crash leaves the old state or the new, whole."""

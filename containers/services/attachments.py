@@ -11,7 +11,7 @@ from console.models import Task
 from console.services import audit
 from console.services.access import ADMIN, has_role
 from console.services.actors import Actor
-from console.services.errors import Conflict
+from console.services.errors import Busy, Conflict
 from console.services.tasks import Progress, create_task, end_at_once, task_kind
 from console.services.vms import driver_for
 
@@ -43,7 +43,7 @@ def request_attach(actor: Actor, group: VolumeGroup, target: Target, *, force: b
         current = attachment_of(group)
         if current is not None and current.state == State.DETACHING:
             # Its detach task is still to run, and would pull the disks from under a new mount.
-            raise Conflict({"volume_group": [
+            raise Busy({"volume_group": [
                 f"volume group {group.name} is being detached from {Target.of(current).name}; "
                 "try again once that detach has finished"]})
         if current is not None and target.same_as(current) and current.state == State.ATTACHED:
@@ -182,11 +182,11 @@ def _check_detach_allowed(group: VolumeGroup, current: VolumeGroupAttachment, as
             f"volume group {group.name} is attached to {target.name}, which mounts it: stop the containers "
             "using it there (the plugin then detaches it), or, if that host no longer answers, "
             "an Admin detaches it with force"]})
-    if current.state == State.ATTACHING:
-        # Its attach task is still to run and would attach the disks after this detach: let it end first (its
-        # failure, or the reaper once its worker is gone, takes the row away).
-        raise Conflict({"volume_group": [f"volume group {group.name} is being attached to {target.name}; "
-                                         "try again once that attach has finished"]})
+    if current.state == State.ATTACHING and not force:
+        # Its attach task is still to run. Forced (its worker may be gone for good), the detach goes ahead: the
+        # attach, if it runs after all, finds the row detaching and leaves the detach to undo it.
+        raise Busy({"volume_group": [f"volume group {group.name} is being attached to {target.name}; "
+                                     "try again once that attach has finished"]})
 
 
 def _pending_detach(group: VolumeGroup, current: VolumeGroupAttachment, asked_by: DockerHost | None,

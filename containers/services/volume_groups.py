@@ -8,6 +8,7 @@ its task and its audit record are committed together or not at all: the volume p
 path, in one round trip. Work that needs a hypervisor stays queued for its host's worker."""
 
 import contextlib
+import logging
 import shutil
 
 from django.db import IntegrityError, transaction
@@ -26,6 +27,7 @@ from ..models import DockerHost, VolumeGroup, VolumeGroupAttachment, VolumeGroup
 from .targets import Target
 
 MAX_DISKS = 16
+log = logging.getLogger(__name__)
 
 
 def check_size(size_bytes: int, field_name: str = "size_bytes") -> None:
@@ -116,17 +118,18 @@ def request_create(actor: Actor, name: str, size_bytes: int, *, disk_count: int 
             params = asked_by_params(created_by_host)
             if wait:
                 _make_files(disks, made)
-                message = created(group, disks) + (_attach_new(group, attach_to) if attach_to else "")
+                attached = attach_to is not None and _attach_new(actor, group, attach_to)
+                message = created(group, disks) + (f", attached to {attach_to.name}" if attached else "")
                 task = succeeded(actor, "volume-group.create", group, message, params)
             else:
                 task = create_task(actor, "volume-group.create", group, params=params)
-            audit.record(actor, "volume-group.create", group, task=str(task.uuid), **audit_host(created_by_host),
-                         **({"attached_to": attach_to.name} if attach_to else {}))
-    except IntegrityError:
-        raise Conflict({"name": [f"a volume group named {name!r} already exists in cluster {cluster.name}"]}) from None
-    except BaseException:
+            audit.record(actor, "volume-group.create", group, task=str(task.uuid), **audit_host(created_by_host))
+    except BaseException as exc:
         with contextlib.suppress(Conflict):  # the error that brought us here is the one to tell
             _remove_files(made)  # nothing was committed: no file stays behind
+        if isinstance(exc, IntegrityError) and VolumeGroup.objects.filter(cluster=cluster, name=name).exists():
+            raise Conflict({"name": [f"a volume group named {name!r} already exists in cluster {cluster.name}"]}
+                           ) from None
         raise
     return task
 
@@ -140,11 +143,16 @@ def _make_files(disks: list[VolumeGroupDisk], made: list[VolumeGroupDisk]) -> No
             raise Conflict({"volume_group": [f"could not make disk file {disk.path}: {exc.strerror}"]}) from None
 
 
-def _attach_new(group: VolumeGroup, target: Target) -> str:
-    target.check_can_take(group)
+def _attach_new(actor: Actor, group: VolumeGroup, target: Target) -> bool:
+    """Attach a group made just now, where the target can take it (else it is left for whoever mounts it)."""
+    try:
+        target.check_can_take(group)
+    except Conflict:
+        return False
     VolumeGroupAttachment.objects.create(group=group, vm=target.vm, docker_host=target.docker_host,
                                          state=VolumeGroupAttachment.State.ATTACHED)
-    return f", attached to {target.name}"
+    audit.record(actor, "volume-group.attach", group, target=target.name, at_create=True)
+    return True
 
 
 def created(group: VolumeGroup, disks: list[VolumeGroupDisk]) -> str:
@@ -173,6 +181,13 @@ def _remove_files(disks: list[VolumeGroupDisk]) -> None:
                 directory.rmdir()
     except OSError as exc:
         raise Conflict({"volume_group": [f"could not remove {exc.filename}: {exc.strerror}"]}) from None
+
+
+def _remove_files_logged(disks: list[VolumeGroupDisk]) -> None:
+    try:
+        _remove_files(disks)
+    except Conflict as exc:
+        log.error("volume group deleted, but its files stay: %s", exc)
 
 
 def _remove_everywhere(group: VolumeGroup | None) -> None:
@@ -246,7 +261,11 @@ def request_delete(actor: Actor, group: VolumeGroup, asked_by: DockerHost | None
                 f"volume group {group.name} is attached to {Target.of(current).name}; detach it first"]})
         if wait:
             task = succeeded(actor, "volume-group.delete", group, f"{group.name} deleted", asked_by_params(asked_by))
-            _remove_everywhere(group)
+            disks = disks_of(group)
+            group.delete()
+            # The files go once the rows are gone for good: a failure then leaves an orphan file, never a
+            # group whose disk has vanished.
+            transaction.on_commit(lambda: _remove_files_logged(disks))
         else:
             VolumeGroup.objects.filter(pk=group.pk).update(state=VolumeGroup.State.DELETING)
             task = create_task(actor, "volume-group.delete", group, params=asked_by_params(asked_by))

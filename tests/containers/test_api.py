@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 from rest_framework.test import APIClient
 
-from console.models import AuditEvent, Task
+from console.models import AuditEvent, StorageContainer, Task
 from containers.models import DockerHost, VolumeGroup
 from containers.services import attachments, docker_hosts, volume_groups
 from containers.services.targets import Target
@@ -202,6 +202,23 @@ def test_a_waited_change_that_fails_is_refused_and_changes_nothing(host_api, doc
     assert failed.status_code == 409 and "vanished" in failed.json()["volume_group"][0]
     assert not hasattr(VolumeGroup.objects.get(docker_volume="lost"), "attachment")
     assert not Task.objects.filter(kind="volume-group.attach").exists()  # the change and its task: both or none
+
+
+def test_a_create_attaches_at_once_where_the_host_can_take_it(host_api, docker_host, tmp_path,
+                                                               django_capture_on_commit_callbacks):
+    here = host_api.post(PLUGIN + "volumes/?wait=1", {"name": "mine", "size_bytes": MiB, "attach": True},
+                         format="json").json()
+    assert here["volume"]["attached_here"] is True and "attached to Docker host dh-1" in here["message"]
+    assert AuditEvent.objects.filter(entity_name="mine", action="volume-group.attach").exists()
+    (tmp_path / "unseen").mkdir()
+    StorageContainer.objects.create(cluster=docker_host.cluster, name="unseen", path=str(tmp_path / "unseen"))
+    elsewhere = host_api.post(PLUGIN + "volumes/?wait=1", {"name": "theirs", "size_bytes": MiB, "attach": True,
+                                                         "container": "unseen"}, format="json")
+    assert elsewhere.status_code == 200 and elsewhere.json()["volume"]["attached_here"] is False  # for another host
+    group = VolumeGroup.objects.get(docker_volume="theirs")
+    with django_capture_on_commit_callbacks(execute=True):
+        assert host_api.delete(PLUGIN + "volumes/theirs/?wait=1").status_code == 200
+    assert not (tmp_path / "unseen" / "volume-groups" / str(group.uuid)).exists()  # files go once the rows have
 
 
 def test_a_create_whose_file_cannot_be_made_leaves_nothing(host_api, docker_host):

@@ -22,7 +22,7 @@ from containers.plugin import driver as driver_module
 from containers.plugin.config import Config, ConfigError
 from containers.plugin.driver import VolumeDriver
 from containers.plugin.facet_api import ConsoleError, ConsoleUnreachable, Deadline, FacetApi
-from containers.plugin.state import Mounted, State
+from containers.plugin.state import Mounted, State, StateUnreadable
 from tests.realparts import wait_for
 
 MiB = 1024**2
@@ -102,13 +102,19 @@ def test_state_file_is_replaced_whole_and_private(tmp_path):
 
 
 @pytest.mark.parametrize("left", ["", '{"volumes": {"v": {"device": "/dev/lo', "[1, 2]", '{"volumes": {"v": {}}}'])
-def test_a_state_file_a_machine_crash_left_unreadable_reads_as_empty(tmp_path, left, caplog):
-    """Not flushed to disk, the file may come back empty or cut after a power loss; the console then says
-    what is attached here (reconcile), so the plugin starts rather than refusing to."""
+def test_a_state_file_that_cannot_be_read_is_said_so(tmp_path, left):
     path = tmp_path / "plugin.json"
     path.write_text(left)
-    assert State.load(path) == State()
-    assert "unreadable" in caplog.text
+    with pytest.raises(StateUnreadable, match="is unreadable"):
+        State.load(path)
+
+
+def test_fields_of_a_newer_plugin_in_the_state_file_are_left_alone(tmp_path):
+    path = tmp_path / "plugin.json"
+    path.write_text(json.dumps({"volumes": {"v": {"device": "/dev/loop3", "mountpoint": "/m/v", "disk": "/c/d.raw",
+                                                  "loop": True, "fstype": "ext4", "callers": ["id1"],
+                                                  "future": 1}}}))
+    assert State.load(path).volumes["v"].callers == ["id1"]
 
 
 @pytest.fixture
@@ -194,8 +200,8 @@ class FakeDevices:
 
     def install(self, monkeypatch) -> None:
         for name in ("disk_file", "detach_loops", "filesystem_of", "filesystem_size", "fit", "grow_unmounted",
-                 "make_filesystem",
-                     "mount", "unmount", "mounts_under", "release_stray", "used_bytes", "wait_for_disk"):
+                     "make_filesystem", "mount", "unmount", "mounts_under", "release_stray", "used_bytes",
+                     "wait_for_disk"):
             monkeypatch.setattr(driver_module.devices, name, getattr(self, name))
 
     def disk_file(self, path):
@@ -278,7 +284,7 @@ def test_mounts_are_counted_per_caller(fake):
 def test_a_volume_created_here_is_mounted_without_asking_the_console_again(fake):
     driver, api, devices, config = fake
     driver.handle("/VolumeDriver.Create", {"Name": "fresh", "Opts": {"size": "1M"}})
-    assert State.load(config.state_file).volumes["fresh"].held_until > time.time()
+    assert State.load(config.state_file).volumes["fresh"].held_until > time.monotonic()
     # Made ready while Docker goes on; no container's yet.
     wait_for(lambda: devices.mounted, 5, "the volume made ready ahead of its Mount")
     assert driver.handle("/VolumeDriver.Path", {"Name": "fresh"})["Mountpoint"] == ""
@@ -305,15 +311,67 @@ def test_a_disk_file_gone_after_its_volume_was_made_ready_fails_the_mount(fake, 
     assert devices.mounted == {} and driver.state.volumes == {} and "gone" in driver.state.detaches
 
 
-def test_a_volume_created_here_that_no_container_mounts_is_released(fake, monkeypatch):
+def held_past_its_time(driver: VolumeDriver, name: str) -> None:
+    driver.handle("/VolumeDriver.Create", {"Name": name, "Opts": {}})
+    driver.release_expired_holds()
+    assert name in driver.state.volumes  # not yet
+    wait_for(lambda: driver.state.volumes[name].device, 5, "the volume made ready ahead of its Mount")
+    driver.state.volumes[name].held_until = time.monotonic() - 1
+
+
+def test_a_volume_created_here_that_no_container_mounts_is_released(fake):
     driver, api, devices, config = fake
-    driver.handle("/VolumeDriver.Create", {"Name": "idle", "Opts": {}})
-    driver.release_expired_holds()
-    assert "idle" in driver.state.volumes  # not yet
-    monkeypatch.setattr(driver_module.time, "time", lambda: time.monotonic() + 10**10)
-    driver.release_expired_holds()
-    assert State.load(config.state_file).volumes == {} and driver.send_detaches()
-    assert api.changes() == ["volumes/idle/detach/"] and devices.mounted == {}
+    held_past_its_time(driver, "idle")
+    driver.upkeep._step()  # as the upkeep thread does, within a report period of the hold's end
+    assert State.load(config.state_file).volumes == {} and devices.mounted == {}
+    assert api.changes() == ["volumes/idle/detach/"]
+
+
+def test_a_hold_that_cannot_be_released_yet_does_not_stop_the_upkeep(fake, monkeypatch):
+    driver, api, devices, _ = fake
+    held_past_its_time(driver, "busy")
+    driver.state.detaches["other"] = None  # released earlier; the console is still to hear of it
+    api.volumes["other"] = volume("other", attached_here=True)
+
+    def in_use(mountpoint):
+        raise driver_module.devices.DeviceError(f"umount {mountpoint}: Device or resource busy")
+    monkeypatch.setattr(driver_module.devices, "unmount", in_use)
+    driver.upkeep._step()
+    assert "busy" in driver.state.volumes and api.changes() == ["volumes/other/detach/"]  # tried again later
+
+
+def test_a_held_volume_taken_away_in_the_console_is_let_go_without_a_detach(fake):
+    driver, api, devices, _ = fake
+    driver.handle("/VolumeDriver.Create", {"Name": "moved", "Opts": {}})
+    wait_for(lambda: devices.mounted, 5, "the volume made ready ahead of its Mount")
+    api.volumes["moved"]["attached_here"] = False  # an Admin moved it by force
+    driver.report()
+    assert driver.state.volumes == {} and devices.mounted == {} and driver.state.detaches == {}
+
+
+def test_a_create_the_console_did_not_answer_in_time_is_told_to_let_go(fake):
+    driver, api, _, _ = fake
+    api.down = True
+    with pytest.raises(ConsoleUnreachable):
+        driver.handle("/VolumeDriver.Create", {"Name": "late", "Opts": {}})
+    assert driver.state.detaches == {"late": None}  # it may have been made, attached here, after our deadline
+
+
+def test_remove_of_a_held_volume_tells_the_detach_then_deletes(fake):
+    driver, api, devices, _ = fake
+    driver.handle("/VolumeDriver.Create", {"Name": "brief", "Opts": {}})
+    driver.handle("/VolumeDriver.Remove", {"Name": "brief"})
+    assert [path for _, path in api.calls][-2:] == ["volumes/brief/detach/", "volumes/brief/"]
+    assert devices.mounted == {} and driver.state.volumes == {}
+
+
+def test_an_unreadable_state_file_is_taken_as_empty_only_where_nothing_is_mounted(fake):
+    driver, api, devices, config = fake
+    config.state_file.write_text("{")
+    assert VolumeDriver(config, api).state == State()
+    devices.mounted[str(config.volumes_root / "db")] = "/dev/loop3"
+    with pytest.raises(StateUnreadable, match=r"volumes are mounted under .* \(db\): stop the containers"):
+        VolumeDriver(config, api)
 
 
 def test_with_no_hold_a_create_attaches_nothing(fake):
