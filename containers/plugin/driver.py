@@ -151,6 +151,7 @@ class VolumeDriver:
                 return
             state.volumes[name] = self._entry(name, volume,
                                               held_until=time.monotonic() + self.config.hold_seconds)
+            state.detaches.pop(name, None)  # the console has it attached here now: an earlier "let go" is moot
         threading.Thread(target=self._prepare_held, args=(name,), daemon=True, name=f"prepare-{name}").start()
 
     def remove(self, name: str) -> None:

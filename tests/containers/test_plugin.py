@@ -355,6 +355,9 @@ def test_a_create_the_console_did_not_answer_in_time_is_told_to_let_go(fake):
     with pytest.raises(ConsoleUnreachable):
         driver.handle("/VolumeDriver.Create", {"Name": "late", "Opts": {}})
     assert driver.state.detaches == {"late": None}  # it may have been made, attached here, after our deadline
+    api.down = False
+    driver.handle("/VolumeDriver.Create", {"Name": "late", "Opts": {}})  # Docker's retry: held here after all
+    assert driver.state.detaches == {} and driver.state.volumes["late"].held_until
 
 
 def test_remove_of_a_held_volume_tells_the_detach_then_deletes(fake):
