@@ -1,6 +1,7 @@
 """The plugin on its own: request checking, options, the state file, deadlines against a broken console, the
 socket, and the driver's mount counting and reconcile with the devices and the console stubbed out."""
 
+import contextlib
 import http.client
 import json
 import os
@@ -122,10 +123,16 @@ def silent_console():
     """A console that accepts connections and never answers."""
     listener = socket.create_server(("127.0.0.1", 0))
     held = []
-    threading.Thread(target=lambda: held.extend(listener.accept() for _ in range(100)), daemon=True).start()
+
+    def hold_connections() -> None:
+        with contextlib.suppress(OSError):  # the listener closed: the test is over
+            while True:
+                held.append(listener.accept()[0])
+
+    threading.Thread(target=hold_connections, daemon=True).start()
     yield f"http://127.0.0.1:{listener.getsockname()[1]}"
     listener.close()
-    for connection, _ in held:
+    for connection in held:
         connection.close()
 
 
@@ -260,7 +267,9 @@ def fake(monkeypatch, tmp_path):
     api = FakeApi({"db": volume("db"), "web": volume("web")})
     config = Config(url="http://x", token="t", docker_host="h", volumes_root=tmp_path / "v",
                     state_file=tmp_path / "state.json")
-    return VolumeDriver(config, api), api, devices, config
+    yield VolumeDriver(config, api), api, devices, config
+    # A volume created here is made ready by a thread of its own, which must not outlive its test's fakes.
+    wait_for(lambda: not [t for t in threading.enumerate() if t.name.startswith("prepare-")], 5, "prepare threads")
 
 
 def test_mounts_are_counted_per_caller(fake):
