@@ -1,6 +1,6 @@
 from django import forms
 
-from console.models import VM, Image, StorageContainer
+from console.models import VM, Image, Network, StorageContainer
 
 from .models import DockerHost
 
@@ -44,3 +44,6 @@ class DockerHostCreateForm(forms.Form):
                                    help_text="A Debian or Ubuntu cloud image")
     vcpus = forms.IntegerField(min_value=1, max_value=256, initial=2, label="vCPUs")
     memory_gib = forms.IntegerField(min_value=1, initial=2, label="Memory (GiB)")
+    network = forms.ModelChoiceField(Network.objects.all(), to_field_name="uuid", required=False,
+                                     empty_label="The cluster's first network",
+                                     help_text="Its volume plugin reaches the console over it")

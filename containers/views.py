@@ -156,7 +156,8 @@ def docker_host_create(request):
     data = form.cleaned_data
     try:
         task, host = docker_hosts.request_create(actor(request), name=data["name"], image=data["image"],
-                                                 vcpus=data["vcpus"], memory_bytes=data["memory_gib"] * GiB)
+                                                 vcpus=data["vcpus"], memory_bytes=data["memory_gib"] * GiB,
+                                                 network=data["network"])
     except ServiceError as error:
         return refuse(request, error, reverse("docker-hosts"))
     return task_started(request, task, reverse("docker-host-detail", args=[host.uuid]))

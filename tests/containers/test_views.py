@@ -4,7 +4,7 @@ import pytest
 from django.test import Client
 from django.urls import reverse
 
-from console.models import Image
+from console.models import Image, Network
 from containers.models import DockerHost, VolumeGroup, VolumeGroupAttachment
 from containers.services import attachments, volume_groups
 from containers.services.targets import Target
@@ -98,7 +98,17 @@ def test_create_docker_host_vm_from_the_page(cluster, admin):
                                                                  "vcpus": 1, "memory_gib": 1})
     host = DockerHost.objects.get()
     assert answer.status_code == 302 and answer["Location"] == reverse("docker-host-detail", args=[host.uuid])
-    assert host.vm.name == "dh-vm"
+    assert host.vm.name == "dh-vm" and host.vm.nics.get().network.name == "lan"  # the cluster's first
+
+
+def test_a_docker_host_vm_goes_on_the_network_chosen_on_the_page(cluster, admin):
+    image = Image.objects.get(name="base-disk")
+    dmz = Network.objects.create(cluster=cluster, name="dmz", cidr="10.9.0.0/24")
+    page = browser(admin).get("/docker-hosts/").content.decode()
+    assert "The cluster&#x27;s first network" in page and "dmz" in page
+    browser(admin).post(reverse("docker-host-create"), {"name": "dh-dmz", "image": image.uuid, "vcpus": 1,
+                                                        "memory_gib": 1, "network": dmz.uuid})
+    assert DockerHost.objects.get().vm.nics.get().network == dmz
 
 
 def test_remove_a_registered_host(docker_host, admin):
