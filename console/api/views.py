@@ -33,6 +33,7 @@ from ..services import access, audit, bulk, cdroms, images, power, vms
 from ..services.actors import Actor, client_address
 from ..services.tasks import rerun
 from . import serializers as s
+from . import vm_list
 from .authentication import ApiTokenAuthentication
 from .permissions import AdminOnly
 
@@ -146,6 +147,13 @@ class VMViewSet(ByUuid, mixins.ListModelMixin, mixins.RetrieveModelMixin, viewse
     filterset_class = VMFilterSet
     ordering_fields = ["name", "power_state", "vcpus", "memory_bytes", "created_at", "host__name", "guest_os"]
     ordering = ["name"]
+    pagination_class = vm_list.VMRowPagination
+
+    # Lists through plain rows (see vm_list): the same JSON as VMSerializer, at a fraction of the CPU.
+    # (A comment, not a docstring: drf-spectacular would publish a docstring in the API's schema.)
+    def list(self, request) -> Response:
+        rows = self.paginate_queryset(self.filter_queryset(VM.objects.all()))
+        return self.get_paginated_response(vm_list.vm_list_items(rows))
 
     @extend_schema(request=s.VMCreateSerializer, responses={202: s.TaskSerializer})
     def create(self, request):
