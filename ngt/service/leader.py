@@ -11,12 +11,12 @@ import logging
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from django.utils import timezone
-
 from . import commands, guest_state
 
 log = logging.getLogger("ngt.service")
-FLUSH_INTERVAL = 2.0  # seconds: heartbeats are remembered in memory, written once per batch
+# Seconds: heartbeats and hellos' facts are remembered in memory and written once per batch, so the console
+# shows a hello's facts at most this long, plus the batch's write, after its welcome.
+FLUSH_INTERVAL = 2.0
 
 
 class Agent(Protocol):
@@ -49,7 +49,8 @@ def hello_problem(opening: dict, hello: dict) -> str:
 
 
 def facts_of(hello: dict) -> dict:
-    return {"link_active": True, "last_seen": timezone.now(),
+    """What a hello tells about the guest, as GuestTools columns (its last_seen is the batch's time)."""
+    return {"link_active": True,
             "installed_version": str(hello.get("agent_version", ""))[:32],
             "guest_os": str(hello.get("os", ""))[:120], "hostname": str(hello.get("hostname", ""))[:255],
             "ip_addresses": [str(address) for address in hello.get("ip_addresses", [])][:64]}
@@ -158,6 +159,7 @@ class Leader:
         self.welcome(session, hello)
 
     def welcome(self, session: Session, hello: dict) -> None:
+        self.heard.add(session.vm_id)
         self.note(session, **facts_of(hello))
         session.agent.send({"id": str(hello.get("id", "")), "type": "welcome"})
 
