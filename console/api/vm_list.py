@@ -13,12 +13,13 @@ JSON, so a field added there must be added here too.
 
 from collections import defaultdict
 from typing import Any
+from uuid import UUID
 
 from django.core.paginator import Paginator
-from django.db.models import Model
+from django.db.models import Model, QuerySet
 from rest_framework.fields import DateTimeField
 
-from ..models import CdRom, Nic, VirtualDisk
+from ..models import VM, CdRom, Nic, VirtualDisk
 from .pagination import Pagination
 
 VM_COLUMNS = ("id", "uuid", "name", "hostname", "description", "cluster__uuid", "host__uuid", "host__name",
@@ -40,8 +41,12 @@ class VMRowPaginator(Paginator):
     """Counts the filtered VMs as given, and reads only the page as rows of `VM_COLUMNS`. Asking for the
     rows before paginating would put their joins (cluster, host, parent) into the count query too."""
 
-    def _get_page(self, object_list, *args, **kwargs):
-        return super()._get_page(object_list.values(*VM_COLUMNS), *args, **kwargs)
+    def _get_page(self, object_list: QuerySet[VM], *args, **kwargs):
+        # The page's ids are sorted and sliced in a subquery that joins nothing, and only those rows are
+        # read with their joins: otherwise SQLite joins every matching VM before sorting (3-5 ms of 10,000).
+        ordering = object_list.query.order_by
+        rows = VM.objects.filter(id__in=object_list.values("id")).order_by(*ordering).values(*VM_COLUMNS)
+        return super()._get_page(rows, *args, **kwargs)
 
 
 class VMRowPagination(Pagination):
@@ -65,24 +70,33 @@ def children_by_vm(model: type[Model], vm_ids: list[int], columns: dict[str, str
                    order: str) -> defaultdict[int, list[dict[str, Any]]]:
     """The rows of `model` belonging to these VMs, as dicts of `columns` in `order`, grouped by VM id."""
     keys = list(columns)
+    uuid_keys = [key for key, column in columns.items() if column.endswith("uuid")]
     grouped = defaultdict(list)
     # Ordering by vm_id rather than the model's default ("vm", which means the VM's name) spares a join.
     query = (model.objects.filter(vm_id__in=vm_ids).order_by("vm_id", order)
              .values_list("vm_id", *columns.values()))
     for vm_id, *values in query:
-        grouped[vm_id].append(dict(zip(keys, values, strict=True)))
+        item = dict(zip(keys, values, strict=True))
+        for key in uuid_keys:
+            item[key] = text(item[key])
+        grouped[vm_id].append(item)
     return grouped
 
 
 def vm_item(row: dict[str, Any], nics: list[dict], disks: list[dict], cdroms: list[dict]) -> dict[str, Any]:
-    """One VM as `VMSerializer` writes it; uuids are left to the JSON encoder, which writes them as DRF's
-    UUID fields do."""
-    host = {"uuid": row["host__uuid"], "name": row["host__name"]} if row["host__uuid"] else None
+    """One VM as `VMSerializer` writes it."""
+    host = {"uuid": text(row["host__uuid"]), "name": row["host__name"]} if row["host__uuid"] else None
     return {
-        "uuid": row["uuid"], "name": row["name"], "hostname": row["hostname"],
-        "description": row["description"], "cluster": row["cluster__uuid"], "host": host,
+        "uuid": text(row["uuid"]), "name": row["name"], "hostname": row["hostname"],
+        "description": row["description"], "cluster": text(row["cluster__uuid"]), "host": host,
         "power_state": row["power_state"], "vcpus": row["vcpus"], "memory_bytes": row["memory_bytes"],
-        "guest_os": row["guest_os"], "is_template": row["is_template"], "parent": row["parent__uuid"],
+        "guest_os": row["guest_os"], "is_template": row["is_template"], "parent": text(row["parent__uuid"]),
         "nics": nics, "disks": disks, "cdroms": cdroms,
         "created_at": timestamp(row["created_at"]), "updated_at": timestamp(row["updated_at"]),
     }
+
+
+def text(value: UUID | None) -> str | None:
+    """A uuid as the JSON text DRF writes. Done here because the JSON encoder would call back into Python
+    for each UUID object, about 1 ms per page of 100 VMs."""
+    return None if value is None else str(value)
