@@ -4,6 +4,7 @@ identity check of a session, the batched guest state, refusals in the audit log,
 import ipaddress
 import json
 import logging
+import uuid
 from datetime import datetime
 from typing import NamedTuple
 
@@ -32,17 +33,41 @@ class Identity(NamedTuple):
     iso_mounted: bool = False  # whether a tools ISO may be waiting to be released
 
 
-def check_identity(vm_uuid: str, serial: str, transport: str) -> Identity:
-    """On serial the channel is the identity; on TLS the certificate's serial must be the VM's current,
-    unrevoked one (not a template's, not a revoked)."""
+class IdentityRequest(NamedTuple):
+    vm_uuid: str
+    serial: str  # the certificate serial the hello names
+    transport: str  # "tls" or "serial"
+
+
+def check_identities(requests: list[IdentityRequest]) -> list[Identity]:
+    """Each request's identity, in two queries whatever their number. On serial the channel is the identity;
+    on TLS the certificate's serial must be the VM's current, unrevoked one (not a template's, not a
+    revoked)."""
     close_old_connections()
-    vm = VM.objects.filter(uuid=vm_uuid).values("pk", "name", "is_template", "guest_tools__iso_mounted").first()
+    uuids = [as_uuid(request.vm_uuid) for request in requests]
+    vms = {vm["uuid"]: vm for vm in VM.objects.filter(uuid__in=[each for each in uuids if each])
+           .values("pk", "uuid", "name", "is_template", "guest_tools__iso_mounted")}
+    current_serials = dict(VMCertificate.objects.filter(vm_id__in=ids_in([vm["pk"] for vm in vms.values()]),
+                                                        revoked=False).values_list("vm_id", "serial"))
+    return [identity(request, vms.get(vm_uuid), current_serials)
+            for request, vm_uuid in zip(requests, uuids, strict=True)]
+
+
+def as_uuid(text: str) -> uuid.UUID | None:
+    """None for what is not a UUID (it names no VM, and must not fail the other requests' query)."""
+    try:
+        return uuid.UUID(text)
+    except (TypeError, ValueError, AttributeError):
+        return None
+
+
+def identity(request: IdentityRequest, vm: dict | None, current_serials: dict[int, str]) -> Identity:
     if vm is None:
-        return Identity(f"no VM {vm_uuid}")
+        return Identity(f"no VM {request.vm_uuid}")
     if vm["is_template"]:
         return Identity(f"{vm['name']} is a template")
-    if transport == "tls" and not VMCertificate.objects.filter(vm_id=vm["pk"], serial=serial, revoked=False).exists():
-        return Identity(f"certificate {serial} is not the current certificate of VM {vm['name']}")
+    if request.transport == "tls" and (not request.serial or current_serials.get(vm["pk"]) != request.serial):
+        return Identity(f"certificate {request.serial} is not the current certificate of VM {vm['name']}")
     return Identity("", vm["pk"], bool(vm["guest_tools__iso_mounted"]))
 
 

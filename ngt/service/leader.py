@@ -56,9 +56,44 @@ def facts_of(hello: dict) -> dict:
             "ip_addresses": [str(address) for address in hello.get("ip_addresses", [])][:64]}
 
 
+class IdentityChecks:
+    """Hellos' identity checks, answered together: while one batch is in the database the next one gathers,
+    so a reconnect storm costs a few queries per batch instead of two per hello in a thread of their own
+    (whose Python holds the GIL the event loop needs for the handshakes)."""
+
+    MOST_AT_ONCE = 1000  # keeps a query's bound parameters far below the databases' limits
+
+    def __init__(self) -> None:
+        self.waiting: list[tuple[guest_state.IdentityRequest, asyncio.Future]] = []
+        self.checking: asyncio.Future | None = None
+
+    async def check(self, request: guest_state.IdentityRequest) -> guest_state.Identity:
+        future = asyncio.get_running_loop().create_future()
+        self.waiting.append((request, future))
+        if self.checking is None or self.checking.done():
+            self.checking = asyncio.ensure_future(self.check_waiting())
+        return await future
+
+    async def check_waiting(self) -> None:
+        while self.waiting:
+            batch, self.waiting = self.waiting[:self.MOST_AT_ONCE], self.waiting[self.MOST_AT_ONCE:]
+            futures = [future for _, future in batch]
+            try:
+                identities = await asyncio.to_thread(guest_state.check_identities, [request for request, _ in batch])
+            except Exception as exc:  # the database failed: each hello of the batch learns it, as it would alone
+                for future in futures:
+                    if not future.done():  # done: its session ended meanwhile
+                        future.set_exception(exc)
+                continue
+            for future, identity in zip(futures, identities, strict=True):
+                if not future.done():
+                    future.set_result(identity)
+
+
 class Leader:
     def __init__(self, redis) -> None:
         self.redis = redis
+        self.identities = IdentityChecks()
         self.sessions: dict[str, Session] = {}
         # Heartbeats only add a VM id (an int, which the garbage collector does not track) to a set: objects
         # that outlive a batch, such as a timestamp per VM, end up in full collections that pause the loop.
@@ -100,8 +135,8 @@ class Leader:
         `opening` is what its proxy knows: vm_uuid, transport, peer_serial (TLS), peer, proxy."""
         problem, identity = hello_problem(opening, hello), None
         if not problem:
-            identity = await asyncio.to_thread(guest_state.check_identity, opening["vm_uuid"],
-                                               hello.get("certificate_serial", ""), opening.get("transport"))
+            identity = await self.identities.check(guest_state.IdentityRequest(
+                opening["vm_uuid"], hello.get("certificate_serial", ""), opening.get("transport")))
             problem = identity.problem
         if self.stopped:
             return None  # the role was lost while the database answered

@@ -12,7 +12,7 @@ from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
 from console.models import VM, AuditEvent
-from ngt.models import GuestTools
+from ngt.models import GuestTools, VMCertificate
 from ngt.service import guest_state, leader
 from tests.ngt.test_service_hello import RecordingAgent
 
@@ -129,3 +129,26 @@ def test_a_batch_writes_heartbeats_facts_and_lost_links_in_a_few_statements(clus
     assert shown[hello_then_lost.pk].guest_os == "Ubuntu" and not shown[hello_then_lost.pk].link_active
     updates = [query for query in queries if query["sql"].startswith("UPDATE")]
     assert len(updates) == 3  # last_seen, the hellos' facts, the lost links: whatever the number of VMs
+
+
+def test_identities_checked_together_answer_each_hello_as_alone(cluster):
+    current, revoked, template, on_serial = guest_vms(cluster, 4)
+    VM.objects.filter(pk=template.pk).update(is_template=True)
+    now = timezone.now()
+    for vm, serial, is_revoked in ((current, "0a", False), (revoked, "0b", True), (template, "0c", False)):
+        VMCertificate.objects.create(vm=vm, serial=serial, certificate_pem="-", not_before=now, not_after=now,
+                                     revoked=is_revoked)
+    request = guest_state.IdentityRequest
+    identities = guest_state.check_identities([
+        request(str(current.uuid).upper(), "0a", "tls"), request(str(current.uuid), "0b", "tls"),
+        request(str(revoked.uuid), "0b", "tls"), request(str(template.uuid), "0c", "tls"),
+        request(str(on_serial.uuid), "", "serial"), request(str(on_serial.uuid), "", "tls"),
+        request(str(uuid.uuid4()), "", "serial"), request("not-a-uuid", "", "serial")])
+
+    assert [identity.problem for identity in identities] == [
+        "", "certificate 0b is not the current certificate of VM guest-0",
+        "certificate 0b is not the current certificate of VM guest-1", "guest-2 is a template",
+        "", "certificate  is not the current certificate of VM guest-3",
+        identities[6].problem, "no VM not-a-uuid"]
+    assert identities[6].problem.startswith("no VM ")
+    assert (identities[0].vm_id, identities[4].vm_id) == (current.pk, on_serial.pk)
