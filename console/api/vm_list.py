@@ -12,11 +12,14 @@ JSON, so a field added there must be added here too.
 """
 
 from collections import defaultdict
+from collections.abc import Callable
+from datetime import datetime
 from typing import Any
 from uuid import UUID
 
 from django.core.paginator import Paginator
 from django.db.models import Model, QuerySet
+from django.utils import timezone
 from rest_framework.fields import DateTimeField
 
 from ..models import VM, CdRom, Nic, VirtualDisk
@@ -32,9 +35,6 @@ NIC_COLUMNS = {"index": "index", "network": "network__uuid", "network_name": "ne
 DISK_COLUMNS = {"uuid": "uuid", "index": "index", "size_bytes": "size_bytes", "container": "container__uuid",
                 "file_name": "file_name", "backing_file": "backing_file"}
 CDROM_COLUMNS = {"slot": "slot", "iso_path": "iso_path", "purpose": "purpose", "image": "image__uuid"}
-
-# DRF's own datetime formatting (time zone and 'Z'), as VMSerializer's timestamp fields apply it.
-timestamp = DateTimeField().to_representation
 
 
 class VMRowPaginator(Paginator):
@@ -63,7 +63,10 @@ def vm_list_items(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
         nic["ips"] = [nic["ip"]] if nic["ip"] else []
     disks = children_by_vm(VirtualDisk, vm_ids, DISK_COLUMNS, "index")
     cdroms = children_by_vm(CdRom, vm_ids, CDROM_COLUMNS, "slot")
-    return [vm_item(row, nics[row["id"]], disks[row["id"]], cdroms[row["id"]]) for row in rows]
+    # DRF's own datetime formatting, as VMSerializer's timestamp fields apply it. The request's time zone
+    # is looked up once here: DRF would look it up for each value (about 1 ms per page).
+    timestamp = DateTimeField(default_timezone=timezone.get_current_timezone()).to_representation
+    return [vm_item(row, nics[row["id"]], disks[row["id"]], cdroms[row["id"]], timestamp) for row in rows]
 
 
 def children_by_vm(model: type[Model], vm_ids: list[int], columns: dict[str, str],
@@ -83,7 +86,8 @@ def children_by_vm(model: type[Model], vm_ids: list[int], columns: dict[str, str
     return grouped
 
 
-def vm_item(row: dict[str, Any], nics: list[dict], disks: list[dict], cdroms: list[dict]) -> dict[str, Any]:
+def vm_item(row: dict[str, Any], nics: list[dict], disks: list[dict], cdroms: list[dict],
+            timestamp: Callable[[datetime], str]) -> dict[str, Any]:
     """One VM as `VMSerializer` writes it."""
     host = {"uuid": text(row["host__uuid"]), "name": row["host__name"]} if row["host__uuid"] else None
     return {
