@@ -195,7 +195,8 @@ async def storm(agents: list[SimulatedAgent], service_pid: int) -> dict:
     for agent in agents:
         agent.writer.close()
     return {"agents": len(agents), "linked_s": linked, "handshakes_per_s": len(agents) / linked,
-            "written_s": written, "cpu_cores": cpu, "own_cpu": own_cpu, "memory_mib": memory_mib(service_pid),
+            "written_s": written, "cpu_cores": cpu, "svc_ms_per_agent": cpu * written / len(agents) * 1000,
+            "own_cpu": own_cpu, "memory_mib": memory_mib(service_pid),
             "load": load,
             "load_after": os.getloadavg()[0]}
 
@@ -232,10 +233,11 @@ def run_round(records: list[tuple[str, str, Path]], ca: Path, options: argparse.
 def print_storm_table(results: list[dict]) -> None:
     print("reconnect storm: every agent at once to a service just started")
     print(f"{'agents':>7} {'all linked s':>12} {'handshakes/s':>12} {'facts shown s':>13} {'svc cores':>9} "
-          f"{'svc MiB':>8} {'sim cores':>9} {'load 1m':>7} {'load after':>10}")
+          f"{'svc ms/agent':>12} {'svc MiB':>8} {'sim cores':>9} {'load 1m':>7} {'load after':>10}")
     for row in results:
         print(f"{row['agents']:>7} {row['linked_s']:>12.1f} {row['handshakes_per_s']:>12.0f} "
-              f"{row['written_s']:>13.1f} {row['cpu_cores']:>9.2f} {row['memory_mib']:>8.0f} {row['own_cpu']:>9.2f} "
+              f"{row['written_s']:>13.1f} {row['cpu_cores']:>9.2f} {row['svc_ms_per_agent']:>12.2f} "
+              f"{row['memory_mib']:>8.0f} {row['own_cpu']:>9.2f} "
               f"{row['load']:>7.2f} {row['load_after']:>10.2f}")
 
 

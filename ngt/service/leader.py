@@ -15,7 +15,7 @@ from . import commands, guest_state
 
 log = logging.getLogger("ngt.service")
 # Seconds: heartbeats and hellos' facts are remembered in memory and written once per batch, so the console
-# shows a hello's facts at most this long, plus the batch's write, after its welcome.
+# shows a hello's facts at most this long after its welcome, plus the writes of its batch and the one before.
 FLUSH_INTERVAL = 2.0
 
 
