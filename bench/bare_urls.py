@@ -1,10 +1,11 @@
 """The console's URLs plus `/bench/bare/vms/`: a bare DRF `ListAPIView` over the same VM table, the
 yardstick `bench/api_list.py` measures `GET /api/v1/vms/` against.
 
-The bare view returns the same JSON shape as `VMSerializer` (nested host, NICs, disks, CD-ROMs, fetched
-with the same select_related/prefetch_related) from plain ModelSerializers, paginates 100 per page, and
-has token authentication only: no filter, search or ordering backends, no role check, no browsable API.
-It ignores the filter parameters the benchmark sends, so it always lists VMs in the model's order."""
+The bare view returns the same JSON as `VMSerializer` (nested host, NICs, disks, CD-ROMs, fetched with
+select_related/prefetch_related) from plain ModelSerializers: the ordinary DRF way, which the real list
+left for plain rows (`console/api/vm_list.py`). It paginates 100 per page and has token authentication
+only: no filter, search or ordering backends, no role check, no browsable API. It ignores the filter
+parameters the benchmark sends, so it always lists VMs in the model's order."""
 
 from django.db.models import Prefetch
 from django.urls import path
