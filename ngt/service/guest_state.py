@@ -1,5 +1,5 @@
 """What the leader reads and writes in the database, from the event loop through a thread each time: the
-identity check of a session, the batched guest state, refusals in the audit log, the ISO released."""
+hellos' identity checks and the guest state, both in batches; refusals in the audit log; the ISO released."""
 
 import ipaddress
 import json

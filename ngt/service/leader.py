@@ -50,10 +50,14 @@ def hello_problem(opening: dict, hello: dict) -> str:
 
 def facts_of(hello: dict) -> dict:
     """What a hello tells about the guest, as GuestTools columns (its last_seen is the batch's time)."""
-    return {"link_active": True,
-            "installed_version": str(hello.get("agent_version", ""))[:32],
-            "guest_os": str(hello.get("os", ""))[:120], "hostname": str(hello.get("hostname", ""))[:255],
-            "ip_addresses": [str(address) for address in hello.get("ip_addresses", [])][:64]}
+    return {"link_active": True, "installed_version": fact_text(hello.get("agent_version", ""), 32),
+            "guest_os": fact_text(hello.get("os", ""), 120), "hostname": fact_text(hello.get("hostname", ""), 255),
+            "ip_addresses": [fact_text(address, 64) for address in hello.get("ip_addresses", [])][:64]}
+
+
+def fact_text(value, longest: int) -> str:
+    """Text PostgreSQL can store: a NUL character there would fail the whole batch's statement."""
+    return str(value).replace("\x00", "")[:longest]
 
 
 class IdentityChecks:
@@ -128,7 +132,10 @@ class Leader:
             heard, self.heard = self.heard, set()
             changes, self.changes = self.changes, {}
             if heard or changes:
-                await asyncio.to_thread(guest_state.write_batch, heard, changes)
+                try:
+                    await asyncio.to_thread(guest_state.write_batch, heard, changes)
+                except Exception:  # the database failed this batch; the next ones still get their chance
+                    log.exception("guest state of %d VMs not written", len(heard | changes.keys()))
 
     async def admit(self, opening: dict, hello: dict, agent: Agent) -> Session | None:
         """The session of the agent that sent `hello`, welcomed; None when it is refused (and told why).

@@ -152,3 +152,14 @@ def test_identities_checked_together_answer_each_hello_as_alone(cluster):
         identities[6].problem, "no VM not-a-uuid"]
     assert identities[6].problem.startswith("no VM ")
     assert (identities[0].vm_id, identities[4].vm_id) == (current.pk, on_serial.pk)
+
+
+def test_a_hello_with_a_nul_character_lands_without_it(cluster, monkeypatch):
+    vm, = guest_vms(cluster, 1)
+
+    async def scenario(the_leader):
+        await the_leader.admit(serial_opening(vm), hello(vm, hostname="web\x00-1", os="Linux\x00"), RecordingAgent())
+
+    run_with_leader(scenario, monkeypatch)
+    shown = GuestTools.objects.get(vm=vm)
+    assert (shown.hostname, shown.guest_os, shown.link_active) == ("web-1", "Linux", True)
