@@ -169,9 +169,11 @@ class VolumeDriver:
         mounted = self.state.volumes.get(name)
         if mounted is None or not mounted.callers:  # no entry, or one whose release a crash interrupted
             mounted = self._attach_and_mount(name)
-        if caller not in mounted.callers:
-            with self._changing_state():
-                mounted.callers.append(caller)
+        if caller not in mounted.callers or mounted.held_until:
+            with self._changing_state():  # one write: a held volume becomes this caller's
+                mounted.held_until = 0.0
+                if caller not in mounted.callers:
+                    mounted.callers.append(caller)
         self.upkeep.report_soon()
         return mounted.mountpoint
 
@@ -198,9 +200,6 @@ class VolumeDriver:
                 raise
         else:
             self._make_ready(name, mounted, volume["devices"][0]["size_bytes"])
-        if mounted.held_until:
-            with self._changing_state():
-                mounted.held_until = 0.0
         return mounted
 
     def _prepare_held(self, name: str) -> None:

@@ -221,6 +221,13 @@ def test_a_create_attaches_at_once_where_the_host_can_take_it(host_api, docker_h
     assert not (tmp_path / "unseen" / "volume-groups" / str(group.uuid)).exists()  # files go once the rows have
 
 
+def test_a_create_with_a_bad_attach_is_refused_naming_it(host_api, docker_host):
+    refused = host_api.post(PLUGIN + "volumes/?wait=1", {"name": "odd", "size_bytes": MiB, "attach": "maybe"},
+                            format="json")
+    assert refused.status_code == 400 and "attach" in refused.json()
+    assert not VolumeGroup.objects.exists()
+
+
 def test_a_create_whose_file_cannot_be_made_leaves_nothing(host_api, docker_host):
     container = docker_host.cluster.storage_containers.get()
     (Path(container.path) / "volume-groups").write_text("not a directory")  # where the disk files would go
