@@ -26,8 +26,8 @@ from console.services.tasks import Progress, create_task, task_kind
 from console.services.vms import driver_for
 
 from . import authority, tools_iso
+from .daemon import commands
 from .models import CAPABILITIES, TOOLS_VERSION, GuestTools, VMCertificate
-from .service import commands
 
 GUEST_TOOLS = CdRom.Purpose.GUEST_TOOLS
 ISO_DIRECTORY = "guest-tools"

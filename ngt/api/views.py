@@ -13,8 +13,8 @@ from console.services.actors import Actor
 from console.services.vms import default_cluster
 
 from .. import authority, services
+from ..daemon.commands import leader_location
 from ..models import GuestTools
-from ..service.commands import leader_location
 from . import serializers as s
 
 

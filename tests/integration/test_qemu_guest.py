@@ -14,8 +14,8 @@ from console.models import VM, Image, Task
 from console.services import power, processes, tasks, vms
 from customization.services.lifecycle import CustomizationRequest
 from ngt import services
+from ngt.daemon import commands
 from ngt.models import GuestTools
-from ngt.service import commands
 from tests.guest_image import ensure_guest_image
 from tests.integration.conftest import cluster_image, domain_name, serial_console
 from tests.ngt import conftest as ngt_fixtures

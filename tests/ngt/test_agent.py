@@ -18,8 +18,8 @@ import pytest
 
 from ngt import authority, services
 from ngt.agent import AGENT_VERSION, config, guest, protocol
+from ngt.daemon.certificates import server_identity
 from ngt.models import TOOLS_VERSION
-from ngt.service.certificates import server_identity
 from tests.ngt.conftest import iso_file
 from tests.realparts import wait_for
 

@@ -118,7 +118,7 @@ def test_leader_location_comes_from_the_lease(api, cluster, redis_url, settings,
 
     import redis
 
-    from ngt.service import commands
+    from ngt.daemon import commands
 
     client = redis.Redis.from_url(redis_url)
     monkeypatch.setattr(commands, "redis_client", lambda: client)

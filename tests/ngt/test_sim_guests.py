@@ -10,13 +10,13 @@ from console.models import VM
 from console.services import demo
 from ngt import demo as ngt_demo
 from ngt.models import GuestTools
-from tests.ngt import test_service
+from tests.ngt import test_daemon
 from tests.ngt.test_agent import REPOSITORY
-from tests.ngt.test_service import state
+from tests.ngt.test_daemon import state
 from tests.realparts import wait_for
 
 # The Guest Tools Service fixtures, shared.
-mounted_vm, service, short_data_dir = test_service.mounted_vm, test_service.service, test_service.short_data_dir
+mounted_vm, service, short_data_dir = test_daemon.mounted_vm, test_daemon.service, test_daemon.short_data_dir
 
 
 def test_the_demo_mounts_guest_tools_on_a_few_running_vms_of_the_first_host(db, settings, tmp_path,

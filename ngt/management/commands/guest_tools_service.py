@@ -7,7 +7,7 @@ import logging
 
 from django.core.management.base import BaseCommand
 
-from ngt.service.instance import instance_for
+from ngt.daemon.instance import instance_for
 
 
 class Command(BaseCommand):

@@ -2,7 +2,7 @@
 
 from django.core.management.base import BaseCommand, CommandError
 
-from ngt.service.commands import leader_location
+from ngt.daemon.commands import leader_location
 
 
 class Command(BaseCommand):

@@ -7,7 +7,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from ngt.service import guest_state, leader
+from ngt.daemon import guest_state, leader
 
 
 class RecordingAgent:
@@ -64,7 +64,7 @@ def test_one_domain_the_hypervisor_cannot_describe_hides_no_other_channel(monkey
     from types import SimpleNamespace
 
     from console.drivers import DriverError
-    from ngt.service import instance
+    from ngt.daemon import instance
 
     vanished, running = SimpleNamespace(name="gone", uuid="vm-a"), SimpleNamespace(name="up", uuid="vm-b")
 

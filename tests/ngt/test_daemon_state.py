@@ -12,9 +12,9 @@ from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
 from console.models import VM, AuditEvent
+from ngt.daemon import guest_state, leader
 from ngt.models import GuestTools, VMCertificate
-from ngt.service import guest_state, leader
-from tests.ngt.test_service_hello import RecordingAgent
+from tests.ngt.test_daemon_hello import RecordingAgent
 
 pytestmark = pytest.mark.django_db(transaction=True)  # the service's threads use connections of their own
 

@@ -18,7 +18,7 @@ from console.services.actors import Actor
 from ngt import services
 from ngt.models import GuestTools, VMCertificate
 
-log = logging.getLogger("ngt.service")
+log = logging.getLogger("ngt.daemon")
 # A JSON list of ids as one bound parameter, expanded by the database (SQLite: JSON1, which JSONField needs).
 EXPAND_IDS = {"sqlite": "SELECT value FROM json_each(%s)",
               "postgresql": "SELECT value::bigint FROM json_array_elements_text(%s::json)"}

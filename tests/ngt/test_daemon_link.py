@@ -6,14 +6,14 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from ngt.service import commands
-from tests.ngt import test_agent, test_service
-from tests.ngt.test_service import raw_session, refusals, state
+from ngt.daemon import commands
+from tests.ngt import test_agent, test_daemon
+from tests.ngt.test_daemon import raw_session, refusals, state
 from tests.realparts import wait_for
 
 pytestmark = pytest.mark.slow
 mounted_vm = test_agent.mounted_vm  # the fixtures, shared
-service = test_service.service
+service = test_daemon.service
 
 
 def exchange(lines, session, message: dict) -> dict:

@@ -21,7 +21,7 @@ from . import wire
 from .certificates import SERVICE_ORGANIZATION
 from .leader import Agent, Leader
 
-log = logging.getLogger("ngt.service")
+log = logging.getLogger("ngt.daemon")
 LEADER_PORT = 2073
 LINK_LINE = 2 * wire.MAX_LINE  # an agent's line and its envelope
 

@@ -21,8 +21,8 @@ from console.services import processes, tasks, vms
 from console.services.errors import Conflict
 from ngt import services
 from ngt.agent import AGENT_VERSION
+from ngt.daemon import commands
 from ngt.models import GuestTools
-from ngt.service import commands
 from tests.ngt import test_agent
 from tests.ngt.test_agent import REPOSITORY, free_vip, start_agent, stop
 from tests.realparts import wait_for

@@ -27,7 +27,7 @@ from .leader import Leader
 from .link import LEADER_PORT, LINK_LINE, LeaderLink, serve_link
 from .proxy import AGENT_PORT, Proxy, agent_context
 
-log = logging.getLogger("ngt.service")
+log = logging.getLogger("ngt.daemon")
 LEASE_SECONDS, RENEW_EVERY = 5, 1.0
 RENEW = "if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('pexpire', KEYS[1], ARGV[2]) end return 0"
 # asyncio gives every TLS connection a read buffer of SSLProtocol.max_size, 256 KiB, zeroed (so resident) at

@@ -13,7 +13,7 @@ from pathlib import Path
 
 from . import wire
 
-log = logging.getLogger("ngt.service")
+log = logging.getLogger("ngt.daemon")
 AGENT_PORT = 2074
 CHANNEL_SCAN = 2.0  # seconds between looks for channel sockets of newly started VMs
 HELLO_TIMEOUT = 30

@@ -13,7 +13,7 @@ from typing import Protocol
 
 from . import commands, guest_state
 
-log = logging.getLogger("ngt.service")
+log = logging.getLogger("ngt.daemon")
 # Seconds: heartbeats and hellos' facts are remembered in memory and written once per batch, so the console
 # shows a hello's facts at most this long after its welcome, plus the writes of its batch and the one before.
 FLUSH_INTERVAL = 2.0
