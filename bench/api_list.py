@@ -414,8 +414,8 @@ def main() -> int:
         from django.contrib.auth.models import User
         from django.db import connection
 
-        from console.services.access import create_token
-        from console.services.actors import Actor
+        from console.core.access import create_token
+        from console.core.actors import Actor
 
         admin = User.objects.get(username="admin")
         _, token = create_token(Actor.system(), admin, "bench")

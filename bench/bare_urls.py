@@ -14,7 +14,7 @@ from rest_framework.pagination import PageNumberPagination
 from rest_framework.permissions import IsAuthenticated
 from rest_framework.renderers import JSONRenderer
 
-from console.api.authentication import ApiTokenAuthentication
+from console.core.api.authentication import ApiTokenAuthentication
 from console.models import VM, CdRom, Host, Nic, VirtualDisk
 from console.urls import urlpatterns as console_urlpatterns
 

@@ -31,9 +31,10 @@ SCRATCH = scratch_console("facet-bench-ngt-", FACET_LOG_LEVEL="WARNING")
 
 from django.core.management import call_command  # noqa: E402
 
-from console.models import VM, CdRom, Cluster, Host, SimDomain, StorageContainer, Task  # noqa: E402
+from console.core.actors import Actor  # noqa: E402
+from console.core.models import SimDomain, Task  # noqa: E402
+from console.models import VM, CdRom, Cluster, Host, StorageContainer  # noqa: E402
 from console.services import processes  # noqa: E402
-from console.services.actors import Actor  # noqa: E402
 from console.services.bulk import request_bulk  # noqa: E402
 from ngt import authority, services, tools_iso  # noqa: E402
 from ngt.agent.packaging.build import build as build_packages  # noqa: E402

@@ -65,8 +65,8 @@ class Installation:
 
     def inventory(self, size_limit: int) -> tuple[str, Path]:
         """A cluster, a host, a storage container and a Docker host that sees it; answers the host's key."""
+        from console.core.actors import Actor
         from console.models import Cluster, Host, StorageContainer
-        from console.services.actors import Actor
         from containers.services import docker_hosts
 
         cluster = Cluster.objects.create(name="bench")

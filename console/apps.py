@@ -2,5 +2,21 @@ from django.apps import AppConfig
 
 
 class ConsoleConfig(AppConfig):
+    """The Django project's own app: the kernel (`console.core`) and the VM inventory."""
+
     name = "console"
     verbose_name = "Facet inventory"
+
+    def ready(self) -> None:
+        from .core.registry import NavItem, registry
+        from .services import bulk, cdroms, power, vms  # noqa: F401  (their task kinds)
+
+        bulk.register_bulk_actions()
+        for order, (label, url_name, icon) in enumerate([
+            ("Dashboard", "dashboard", "grid"), ("VMs", "vm-list", "server"), ("Templates", "template-list", "copy"),
+            ("Images", "image-list", "disc"), ("Networks", "network-list", "network"),
+            ("Storage", "storage-list", "database")]):
+            registry.navigation.add(url_name, NavItem(label, url_name, icon, order=10 + order))
+        for order, (label, url_name, icon) in enumerate([
+            ("Tasks", "task-list", "activity"), ("Audit", "audit-list", "list"), ("Settings", "settings", "settings")]):
+            registry.navigation.add(url_name, NavItem(label, url_name, icon, order=90 + order))

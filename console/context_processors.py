@@ -1,24 +1,10 @@
 from django.urls import reverse
 
-from .models import Cluster, Task
-from .services.access import ADMIN, OPERATOR, has_role, role_of
+from console.core.access import ADMIN, OPERATOR, has_role, role_of
+from console.core.models import Task
+from console.core.registry import registry
 
-NAVIGATION = [
-    # (label, url name, icon, role needed)
-    ("Dashboard", "dashboard", "grid", None),
-    ("VMs", "vm-list", "server", None),
-    ("Templates", "template-list", "copy", None),
-    ("Images", "image-list", "disc", None),
-    ("Networks", "network-list", "network", None),
-    ("Storage", "storage-list", "database", None),
-    ("Volume Groups", "volume-groups", "layers", None),
-    ("Docker Hosts", "docker-hosts", "box", None),
-    ("Guest Tools", "guest-tools", "tool", None),
-    ("Customization Scripts", "customization-scripts", "file", None),
-    ("Tasks", "task-list", "activity", None),
-    ("Audit", "audit-list", "list", None),
-    ("Settings", "settings", "settings", None),
-]
+from .models import Cluster
 
 
 def shell(request) -> dict:
@@ -27,10 +13,10 @@ def shell(request) -> dict:
         return {}
     path = request.path
     nav = []
-    for label, name, icon, _ in NAVIGATION:
-        url = reverse(name)
+    for item in registry.navigation.ordered():
+        url = reverse(item.url_name)
         active = path == url if url == "/" else path.startswith(url)
-        nav.append({"label": label, "url": url, "icon": icon, "active": active})
+        nav.append({"label": item.label, "url": url, "icon": item.icon, "active": active})
     return {
         "nav": nav,
         "cluster": Cluster.objects.only("name").order_by("id").first(),

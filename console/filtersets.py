@@ -1,19 +1,15 @@
 """One FilterSet per listed model, shared by the REST API and the console's list views."""
 
+import functools
 import uuid
 
 import django_filters as filters
 from django.db.models import Q
 
-from .models import VM, AuditEvent, Task
+from console.core.models import AuditEvent, Task
+from console.core.registry import registry
 
-# guest_tools is the ngt app's one-to-one state of a VM (absent until Guest Tools are enabled).
-GUEST_TOOLS_STATES = {
-    "enabled": Q(guest_tools__enabled=True),
-    "iso-mounted": Q(guest_tools__iso_mounted=True),
-    "link-active": Q(guest_tools__link_active=True),
-    "link-inactive": Q(guest_tools__enabled=True, guest_tools__link_active=False),
-}
+from .models import VM
 
 
 class FilterSet(filters.FilterSet):
@@ -40,21 +36,14 @@ class VMFilterSet(FilterSet):
     cluster = filters.UUIDFilter(field_name="cluster__uuid")
     is_template = filters.BooleanFilter()
     guest_os = filters.ChoiceFilter(choices=VM.GuestOS.choices)
-    guest_tools = filters.ChoiceFilter(method="filter_guest_tools", label="Guest Tools", choices=[
-        ("not-installed", "Not installed"), ("enabled", "Enabled"), ("iso-mounted", "ISO mounted"),
-        ("link-active", "Link active"), ("link-inactive", "Enabled, link inactive")])
 
     class Meta:
         model = VM
-        fields = ["search", "power_state", "host", "cluster", "is_template", "guest_os", "guest_tools"]
+        fields = ["search", "power_state", "host", "cluster", "is_template", "guest_os"]
 
     def filter_search(self, queryset, name, value):
         return queryset.filter(name__icontains=value.strip()) if value.strip() else queryset
 
-    def filter_guest_tools(self, queryset, name, value):
-        if value == "not-installed":
-            return queryset.exclude(guest_tools__enabled=True)
-        return queryset.filter(GUEST_TOOLS_STATES[value])
 
     def filter_host(self, queryset, name, value):
         field = "host__uuid" if _looks_like_uuid(value) else "host__name"
@@ -99,3 +88,12 @@ def _looks_like_uuid(value: str) -> bool:
     except ValueError:
         return False
     return True
+
+
+@functools.cache
+def vm_filterset() -> type[VMFilterSet]:
+    """VMFilterSet with the filters other apps registered (Guest Tools state...), made once they all have."""
+    registered = {name: filters.ChoiceFilter(method=lambda queryset, _name, value, entry=entry: entry.apply(
+                      queryset, value), label=entry.label, choices=entry.choices)
+                  for name, entry in registry.vm_filters.items()}
+    return type("VMFilterSet", (VMFilterSet,), registered)

@@ -8,7 +8,7 @@ from pathlib import Path
 import dj_database_url
 from django.core.exceptions import ImproperlyConfigured
 
-from console.drivers.libvirt_network import NetworkMapError, parse_network_map
+from console.core.drivers.libvirt_network import NetworkMapError, parse_network_map
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 DATA_DIR = Path(os.environ.get("FACET_DATA_DIR", BASE_DIR / "var")).resolve()
@@ -170,17 +170,17 @@ CELERY_BEAT_SCHEDULE = {
 
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": [
-        "console.api.authentication.ApiTokenAuthentication",
+        "console.core.api.authentication.ApiTokenAuthentication",
         "rest_framework.authentication.SessionAuthentication",
     ],
-    "DEFAULT_PERMISSION_CLASSES": ["console.api.permissions.RolePermission"],
+    "DEFAULT_PERMISSION_CLASSES": ["console.core.api.permissions.RolePermission"],
     "DEFAULT_FILTER_BACKENDS": [
         "django_filters.rest_framework.DjangoFilterBackend",
-        "console.api.filters.StableOrderingFilter",
+        "console.core.api.filters.StableOrderingFilter",
     ],
-    "DEFAULT_PAGINATION_CLASS": "console.api.pagination.Pagination",
+    "DEFAULT_PAGINATION_CLASS": "console.core.api.pagination.Pagination",
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
-    "EXCEPTION_HANDLER": "console.api.errors.exception_handler",
+    "EXCEPTION_HANDLER": "console.core.api.errors.exception_handler",
     "DEFAULT_THROTTLE_RATES": {"login": os.environ.get("FACET_LOGIN_RATE", "30/minute")},
     # Behind a reverse proxy, FACET_NUM_PROXIES=1 makes throttling use the client's address it forwards.
     "NUM_PROXIES": int(os.environ["FACET_NUM_PROXIES"]) if os.environ.get("FACET_NUM_PROXIES") else None,

@@ -2,9 +2,9 @@
 
 from celery import shared_task
 
-from .services import bulk, cdroms, power, vms  # noqa: F401  (registers the task kinds)
+from console.core.tasks import execute, reap_stale
+
 from .services.power import reconcile_power_states
-from .services.tasks import execute, reap_stale
 
 
 @shared_task(name="facet.task.run")

@@ -1,6 +1,11 @@
+"""The console's URLs: the API, its schema and docs, the admin, the inventory's pages and every other
+app's, as each registered them (`registry.urls`)."""
+
 from django.contrib import admin
 from django.urls import include, path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
+
+from console.core.registry import registry
 
 urlpatterns = [
     path("api/v1/", include("console.api.urls")),
@@ -8,7 +13,5 @@ urlpatterns = [
     path("api/docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="api-docs"),
     path("admin/", admin.site.urls),
     path("", include("console.views.urls")),
-    path("", include("ngt.urls")),
-    path("", include("customization.urls")),
-    path("", include("containers.urls")),
+    *(path("", include(module)) for module in registry.urls.values()),
 ]

@@ -5,10 +5,11 @@ from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
 from django.views.decorators.http import require_POST
 
-from console.models import VM, AuditEvent, Task
-from console.services.access import ADMIN, OPERATOR
-from console.services.errors import ServiceError
-from console.views.base import actor, as_uuid, paginate, refuse, role_required, task_started
+from console.core.access import ADMIN, OPERATOR
+from console.core.errors import ServiceError
+from console.core.models import AuditEvent, Task
+from console.core.views import actor, as_uuid, paginate, refuse, role_required, task_started
+from console.models import VM
 
 from . import forms
 from .filtersets import DockerHostFilterSet, VolumeGroupFilterSet

@@ -10,11 +10,11 @@ from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.csrf import csrf_exempt, csrf_protect
 from django.views.decorators.http import require_POST
 
+from console.core.access import OPERATOR, has_role
+from console.core.actors import client_address
+from console.core.errors import ServiceError
+from console.core.views import actor, role_required
 from console.models import VM
-from console.services.access import OPERATOR, has_role
-from console.services.actors import client_address
-from console.services.errors import ServiceError
-from console.views.base import actor, role_required
 
 from .forms import ScriptForm, SysprepForm, UploadForm
 from .models import CustomizationScript, Kind, VMCustomization

@@ -8,18 +8,25 @@ class NgtConfig(AppConfig):
     verbose_name = "Guest Tools"
 
     def ready(self) -> None:
-        from console.services.bulk import BULK_ACTIONS, BulkAction
-        from console.services.demo import DEMO_EXTRAS
-        from console.services.power import GUEST_POWER_ACTIONS
+        from console.core.registry import BulkAction, Column, Filter, NavItem, Panel, PowerAction, registry
 
-        from . import demo, services  # services registers the task kinds, for the web tier and workers alike
+        from . import demo, services  # services declares the task kinds, for the web tier and workers alike
+        from .filters import GUEST_TOOLS_CHOICES, filter_guest_tools
 
-        BULK_ACTIONS["guest-tools-mount"] = BulkAction(
-            "ngt.mount", lambda actor, vm, parent: services.request_mount(actor, vm, parent=parent))
+        registry.bulk_actions.add("guest-tools-mount", BulkAction(
+            "Mount Guest Tools", "ngt.mount",
+            lambda actor, vm, parent: services.request_mount(actor, vm, parent=parent), order=60))
         for action in services.GUEST_POWER:
-            GUEST_POWER_ACTIONS[action] = lambda actor, vm, action=action: services.request_guest_power(
-                actor, vm, action)
-        DEMO_EXTRAS.append(demo.mount_guest_tools)
+            registry.power_actions.add(action, PowerAction(
+                action, lambda actor, vm, action=action: services.request_guest_power(actor, vm, action),
+                offered=services.agent_linked))
+        registry.vm_panels.add("guest-tools", Panel("Guest Tools", "guest-tools-panel", order=10))
+        registry.vm_columns.add("guest-tools", Column("Guest Tools", "ngt/list_cell.html", ("guest_tools",), order=10))
+        registry.vm_filters.add("guest_tools", Filter("Guest Tools", GUEST_TOOLS_CHOICES, filter_guest_tools))
+        registry.navigation.add("guest-tools", NavItem("Guest Tools", "guest-tools", "tool", order=60))
+        registry.demo_seeders.add("guest-tools", demo.mount_guest_tools)
+        registry.urls.add(self.name, "ngt.urls")
+        registry.api_urls.add(self.name, "ngt.api.urls")
         post_migrate.connect(_make_key_file, sender=self)
 
 

@@ -25,8 +25,8 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 from django.conf import settings
 from django.db import transaction
 
+from console.core.errors import ServiceError
 from console.models import VM, Cluster
-from console.services.errors import ServiceError
 
 from .models import CertificateAuthority
 

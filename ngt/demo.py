@@ -3,9 +3,9 @@ real agent (`manage.py sim_guests`, started by `serve`), so the demo shows live 
 
 from django.db import transaction
 
+from console.core.actors import Actor
+from console.core.tasks import run_here, sending_together
 from console.models import VM, Cluster
-from console.services.actors import Actor
-from console.services.tasks import run_here, sending_together
 
 from . import services
 from .models import GuestTools

@@ -1,7 +1,7 @@
 """Guest Tools operations. The request functions validate, write the intent (state, CD-ROM slot) and the task;
 the task kinds below do the work in a worker: issue the VM's certificate, build its tools ISO, insert it.
 
-A VM's private key is made inside `apply_mount`, in the worker, and goes straight into the ISO: it is never in
+A VM's private key is made inside `run_mount`, in the worker, and goes straight into the ISO: it is never in
 a task's params, a log line, the database or a temporary file."""
 
 import functools
@@ -16,14 +16,15 @@ from django.db.models.signals import post_delete
 from django.dispatch import receiver
 from django.utils import timezone
 
-from console.models import VM, CdRom, Cluster, StorageContainer, Task
-from console.services import audit
-from console.services.actors import Actor
+from console.core import audit
+from console.core.actors import Actor
+from console.core.drivers import driver_for
+from console.core.errors import Conflict, InvalidRequest
+from console.core.models import Task
+from console.core.tasks import Progress, create_task, task_kind
+from console.models import VM, CdRom, Cluster, StorageContainer
 from console.services.cdroms import free_slot
-from console.services.errors import Conflict, InvalidRequest
 from console.services.power import BUSY_STATES
-from console.services.tasks import Progress, create_task, task_kind
-from console.services.vms import driver_for
 
 from . import authority, tools_iso
 from .daemon import commands
@@ -105,12 +106,12 @@ def request_enable(actor: Actor, vm: VM) -> Task:
         return _start(actor, "ngt.enable", vm, {"was_enabled": was_enabled})
 
 
-def _restore_enabled(task: Task) -> None:
+def undo_enable(task: Task) -> None:
     GuestTools.objects.filter(vm__uuid=task.entity_uuid).update(enabled=task.params["was_enabled"])
 
 
-@task_kind("ngt.enable", abandon=_restore_enabled)
-def apply_enable(task: Task, progress: Progress) -> str:
+@task_kind("ngt.enable", undo=undo_enable)
+def run_enable(task: Task, progress: Progress) -> str:
     vm = _vm_of(task)
     progress(30, "Preparing the certificate authority")
     _check_authority(vm.cluster)  # made on first use; a key that does not open fails the task here
@@ -200,7 +201,7 @@ def _record(task: Task, action: str, vm: VM, **detail) -> None:
     audit.record(Actor(user=task.created_by), action, vm, task=str(task.uuid), **detail)
 
 
-def _undo_mount(task: Task) -> None:
+def undo_mount(task: Task) -> None:
     """A mount that failed for good gives the CD-ROM back as it was and leaves no ISO behind."""
     state = GuestTools.objects.select_related("certificate").filter(vm__uuid=task.entity_uuid).first()
     if state is None or (state.certificate and state.certificate.task_uuid == task.uuid):
@@ -213,8 +214,8 @@ def _undo_mount(task: Task) -> None:
         GuestTools.objects.filter(pk=state.pk).update(enabled=False)
 
 
-@task_kind("ngt.mount", abandon=_undo_mount)
-def apply_mount(task: Task, progress: Progress) -> str:
+@task_kind("ngt.mount", undo=undo_mount)
+def run_mount(task: Task, progress: Progress) -> str:
     vm = _vm_of(task)
     state = GuestTools.objects.select_related("certificate").get(vm=vm)
     path, slot = Path(task.params["iso_path"]), task.params["slot"]
@@ -273,7 +274,7 @@ def _eject_tools(vm: VM) -> None:
 
 
 @task_kind("ngt.unmount")
-def apply_unmount(task: Task, progress: Progress) -> str:
+def run_unmount(task: Task, progress: Progress) -> str:
     vm = _vm_of(task)
     progress(30, "Ejecting the tools ISO")
     _eject_tools(vm)
@@ -291,8 +292,8 @@ def request_disable(actor: Actor, vm: VM) -> Task:
         return _start(actor, "ngt.disable", vm, {"was_enabled": True})
 
 
-@task_kind("ngt.disable", abandon=_restore_enabled)
-def apply_disable(task: Task, progress: Progress) -> str:
+@task_kind("ngt.disable", undo=undo_enable)
+def run_disable(task: Task, progress: Progress) -> str:
     vm = _vm_of(task)
     progress(30, "Ejecting the tools ISO")
     _eject_tools(vm)
@@ -326,6 +327,12 @@ def release_tools_iso(vm: VM, serial: str) -> bool:
 GUEST_POWER = {"guest-shutdown": "shutdown", "guest-reboot": "reboot"}
 
 
+def agent_linked(vm: VM) -> bool:
+    """Whether the VM page offers the guest's own shutdown and reboot: it runs and its agent is linked."""
+    guest_tools = getattr(vm, "guest_tools", None)  # absent until Guest Tools are enabled
+    return vm.power_state == VM.PowerState.ON and bool(guest_tools and guest_tools.link_active)
+
+
 def request_guest_power(actor: Actor, vm: VM, action: str) -> Task:
     if action not in GUEST_POWER:
         raise InvalidRequest({"action": [f"choose one of {', '.join(GUEST_POWER)}"]})
@@ -337,7 +344,7 @@ def request_guest_power(actor: Actor, vm: VM, action: str) -> Task:
     return task
 
 
-def apply_guest_power(task: Task, progress: Progress) -> str:
+def run_guest_power(task: Task, progress: Progress) -> str:
     vm = _vm_of(task)
     command = GUEST_POWER[task.params["action"]]
     progress(20, f"Asking the Guest Tools agent of {vm.name} to {command}")
@@ -349,4 +356,4 @@ def apply_guest_power(task: Task, progress: Progress) -> str:
 
 
 for _action in GUEST_POWER:
-    task_kind(f"vm.{_action}")(apply_guest_power)
+    task_kind(f"vm.{_action}")(run_guest_power)

@@ -11,10 +11,11 @@ from django.urls import reverse
 from django.utils import timezone
 from django.views.decorators.http import require_POST
 
-from console.models import VM, Task
-from console.services.access import OPERATOR
-from console.services.errors import ServiceError
-from console.views.base import actor, paginate, refuse, role_required, task_started
+from console.core.access import OPERATOR
+from console.core.errors import ServiceError
+from console.core.models import Task
+from console.core.views import actor, paginate, refuse, role_required, task_started
+from console.models import VM
 
 from . import services
 from .authority import CaUnavailable, open_authority

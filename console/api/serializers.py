@@ -1,25 +1,13 @@
 from django.contrib.auth.models import User
 from rest_framework import serializers
 
-from customization.api.serializers import CustomizationSpecSerializer
+from console.core.access import role_of
+from console.core.drivers.base import POWER_ACTIONS
+from console.core.errors import InvalidRequest
+from console.core.models import ApiToken, AuditEvent, Task
+from console.core.registry import registry
 
-from ..drivers.base import POWER_ACTIONS
-from ..models import (
-    VM,
-    ApiToken,
-    AuditEvent,
-    CdRom,
-    Cluster,
-    Host,
-    Image,
-    Network,
-    Nic,
-    StorageContainer,
-    Task,
-    VirtualDisk,
-)
-from ..services.access import role_of
-from ..services.errors import InvalidRequest
+from ..models import VM, CdRom, Cluster, Host, Image, Network, Nic, StorageContainer, VirtualDisk
 from ..services.networks import check_addressing
 
 
@@ -156,7 +144,20 @@ class VMCreateSerializer(serializers.Serializer):
     power_on = serializers.BooleanField(default=False)
     disks = DiskSpecSerializer(many=True, required=False, default=list)
     nics = NicSpecSerializer(many=True, required=False, default=list)
-    customization = CustomizationSpecSerializer(required=False, allow_null=True)
+
+
+    def get_fields(self):
+        return with_vm_options(super().get_fields())
+
+
+def with_vm_options(fields: dict) -> dict:
+    """The fields of a create or clone request, plus the parts other apps own (registry.vm_options)."""
+    return {**fields, **{name: option.api_field() for name, option in registry.vm_options.items()}}
+
+
+def vm_options(data: dict) -> dict:
+    """A create or clone request's validated option fields, as `VMSpec.options` takes them."""
+    return {name: option.from_api(data.get(name)) for name, option in registry.vm_options.items()}
 
 
 class PowerSerializer(serializers.Serializer):
@@ -171,7 +172,9 @@ class CloneSerializer(serializers.Serializer):
     power_on = serializers.BooleanField(default=False)
     hostname = serializers.CharField(max_length=63, required=False, allow_blank=True, default="",
                                      help_text="Defaults to the name")
-    customization = CustomizationSpecSerializer(required=False, allow_null=True)
+
+    def get_fields(self):
+        return with_vm_options(super().get_fields())
 
 
 class BulkSerializer(serializers.Serializer):

@@ -1,6 +1,8 @@
 from django.urls import include, path
 from rest_framework.routers import DefaultRouter
 
+from console.core.registry import registry
+
 from . import views
 
 router = DefaultRouter()
@@ -17,8 +19,6 @@ router.register("users", views.UserViewSet, basename="user")
 
 urlpatterns = [
     path("auth/token/", views.ObtainToken.as_view(), name="obtain-token"),
-    path("", include("ngt.api.urls")),
-    path("", include("customization.api.urls")),
-    path("", include("containers.api.urls")),
+    *(path("", include(module)) for module in registry.api_urls.values()),  # the other apps' APIs
     *router.urls,
 ]

@@ -12,30 +12,18 @@ from rest_framework.response import Response
 from rest_framework.throttling import ScopedRateThrottle
 from rest_framework.views import APIView
 
-from customization.api.serializers import customization_request
+from console.core import access, audit
+from console.core.actors import Actor, client_address
+from console.core.api.authentication import ApiTokenAuthentication
+from console.core.api.permissions import AdminOnly
+from console.core.models import ApiToken, AuditEvent, Task
+from console.core.tasks import rerun
 
 from ..filtersets import AuditEventFilterSet, TaskFilterSet, VMFilterSet
-from ..models import (
-    VM,
-    ApiToken,
-    AuditEvent,
-    CdRom,
-    Cluster,
-    Host,
-    Image,
-    Network,
-    Nic,
-    StorageContainer,
-    Task,
-    VirtualDisk,
-)
-from ..services import access, audit, bulk, cdroms, images, power, vms
-from ..services.actors import Actor, client_address
-from ..services.tasks import rerun
+from ..models import VM, CdRom, Cluster, Host, Image, Network, Nic, StorageContainer, VirtualDisk
+from ..services import bulk, cdroms, images, power, vms
 from . import serializers as s
 from . import vm_list
-from .authentication import ApiTokenAuthentication
-from .permissions import AdminOnly
 
 ADMIN = access.ADMIN
 
@@ -166,7 +154,7 @@ class VMViewSet(ByUuid, mixins.ListModelMixin, mixins.RetrieveModelMixin, viewse
                   for n in data["nics"]],
             guest_os=data["guest_os"], hostname=data["hostname"], description=data["description"],
             is_template=data["is_template"], power_on=data["power_on"],
-            customization=customization_request(data.get("customization")))
+            options=s.vm_options(data))
         return accepted(vms.request_create_vm(Actor.from_request(request), spec))
 
     @extend_schema(responses={202: s.TaskSerializer})
@@ -186,7 +174,7 @@ class VMViewSet(ByUuid, mixins.ListModelMixin, mixins.RetrieveModelMixin, viewse
         return accepted(vms.request_clone(Actor.from_request(request), self.get_object(), data["name"],
                                           host=data.get("host"), linked=data["linked"], power_on=data["power_on"],
                                           hostname=data["hostname"],
-                                          customization=customization_request(data.get("customization"))))
+                                          options=s.vm_options(data)))
 
     @extend_schema(request=s.InsertIsoSerializer, responses={202: s.TaskSerializer})
     @action(detail=True, methods=["post"], url_path="insert-iso")

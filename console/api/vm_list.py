@@ -22,8 +22,9 @@ from django.db.models import Model, QuerySet
 from django.utils import timezone
 from rest_framework.fields import DateTimeField
 
+from console.core.api.pagination import Pagination
+
 from ..models import VM, CdRom, Nic, VirtualDisk
-from .pagination import Pagination
 
 VM_COLUMNS = ("id", "uuid", "name", "hostname", "description", "cluster__uuid", "host__uuid", "host__name",
               "power_state", "vcpus", "memory_bytes", "guest_os", "is_template", "parent__uuid", "created_at",

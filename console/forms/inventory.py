@@ -1,9 +1,10 @@
 from django import forms
 from django.contrib.auth.models import User
 
+from console.core.access import ROLES
+from console.core.errors import InvalidRequest
+
 from ..models import Network
-from ..services.access import ROLES
-from ..services.errors import InvalidRequest
 from ..services.networks import check_addressing
 
 

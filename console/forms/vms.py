@@ -1,14 +1,15 @@
 """Forms for creating and cloning VMs. Shapes are checked here; the services check the cluster."""
 
+import functools
 import re
 
 from django import forms
 from django.forms import formset_factory
 
-from customization.forms import CustomizationFields
+from console.core.errors import ServiceError
+from console.core.registry import registry
 
 from ..models import VM, Host, Image, Network
-from ..services.errors import ServiceError
 from ..services.vms import NicSpec, VMSpec
 
 GiB = 1024**3
@@ -19,7 +20,7 @@ class HostChoice(forms.ModelChoiceField):
         return f"{host.name} ({host.cpus} CPUs, {host.memory_bytes // GiB} GiB)"
 
 
-class VMCreateForm(CustomizationFields):
+class VMCreateForm(forms.Form):
     name = forms.CharField(max_length=80, help_text="Letters, digits, '.', '_' or '-'")
     hostname = forms.CharField(max_length=63, required=False, help_text="Defaults to the name")
     description = forms.CharField(max_length=255, required=False)
@@ -57,6 +58,17 @@ DiskFormSet = formset_factory(DiskForm, extra=3, max_num=3)
 NicFormSet = formset_factory(NicForm, extra=2, max_num=2)
 
 
+@functools.cache
+def with_options(form_class: type[forms.Form]) -> type[forms.Form]:
+    """The create or clone form with the fields of every app's VM option mixed in (a customization
+    script's, named `customization_*`), made once they have all registered."""
+    return type(form_class.__name__, (form_class, *(o.form for o in registry.vm_options.values())), {})
+
+
+def options_of(form: forms.Form) -> dict:
+    return {name: option.from_form(form) for name, option in registry.vm_options.items()}
+
+
 def vm_spec(form: VMCreateForm, disks, nics) -> VMSpec:
     data = form.cleaned_data
     return VMSpec(
@@ -66,7 +78,7 @@ def vm_spec(form: VMCreateForm, disks, nics) -> VMSpec:
         disk_sizes=[int(d.cleaned_data["size_gib"] * GiB) for d in disks if d.cleaned_data.get("size_gib")],
         nics=[NicSpec(network=n.cleaned_data["network"], ip=_ip(n.cleaned_data))
               for n in nics if n.cleaned_data.get("network")],
-        customization=form.customization_request(),
+        options=options_of(form),
     )
 
 
@@ -80,11 +92,14 @@ def _ip(nic: dict) -> str | None:
 
 # Service error keys -> (form name, form index or None, field)
 FIELD_OF_KEY = {"memory_bytes": "memory_gib", "vcpus": "vcpus", "name": "name", "hostname": "hostname",
-                "image": "image", "host": "host", "guest_os": "guest_os", "power_on": "power_on",
-                **{f"customization.{name}": f"customization_{name}" for name in (
-                    "kind", "content", "script", "storage_path", "key_values", "datasource")}}
+                "image": "image", "host": "host", "guest_os": "guest_os", "power_on": "power_on"}
 INDEXED_KEY = re.compile(r"^(disks|nics)\[(\d+)\]\.(\w+)$")
 INDEXED_FIELD = {"size_bytes": "size_gib", "ip": "address", "mac": "address", "network": "network"}
+
+
+def _field_of(key: str) -> str | None:
+    """The form field a service error key is about: an option's `customization.kind` is `customization_kind`."""
+    return FIELD_OF_KEY.get(key) or key.replace(".", "_")
 
 
 def show_service_error(error: ServiceError, form: forms.Form, disks=None, nics=None) -> None:
@@ -100,13 +115,13 @@ def show_service_error(error: ServiceError, form: forms.Form, disks=None, nics=N
                 index = int(match[2])
                 target = rows[index] if index < len(rows) else form
                 target.add_error(INDEXED_FIELD.get(match[3]) if target is not form else None, problem)
-            elif key in FIELD_OF_KEY and FIELD_OF_KEY[key] in form.fields:
-                form.add_error(FIELD_OF_KEY[key], problem)
+            elif (field := _field_of(key)) in form.fields:
+                form.add_error(field, problem)
             else:
                 form.add_error(None, problem)
 
 
-class CloneForm(CustomizationFields):
+class CloneForm(forms.Form):
     name = forms.CharField(max_length=80)
     hostname = forms.CharField(max_length=63, required=False, help_text="Defaults to the name")
     host = HostChoice(Host.objects.filter(enabled=True), required=False, empty_label="Automatic placement")
@@ -118,4 +133,4 @@ def clone_options(form: CloneForm) -> dict:
     """The keyword arguments of `request_clone` that the clone form gives."""
     data = form.cleaned_data
     return {"host": data["host"], "linked": data["linked"], "power_on": data["power_on"],
-            "hostname": data["hostname"], "customization": form.customization_request()}
+            "hostname": data["hostname"], "options": options_of(form)}

@@ -1,9 +1,4 @@
-from .access import ApiToken, AuditEvent
+from ..core import models as kernel_models  # noqa: F401  (the kernel's models are tables of this app too)
 from .inventory import VM, CdRom, Cluster, Host, Image, Network, Nic, StorageContainer, VirtualDisk
-from .sim import SimDomain
-from .tasks import Task
 
-__all__ = [
-    "VM", "ApiToken", "AuditEvent", "CdRom", "Cluster", "Host", "Image", "Network", "Nic",
-    "SimDomain", "StorageContainer", "Task", "VirtualDisk",
-]
+__all__ = ["VM", "CdRom", "Cluster", "Host", "Image", "Network", "Nic", "StorageContainer", "VirtualDisk"]

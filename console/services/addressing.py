@@ -3,8 +3,9 @@
 import ipaddress
 import secrets
 
+from console.core.errors import Conflict, InvalidRequest
+
 from ..models import Network, Nic
-from .errors import Conflict, InvalidRequest
 
 # 52:54:00 is the prefix QEMU/KVM guests conventionally use (locally administered).
 MAC_PREFIX = "52:54:00"

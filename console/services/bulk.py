@@ -1,44 +1,41 @@
-"""Bulk actions on many VMs: one parent task, a child per VM. Other apps add their actions to
-`BULK_ACTIONS` (for instance `guest-tools-mount`)."""
-
-from collections.abc import Callable
-from dataclasses import dataclass
+"""Bulk actions on many VMs: one parent task, a child per VM. The actions are `registry.bulk_actions`
+(the inventory's power actions and delete, other apps' own such as `guest-tools-mount`)."""
 
 from django.db import transaction
 
-from ..drivers.base import POWER_ACTIONS
-from ..models import VM, Task
-from . import audit
-from .actors import Actor
-from .errors import InvalidRequest, ServiceError
+from console.core import audit
+from console.core.actors import Actor
+from console.core.drivers.base import POWER_ACTIONS
+from console.core.errors import InvalidRequest, ServiceError
+from console.core.models import Task
+from console.core.registry import BulkAction, registry
+from console.core.tasks import create_task, end_at_once, sending_together, start_bulk
+
 from .power import AlreadyDone, request_power
-from .tasks import create_task, end_at_once, sending_together, start_bulk
 from .vms import request_delete
 
-
-@dataclass(frozen=True)
-class BulkAction:
-    child_kind: str
-    # Creates the child task for one VM; raises ServiceError to refuse that VM.
-    request: Callable[[Actor, VM, Task], Task]
+DESTRUCTIVE_POWER = {"power-off", "reset"}
 
 
-def _power(action: str) -> BulkAction:
-    return BulkAction("vm.power", lambda actor, vm, parent: request_power(actor, vm, action, parent))
+def register_bulk_actions() -> None:
+    """The inventory's own bulk actions: every power action, and delete."""
+    for order, action in enumerate(POWER_ACTIONS):
+        registry.bulk_actions.add(action, BulkAction(
+            action, "vm.power", lambda actor, vm, parent, action=action: request_power(actor, vm, action, parent),
+            destructive=action in DESTRUCTIVE_POWER, order=order))
+    registry.bulk_actions.add("delete", BulkAction("delete", "vm.delete", request_delete, destructive=True,
+                                                   order=99))
 
 
-BULK_ACTIONS: dict[str, BulkAction] = {
-    **{action: _power(action) for action in POWER_ACTIONS},
-    "delete": BulkAction("vm.delete", request_delete),
-}
 MAX_BULK_VMS = 10_000
 
 
 def request_bulk(actor: Actor, action: str, vms) -> Task:
     """Apply `action` to every VM of the queryset. VMs that cannot take it get a failed child saying why,
     VMs already there a succeeded one, so the parent tells the whole story."""
-    if action not in BULK_ACTIONS:
-        raise InvalidRequest({"action": [f"unknown bulk action {action!r}; use one of {', '.join(BULK_ACTIONS)}"]})
+    if action not in registry.bulk_actions:
+        known = ", ".join(registry.bulk_actions)
+        raise InvalidRequest({"action": [f"unknown bulk action {action!r}; use one of {known}"]})
     vms = list(vms.select_related("host", "cluster")[: MAX_BULK_VMS + 1])
     if not vms:
         raise InvalidRequest("no VM matches the selection")
@@ -48,7 +45,7 @@ def request_bulk(actor: Actor, action: str, vms) -> Task:
         parent = create_task(actor, "vm.bulk", None, enqueue=False, params={"action": action, "count": len(vms)})
         parent.entity_name = f"{action} on {len(vms)} VMs"
         parent.save(update_fields=["entity_name"])
-        bulk_action = BULK_ACTIONS[action]
+        bulk_action = registry.bulk_actions[action]
         for vm in vms:
             try:
                 with transaction.atomic():

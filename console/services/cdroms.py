@@ -4,13 +4,15 @@ from pathlib import Path
 
 from django.db import transaction
 
-from ..models import VM, CdRom, Image, Task
-from . import audit
-from .actors import Actor
-from .errors import Conflict, InvalidRequest
+from console.core import audit
+from console.core.actors import Actor
+from console.core.drivers import driver_for
+from console.core.errors import Conflict, InvalidRequest
+from console.core.models import Task
+from console.core.tasks import Progress, create_task, task_kind
+
+from ..models import VM, CdRom, Image
 from .power import BUSY_STATES
-from .tasks import Progress, create_task, task_kind
-from .vms import driver_for
 
 # Media another app made and removes itself: a plain eject would leave the ISO file (the tools ISO holds
 # the VM's private key) and that app's state behind.
@@ -53,13 +55,13 @@ def request_insert(actor: Actor, vm: VM, image: Image, slot: int | None = None) 
     return task
 
 
-def _empty(task: Task) -> None:
+def undo_insert(task: Task) -> None:
     CdRom.objects.filter(vm__uuid=task.entity_uuid, slot=task.params["slot"]).update(
         iso_path="", image=None, purpose="")
 
 
-@task_kind("vm.cdrom.insert", abandon=_empty)
-def apply_insert(task: Task, progress: Progress) -> str:
+@task_kind("vm.cdrom.insert", undo=undo_insert)
+def run_insert(task: Task, progress: Progress) -> str:
     cdrom = CdRom.objects.select_related("vm__host").get(vm__uuid=task.entity_uuid, slot=task.params["slot"])
     driver_for(cdrom.vm).insert_cdrom(cdrom.vm, cdrom.slot, Path(cdrom.iso_path))
     return f"{Path(cdrom.iso_path).name} inserted in CD-ROM {cdrom.slot}"
@@ -82,8 +84,8 @@ def request_eject(actor: Actor, vm: VM, slot: int) -> Task:
 
 
 @task_kind("vm.cdrom.eject")
-def apply_eject(task: Task, progress: Progress) -> str:
+def run_eject(task: Task, progress: Progress) -> str:
     cdrom = CdRom.objects.select_related("vm__host").get(vm__uuid=task.entity_uuid, slot=task.params["slot"])
     driver_for(cdrom.vm).eject_cdrom(cdrom.vm, cdrom.slot)
-    _empty(task)
+    undo_insert(task)
     return f"CD-ROM {cdrom.slot} ejected"

@@ -5,7 +5,6 @@ import io
 import ipaddress
 import itertools
 import secrets
-from collections.abc import Callable
 from pathlib import Path
 
 import pycdlib
@@ -13,14 +12,13 @@ from django.conf import settings
 from django.contrib.auth.models import Group, User
 from django.db import transaction
 
-from ..drivers import files
-from ..models import VM, CdRom, Cluster, Host, Image, Network, Nic, SimDomain, StorageContainer, VirtualDisk
-from .access import ADMIN
+from console.core.access import ADMIN
+from console.core.drivers import files
+from console.core.models import SimDomain
+
+from ..models import VM, CdRom, Cluster, Host, Image, Network, Nic, StorageContainer, VirtualDisk
 
 GiB = 1024**3
-# What other apps add to the demo once the cluster exists (filled in their AppConfig.ready()); each returns a
-# line for seed_demo to print, or "" when it had nothing to do.
-DEMO_EXTRAS: list[Callable[[Cluster], str]] = []
 ROLES = ["web", "app", "db", "cache", "build", "k8s-node", "mail", "vpn"]
 POWER_MIX = ["on", "on", "on", "off", "on", "off", "paused", "on"]
 

@@ -7,14 +7,16 @@ from typing import BinaryIO
 from django.conf import settings
 from django.db import transaction
 
-from ..drivers import files
-from ..models import CdRom, Cluster, Image, StorageContainer, Task, VirtualDisk
+from console.core import audit
+from console.core.actors import Actor
+from console.core.drivers import files
+from console.core.errors import Conflict, InvalidRequest, TooLarge, check_field
+from console.core.models import Task
+from console.core.tasks import Progress, create_task, finish
+from console.core.units import iec
+
+from ..models import CdRom, Cluster, Image, StorageContainer, VirtualDisk
 from ..models.inventory import name_validator
-from ..units import iec
-from . import audit
-from .actors import Actor
-from .errors import Conflict, InvalidRequest, TooLarge, check_field
-from .tasks import Progress, create_task, finish
 from .vms import default_cluster
 
 CHUNK = 1024 * 1024

@@ -2,7 +2,7 @@
 
 import ipaddress
 
-from .errors import InvalidRequest
+from console.core.errors import InvalidRequest
 
 
 def check_addressing(cidr: str, gateway: str | None = None, pool_start: str | None = None,

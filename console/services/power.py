@@ -1,18 +1,18 @@
 """Power actions, and the reconcile that reads power state back from the hypervisors."""
 
-from collections.abc import Callable
-
 from django.db import transaction
 
-from customization.services import lifecycle as os_customization
+from console.core import audit
+from console.core.actors import Actor
+from console.core.drivers import driver_for
+from console.core.drivers.base import POWER_TRANSITIONS
+from console.core.errors import Conflict, InvalidRequest
+from console.core.models import Task
+from console.core.registry import registry
+from console.core.tasks import Progress, create_task, task_kind
 
-from ..drivers.base import POWER_TRANSITIONS
-from ..models import VM, Host, Task
-from . import audit
-from .actors import Actor
-from .errors import Conflict, InvalidRequest
-from .tasks import Progress, create_task, task_kind
-from .vms import driver_for
+from ..models import VM, Host
+from .vms import tell_powered
 
 BUSY_STATES = (VM.PowerState.CREATING, VM.PowerState.DELETING)
 
@@ -23,7 +23,7 @@ class AlreadyDone(Conflict):
 
 def check_power_action(vm: VM, action: str) -> None:
     if action not in POWER_TRANSITIONS:
-        known = ", ".join([*POWER_TRANSITIONS, *GUEST_POWER_ACTIONS])
+        known = ", ".join([*POWER_TRANSITIONS, *registry.power_actions])
         raise InvalidRequest({"action": [f"unknown power action {action!r}; use one of {known}"]})
     if vm.is_template:
         raise Conflict({"action": [f"{vm.name} is a template; clone it to get a VM that can run"]})
@@ -36,14 +36,9 @@ def check_power_action(vm: VM, action: str) -> None:
         raise Conflict({"action": [f"cannot {action} VM {vm.name} while it is {vm.power_state}"]})
 
 
-# Power actions the guest carries out itself, through its Guest Tools agent: `guest-shutdown` and
-# `guest-reboot`, registered by the ngt app as action -> function(actor, vm) creating the task.
-GUEST_POWER_ACTIONS: dict[str, Callable[[Actor, VM], Task]] = {}
-
-
 def request_power(actor: Actor, vm: VM, action: str, parent: Task | None = None) -> Task:
-    if action in GUEST_POWER_ACTIONS and parent is None:
-        return GUEST_POWER_ACTIONS[action](actor, vm)
+    if action in registry.power_actions and parent is None:  # carried out by another app (the guest's agent)
+        return registry.power_actions[action].request(actor, vm)
     check_power_action(vm, action)
     with transaction.atomic():
         task = create_task(actor, "vm.power", vm, queue=vm.host.queue, parent=parent, params={"action": action})
@@ -53,7 +48,7 @@ def request_power(actor: Actor, vm: VM, action: str, parent: Task | None = None)
 
 
 @task_kind("vm.power")
-def apply_power(task: Task, progress: Progress) -> str:
+def run_power(task: Task, progress: Progress) -> str:
     vm = VM.objects.select_related("host").filter(uuid=task.entity_uuid).first()
     if vm is None:
         raise Conflict("the VM no longer exists")
@@ -61,7 +56,7 @@ def apply_power(task: Task, progress: Progress) -> str:
     progress(10, f"Sending {action}")
     state = driver_for(vm).power(vm, action)
     VM.objects.filter(pk=vm.pk).update(power_state=state)
-    os_customization.power_changed([(vm, state)])  # a power-off with no report ends it as unknown
+    tell_powered([(vm, state)])
     return f"{vm.name} is {state}"
 
 
@@ -81,5 +76,5 @@ def reconcile_power_states() -> int:
                     power_state=actual).update(power_state=actual):
                 changed += 1
                 changed_vms.append((vm, actual))
-    os_customization.power_changed(changed_vms)  # e.g. a guest that shut itself down after its first boot
+    tell_powered(changed_vms)  # e.g. a guest that shut itself down after its first boot
     return changed

@@ -4,21 +4,23 @@ intended rows (a VM in state `creating`) with their task; `provision` and `destr
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from django.db import IntegrityError, transaction
 from django.db.models import Q, Sum
 
-from customization.services import lifecycle as os_customization
-from customization.services.lifecycle import CustomizationRequest
+from console.core import audit
+from console.core.actors import Actor
+from console.core.drivers import driver_for, files
+from console.core.errors import Conflict, InvalidRequest, check_field
+from console.core.models import Task
+from console.core.registry import NewVM, registry
+from console.core.tasks import Progress, create_task, task_kind
+from console.core.units import iec
 
-from ..drivers import files, get_driver
-from ..models import VM, CdRom, Cluster, Host, Image, Network, Nic, StorageContainer, Task, VirtualDisk
+from ..models import VM, CdRom, Cluster, Host, Image, Network, Nic, StorageContainer, VirtualDisk
 from ..models.inventory import hostname_validator, name_validator
-from ..units import iec
-from . import addressing, audit
-from .actors import Actor
-from .errors import Conflict, InvalidRequest, check_field
-from .tasks import Progress, create_task, task_kind
+from . import addressing
 
 MIN_DISK_BYTES = 1024**2
 MAX_DISK_BYTES = 64 * 1024**4
@@ -48,13 +50,8 @@ class VMSpec:
     description: str = ""
     is_template: bool = False
     power_on: bool = False
-    customization: CustomizationRequest | None = None  # read, validated and copied before the answer
-
-
-def driver_for(vm: VM):
-    if vm.host is None:
-        raise Conflict({"host": [f"VM {vm.name} is not placed on a host"]})
-    return get_driver(vm.host.driver_uri)
+    # The apps' parts of the request, by VMOption name (a customization script): checked by their hooks.
+    options: dict[str, Any] = field(default_factory=dict)
 
 
 def default_cluster() -> Cluster:
@@ -163,8 +160,8 @@ def request_create_vm(actor: Actor, spec: VMSpec) -> Task:
     container = spec.container or (image.container if image else cluster.storage_containers.first())
     if container is None:
         raise InvalidRequest({"container": ["the cluster has no storage container"]})
-    first_boot = os_customization.prepare(spec.customization, cluster=cluster, guest_os=spec.guest_os,
-                                          hostname=spec.hostname, name=spec.name, is_template=spec.is_template)
+    checked = check_with_hooks(NewVM(cluster=cluster, name=spec.name, hostname=spec.hostname,
+                                     guest_os=spec.guest_os, is_template=spec.is_template), spec.options)
     sizes = list(spec.disk_sizes)
     sources: dict[str, str] = {}
     if image is not None and image.kind == Image.Kind.DISK:
@@ -187,7 +184,7 @@ def request_create_vm(actor: Actor, spec: VMSpec) -> Task:
             iso = image if image is not None and image.kind == Image.Kind.ISO else None
             CdRom.objects.create(vm=vm, slot=0, image=iso, iso_path=str(iso.path) if iso else "",
                                  purpose=CdRom.Purpose.IMAGE if iso else CdRom.Purpose.NONE)
-            os_customization.record(vm, first_boot)
+            tell_created(vm, checked)
             task = create_task(actor, "vm.create", vm, queue=host.queue,
                                params={"disk_sources": sources, "power_on": spec.power_on})
             audit.record(actor, "vm.create", vm, task=str(task.uuid))
@@ -198,15 +195,15 @@ def request_create_vm(actor: Actor, spec: VMSpec) -> Task:
 
 def request_clone(actor: Actor, source: VM, name: str, *, host: Host | None = None, linked: bool = False,
                   power_on: bool = False, parent: Task | None = None, hostname: str = "",
-                  customization: CustomizationRequest | None = None) -> Task:
+                  options: dict[str, Any] | None = None) -> Task:
     """Clone a VM or template: same shape, new uuid, new MACs, new static IPs from the pools."""
     if source.power_state in (VM.PowerState.CREATING, VM.PowerState.DELETING):
         raise Conflict({"vm": [f"VM {source.name} is {source.power_state}; wait for it to finish"]})
     check_new_name(source.cluster, name)
     if hostname:
         check_field(hostname_validator, hostname, "hostname")
-    first_boot = os_customization.prepare(customization, cluster=source.cluster, guest_os=source.guest_os,
-                                          hostname=hostname, name=name)
+    checked = check_with_hooks(NewVM(cluster=source.cluster, name=name, hostname=hostname,
+                                     guest_os=source.guest_os, source=source), options or {})
     target_host = place(source.cluster, host or (source.host if source.host and source.host.enabled else None),
                         source.vcpus, source.memory_bytes)
     disks = list(source.disks.select_related("container"))
@@ -226,7 +223,7 @@ def request_clone(actor: Actor, source: VM, name: str, *, host: Host | None = No
                 CdRom(vm=vm, slot=c.slot, image=c.image, iso_path=c.iso_path if c.purpose == "image" else "",
                       purpose=c.purpose if c.purpose == "image" else "")
                 for c in source.cdroms.all())
-            os_customization.record(vm, first_boot)
+            tell_created(vm, checked)
             task = create_task(actor, "vm.clone", vm, queue=target_host.queue, parent=parent, params={
                 "disk_sources": {str(d.index): str(d.path) for d in disks}, "linked": linked,
                 "power_on": power_on, "source": str(source.uuid)})
@@ -236,11 +233,32 @@ def request_clone(actor: Actor, source: VM, name: str, *, host: Host | None = No
     return task
 
 
+def check_with_hooks(new_vm: NewVM, options: dict[str, Any]) -> dict[str, Any]:
+    """Every app's check of its part of a create or clone request, before anything is written; what each
+    returns, by app, for `tell_created`."""
+    unknown = set(options) - set(registry.vm_options)
+    if unknown:
+        raise InvalidRequest({name: ["unknown option"] for name in sorted(unknown)})
+    return {app: hooks.check(new_vm, options.get(app)) for app, hooks in registry.vm_hooks.items() if hooks.check}
+
+
+def tell_created(vm: VM, checked: dict[str, Any]) -> None:
+    for app, hooks in registry.vm_hooks.items():
+        if hooks.created:
+            hooks.created(vm, checked.get(app))
+
+
+def tell_powered(changes: list[tuple[VM, str]]) -> None:
+    if changes:
+        for powered in registry.hooks("powered"):
+            powered(changes)
+
+
 def _vm_of(task: Task) -> VM | None:
     return VM.objects.select_related("host", "cluster").filter(uuid=task.entity_uuid).first()
 
 
-def provision(task: Task, progress: Progress) -> str:
+def _provision(task: Task, progress: Progress) -> str:
     """Make the disks, define the VM, insert its media and power it on if asked. Safe to rerun."""
     vm = _vm_of(task)
     if vm is None:
@@ -259,18 +277,20 @@ def provision(task: Task, progress: Progress) -> str:
             driver.create_disk(disk.path, disk.size_bytes)
     progress(85, "Defining the VM")
     driver.create(vm)
-    os_customization.attach_media(vm)  # a CD-ROM row that the loop below inserts
+    for defined in registry.hooks("defined"):  # may fill CD-ROM rows that the loop below inserts
+        defined(vm)
     for cdrom in vm.cdroms.exclude(iso_path=""):
         driver.insert_cdrom(vm, cdrom.slot, Path(cdrom.iso_path))
     state = driver.power(vm, "power-on") if task.params.get("power_on") else driver.state(vm)
     VM.objects.filter(pk=vm.pk).update(power_state=state)
     if task.params.get("power_on"):
-        os_customization.power_changed([(vm, state)])
+        tell_powered([(vm, state)])
     return f"{vm.name} created" + (" and powered on" if state == "on" else "")
 
 
-def abandon_new_vm(task: Task) -> None:
-    """A create or clone that failed for good leaves no half-made VM: its domain, files and rows go."""
+def undo_create(task: Task) -> None:
+    """A create or clone (this undoes both) that failed for good leaves no half-made VM: its domain, files
+    and rows go."""
     vm = _vm_of(task)
     if vm is not None:
         _remove_everywhere(vm)
@@ -279,7 +299,8 @@ def abandon_new_vm(task: Task) -> None:
 def _remove_everywhere(vm: VM) -> None:
     driver = driver_for(vm)
     driver.delete(vm)
-    os_customization.discard(vm)
+    for deleting in registry.hooks("deleting"):
+        deleting(vm)
     for disk in vm.disks.select_related("container"):
         driver.delete_disk(disk.path)
     disk_dirs = {disk.path.parent for disk in vm.disks.select_related("container")}
@@ -289,8 +310,14 @@ def _remove_everywhere(vm: VM) -> None:
             directory.rmdir()
 
 
-task_kind("vm.create", abandon=abandon_new_vm)(provision)
-task_kind("vm.clone", abandon=abandon_new_vm)(provision)
+@task_kind("vm.create", undo=undo_create)
+def run_create(task: Task, progress: Progress) -> str:
+    return _provision(task, progress)
+
+
+@task_kind("vm.clone", undo=undo_create)
+def run_clone(task: Task, progress: Progress) -> str:
+    return _provision(task, progress)
 
 
 def request_delete(actor: Actor, vm: VM, parent: Task | None = None) -> Task:
@@ -310,9 +337,13 @@ def request_delete(actor: Actor, vm: VM, parent: Task | None = None) -> Task:
     return task
 
 
-@task_kind("vm.delete", abandon=lambda task: VM.objects.filter(uuid=task.entity_uuid).update(
-    power_state=task.params.get("previous_state", VM.PowerState.UNKNOWN)))
-def destroy(task: Task, progress: Progress) -> str:
+def undo_delete(task: Task) -> None:
+    VM.objects.filter(uuid=task.entity_uuid).update(
+        power_state=task.params.get("previous_state", VM.PowerState.UNKNOWN))
+
+
+@task_kind("vm.delete", undo=undo_delete)
+def run_delete(task: Task, progress: Progress) -> str:
     vm = _vm_of(task)
     if vm is None:
         return "already deleted"

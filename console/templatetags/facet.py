@@ -2,7 +2,7 @@ from pathlib import PurePath
 
 from django import template
 
-from ..units import iec
+from console.core.units import iec
 
 register = template.Library()
 

@@ -5,13 +5,14 @@ from django.contrib.auth.models import User
 from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.http import require_POST
 
+from console.core import access, audit
+from console.core.access import ADMIN
+from console.core.errors import ServiceError
+from console.core.models import ApiToken, AuditEvent
+from console.core.views import actor, paginate, query_without, role_required
+
 from ..filtersets import AuditEventFilterSet
 from ..forms.inventory import RoleForm, TokenForm, UserCreateForm
-from ..models import ApiToken, AuditEvent
-from ..services import access, audit
-from ..services.access import ADMIN
-from ..services.errors import ServiceError
-from .base import actor, paginate, query_without, role_required
 
 
 @role_required()

@@ -1,8 +1,10 @@
 from django.db.models import Count, Q, Sum
 from django.shortcuts import render
 
-from ..models import VM, Host, StorageContainer, Task
-from .base import role_required
+from console.core.models import Task
+from console.core.views import role_required
+
+from ..models import VM, Host, StorageContainer
 
 ACTIVE = [VM.PowerState.ON, VM.PowerState.PAUSED]
 

@@ -7,13 +7,15 @@ from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
 from django.views.decorators.http import require_POST
 
+from console.core import audit
+from console.core.access import ADMIN, OPERATOR
+from console.core.errors import ServiceError
+from console.core.views import actor, refuse, role_required
+
 from ..forms.inventory import NetworkForm
 from ..models import Image, Network, StorageContainer
-from ..services import audit, images
-from ..services.access import ADMIN, OPERATOR
-from ..services.errors import ServiceError
+from ..services import images
 from ..services.vms import default_cluster
-from .base import actor, refuse, role_required
 
 
 @role_required()

@@ -4,11 +4,12 @@ from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
 from django.views.decorators.http import require_POST
 
+from console.core.access import OPERATOR
+from console.core.models import Task
+from console.core.tasks import rerun
+from console.core.views import paginate, query_without, role_required
+
 from ..filtersets import TaskFilterSet
-from ..models import Task
-from ..services.access import OPERATOR
-from ..services.tasks import rerun
-from .base import paginate, query_without, role_required
 
 LIVE = [Task.Status.QUEUED, Task.Status.RUNNING]
 

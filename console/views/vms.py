@@ -9,14 +9,26 @@ from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
 from django.views.decorators.http import require_POST
 
-from ..drivers.base import POWER_ACTIONS, POWER_TRANSITIONS
-from ..filtersets import VMFilterSet
-from ..forms.vms import CloneForm, DiskFormSet, NicFormSet, VMCreateForm, clone_options, show_service_error, vm_spec
-from ..models import VM, AuditEvent, Image, Nic, Task
+from console.core.access import OPERATOR
+from console.core.drivers.base import POWER_TRANSITIONS
+from console.core.errors import ServiceError
+from console.core.models import AuditEvent, Task
+from console.core.registry import registry
+from console.core.views import PAGE_SIZES, actor, as_uuid, paginate, query_without, refuse, role_required, task_started
+
+from ..filtersets import vm_filterset
+from ..forms.vms import (
+    CloneForm,
+    DiskFormSet,
+    NicFormSet,
+    VMCreateForm,
+    clone_options,
+    show_service_error,
+    vm_spec,
+    with_options,
+)
+from ..models import VM, Image, Nic
 from ..services import bulk, cdroms, power, vms
-from ..services.access import OPERATOR
-from ..services.errors import ServiceError
-from .base import PAGE_SIZES, actor, as_uuid, paginate, query_without, refuse, role_required, task_started
 
 
 @dataclass(frozen=True)
@@ -33,19 +45,17 @@ VM_COLUMNS = [
     Column("vcpus", "vCPUs", "vcpus"),
     Column("memory", "Memory", "memory_bytes"),
     Column("ips", "IP addresses"),
-    Column("guest_tools", "Guest Tools"),
-    Column("customization", "Customization"),
-]
+]  # then the columns other apps registered (registry.vm_columns)
 ORDERINGS = {c.order_by for c in VM_COLUMNS if c.order_by}
-DESTRUCTIVE = {"power-off", "reset", "delete"}
-# The bulk actions the VM list offers: (action of request_bulk, label).
-BULK_MENU = [*((action, action) for action in POWER_ACTIONS), ("guest-tools-mount", "Mount Guest Tools"),
-             ("delete", "delete")]
+
+
+def destructive_actions() -> set[str]:
+    return {name for name, action in registry.bulk_actions.items() if action.destructive}
 
 
 def vm_queryset():
-    # guest_tools and customization are the one-to-one states of the ngt and customization apps.
-    return VM.objects.select_related("host", "guest_tools", "customization").prefetch_related(
+    related = [name for column in registry.vm_columns.values() for name in column.related]
+    return VM.objects.select_related("host", *related).prefetch_related(
         Prefetch("nics", queryset=Nic.objects.only("id", "vm_id", "ip", "index")))
 
 
@@ -55,17 +65,30 @@ def _ordering(request) -> str:
 
 
 def _vm_list(request, templates: bool):
-    filterset = VMFilterSet(request.GET, queryset=vm_queryset().filter(is_template=templates))
+    filterset = vm_filterset()(request.GET, queryset=vm_queryset().filter(is_template=templates))
     ordering = _ordering(request)
     queryset = filterset.qs.order_by(ordering, "id") if filterset.is_valid() else VM.objects.none()
     page = paginate(request, queryset)
     return render(request, "console/vm_list.html", {
         "filterset": filterset, "page": page, "columns": VM_COLUMNS, "ordering": ordering,
-        "templates": templates, "bulk_actions": BULK_MENU if not templates else [("delete", "delete")],
-        "destructive": DESTRUCTIVE, "query": query_without(request, "page"), "page_sizes": PAGE_SIZES,
+        "app_columns": registry.vm_columns.ordered(),
+        "app_filters": [filterset.form[name] for name in registry.vm_filters],
+        "templates": templates, "bulk_actions": _bulk_menu(templates),
+        "destructive": destructive_actions(), "query": query_without(request, "page"), "page_sizes": PAGE_SIZES,
         "sort_query": query_without(request, "ordering", "page"), "filter_query": query_without(request, "page",
                                                                                                  "page_size"),
     })
+
+
+def option_templates() -> list[str]:
+    """The form sections of other apps' VM options (a customization script), for create and clone."""
+    return [option.template for option in registry.vm_options.values()]
+
+
+def _bulk_menu(templates: bool) -> list[tuple[str, str]]:
+    """(action, label) of the list's bulk menu; templates only get deleted."""
+    actions = sorted(registry.bulk_actions.items(), key=lambda item: item[1].order)
+    return [(name, action.label) for name, action in actions if not templates or name == "delete"]
 
 
 @role_required()
@@ -84,7 +107,7 @@ def vm_bulk(request):
     """Apply an action to the selected VMs, or to every VM matching the list's filter."""
     back = request.POST.get("next") or reverse("vm-list")
     if request.POST.get("scope") == "all":
-        filterset = VMFilterSet(QueryDict(request.POST.get("filter", "")), queryset=VM.objects.all())
+        filterset = vm_filterset()(QueryDict(request.POST.get("filter", "")), queryset=VM.objects.all())
         if not filterset.is_valid():
             messages.error(request, "The list's filter is not valid any more; apply it again.")
             return redirect(back)
@@ -114,14 +137,10 @@ def vm_detail(request, uuid):
         "tasks": Task.objects.filter(entity_uuid=vm.uuid).select_related("created_by")[:10],
         "events": AuditEvent.objects.filter(entity_uuid=vm.uuid)[:10],
         "power_actions": [a for a, (states, _) in POWER_TRANSITIONS.items() if vm.power_state in states]
-        + (list(power.GUEST_POWER_ACTIONS) if vm.power_state == "on" and _agent_linked(vm) else []),
-        "destructive": DESTRUCTIVE,
+        + [name for name, action in registry.power_actions.items() if action.offered(vm)],
+        "destructive": destructive_actions(),
+        "panels": registry.vm_panels.ordered(),
     })
-
-
-def _agent_linked(vm: VM) -> bool:
-    guest_tools = getattr(vm, "guest_tools", None)  # the ngt app's state; absent until enabled
-    return bool(guest_tools and guest_tools.link_active)
 
 
 @require_POST
@@ -153,7 +172,7 @@ def vm_delete(request, uuid):
 
 @role_required(OPERATOR)
 def vm_create(request):
-    form = VMCreateForm(request.POST or None)
+    form = with_options(VMCreateForm)(request.POST or None)
     disks = DiskFormSet(request.POST or None, prefix="disks")
     nics = NicFormSet(request.POST or None, prefix="nics")
     label_rows(disks, nics)
@@ -165,7 +184,8 @@ def vm_create(request):
         else:
             return task_started(request, task, reverse("vm-detail", args=[task.entity_uuid]))
     status = 400 if request.method == "POST" else 200
-    return render(request, "console/vm_form.html", {"form": form, "disks": disks, "nics": nics}, status=status)
+    return render(request, "console/vm_form.html", {"form": form, "disks": disks, "nics": nics,
+                                                    "option_templates": option_templates()}, status=status)
 
 
 def label_rows(disks, nics) -> None:
@@ -180,7 +200,7 @@ def label_rows(disks, nics) -> None:
 @role_required(OPERATOR)
 def vm_clone(request, uuid):
     source = get_object_or_404(VM.objects.select_related("host", "cluster"), uuid=uuid)
-    form = CloneForm(request.POST or None, initial={"name": f"{source.name}-clone"})
+    form = with_options(CloneForm)(request.POST or None, initial={"name": f"{source.name}-clone"})
     if request.method == "POST" and form.is_valid():
         try:
             task = vms.request_clone(actor(request), source, form.cleaned_data["name"], **clone_options(form))
@@ -189,7 +209,8 @@ def vm_clone(request, uuid):
         else:
             return task_started(request, task, reverse("vm-detail", args=[task.entity_uuid]))
     status = 400 if request.method == "POST" else 200
-    return render(request, "console/clone_form.html", {"form": form, "source": source}, status=status)
+    return render(request, "console/clone_form.html", {"form": form, "source": source,
+                                                       "option_templates": option_templates()}, status=status)
 
 
 @require_POST

@@ -20,9 +20,9 @@ from rest_framework.views import APIView
 
 from console.api.serializers import TaskSerializer
 from console.api.views import valid
-from console.models import Task
-from console.services.actors import Actor, client_address
-from console.services.errors import Conflict, InvalidRequest
+from console.core.actors import Actor, client_address
+from console.core.errors import Conflict, InvalidRequest
+from console.core.models import Task
 
 from ..models import DockerHost, VolumeGroup
 from ..services import attachments, docker_hosts, volume_groups

@@ -7,8 +7,8 @@ from rest_framework.response import Response
 
 from console.api import serializers as console_serializers
 from console.api.views import ByUuid, accepted, valid
-from console.services.access import ADMIN
-from console.services.actors import Actor
+from console.core.access import ADMIN
+from console.core.actors import Actor
 
 from ..filtersets import DockerHostFilterSet, VolumeGroupFilterSet
 from ..models import DockerHost, VolumeGroup

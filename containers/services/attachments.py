@@ -7,13 +7,13 @@ say it is done with it, so detaching from a Docker host is the plugin's call, or
 
 from django.db import transaction
 
-from console.models import Task
-from console.services import audit
-from console.services.access import ADMIN, has_role
-from console.services.actors import Actor
-from console.services.errors import Busy, Conflict
-from console.services.tasks import Progress, create_task, end_at_once, task_kind
-from console.services.vms import driver_for
+from console.core import audit
+from console.core.access import ADMIN, has_role
+from console.core.actors import Actor
+from console.core.drivers import driver_for
+from console.core.errors import Busy, Conflict
+from console.core.models import Task
+from console.core.tasks import Progress, create_task, end_at_once, task_kind
 
 from ..models import DockerHost, VolumeGroup, VolumeGroupAttachment, VolumeGroupDisk
 from .targets import Target
@@ -93,7 +93,7 @@ def _attached(group: VolumeGroup, target: Target) -> str:
     return f"{group.name} attached to {target.name}"
 
 
-def _undo_attach(task: Task) -> None:
+def undo_attach(task: Task) -> None:
     target = {f"{field}__uuid": uuid for field, uuid in task.params["target"].items()}  # not another's attach
     VolumeGroupAttachment.objects.filter(group__uuid=task.entity_uuid, state=State.ATTACHING, **target).delete()
 
@@ -110,8 +110,8 @@ def _apply(target: Target, disks: list[VolumeGroupDisk], attach: bool) -> None:
             driver.detach_disk(vm, disk.serial)
 
 
-@task_kind("volume-group.attach", abandon=_undo_attach)
-def attach(task: Task, progress: Progress) -> str:
+@task_kind("volume-group.attach", undo=undo_attach)
+def run_attach(task: Task, progress: Progress) -> str:
     group = group_of(task)
     if group is None:
         raise Conflict("the volume group no longer exists")
@@ -209,9 +209,13 @@ def _detached(group: VolumeGroup, target: Target, force: bool) -> str:
     return f"{group.name} detached from {target.name}" + (" (forced)" if force else "")
 
 
-@task_kind("volume-group.detach", abandon=lambda task: VolumeGroupAttachment.objects.filter(
-    group__uuid=task.entity_uuid, state=State.DETACHING).update(state=State.ATTACHED))
-def detach(task: Task, progress: Progress) -> str:
+def undo_detach(task: Task) -> None:
+    VolumeGroupAttachment.objects.filter(group__uuid=task.entity_uuid, state=State.DETACHING).update(
+        state=State.ATTACHED)
+
+
+@task_kind("volume-group.detach", undo=undo_detach)
+def run_detach(task: Task, progress: Progress) -> str:
     group = group_of(task)
     if group is None:
         return "the volume group no longer exists"

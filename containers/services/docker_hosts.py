@@ -8,11 +8,13 @@ from django.conf import settings
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
-from console.models import VM, Cluster, Image, Network, StorageContainer, Task
+from console.core import audit
+from console.core.actors import Actor
+from console.core.errors import Conflict, InvalidRequest, check_field
+from console.core.models import Task
+from console.models import VM, Cluster, Image, Network, StorageContainer
 from console.models.inventory import name_validator
-from console.services import audit, vms
-from console.services.actors import Actor
-from console.services.errors import Conflict, InvalidRequest, check_field
+from console.services import vms
 from customization.services.lifecycle import CustomizationRequest
 
 from ..models import DockerHost, VolumeGroup, VolumeGroupAttachment
@@ -60,8 +62,8 @@ def request_create(actor: Actor, *, name: str, image: Image, vcpus: int, memory_
                                         default_container=image.container.name)
         spec = vms.VMSpec(name=name, vcpus=vcpus, memory_bytes=memory_bytes, cluster=image.cluster, image=image,
                           nics=[vms.NicSpec(network=network)], power_on=True,
-                          description=f"Docker host {name}", customization=CustomizationRequest(
-                              kind="cloud-init", content=user_data))
+                          description=f"Docker host {name}", options={"customization": CustomizationRequest(
+                              kind="cloud-init", content=user_data)})
         task = vms.request_create_vm(actor, spec)
         host.vm = VM.objects.get(uuid=task.entity_uuid)
         host.save(update_fields=["vm"])

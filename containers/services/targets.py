@@ -3,8 +3,8 @@ by loop device when it is a registered machine)."""
 
 from dataclasses import dataclass
 
+from console.core.errors import Conflict
 from console.models import VM
-from console.services.errors import Conflict
 
 from ..models import DockerHost, VolumeGroup, VolumeGroupAttachment
 

@@ -13,15 +13,16 @@ import shutil
 
 from django.db import IntegrityError, transaction
 
-from console.drivers import files
-from console.models import StorageContainer, Task
+from console.core import audit
+from console.core.actors import Actor
+from console.core.drivers import files
+from console.core.errors import Conflict, InvalidRequest, check_field
+from console.core.models import Task
+from console.core.tasks import Progress, create_task, end_at_once, task_kind
+from console.core.units import iec
+from console.models import StorageContainer
 from console.models.inventory import name_validator
-from console.services import audit
-from console.services.actors import Actor
-from console.services.errors import Conflict, InvalidRequest, check_field
-from console.services.tasks import Progress, create_task, end_at_once, task_kind
 from console.services.vms import MAX_DISK_BYTES, MIN_DISK_BYTES, default_cluster
-from console.units import iec
 
 from ..models import DockerHost, VolumeGroup, VolumeGroupAttachment, VolumeGroupDisk
 from .targets import Target
@@ -159,8 +160,12 @@ def created(group: VolumeGroup, disks: list[VolumeGroupDisk]) -> str:
     return f"{group.name} created ({len(disks)} × {iec(disks[0].size_bytes)})"
 
 
-@task_kind("volume-group.create", abandon=lambda task: _remove_everywhere(group_of(task)))
-def make_disks(task: Task, progress: Progress) -> str:
+def undo_create(task: Task) -> None:
+    _remove_everywhere(group_of(task))
+
+
+@task_kind("volume-group.create", undo=undo_create)
+def run_create(task: Task, progress: Progress) -> str:
     group = group_of(task)
     if group is None:
         raise Conflict("the volume group was deleted before it was made")
@@ -219,13 +224,13 @@ def request_grow(actor: Actor, group: VolumeGroup, size_bytes: int, index: int =
     return task
 
 
-def _undo_grow(task: Task) -> None:
+def undo_grow(task: Task) -> None:
     VolumeGroupDisk.objects.filter(group__uuid=task.entity_uuid, index=task.params["index"]).update(
         size_bytes=task.params["previous"])
 
 
-@task_kind("volume-group.grow", abandon=_undo_grow)
-def grow_disk(task: Task, progress: Progress) -> str:
+@task_kind("volume-group.grow", undo=undo_grow)
+def run_grow(task: Task, progress: Progress) -> str:
     disk = VolumeGroupDisk.objects.select_related("group__container").get(
         group__uuid=task.entity_uuid, index=task.params["index"])
     if not disk.path.is_file():
@@ -273,8 +278,11 @@ def request_delete(actor: Actor, group: VolumeGroup, asked_by: DockerHost | None
     return task
 
 
-@task_kind("volume-group.delete", abandon=lambda task: VolumeGroup.objects.filter(uuid=task.entity_uuid).update(
-    state=VolumeGroup.State.READY))
-def delete(task: Task, progress: Progress) -> str:
+def undo_delete(task: Task) -> None:
+    VolumeGroup.objects.filter(uuid=task.entity_uuid).update(state=VolumeGroup.State.READY)
+
+
+@task_kind("volume-group.delete", undo=undo_delete)
+def run_delete(task: Task, progress: Progress) -> str:
     _remove_everywhere(group_of(task))
     return f"{task.entity_name} deleted"

@@ -9,10 +9,10 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from console.api.views import ByUuid, StreamedBody, valid
+from console.core.access import OPERATOR, VIEWER, has_role
+from console.core.actors import Actor
+from console.core.errors import InvalidRequest, TooLarge
 from console.models import VM
-from console.services.access import OPERATOR, VIEWER, has_role
-from console.services.actors import Actor
-from console.services.errors import InvalidRequest, TooLarge
 
 from ..models import CustomizationScript, Kind, VMCustomization
 from ..services import library, sources, sysprep

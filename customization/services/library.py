@@ -2,10 +2,10 @@
 
 from django.db import IntegrityError, transaction
 
+from console.core import audit
+from console.core.actors import Actor
+from console.core.errors import Conflict, InvalidRequest, check_field
 from console.models.inventory import name_validator
-from console.services import audit
-from console.services.actors import Actor
-from console.services.errors import Conflict, InvalidRequest, check_field
 
 from ..models import CustomizationScript, Kind
 from .validation import decoded, validate

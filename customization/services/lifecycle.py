@@ -19,13 +19,15 @@ from django.db.models import F
 from django.urls import reverse
 from django.utils import timezone
 
-from console.drivers import get_driver
-from console.models import VM, CdRom, Cluster, Task
+from console.core import audit
+from console.core.actors import Actor
+from console.core.drivers import get_driver
+from console.core.errors import Conflict, InvalidRequest
+from console.core.models import Task
+from console.core.registry import NewVM
+from console.core.tasks import Progress, create_task, task_kind
+from console.models import VM, CdRom, Cluster
 from console.models.inventory import hostname_validator
-from console.services import audit
-from console.services.actors import Actor
-from console.services.errors import Conflict, InvalidRequest
-from console.services.tasks import Progress, create_task, task_kind
 
 from ..models import CustomizationScript, Datasource, Kind, VMCustomization
 from . import sources, sysprep
@@ -63,6 +65,12 @@ class Prepared:
     source: str
     script: CustomizationScript | None
     key_values: dict[str, str]
+
+
+def check_new_vm(new_vm: NewVM, request: CustomizationRequest | None) -> Prepared | None:
+    """The VM hook before a create or clone writes anything: `prepare` for the VM about to be made."""
+    return prepare(request, cluster=new_vm.cluster, guest_os=new_vm.guest_os, hostname=new_vm.hostname,
+                   name=new_vm.name, is_template=new_vm.is_template)
 
 
 def prepare(request: CustomizationRequest | None, *, cluster: Cluster, guest_os: str, hostname: str,
@@ -329,7 +337,7 @@ def phone_home(token: str, posted: dict, source_address: str | None) -> VMCustom
 
 
 @task_kind("vm.customization.remove")
-def run_removal(task: Task, progress: Progress) -> str:
+def run_remove(task: Task, progress: Progress) -> str:
     customization = VMCustomization.objects.select_related("vm__host").filter(vm__uuid=task.entity_uuid).first()
     if customization is None or not (customization.iso_path or customization.cdrom_slot is not None):
         return "no customization media left"

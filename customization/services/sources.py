@@ -6,8 +6,8 @@ import stat
 from pathlib import Path, PurePosixPath
 from typing import BinaryIO
 
+from console.core.errors import InvalidRequest, TooLarge
 from console.models import Cluster, StorageContainer
-from console.services.errors import InvalidRequest, TooLarge
 
 from .content import size_limit
 

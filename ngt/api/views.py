@@ -8,8 +8,8 @@ from rest_framework.views import APIView
 
 from console.api.serializers import TaskSerializer
 from console.api.views import accepted, valid
+from console.core.actors import Actor
 from console.models import VM
-from console.services.actors import Actor
 from console.services.vms import default_cluster
 
 from .. import authority, services

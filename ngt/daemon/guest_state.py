@@ -12,9 +12,9 @@ from django.db import close_old_connections, connection, transaction
 from django.db.models.expressions import RawSQL
 from django.utils import timezone
 
+from console.core import audit
+from console.core.actors import Actor
 from console.models import VM
-from console.services import audit
-from console.services.actors import Actor
 from ngt import services
 from ngt.models import GuestTools, VMCertificate
 

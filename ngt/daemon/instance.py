@@ -16,9 +16,8 @@ from pathlib import Path
 import redis.asyncio as aioredis
 from django.conf import settings
 
-from console.drivers import DriverError
+from console.core.drivers import DriverError, driver_for
 from console.models import Host
-from console.services.vms import driver_for
 from ngt import authority
 
 from . import commands, guest_state, wire

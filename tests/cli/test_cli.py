@@ -12,10 +12,11 @@ from console.cli import main as cli
 from console.cli import values
 from console.cli.client import config_path
 from console.cli.output import Meter
-from console.models import VM, CdRom, Cluster, Host, Image, Network, StorageContainer, Task
-from console.services import tasks as task_service
-from console.services.access import ADMIN, create_token
-from console.services.actors import Actor
+from console.core import tasks as task_service
+from console.core.access import ADMIN, create_token
+from console.core.actors import Actor
+from console.core.models import Task
+from console.models import VM, CdRom, Cluster, Host, Image, Network, StorageContainer
 from tests.conftest import cli_runner
 
 GiB = 1024**3

@@ -7,7 +7,8 @@ import pytest
 from django.db import connection
 from django.test.utils import CaptureQueriesContext
 
-from console.models import VM, ApiToken, AuditEvent, CdRom, Host, Image, Network, Task
+from console.core.models import ApiToken, AuditEvent, Task
+from console.models import VM, CdRom, Host, Image, Network
 from console.services import demo
 from tests.conftest import client_for
 

@@ -12,13 +12,14 @@ from pathlib import Path
 import pytest
 from defusedxml.ElementTree import fromstring
 
-from console.drivers import DriverError, get_driver
-from console.drivers.libvirt_network import Carrier, NetworkMapError, parse_network_map
-from console.models import VM, Host, Image, Network, Task
+from console.core.drivers import DriverError, get_driver
+from console.core.drivers.libvirt_network import Carrier, NetworkMapError, parse_network_map
+from console.core.models import Task
+from console.models import VM, Host, Image, Network
 from console.services import power, vms
 
 libvirt = pytest.importorskip("libvirt", reason="libvirt-python is not installed (make setup installs it)")
-from console.drivers.libvirt import CHANNEL_NAME, LibvirtDriver  # noqa: E402
+from console.core.drivers.libvirt import CHANNEL_NAME, LibvirtDriver  # noqa: E402
 
 GiB, MiB = 1024**3, 1024**2
 URI = "test:///default"
@@ -288,7 +289,7 @@ def test_a_copy_whose_progress_fails_leaves_no_qemu_img_running(tmp_path, monkey
     def progress(_fraction):
         raise RuntimeError("the task was cancelled")
 
-    monkeypatch.setattr("console.drivers.qemu_img.subprocess.Popen", popen)
+    monkeypatch.setattr("console.core.drivers.qemu_img.subprocess.Popen", popen)
     with pytest.raises(RuntimeError, match="cancelled"):
         get_driver(URI).clone_disk(source, tmp_path / "copy.raw", False, progress)
     (process,) = started
@@ -339,7 +340,7 @@ class UnpluggingDomain:
 def test_a_disk_detach_on_a_running_vm_waits_for_the_guest_to_let_go(monkeypatch):
     domain = UnpluggingDomain(looks_until_released=3)
     monkeypatch.setattr(LibvirtDriver, "_domain", lambda self, vm: domain)
-    monkeypatch.setattr("console.drivers.libvirt.time.sleep", lambda _seconds: None)
+    monkeypatch.setattr("console.core.drivers.libvirt.time.sleep", lambda _seconds: None)
     vm = VM(name="web-1", uuid="00000000-0000-4000-8000-000000000004")
     get_driver(URI).detach_disk(vm, "vg1-disk0")
     assert domain.looks < 0  # returned only once the live domain no longer had the disk

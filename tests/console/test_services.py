@@ -7,10 +7,11 @@ from datetime import timedelta
 import pytest
 from django.utils import timezone
 
-from console.models import VM, AuditEvent, CdRom, Host, Image, Network, Nic, SimDomain, Task
+from console.core.errors import Conflict, InvalidRequest, TooLarge
+from console.core.models import AuditEvent, SimDomain, Task
+from console.core.tasks import execute, reap_stale
+from console.models import VM, CdRom, Host, Image, Network, Nic
 from console.services import bulk, cdroms, images, power, vms
-from console.services.errors import Conflict, InvalidRequest, TooLarge
-from console.services.tasks import execute, reap_stale
 
 GiB = 1024**3
 

@@ -4,7 +4,8 @@ import pytest
 from django.db import connection
 from django.test.utils import CaptureQueriesContext
 
-from console.models import VM, ApiToken, AuditEvent, Image, Network, Task
+from console.core.models import ApiToken, AuditEvent, Task
+from console.models import VM, Image, Network
 from console.services import demo
 from tests.conftest import make_user
 

@@ -6,7 +6,8 @@ from pathlib import Path
 import pytest
 from rest_framework.test import APIClient
 
-from console.models import AuditEvent, StorageContainer, Task
+from console.core.models import AuditEvent, Task
+from console.models import StorageContainer
 from containers.models import DockerHost, VolumeGroup
 from containers.services import attachments, docker_hosts, volume_groups
 from containers.services.targets import Target

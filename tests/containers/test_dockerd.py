@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from console.models import Task
+from console.core.models import Task
 from containers.models import VolumeGroup, VolumeGroupAttachment
 from containers.services import volume_groups
 

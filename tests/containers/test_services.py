@@ -3,11 +3,12 @@
 import pytest
 import yaml
 
-from console.models import VM, AuditEvent, Image, Network, SimDomain, Task
+from console.core.actors import Actor
+from console.core.errors import Busy, Conflict, InvalidRequest
+from console.core.models import AuditEvent, SimDomain, Task
+from console.core.tasks import execute
+from console.models import VM, Image, Network
 from console.services import vms
-from console.services.actors import Actor
-from console.services.errors import Busy, Conflict, InvalidRequest
-from console.services.tasks import execute
 from containers.models import DockerHost, VolumeGroup, VolumeGroupAttachment
 from containers.services import attachments, cloud_config, docker_hosts, volume_groups
 from containers.services.targets import Target

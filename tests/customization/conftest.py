@@ -2,7 +2,8 @@
 
 import pytest
 
-from console.models import VM, Task
+from console.core.models import Task
+from console.models import VM
 from console.services import vms
 from customization.services.lifecycle import CustomizationRequest
 
@@ -23,6 +24,8 @@ UNATTEND = """<?xml version="1.0" encoding="utf-8"?>
 def spec(**overrides) -> vms.VMSpec:
     values = {"name": "web-1", "vcpus": 1, "memory_bytes": GiB, "disk_sizes": [GiB]}
     values.update(overrides)
+    if "customization" in values:  # the customization app's option of the request
+        values["options"] = {"customization": values.pop("customization")}
     return vms.VMSpec(**values)
 
 

@@ -7,7 +7,8 @@ import json
 
 import pytest
 
-from console.models import VM, Network, Task
+from console.core.models import Task
+from console.models import VM, Network
 from customization.models import CustomizationScript, VMCustomization
 from customization.services import lifecycle
 from tests.conftest import client_for

@@ -9,9 +9,10 @@ from pathlib import Path
 import pycdlib
 import pytest
 
-from console.models import VM, CdRom, Image, Network, SimDomain, Task
+from console.core.errors import InvalidRequest, TooLarge
+from console.core.models import SimDomain, Task
+from console.models import VM, CdRom, Image, Network
 from console.services import power, vms
-from console.services.errors import InvalidRequest, TooLarge
 from customization.models import CustomizationScript, VMCustomization
 from customization.services import lifecycle
 from customization.services.lifecycle import CustomizationRequest
@@ -138,7 +139,7 @@ def test_the_content_is_copied_so_a_later_edit_changes_nothing(cluster, actor, r
 def test_clone_gets_its_own_media_and_hostname(cluster, actor, run_tasks, create_vm):
     source = create_vm()
     task = vms.request_clone(actor, source, "web-1-clone", hostname="clone1",
-                             customization=CustomizationRequest(content=CLOUD_CONFIG))
+                             options={"customization": CustomizationRequest(content=CLOUD_CONFIG)})
     run_tasks()
     task.refresh_from_db()
     assert task.status == "succeeded", task.error

@@ -8,7 +8,7 @@ from django.template import Context, Template
 from django.test import Client, RequestFactory
 from django.urls import resolve
 
-from console.forms.vms import CloneForm, clone_options
+from console.forms.vms import CloneForm, clone_options, with_options
 from console.models import VM
 from customization import views
 from customization.models import CustomizationScript, VMCustomization
@@ -165,11 +165,11 @@ def test_clone_form_has_the_section_and_gives_request_clone_its_options(client, 
     source = create_vm()
     page = logged_in(client, operator).get(f"/vms/{source.uuid}/clone/")
     assert b'name="customization_script"' in page.content and b'name="hostname"' in page.content
-    form = CloneForm({"name": "c1", "hostname": "c1", "customization_kind": "cloud-init",
-                      "customization_source": "script", "customization_script": script.pk})
+    form = with_options(CloneForm)({"name": "c1", "hostname": "c1", "customization_kind": "cloud-init",
+                                    "customization_source": "script", "customization_script": script.pk})
     assert form.is_valid(), form.errors
     options = clone_options(form)
-    assert options["hostname"] == "c1" and options["customization"] == CustomizationRequest(
+    assert options["hostname"] == "c1" and options["options"]["customization"] == CustomizationRequest(
         kind="cloud-init", script=script, datasource="", key_values={})
 
 

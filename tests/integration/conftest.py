@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from console.drivers import files, get_driver
-from console.drivers.libvirt import CONSOLE_LOG_DIR
+from console.core.drivers import files, get_driver
+from console.core.drivers.libvirt import CONSOLE_LOG_DIR
 from console.models import VM, Cluster, Host, Image, StorageContainer
 from console.services.demo import demo_iso_bytes
 from tests.realparts import wait_for

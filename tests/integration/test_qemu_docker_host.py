@@ -18,7 +18,8 @@ import pytest
 import yaml
 from defusedxml.ElementTree import fromstring
 
-from console.models import VM, Network, Task
+from console.core.models import Task
+from console.models import VM, Network
 from containers.models import DockerHost, VolumeGroup, VolumeGroupAttachment
 from containers.services import cloud_config, docker_hosts, volume_groups
 from tests.guest_image import DOCKER_HOST, ensure_guest_image

@@ -7,13 +7,14 @@ from pathlib import Path
 import pytest
 from defusedxml.ElementTree import fromstring
 
-from console.drivers import DriverError, get_driver
-from console.models import VM, Image, Task
+from console.core.drivers import DriverError, get_driver
+from console.core.models import Task
+from console.models import VM, Image
 from console.services import cdroms, power, vms
 from tests.integration.conftest import domain_name
 
 libvirt = pytest.importorskip("libvirt", reason="libvirt-python is not installed (make setup installs it)")
-libvirt_driver = pytest.importorskip("console.drivers.libvirt")
+libvirt_driver = pytest.importorskip("console.core.drivers.libvirt")
 pytestmark = pytest.mark.slow
 MiB = 1024**2
 

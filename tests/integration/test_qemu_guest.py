@@ -9,9 +9,11 @@ from pathlib import Path
 import pytest
 from defusedxml.ElementTree import fromstring
 
-from console.drivers import get_driver
-from console.models import VM, Image, Task
-from console.services import power, processes, tasks, vms
+from console.core import tasks
+from console.core.drivers import get_driver
+from console.core.models import Task
+from console.models import VM, Image
+from console.services import power, processes, vms
 from customization.services.lifecycle import CustomizationRequest
 from ngt import services
 from ngt.daemon import commands
@@ -60,7 +62,7 @@ def test_a_debian_guest_installs_the_tools_links_and_shuts_down_through_its_agen
     qemu_cluster.save()
     customization = CustomizationRequest(content=CLOUD_CONFIG)  # cloud-init on a ConfigDrive
     spec = vms.VMSpec(name=domain_name("debian"), vcpus=2, memory_bytes=GiB, image=guest_image,
-                      customization=customization)
+                      options={"customization": customization})
     task = run(vms.request_create_vm(actor, spec), run_tasks)
     vm = VM.objects.select_related("host").get(uuid=task.entity_uuid)
     run(services.request_mount(actor, vm), run_tasks)

@@ -2,7 +2,8 @@
 
 import pytest
 
-from console.models import VM, Host, Image, SimDomain, Task
+from console.core.models import SimDomain, Task
+from console.models import VM, Host, Image
 from console.services import vms
 from tests.realparts import wait_for
 

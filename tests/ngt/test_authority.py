@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 from django.core.management import CommandError, call_command
 
-from console.models import AuditEvent, Task
+from console.core.models import AuditEvent, Task
 from ngt import authority, services
 from ngt.models import CertificateAuthority, VMCertificate
 from tests.ngt.conftest import iso_file

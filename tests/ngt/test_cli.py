@@ -5,7 +5,7 @@ import pytest
 
 from console.cli.commands import NOUNS
 from console.cli.ngt import NGT_NOUNS
-from console.models import Task
+from console.core.models import Task
 from ngt.models import GuestTools
 
 pytestmark = pytest.mark.django_db(transaction=True)

@@ -16,9 +16,11 @@ from pathlib import Path
 import pytest
 from django.core.management import call_command
 
-from console.models import VM, AuditEvent
-from console.services import processes, tasks, vms
-from console.services.errors import Conflict
+from console.core import tasks
+from console.core.errors import Conflict
+from console.core.models import AuditEvent
+from console.models import VM
+from console.services import processes, vms
 from ngt import services
 from ngt.agent import AGENT_VERSION
 from ngt.daemon import commands

@@ -63,7 +63,7 @@ def test_a_hello_that_changes_who_speaks_ends_the_session(monkeypatch, transport
 def test_one_domain_the_hypervisor_cannot_describe_hides_no_other_channel(monkeypatch):
     from types import SimpleNamespace
 
-    from console.drivers import DriverError
+    from console.core.drivers import DriverError
     from ngt.daemon import instance
 
     vanished, running = SimpleNamespace(name="gone", uuid="vm-a"), SimpleNamespace(name="up", uuid="vm-b")

@@ -11,7 +11,8 @@ from django.db import connection
 from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
-from console.models import VM, AuditEvent
+from console.core.models import AuditEvent
+from console.models import VM
 from ngt.daemon import guest_state, leader
 from ngt.models import GuestTools, VMCertificate
 from tests.ngt.test_daemon_hello import RecordingAgent

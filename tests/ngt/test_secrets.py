@@ -12,7 +12,7 @@ from django.conf import settings
 from django.core.management import call_command
 from django.db import connection
 
-from console.models import Task
+from console.core.models import Task
 from ngt import services
 from tests.integration.test_worker import wait_until_ended
 from tests.ngt.conftest import iso_file

@@ -6,11 +6,12 @@ from pathlib import Path
 
 import pytest
 
-from console.drivers.sim import SimDriver
-from console.models import VM, AuditEvent, CdRom, SimDomain, Task
+from console.core.drivers.sim import SimDriver
+from console.core.errors import Conflict, InvalidRequest
+from console.core.models import AuditEvent, SimDomain, Task
+from console.core.tasks import rerun
+from console.models import VM, CdRom
 from console.services import bulk, vms
-from console.services.errors import Conflict, InvalidRequest
-from console.services.tasks import rerun
 from ngt import services
 from ngt.agent import AGENT_VERSION
 from ngt.models import GuestTools, VMCertificate

@@ -5,7 +5,7 @@ from pathlib import Path
 
 from django.utils import timezone
 
-from console.models import Task
+from console.core.models import Task
 from ngt import services
 from ngt.models import GuestTools, VMCertificate
 

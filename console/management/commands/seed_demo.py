@@ -2,6 +2,7 @@ import os
 
 from django.core.management.base import BaseCommand, CommandError
 
+from console.core.registry import registry
 from console.models import Cluster
 from console.services import demo
 
@@ -19,8 +20,8 @@ class Command(BaseCommand):
         user, password = demo.ensure_admin(os.environ.get("FACET_ADMIN_PASSWORD"))
         self.stdout.write(f"demo cluster {result['cluster']}: {result['vms']} VMs ({result['vms_added']} added)")
         cluster = Cluster.objects.get(name=result["cluster"])
-        for extra in demo.DEMO_EXTRAS:
-            if said := extra(cluster):
+        for seed in registry.demo_seeders.values():
+            if said := seed(cluster):
                 self.stdout.write(said)
         if password and not os.environ.get("FACET_ADMIN_PASSWORD"):
             self.stdout.write(self.style.WARNING(f"admin login: admin / {password}   (shown once; keep it)"))

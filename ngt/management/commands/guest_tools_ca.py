@@ -8,10 +8,10 @@ from pathlib import Path
 
 from django.core.management.base import BaseCommand, CommandError
 
+from console.core import audit
+from console.core.actors import Actor
+from console.core.errors import ServiceError
 from console.models import Cluster
-from console.services import audit
-from console.services.actors import Actor
-from console.services.errors import ServiceError
 from ngt import authority
 
 MIN_PASSPHRASE = 12

@@ -21,8 +21,8 @@ from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
 from django.db import connection
 
+from console.core.drivers import driver_for
 from console.models import VM
-from console.services.vms import driver_for
 from ngt.agent.config import FILES
 
 READ_SIZE = 65536

@@ -1,6 +1,6 @@
 from rest_framework import permissions
 
-from ..services.access import ADMIN, OPERATOR, VIEWER, has_role
+from ..access import ADMIN, OPERATOR, VIEWER, has_role
 
 
 class RolePermission(permissions.BasePermission):

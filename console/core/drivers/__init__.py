@@ -3,9 +3,10 @@
 
 from urllib.parse import urlsplit
 
+from ..errors import Conflict
 from .base import Driver, DriverError, ProgressCallback
 
-__all__ = ["Driver", "DriverError", "ProgressCallback", "get_driver"]
+__all__ = ["Driver", "DriverError", "ProgressCallback", "driver_for", "get_driver"]
 
 LIBVIRT_SCHEMES = ("qemu", "qemu+ssh", "test")
 
@@ -24,3 +25,10 @@ def get_driver(uri: str) -> Driver:
                               "(make setup does it)") from None
         return LibvirtDriver(uri)
     raise DriverError(f"no driver for URI {uri!r} (known: sim://, {', '.join(s + '://' for s in LIBVIRT_SCHEMES)})")
+
+
+def driver_for(vm) -> Driver:
+    """The driver of the host the VM is placed on."""
+    if vm.host is None:
+        raise Conflict({"host": [f"VM {vm.name} is not placed on a host"]})
+    return get_driver(vm.host.driver_uri)

@@ -2,7 +2,7 @@ from rest_framework.response import Response
 from rest_framework.views import exception_handler as drf_exception_handler
 
 from ..drivers import DriverError
-from ..services.errors import ServiceError
+from ..errors import ServiceError
 
 
 def exception_handler(exc, context):

@@ -1,5 +1,5 @@
-from ..models import AuditEvent
 from .actors import Actor
+from .models import AuditEvent
 
 
 def record(actor: Actor, action: str, entity=None, entity_type: str = "", **detail) -> AuditEvent:

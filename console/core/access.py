@@ -6,10 +6,10 @@ from django.contrib.auth.models import Group, User
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
-from ..models import ApiToken
 from . import audit
 from .actors import Actor
 from .errors import Conflict, InvalidRequest
+from .models import ApiToken
 
 ADMIN, OPERATOR, VIEWER = "Admin", "Operator", "Viewer"
 ROLES = (ADMIN, OPERATOR, VIEWER)  # strongest first

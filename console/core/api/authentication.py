@@ -1,6 +1,6 @@
 from rest_framework import authentication, exceptions
 
-from ..services.access import authenticate_token
+from ..access import authenticate_token
 
 
 class ApiTokenAuthentication(authentication.BaseAuthentication):

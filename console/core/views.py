@@ -11,10 +11,10 @@ from django.core.exceptions import PermissionDenied
 from django.core.paginator import Paginator
 from django.shortcuts import redirect
 
-from ..models import Task
-from ..services.access import has_role
-from ..services.actors import Actor
-from ..services.errors import ServiceError
+from .access import has_role
+from .actors import Actor
+from .errors import ServiceError
+from .models import Task
 
 PAGE_SIZES = (25, 50, 100, 200)
 

@@ -1,9 +1,9 @@
 """Task lifecycle: create with the intent, enqueue on commit, run with heartbeat and progress, end,
 roll up into a parent, and reap what a lost worker left behind.
 
-A kind of task is registered once with the function that does its work and, where a failure must undo
-written intent, the function that does so. Every run function is idempotent: a requeued task runs it
-again from the top and it skips what is already done."""
+A kind of task is declared once, on the function that does its work (`@task_kind("vm.clone")` on
+`run_clone`), with the function that undoes written intent where a failure must (`undo_clone`). Every run
+function is idempotent: a requeued task runs it again from the top and it skips what is already done."""
 
 import contextlib
 import logging
@@ -12,18 +12,19 @@ import time
 import traceback
 import uuid
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 from datetime import timedelta
 
+from celery import current_app
 from django.conf import settings
 from django.db import connections, transaction
 from django.db.models import Count, Q
 from django.utils import timezone
 
-from ..drivers import DriverError
-from ..models import Task
 from .actors import Actor
+from .drivers import DriverError
 from .errors import ServiceError
+from .models import Task
+from .registry import TaskKind, registry
 
 log = logging.getLogger(__name__)
 Status = Task.Status
@@ -54,23 +55,15 @@ class Progress:
 
 
 RunFunction = Callable[[Task, Progress], str | None]
-AbandonFunction = Callable[[Task], None]
+UndoFunction = Callable[[Task], None]
 
 
-@dataclass(frozen=True)
-class Kind:
-    run: RunFunction
-    abandon: AbandonFunction | None = None
-
-
-KINDS: dict[str, Kind] = {}
-
-
-def task_kind(name: str, abandon: AbandonFunction | None = None):
-    """Register the decorated function as the work of tasks of this kind."""
+def task_kind(name: str, undo: UndoFunction | None = None):
+    """Declare the decorated function as the work of tasks of this kind (a second declaration of a kind is
+    an error at start-up)."""
 
     def register(run: RunFunction) -> RunFunction:
-        KINDS[name] = Kind(run=run, abandon=abandon)
+        registry.task_kinds.add(name, TaskKind(run=run, undo=undo))
         return run
 
     return register
@@ -135,13 +128,11 @@ def send(task: Task) -> None:
 def send_all(tasks) -> None:
     """Hand the tasks to the broker and note their Celery ids. A task the broker did not take stays queued
     without a Celery id, and the reaper sends it again; the request that asked for it still succeeds."""
-    from ..celery import app
-
     sent = []
     for task in tasks:
         celery_id = str(uuid.uuid4())
         try:
-            app.send_task("facet.task.run", args=[str(task.uuid), task.attempts], queue=task.queue,
+            current_app.send_task("facet.task.run", args=[str(task.uuid), task.attempts], queue=task.queue,
                           task_id=celery_id)
         except Exception:
             log.exception("could not send task %s to the broker; the reaper will retry", task.uuid)
@@ -193,7 +184,7 @@ def execute(task_uuid: str, attempt: int) -> None:
     if task is None:
         log.info("dropping stale delivery of task %s (attempt %s)", task_uuid, attempt)
         return
-    kind = KINDS[task.kind]
+    kind = registry.task_kinds[task.kind]
     heartbeat = Heartbeat(task.pk)
     heartbeat.start()
     try:
@@ -210,10 +201,10 @@ def execute(task_uuid: str, attempt: int) -> None:
 
 
 def fail(task: Task, error: str) -> None:
-    kind = KINDS.get(task.kind)
-    if kind and kind.abandon:
+    kind = registry.task_kinds.get(task.kind)
+    if kind and kind.undo:
         try:
-            kind.abandon(task)
+            kind.undo(task)
         except Exception:
             log.exception("undoing task %s after its failure failed too", task.uuid)
             error += "\n(cleanup after the failure also failed; see the worker log)"
