@@ -12,8 +12,6 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from django.conf import settings
 from django.db import transaction
-from django.db.models.signals import post_delete
-from django.dispatch import receiver
 from django.utils import timezone
 
 from console.core import audit
@@ -305,11 +303,10 @@ def run_disable(task: Task, progress: Progress) -> str:
     return f"Guest Tools disabled on {vm.name}" + (f", certificate {revoked[0]} revoked" if revoked else "")
 
 
-@receiver(post_delete, sender=CdRom)
-def _delete_tools_iso_with_its_vm(sender, instance: CdRom, **kwargs) -> None:
-    """A deleted VM takes its CD-ROMs along: its tools ISO, which holds a private key, goes too."""
-    if instance.purpose == GUEST_TOOLS and instance.iso_path:
-        transaction.on_commit(lambda: tools_iso.remove_iso(Path(instance.iso_path)))
+def forget_tools_iso(vm: VM) -> None:
+    """The VM hook before a VM goes: its tools ISO, which holds a private key, goes too once that commits."""
+    for iso_path in vm.cdroms.filter(purpose=GUEST_TOOLS).exclude(iso_path="").values_list("iso_path", flat=True):
+        transaction.on_commit(lambda iso_path=iso_path: tools_iso.remove_iso(Path(iso_path)))
 
 
 def release_tools_iso(vm: VM, serial: str) -> bool:

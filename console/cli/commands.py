@@ -6,7 +6,6 @@ from itertools import zip_longest
 from . import output as o
 from . import values as v
 from .errors import UsageError
-from .scripts import CUSTOMIZATION_KEYS, customization_body
 from .session import login, logout
 from .spec import Key, Lookup, Noun, Verb
 
@@ -72,7 +71,7 @@ def create_vm_body(fields: dict) -> dict:
                          "give network=UUID[,UUID] with one network per address")
     if networks:
         body["nics"] = [{"network": net, **({"ip": ip} if ip else {})} for net, ip in zip_longest(networks, ips)]
-    return customization_body(body)
+    return body
 
 
 def bulk_body(fields: dict) -> dict:
@@ -137,15 +136,12 @@ NOUNS: dict[str, Noun] = {
                       Key("description", "TEXT", "free text"),
                       Key("cluster", "UUID", "the cluster (default: the first one)", v.uuid_text),
                       Key("container", "UUID", "the storage container of the disks", v.uuid_text),
-                      Key("is-template", "BOOL", "make a template rather than a VM", v.boolean),
-                      *CUSTOMIZATION_KEYS),
+                      Key("is-template", "BOOL", "make a template rather than a VM", v.boolean)),
             shape=create_vm_body),
         "clone": task_verb("clone a VM or template", "POST", "/vms/{vm-id}/clone/", required=(VM_ID, NEW_NAME),
                            optional=(Key("linked", "BOOL", "linked clone: disks start as overlays of the source's",
                                          v.boolean), POWER_ON, HOST_UUID,
-                                     Key("hostname", "NAME", "the clone's hostname (default: from its name)"),
-                                     *CUSTOMIZATION_KEYS),
-                           shape=customization_body),
+                                     Key("hostname", "NAME", "the clone's hostname (default: from its name)"))),
         "delete": task_verb("delete a VM and its disks", "DELETE", "/vms/{vm-id}/"),
         **{action: task_verb(help_text, "POST", "/vms/{vm-id}/power/", body={"action": action})
            for action, help_text in POWER_ACTIONS.items()},

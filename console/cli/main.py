@@ -12,15 +12,13 @@ from . import output as o
 from .client import ApiRefused, Client, credentials
 from .commands import NOUNS as VM_AND_INVENTORY_NOUNS
 from .commands import SESSION
-from .containers import CONTAINER_NOUNS
 from .errors import BUG, EXIT_CODES, INTERRUPTED, OK, USAGE, CliError, Interrupted, Refused, TaskFailed, UsageError
-from .ngt import NGT_NOUNS
-from .scripts import SCRIPT_NOUNS
+from .plugins import command_table
 from .spec import Invocation, Lookup, Verb
 
 # Every noun: the VM and inventory table, then each app's own (they build on the first, so they are
 # merged here rather than in commands.py).
-NOUNS = {**VM_AND_INVENTORY_NOUNS, **NGT_NOUNS, **SCRIPT_NOUNS, **CONTAINER_NOUNS}
+NOUNS = command_table(VM_AND_INVENTORY_NOUNS)
 
 POLL_SECONDS = 0.5
 MAX_PAGE_SIZE = 500

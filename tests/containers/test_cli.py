@@ -4,7 +4,7 @@ into the command table the way the lead merges it."""
 import pytest
 
 from console.cli.commands import NOUNS
-from console.cli.containers import CONTAINER_NOUNS
+from containers.cli import NOUNS as CONTAINER_NOUNS
 from containers.models import DockerHost, VolumeGroup
 from containers.services import volume_groups
 

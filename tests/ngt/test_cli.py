@@ -4,8 +4,8 @@ merges it."""
 import pytest
 
 from console.cli.commands import NOUNS
-from console.cli.ngt import NGT_NOUNS
 from console.core.models import Task
+from ngt.cli import NOUNS as NGT_NOUNS
 from ngt.models import GuestTools
 
 pytestmark = pytest.mark.django_db(transaction=True)

@@ -1,14 +1,14 @@
 """The `ngt` noun, in ncli's words: `facet ngt list|get|enable|mount|unmount|disable|enable-applications|
-disable-applications|bulk-mount|get-ca` (merged into the command table as `NOUNS.update(NGT_NOUNS)`)."""
+disable-applications|bulk-mount|get-ca` (found by the command line through this package's `facet.cli` entry point)."""
 
 from collections.abc import Callable
 
-from . import output as o
-from . import values as v
-from .client import ApiRefused, Client, credentials
-from .commands import LIST_KEYS, VM_FILTERS, VM_ID, bulk_body, task_verb
-from .errors import OK
-from .spec import Invocation, Key, Lookup, Noun, Verb
+from console.cli import output as o
+from console.cli import values as v
+from console.cli.client import ApiRefused, Client, credentials
+from console.cli.commands import LIST_KEYS, VM_FILTERS, VM_ID, bulk_body, task_verb
+from console.cli.errors import OK
+from console.cli.spec import Invocation, Key, Lookup, Noun, Verb
 
 TOOLS_PATH = "/vms/{vm-id}/guest-tools/"
 BY_VM_NAME = Lookup(Key("name", "NAME", "the VM's exact name, instead of vm-id"), target="vm-id", path="/vms/",
@@ -50,7 +50,7 @@ def tools_verb(help_text: str, operation: str, optional: tuple[Key, ...] = ()) -
     return task_verb(help_text, "POST", TOOLS_PATH + f"{operation}/", optional=optional)
 
 
-NGT_NOUNS: dict[str, Noun] = {
+NOUNS: dict[str, Noun] = {
     "ngt": Noun("Guest Tools: certificates, tools ISO and agent state per VM", {
         "list": Verb("list the VMs that have Guest Tools state", "GET", "/guest-tools/", optional=(
             Key("enabled", "BOOL", "enabled (true) or not (false)", v.boolean),

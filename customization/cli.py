@@ -1,16 +1,17 @@
 """The `script` noun: the library of saved customization scripts, and checking a script file before a VM
-boots with it (merged into the command table as `NOUNS.update(SCRIPT_NOUNS)`). Also the keys that give
-`vm create` and `vm clone` a customization."""
+boots with it; and `VM_OPTION`, the keys that give `vm create` and `vm clone` a customization. Found by the
+command line through this package's `facet.cli` entry point."""
 
 import base64
 from pathlib import Path
 from typing import NamedTuple
 
-from . import output as o
-from . import values as v
-from .client import Client, credentials
-from .errors import OK, REFUSED, UsageError
-from .spec import Invocation, Key, Lookup, Noun, Verb
+from console.cli import output as o
+from console.cli import values as v
+from console.cli.client import Client, credentials
+from console.cli.errors import OK, REFUSED, UsageError
+from console.cli.plugins import VMOptionKeys
+from console.cli.spec import Invocation, Key, Lookup, Noun, Verb
 
 SCRIPTS = "/customization-scripts/"
 MAX_FILE_BYTES = 16 * 1024 * 1024  # far above the console's limit; it still says what its limit is
@@ -109,7 +110,7 @@ def validate(call: Invocation) -> int:
     return OK if answer.get("valid") else REFUSED
 
 
-SCRIPT_NOUNS: dict[str, Noun] = {
+NOUNS: dict[str, Noun] = {
     "script": Noun("saved cloud-init and Sysprep scripts (Viewers see names, not content)", {
         "list": Verb("list saved scripts", "GET", SCRIPTS, optional=(KIND,), present=SCRIPT_TABLE),
         "get": Verb("show a saved script", "GET", SCRIPTS + "{script-id}/", required=(SCRIPT_ID,), lookup=BY_NAME),
@@ -122,3 +123,6 @@ SCRIPT_NOUNS: dict[str, Noun] = {
                          run=validate),
     }),
 }
+
+
+VM_OPTION = VMOptionKeys(CUSTOMIZATION_KEYS, customization_body)

@@ -1,12 +1,12 @@
 """The nouns of container services: `facet volume-group ...` and `facet docker-host ...`, one API call each
-(merged into the command table as `NOUNS.update(CONTAINER_NOUNS)`)."""
+(found by the command line through this package's `facet.cli` entry point)."""
 
 from typing import Any, TextIO
 
-from . import output as o
-from . import values as v
-from .commands import SEARCH, inventory, task_verb
-from .spec import Key, Lookup, Noun, Verb
+from console.cli import output as o
+from console.cli import values as v
+from console.cli.commands import SEARCH, inventory, task_verb
+from console.cli.spec import Key, Lookup, Noun, Verb
 
 VOLUME_GROUP_ID = Key("volume-group-id", "UUID", "the volume group's uuid", v.uuid_text)
 DOCKER_HOST_ID = Key("docker-host-id", "UUID", "the Docker host's uuid", v.uuid_text)
@@ -72,7 +72,7 @@ def group_verb(help_text: str, path: str, required: tuple[Key, ...] = (), option
                      required=(VOLUME_GROUP_ID, *required), optional=optional, lookup=BY_GROUP_NAME)
 
 
-CONTAINER_NOUNS: dict[str, Noun] = {
+NOUNS: dict[str, Noun] = {
     "volume-group": Noun("volume groups: disks attached to one VM or Docker host at a time", {
         **inventory("/volume-groups/", "volume-group-id", "volume group", VOLUME_GROUP_TABLE, filters=(
             SEARCH, Key("state", "STATE", "creating, ready or deleting"),
