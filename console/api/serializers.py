@@ -137,7 +137,7 @@ class VMCreateSerializer(serializers.Serializer):
     host = by_uuid(Host.objects.all(), required=False, allow_null=True, help_text="Omit for automatic placement")
     image = by_uuid(Image.objects.all(), required=False, allow_null=True)
     container = by_uuid(StorageContainer.objects.all(), required=False, allow_null=True)
-    vcpus = serializers.IntegerField(min_value=1, max_value=256)
+    vcpus = serializers.IntegerField()  # its range is the service's to check
     memory_bytes = serializers.IntegerField(min_value=1)
     guest_os = serializers.ChoiceField(choices=VM.GuestOS.choices, default=VM.GuestOS.LINUX)
     is_template = serializers.BooleanField(default=False)

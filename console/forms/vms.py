@@ -27,7 +27,7 @@ class VMCreateForm(forms.Form):
     image = forms.ModelChoiceField(Image.objects.all(), required=False, empty_label="No image (empty disks)",
                                    help_text="A disk image is copied into disk 0; an ISO goes in the CD-ROM")
     host = HostChoice(Host.objects.filter(enabled=True), required=False, empty_label="Automatic placement")
-    vcpus = forms.IntegerField(label="vCPUs", min_value=1, max_value=256, initial=2)
+    vcpus = forms.IntegerField(label="vCPUs", initial=2)  # its range is the service's to check
     memory_gib = forms.DecimalField(label="Memory (GiB)", min_value=0.03125, max_digits=8, decimal_places=3,
                                     initial=2)
     guest_os = forms.ChoiceField(label="Guest OS", choices=VM.GuestOS.choices)

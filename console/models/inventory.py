@@ -8,6 +8,8 @@ from django.core.validators import MaxValueValidator, MinValueValidator, RegexVa
 from django.db import models
 from django.db.models import Q
 
+MAX_VCPUS = 256
+
 name_validator = RegexValidator(
     r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$",
     "Use 1-63 letters, digits, '.', '_' or '-', starting with a letter or digit.",
@@ -153,7 +155,7 @@ class VM(models.Model):
     description = models.CharField(max_length=255, blank=True)
     host = models.ForeignKey(Host, null=True, blank=True, on_delete=models.PROTECT, related_name="vms")
     power_state = models.CharField(max_length=10, choices=PowerState.choices, default=PowerState.CREATING)
-    vcpus = models.PositiveIntegerField(validators=[MinValueValidator(1), MaxValueValidator(256)])
+    vcpus = models.PositiveIntegerField(validators=[MinValueValidator(1), MaxValueValidator(MAX_VCPUS)])
     memory_bytes = models.PositiveBigIntegerField()
     guest_os = models.CharField(max_length=10, choices=GuestOS.choices, default=GuestOS.LINUX)
     is_template = models.BooleanField(default=False)

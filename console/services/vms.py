@@ -19,7 +19,7 @@ from console.core.tasks import Progress, create_task, task_kind
 from console.core.units import iec
 
 from ..models import VM, CdRom, Cluster, Host, Image, Network, Nic, StorageContainer, VirtualDisk
-from ..models.inventory import hostname_validator, name_validator
+from ..models.inventory import MAX_VCPUS, hostname_validator, name_validator
 from . import addressing
 
 MIN_DISK_BYTES = 1024**2
@@ -102,8 +102,8 @@ def place(cluster: Cluster, host: Host | None, vcpus: int, memory_bytes: int, fi
 
 
 def _validate_spec(spec: VMSpec) -> None:
-    if not 1 <= spec.vcpus <= 256:
-        raise InvalidRequest({"vcpus": ["a VM has 1 to 256 vCPUs"]})
+    if not 1 <= spec.vcpus <= MAX_VCPUS:
+        raise InvalidRequest({"vcpus": [f"a VM has 1 to {MAX_VCPUS} vCPUs"]})
     if spec.memory_bytes < MIN_MEMORY_BYTES:
         raise InvalidRequest({"memory_bytes": [f"a VM needs at least {iec(MIN_MEMORY_BYTES)} of memory"]})
     for i, size in enumerate(spec.disk_sizes):

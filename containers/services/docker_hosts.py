@@ -18,7 +18,7 @@ from console.services import vms
 from customization.services.lifecycle import CustomizationRequest
 
 from ..models import DockerHost, VolumeGroup, VolumeGroupAttachment
-from . import cloud_config
+from . import docker_host_user_data
 
 LAST_CONTACT_PRECISION = timedelta(seconds=30)
 
@@ -58,7 +58,7 @@ def request_create(actor: Actor, *, name: str, image: Image, vcpus: int, memory_
     network = _network_to_the_console(image.cluster, network)
     with transaction.atomic():
         host, key = _new_host(actor, name, DockerHost.Kind.VM)
-        user_data = cloud_config.render(host_name=name, console_url=settings.GUEST_CONSOLE_URL, key=key,
+        user_data = docker_host_user_data.render(host_name=name, console_url=settings.GUEST_CONSOLE_URL, key=key,
                                         default_container=image.container.name)
         spec = vms.VMSpec(name=name, vcpus=vcpus, memory_bytes=memory_bytes, cluster=image.cluster, image=image,
                           nics=[vms.NicSpec(network=network)], power_on=True,

@@ -10,7 +10,7 @@ from console.core.tasks import execute
 from console.models import VM, Image, Network
 from console.services import vms
 from containers.models import DockerHost, VolumeGroup, VolumeGroupAttachment
-from containers.services import attachments, cloud_config, docker_hosts, volume_groups
+from containers.services import attachments, docker_host_user_data, docker_hosts, volume_groups
 from containers.services.targets import Target
 
 GiB = 1024**3
@@ -216,7 +216,7 @@ def test_remove_refused_while_groups_are_attached(group, docker_host, actor, run
 
 
 def test_cloud_config_installs_docker_and_the_plugin_with_the_host_key():
-    text = cloud_config.render(host_name="dh-9", console_url="https://facet.example", key="facetdh_secret",
+    text = docker_host_user_data.render(host_name="dh-9", console_url="https://facet.example", key="facetdh_secret",
                                default_container="default")
     assert text.startswith("#cloud-config\n")
     config = yaml.safe_load(text)

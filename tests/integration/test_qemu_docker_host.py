@@ -21,7 +21,7 @@ from defusedxml.ElementTree import fromstring
 from console.core.models import Task
 from console.models import VM, Network
 from containers.models import DockerHost, VolumeGroup, VolumeGroupAttachment
-from containers.services import cloud_config, docker_hosts, volume_groups
+from containers.services import docker_host_user_data, docker_hosts, volume_groups
 from tests.guest_image import DOCKER_HOST, ensure_guest_image
 from tests.integration.conftest import cluster_image, domain_name, serial_console
 from tests.realparts import wait_for
@@ -70,7 +70,7 @@ say mounted_after "$(mounted)"
 
 
 def with_guest_script(render):
-    """cloud_config.render, plus the test's script after the product's own runcmd."""
+    """docker_host_user_data.render, plus the test's script after the product's own runcmd."""
     def render_with_script(**kwargs) -> str:
         config = yaml.safe_load(render(**kwargs))
         config["write_files"].append({"path": "/root/facet-test.sh", "permissions": "0700", "content": GUEST_SCRIPT})
@@ -119,7 +119,7 @@ def test_a_docker_host_vm_keeps_a_volume_between_containers_through_hot_plug(
     image = cluster_image(qemu_cluster, ensure_guest_image(DOCKER_HOST), "debian-docker")
     network = Network.objects.create(cluster=qemu_cluster, name="lan", cidr="10.0.2.0/24")  # no mapping: user mode
     settings.GUEST_CONSOLE_URL = live_server.url.replace("localhost", SLIRP_HOST).replace("127.0.0.1", SLIRP_HOST)
-    monkeypatch.setattr(cloud_config, "render", with_guest_script(cloud_config.render))
+    monkeypatch.setattr(docker_host_user_data, "render", with_guest_script(docker_host_user_data.render))
     celery_processes.worker()
 
     task, host = docker_hosts.request_create(actor, name=domain_name("dh"), image=image, vcpus=2,

@@ -127,3 +127,14 @@ def test_leader_location_comes_from_the_lease(api, cluster, redis_url, settings,
     client.set(commands.LEASE_KEY, json.dumps({"host": "host-1", "address": "127.0.0.2"}))
     assert api.get("/api/v1/guest-tools/leader/").json() == {"host": "host-1", "address": "127.0.0.2"}
     client.delete(commands.LEASE_KEY)
+
+
+def test_the_vm_list_filters_by_guest_tools_state(api, client, admin, vm):
+    GuestTools.objects.create(vm=vm, enabled=True, link_active=True)
+    linked = api.get("/api/v1/vms/?guest_tools=link-active").json()
+    assert [item["name"] for item in linked["results"]] == [vm.name]
+    assert api.get("/api/v1/vms/?guest_tools=not-installed").json()["count"] == 0
+    assert "guest_tools" in api.get("/api/schema/?format=json").content.decode()
+    client.force_login(admin)
+    page = client.get("/vms/?guest_tools=not-installed")
+    assert b"No VMs match" in page.content and b'name="guest_tools"' in page.content
