@@ -2,14 +2,15 @@
 
 import hashlib
 import uuid
+from pathlib import Path
 from typing import BinaryIO
 
 from django.conf import settings
 from django.db import transaction
 
-from ..drivers import files
+from ..drivers import files, qemu_img
 from ..models import CdRom, Cluster, Image, StorageContainer, Task, VirtualDisk
-from ..models.inventory import name_validator
+from ..models.inventory import DiskFormat, name_validator
 from ..units import iec
 from . import audit
 from .actors import Actor
@@ -32,6 +33,19 @@ def check_new_image(cluster: Cluster, name: str, kind: str, container: StorageCo
     if container.cluster_id != cluster.id:
         raise InvalidRequest({"container": [f"container {container.name} is not in cluster {cluster.name}"]})
     return container
+
+
+def inspect_format(path: Path, kind: str) -> str:
+    """The one look at a new image's format, before it is anyone's disk: `qemu-img info`. A backing file, an
+    external data file, encryption or a format other than raw and qcow2 is refused (such a file would make
+    QEMU read host files into a VM); an ISO must read as raw, which is how a CD-ROM drive reads it."""
+    try:
+        found = qemu_img.inspect(path)
+    except qemu_img.UnsafeImage as exc:
+        raise InvalidRequest({"file": [str(exc)]}) from None
+    if kind == Image.Kind.ISO and found != DiskFormat.RAW:
+        raise InvalidRequest({"file": [f"this ISO image reads as {found}; upload a plain ISO 9660 file"]})
+    return found
 
 
 def receive_upload(actor: Actor, stream: BinaryIO, *, name: str, kind: str, content_length: int | None,
@@ -68,11 +82,12 @@ def receive_upload(actor: Actor, stream: BinaryIO, *, name: str, kind: str, cont
             raise InvalidRequest({"file": [f"upload cut off after {received} of {content_length} bytes"]})
         if kind == Image.Kind.ISO and not files.is_iso9660(partial):
             raise InvalidRequest({"file": ["this file is not an ISO 9660 image (no CD001 signature)"]})
+        disk_format = inspect_format(partial, kind)
         partial.rename(target)
         with transaction.atomic():
             image = Image.objects.create(cluster=cluster, name=name, kind=kind, container=container,
                                          file_name=file_name, size_bytes=received, sha256=digest.hexdigest(),
-                                         created_by=actor.user)
+                                         disk_format=disk_format, created_by=actor.user)
             task.entity_uuid = image.uuid
             finish(task, Task.Status.SUCCEEDED, message=f"sha256 {image.sha256}")
             audit.record(actor, "image.upload", image, sha256=image.sha256, size_bytes=received)
