@@ -10,6 +10,7 @@ from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.csrf import csrf_exempt, csrf_protect
 from django.views.decorators.http import require_POST
 
+from console.body_limit import streams_body
 from console.models import VM
 from console.services.access import OPERATOR, has_role
 from console.services.actors import client_address
@@ -84,6 +85,7 @@ class BoundedUpload(FileUploadHandler):
         return SimpleUploadedFile(self.file_name, bytes(self.buffer), self.content_type)
 
 
+@streams_body  # bounded here, by the script size limit
 @csrf_exempt
 @require_POST
 @role_required(OPERATOR)
