@@ -2,7 +2,7 @@
 
 from celery import shared_task
 
-from .services import bulk, cdroms, power, vms  # noqa: F401  (registers the task kinds)
+from .services import bulk, cdroms, images, power, vms  # noqa: F401  (registers the task kinds)
 from .services.power import reconcile_power_states
 from .services.tasks import execute, reap_stale
 
@@ -14,7 +14,7 @@ def run_task(task_uuid: str, attempt: int) -> None:
 
 @shared_task(name="facet.tasks.reap")
 def reap() -> dict:
-    return reap_stale()
+    return {**reap_stale(), "partial_uploads_removed": images.sweep_partial_uploads()}
 
 
 @shared_task(name="facet.vms.reconcile")

@@ -1,6 +1,8 @@
 """Images: uploads streamed straight into a storage container, hashed on the way, size-limited."""
 
 import hashlib
+import logging
+import time
 import uuid
 from pathlib import Path
 from typing import BinaryIO
@@ -15,10 +17,12 @@ from ..units import iec
 from . import audit
 from .actors import Actor
 from .errors import Conflict, InvalidRequest, TooLarge, check_field
-from .tasks import Progress, create_task, finish
+from .tasks import Progress, create_task, finish, task_kind
 from .vms import default_cluster
 
 CHUNK = 1024 * 1024
+UPLOADS_DIR = "images"
+log = logging.getLogger(__name__)
 
 
 def check_new_image(cluster: Cluster, name: str, kind: str, container: StorageContainer | None) -> StorageContainer:
@@ -59,11 +63,12 @@ def receive_upload(actor: Actor, stream: BinaryIO, *, name: str, kind: str, cont
         raise InvalidRequest({"file": ["send the image with a Content-Length header"]})
     if content_length > limit:
         raise TooLarge({"file": [f"{iec(content_length)} is over the upload limit of {iec(limit)}"]})
-    file_name = f"images/{uuid.uuid4()}.{'iso' if kind == Image.Kind.ISO else 'raw'}"
+    file_name = f"{UPLOADS_DIR}/{uuid.uuid4()}.{'iso' if kind == Image.Kind.ISO else 'raw'}"
     target = container.resolve(file_name)
     target.parent.mkdir(parents=True, exist_ok=True)
     partial = target.with_name(target.name + ".part")
-    task = create_task(actor, "image.upload", None, enqueue=False, params={"name": name, "kind": kind})
+    task = create_task(actor, "image.upload", None, enqueue=False, params={
+        "name": name, "kind": kind, "container": str(container.uuid), "partial": partial.name})
     task.entity_type, task.entity_name, task.status = "image", name, Task.Status.RUNNING
     task.save()
     progress = Progress(task)
@@ -112,3 +117,44 @@ def delete_image(actor: Actor, image: Image) -> None:
         path = image.path
         image.delete()
     files.remove(path)
+
+
+def _partial_of(task: Task) -> Path | None:
+    container = StorageContainer.objects.filter(uuid=task.params.get("container")).first()
+    name = task.params.get("partial", "")
+    if container is None or not name.endswith(".part") or "/" in name:
+        return None
+    return container.resolve(f"{UPLOADS_DIR}/{name}")
+
+
+def abandon_upload(task: Task) -> None:
+    partial = _partial_of(task)
+    if partial is not None:
+        partial.unlink(missing_ok=True)
+
+
+@task_kind("image.upload", abandon=abandon_upload)
+def lost_upload(task: Task, progress: Progress) -> str:
+    """An upload runs in the web process that receives it; a worker gets one only when the reaper finds it
+    silent (that process was killed). Nothing can resume it: it fails, saying so, and its `.part` goes."""
+    raise Conflict({"file": ["the upload stopped: the web process receiving it was lost (restarted or killed) "
+                             "before the file was complete; nothing was kept, upload the file again"]})
+
+
+def sweep_partial_uploads() -> int:
+    """Remove `.part` files of uploads that nobody writes any more (their web process was killed): older than
+    the reaper's silence limit and named by no running upload. Returns how many went."""
+    cutoff = time.time() - 2 * settings.FACET_TASK_STALE_SECONDS
+    running = {(t.params.get("container"), t.params.get("partial"))
+               for t in Task.objects.filter(kind="image.upload", status=Task.Status.RUNNING)}
+    removed = 0
+    for container in StorageContainer.objects.all():
+        for partial in Path(container.path, UPLOADS_DIR).glob("*.part"):
+            try:
+                if partial.stat().st_mtime < cutoff and (str(container.uuid), partial.name) not in running:
+                    partial.unlink()
+                    removed += 1
+                    log.info("removed %s, left by an upload that was cut off", partial)
+            except FileNotFoundError:
+                continue  # its upload just ended
+    return removed
