@@ -65,3 +65,12 @@ def test_the_docker_host_key_page_names_the_public_url_not_the_host_header(clien
     assert page.status_code == 200, page.content[:500]
     assert b"FACET_URL=https://facet.example\n" in page.content
     assert b"attacker.example" not in page.content
+
+
+def test_the_embedded_redis_socket_is_in_the_data_directory(tmp_path):
+    """Two installations on one machine, each with its own data directory, never share a broker."""
+    environment = {k: v for k, v in os.environ.items() if not k.startswith("FACET_")}
+    environment.update(FACET_DATA_DIR=str(tmp_path), DJANGO_SETTINGS_MODULE="console.settings")
+    result = subprocess.run([sys.executable, "-c", "from django.conf import settings; print(settings.REDIS_URL)"],
+                            cwd=ROOT, env=environment, capture_output=True, text=True, timeout=60, check=True)
+    assert result.stdout.strip() == f"unix://{tmp_path.resolve()}/redis.sock"
