@@ -4,6 +4,7 @@
 import os
 import secrets
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import dj_database_url
 from django.core.exceptions import ImproperlyConfigured
@@ -30,7 +31,6 @@ def _secret_from_file(path: Path) -> str:
 SECRET_KEY = os.environ.get("FACET_SECRET_KEY") or _secret_from_file(DATA_DIR / "secret_key")
 DEBUG = os.environ.get("FACET_DEBUG", "") == "1"
 PUBLIC_URL = os.environ.get("FACET_PUBLIC_URL", "http://127.0.0.1:8000").rstrip("/")
-ALLOWED_HOSTS = [h for h in os.environ.get("FACET_ALLOWED_HOSTS", "*").split(",") if h]
 CSRF_TRUSTED_ORIGINS = [PUBLIC_URL]
 CLUSTER_VIP = os.environ.get("FACET_CLUSTER_VIP", "127.0.0.10")
 # Where guests reach the console (a Docker host VM's plugin): on QEMU's user-mode networking the console's
@@ -39,10 +39,27 @@ GUEST_CONSOLE_URL = os.environ.get("FACET_GUEST_CONSOLE_URL", PUBLIC_URL).rstrip
 if not GUEST_CONSOLE_URL.startswith(("http://", "https://")):
     raise ImproperlyConfigured(f"FACET_GUEST_CONSOLE_URL must start with http:// or https://, "
                                f"not {GUEST_CONSOLE_URL!r}")
+
+
+def _allowed_hosts(*urls: str) -> list[str]:
+    """The hosts of the console's own URLs and this machine's names: a request naming any other Host (which
+    Django would put in links and redirects) is refused."""
+    hosts = [urlsplit(url).hostname for url in urls]
+    hosts = [f"[{h}]" if h and ":" in h else h for h in hosts]  # Django writes IPv6 hosts in brackets
+    return list(dict.fromkeys(h for h in [*hosts, "localhost", "127.0.0.1", "[::1]"] if h))
+
+
+ALLOWED_HOSTS = ([h for h in os.environ["FACET_ALLOWED_HOSTS"].split(",") if h]
+                 if os.environ.get("FACET_ALLOWED_HOSTS") else _allowed_hosts(PUBLIC_URL, GUEST_CONSOLE_URL))
 if PUBLIC_URL.startswith("https://"):
-    # Served over TLS by a reverse proxy that says so in X-Forwarded-Proto.
+    # Served over TLS by a reverse proxy that says so in X-Forwarded-Proto (it must: a proxy that does not
+    # would see every request redirected to itself).
     SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
     SESSION_COOKIE_SECURE = CSRF_COOKIE_SECURE = True
+    SECURE_HSTS_SECONDS = int(os.environ.get("FACET_HSTS_SECONDS", 365 * 24 * 3600))
+    # Plain http is redirected to https, unless guests are told to use plain http (FACET_GUEST_CONSOLE_URL).
+    SECURE_SSL_REDIRECT = os.environ.get(
+        "FACET_SECURE_REDIRECT", "1" if GUEST_CONSOLE_URL.startswith("https://") else "0") == "1"
 
 INSTALLED_APPS = [
     "django.contrib.admin",
@@ -65,6 +82,7 @@ INSTALLED_APPS = [
 
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
+    "console.core.body_limit.BodyLimitMiddleware",  # before anything (CSRF's form check) reads a body
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
@@ -130,7 +148,9 @@ STORAGES = {
 
 # Uploads are streamed by our own code into the storage container; Django never buffers them.
 FACET_IMAGE_UPLOAD_LIMIT = int(os.environ.get("FACET_IMAGE_UPLOAD_LIMIT", 64 * 1024**3))
-DATA_UPLOAD_MAX_MEMORY_SIZE = 5 * 1024 * 1024
+# Every other request body: over this, 413 before it is read (console/core/body_limit.py).
+FACET_REQUEST_BODY_LIMIT = int(os.environ.get("FACET_REQUEST_BODY_LIMIT", 1024 * 1024))
+DATA_UPLOAD_MAX_MEMORY_SIZE = FACET_REQUEST_BODY_LIMIT
 
 # The libvirt driver's NICs: what carries each Facet network on the hypervisor hosts (a network not named gets
 # QEMU's user-mode networking). A mistake stops every process here, saying what is wrong.
@@ -139,8 +159,9 @@ try:
 except NetworkMapError as exc:
     raise ImproperlyConfigured(f"FACET_LIBVIRT_NETWORKS: {exc}") from None
 
-# Redis: the embedded default is the redis-server that `make run` starts on a unix socket.
-REDIS_URL = os.environ.get("FACET_REDIS_URL", "unix:///run/facet/redis.sock")
+# Redis: the embedded default is the redis-server that `make run` starts on a unix socket, in the data
+# directory so that two installations on one machine never share a broker (or a Guest Tools lease).
+REDIS_URL = os.environ.get("FACET_REDIS_URL", f"unix://{DATA_DIR / 'redis.sock'}")
 
 
 def _broker_url(redis_url: str) -> str:
@@ -195,6 +216,9 @@ SPECTACULAR_SETTINGS = {
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
     "REDOC_DIST": "SIDECAR",
     "SERVE_INCLUDE_SCHEMA": False,
+    # The schema and its docs page are for signed-in users (any role): the API is no secret (the code is
+    # open), but an outsider learns nothing of this installation's version and extensions from it.
+    "SERVE_PERMISSIONS": ["rest_framework.permissions.IsAuthenticated"],
 }
 
 LOGGING = {

@@ -4,6 +4,7 @@ from celery import shared_task
 
 from console.core.tasks import execute, reap_stale
 
+from .services import images
 from .services.power import reconcile_power_states
 
 
@@ -14,7 +15,7 @@ def run_task(task_uuid: str, attempt: int) -> None:
 
 @shared_task(name="facet.tasks.reap")
 def reap() -> dict:
-    return reap_stale()
+    return {**reap_stale(), "partial_uploads_removed": images.sweep_partial_uploads()}
 
 
 @shared_task(name="facet.vms.reconcile")

@@ -1,5 +1,6 @@
 """Console pages: volume groups (list, detail with disks, attachment and history) and Docker hosts."""
 
+from django.conf import settings
 from django.contrib import messages
 from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
@@ -143,7 +144,9 @@ def docker_host_register(request):
         host, key = docker_hosts.register(actor(request), form.cleaned_data["name"], form.cleaned_data["address"])
     except ServiceError as error:
         return refuse(request, error, reverse("docker-hosts"))
-    return render(request, "containers/docker_host_key.html", {"host": host, "key": key})
+    # The console's configured address, never the request's Host header (whoever sent the request chose it).
+    return render(request, "containers/docker_host_key.html",
+                  {"host": host, "key": key, "console_url": settings.PUBLIC_URL})
 
 
 @require_POST

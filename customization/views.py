@@ -12,6 +12,7 @@ from django.views.decorators.http import require_POST
 
 from console.core.access import OPERATOR, has_role
 from console.core.actors import client_address
+from console.core.body_limit import streams_body
 from console.core.errors import ServiceError
 from console.core.views import actor, role_required
 from console.models import VM
@@ -84,6 +85,7 @@ class BoundedUpload(FileUploadHandler):
         return SimpleUploadedFile(self.file_name, bytes(self.buffer), self.content_type)
 
 
+@streams_body  # bounded here, by the script size limit
 @csrf_exempt
 @require_POST
 @role_required(OPERATOR)

@@ -47,7 +47,7 @@ class ImageSerializer(serializers.ModelSerializer):
 
     class Meta:
         model = Image
-        fields = ["uuid", "name", "kind", "container", "size_bytes", "sha256", "created_at"]
+        fields = ["uuid", "name", "kind", "container", "size_bytes", "disk_format", "sha256", "created_at"]
 
 
 class NetworkSerializer(serializers.ModelSerializer):

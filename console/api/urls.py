@@ -5,17 +5,19 @@ from console.core.registry import registry
 
 from . import views
 
+# Every basename starts with "api-": the HTML pages' URL names are "vm-list", "image-list"... and a route
+# named like one of them made the API root link to the page instead of the API.
 router = DefaultRouter()
-router.register("clusters", views.ClusterViewSet)
-router.register("hosts", views.HostViewSet)
-router.register("storage-containers", views.StorageContainerViewSet)
-router.register("images", views.ImageViewSet)
-router.register("networks", views.NetworkViewSet)
-router.register("vms", views.VMViewSet)
-router.register("tasks", views.TaskViewSet)
-router.register("audit", views.AuditEventViewSet)
-router.register("tokens", views.TokenViewSet, basename="apitoken")
-router.register("users", views.UserViewSet, basename="user")
+router.register("clusters", views.ClusterViewSet, basename="api-cluster")
+router.register("hosts", views.HostViewSet, basename="api-host")
+router.register("storage-containers", views.StorageContainerViewSet, basename="api-storagecontainer")
+router.register("images", views.ImageViewSet, basename="api-image")
+router.register("networks", views.NetworkViewSet, basename="api-network")
+router.register("vms", views.VMViewSet, basename="api-vm")
+router.register("tasks", views.TaskViewSet, basename="api-task")
+router.register("audit", views.AuditEventViewSet, basename="api-audit")
+router.register("tokens", views.TokenViewSet, basename="api-token")
+router.register("users", views.UserViewSet, basename="api-user")
 
 urlpatterns = [
     path("auth/token/", views.ObtainToken.as_view(), name="obtain-token"),

@@ -1,6 +1,7 @@
 """REST API viewsets: they check the shape of a request, call a service and serialize the answer."""
 
 from django.contrib.auth import authenticate
+from django.db import transaction
 from django.db.models import Prefetch
 from drf_spectacular.utils import extend_schema
 from rest_framework import mixins, status, viewsets
@@ -44,6 +45,7 @@ class StreamedBody(BaseParser):
     requests look at request.POST, which would otherwise make DRF parse, and buffer, the upload)."""
 
     media_type = "*/*"
+    streams_body = True  # exempt from FACET_REQUEST_BODY_LIMIT (console/core/body_limit.py): the view bounds it
 
     def parse(self, stream, media_type=None, parser_context=None) -> dict:
         return {}
@@ -68,8 +70,9 @@ class AuditedModelViewSet(ByUuid, viewsets.ModelViewSet):
         self._record("update", serializer.save())
 
     def perform_destroy(self, instance):
-        self._record("delete", instance)
-        instance.delete()
+        with transaction.atomic():  # a record still in use (409) leaves no audit event of a delete
+            self._record("delete", instance)
+            instance.delete()
 
 
 class ClusterViewSet(AuditedModelViewSet):

@@ -78,6 +78,11 @@ class StorageContainer(models.Model):
         return target
 
 
+class DiskFormat(models.TextChoices):
+    RAW = "raw", "raw"
+    QCOW2 = "qcow2", "qcow2"
+
+
 class Image(models.Model):
     class Kind(models.TextChoices):
         DISK = "disk", "Disk image"
@@ -91,6 +96,8 @@ class Image(models.Model):
     file_name = models.CharField(max_length=255)
     size_bytes = models.PositiveBigIntegerField(default=0)
     sha256 = models.CharField(max_length=64, blank=True)
+    # Found by `qemu-img info` once, when the file arrived, and named to QEMU on every read after that.
+    disk_format = models.CharField(max_length=8, choices=DiskFormat.choices, default=DiskFormat.RAW)
     created_by = models.ForeignKey("auth.User", null=True, blank=True, on_delete=models.SET_NULL)
     created_at = models.DateTimeField(auto_now_add=True)
 
@@ -193,6 +200,12 @@ class VirtualDisk(models.Model):
     @property
     def path(self) -> Path:
         return self.container.resolve(self.file_name)
+
+    @property
+    def disk_format(self) -> str:
+        """A linked clone's disk is a qcow2 overlay of its base; every other disk is a raw copy or a new raw
+        file. Known from the row, because the guest writes the file's first bytes."""
+        return DiskFormat.QCOW2 if self.backing_file else DiskFormat.RAW
 
 
 class Nic(models.Model):

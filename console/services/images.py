@@ -1,7 +1,10 @@
 """Images: uploads streamed straight into a storage container, hashed on the way, size-limited."""
 
 import hashlib
+import logging
+import time
 import uuid
+from pathlib import Path
 from typing import BinaryIO
 
 from django.conf import settings
@@ -9,17 +12,19 @@ from django.db import transaction
 
 from console.core import audit
 from console.core.actors import Actor
-from console.core.drivers import files
+from console.core.drivers import files, qemu_img
 from console.core.errors import Conflict, InvalidRequest, TooLarge, check_field
 from console.core.models import Task
-from console.core.tasks import Progress, create_task, finish
+from console.core.tasks import Progress, create_task, finish, task_kind
 from console.core.units import iec
 
 from ..models import CdRom, Cluster, Image, StorageContainer, VirtualDisk
-from ..models.inventory import name_validator
+from ..models.inventory import DiskFormat, name_validator
 from .vms import default_cluster
 
 CHUNK = 1024 * 1024
+UPLOADS_DIR = "images"
+log = logging.getLogger(__name__)
 
 
 def check_new_image(cluster: Cluster, name: str, kind: str, container: StorageContainer | None) -> StorageContainer:
@@ -36,6 +41,19 @@ def check_new_image(cluster: Cluster, name: str, kind: str, container: StorageCo
     return container
 
 
+def inspect_format(path: Path, kind: str) -> str:
+    """The one look at a new image's format, before it is anyone's disk: `qemu-img info`. A backing file, an
+    external data file, encryption or a format other than raw and qcow2 is refused (such a file would make
+    QEMU read host files into a VM); an ISO must read as raw, which is how a CD-ROM drive reads it."""
+    try:
+        found = qemu_img.inspect(path)
+    except qemu_img.UnsafeImage as exc:
+        raise InvalidRequest({"file": [str(exc)]}) from None
+    if kind == Image.Kind.ISO and found != DiskFormat.RAW:
+        raise InvalidRequest({"file": [f"this ISO image reads as {found}; upload a plain ISO 9660 file"]})
+    return found
+
+
 def receive_upload(actor: Actor, stream: BinaryIO, *, name: str, kind: str, content_length: int | None,
                    container: StorageContainer | None = None) -> Task:
     """Stream an upload into the container. The file appears under its final name only once complete
@@ -47,11 +65,12 @@ def receive_upload(actor: Actor, stream: BinaryIO, *, name: str, kind: str, cont
         raise InvalidRequest({"file": ["send the image with a Content-Length header"]})
     if content_length > limit:
         raise TooLarge({"file": [f"{iec(content_length)} is over the upload limit of {iec(limit)}"]})
-    file_name = f"images/{uuid.uuid4()}.{'iso' if kind == Image.Kind.ISO else 'raw'}"
+    file_name = f"{UPLOADS_DIR}/{uuid.uuid4()}.{'iso' if kind == Image.Kind.ISO else 'raw'}"
     target = container.resolve(file_name)
     target.parent.mkdir(parents=True, exist_ok=True)
     partial = target.with_name(target.name + ".part")
-    task = create_task(actor, "image.upload", None, enqueue=False, params={"name": name, "kind": kind})
+    task = create_task(actor, "image.upload", None, enqueue=False, params={
+        "name": name, "kind": kind, "container": str(container.uuid), "partial": partial.name})
     task.entity_type, task.entity_name, task.status = "image", name, Task.Status.RUNNING
     task.save()
     progress = Progress(task)
@@ -70,11 +89,12 @@ def receive_upload(actor: Actor, stream: BinaryIO, *, name: str, kind: str, cont
             raise InvalidRequest({"file": [f"upload cut off after {received} of {content_length} bytes"]})
         if kind == Image.Kind.ISO and not files.is_iso9660(partial):
             raise InvalidRequest({"file": ["this file is not an ISO 9660 image (no CD001 signature)"]})
+        disk_format = inspect_format(partial, kind)
         partial.rename(target)
         with transaction.atomic():
             image = Image.objects.create(cluster=cluster, name=name, kind=kind, container=container,
                                          file_name=file_name, size_bytes=received, sha256=digest.hexdigest(),
-                                         created_by=actor.user)
+                                         disk_format=disk_format, created_by=actor.user)
             task.entity_uuid = image.uuid
             finish(task, Task.Status.SUCCEEDED, message=f"sha256 {image.sha256}")
             audit.record(actor, "image.upload", image, sha256=image.sha256, size_bytes=received)
@@ -99,3 +119,44 @@ def delete_image(actor: Actor, image: Image) -> None:
         path = image.path
         image.delete()
     files.remove(path)
+
+
+def _partial_of(task: Task) -> Path | None:
+    container = StorageContainer.objects.filter(uuid=task.params.get("container")).first()
+    name = task.params.get("partial", "")
+    if container is None or not name.endswith(".part") or "/" in name:
+        return None
+    return container.resolve(f"{UPLOADS_DIR}/{name}")
+
+
+def undo_upload(task: Task) -> None:
+    partial = _partial_of(task)
+    if partial is not None:
+        partial.unlink(missing_ok=True)
+
+
+@task_kind("image.upload", undo=undo_upload)
+def run_upload(task: Task, progress: Progress) -> str:
+    """An upload runs in the web process that receives it; a worker gets one only when the reaper finds it
+    silent (that process was killed). Nothing can resume it: it fails, saying so, and its `.part` goes."""
+    raise Conflict({"file": ["the upload stopped: the web process receiving it was lost (restarted or killed) "
+                             "before the file was complete; nothing was kept, upload the file again"]})
+
+
+def sweep_partial_uploads() -> int:
+    """Remove `.part` files of uploads that nobody writes any more (their web process was killed): older than
+    the reaper's silence limit and named by no running upload. Returns how many went."""
+    cutoff = time.time() - 2 * settings.FACET_TASK_STALE_SECONDS
+    running = {(t.params.get("container"), t.params.get("partial"))
+               for t in Task.objects.filter(kind="image.upload", status=Task.Status.RUNNING)}
+    removed = 0
+    for container in StorageContainer.objects.all():
+        for partial in Path(container.path, UPLOADS_DIR).glob("*.part"):
+            try:
+                if partial.stat().st_mtime < cutoff and (str(container.uuid), partial.name) not in running:
+                    partial.unlink()
+                    removed += 1
+                    log.info("removed %s, left by an upload that was cut off", partial)
+            except FileNotFoundError:
+                continue  # its upload just ended
+    return removed

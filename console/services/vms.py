@@ -19,7 +19,7 @@ from console.core.tasks import Progress, create_task, task_kind
 from console.core.units import iec
 
 from ..models import VM, CdRom, Cluster, Host, Image, Network, Nic, StorageContainer, VirtualDisk
-from ..models.inventory import MAX_VCPUS, hostname_validator, name_validator
+from ..models.inventory import MAX_VCPUS, DiskFormat, hostname_validator, name_validator
 from . import addressing
 
 MIN_DISK_BYTES = 1024**2
@@ -140,7 +140,11 @@ def image_disk_size(image: Image) -> int:
     """The size of the disk a disk image holds, which its copy starts with: a qcow2's virtual size (its
     header's big-endian u64 at byte 24), far above its file's size; a raw image's file size."""
     try:
-        return files.qcow2_virtual_size(image.path) or image.size_bytes
+        if image.disk_format == DiskFormat.QCOW2:
+            return files.qcow2_virtual_size(image.path) or image.size_bytes
+        if not image.path.is_file():
+            raise FileNotFoundError(image.path)
+        return image.size_bytes
     except FileNotFoundError:
         raise Conflict({"image": [f"the file of image {image.name} ({image.path}) is missing"]}) from None
 
@@ -164,13 +168,14 @@ def request_create_vm(actor: Actor, spec: VMSpec) -> Task:
                                      guest_os=spec.guest_os, is_template=spec.is_template), spec.options)
     sizes = list(spec.disk_sizes)
     sources: dict[str, str] = {}
+    formats: dict[str, str] = {}
     if image is not None and image.kind == Image.Kind.DISK:
         minimum = image_disk_size(image)
         if sizes and sizes[0] < minimum:
             raise InvalidRequest({"disks[0].size_bytes": [
                 f"image {image.name} holds a disk of {iec(minimum)}: the first disk needs at least that"]})
         sizes = sizes or [minimum]
-        sources["0"] = str(image.path)
+        sources["0"], formats["0"] = str(image.path), image.disk_format
     try:
         with transaction.atomic():
             vm = VM.objects.create(
@@ -186,7 +191,8 @@ def request_create_vm(actor: Actor, spec: VMSpec) -> Task:
                                  purpose=CdRom.Purpose.IMAGE if iso else CdRom.Purpose.NONE)
             tell_created(vm, checked)
             task = create_task(actor, "vm.create", vm, queue=host.queue,
-                               params={"disk_sources": sources, "power_on": spec.power_on})
+                               params={"disk_sources": sources, "disk_formats": formats,
+                                       "power_on": spec.power_on})
             audit.record(actor, "vm.create", vm, task=str(task.uuid))
     except IntegrityError as exc:
         raise Conflict(f"another request changed the inventory at the same time ({exc}); try again") from None
@@ -225,7 +231,8 @@ def request_clone(actor: Actor, source: VM, name: str, *, host: Host | None = No
                 for c in source.cdroms.all())
             tell_created(vm, checked)
             task = create_task(actor, "vm.clone", vm, queue=target_host.queue, parent=parent, params={
-                "disk_sources": {str(d.index): str(d.path) for d in disks}, "linked": linked,
+                "disk_sources": {str(d.index): str(d.path) for d in disks},
+                "disk_formats": {str(d.index): d.disk_format for d in disks}, "linked": linked,
                 "power_on": power_on, "source": str(source.uuid)})
             audit.record(actor, "vm.clone", vm, task=str(task.uuid), source=str(source.uuid), linked=linked)
     except IntegrityError as exc:
@@ -266,15 +273,17 @@ def _provision(task: Task, progress: Progress) -> str:
     driver = driver_for(vm)
     disks = list(vm.disks.select_related("container"))
     sources = task.params.get("disk_sources", {})
+    formats = task.params.get("disk_formats", {})  # a source named with no format is read as raw
     for n, disk in enumerate(disks):
         step = progress.part(80 * n / len(disks), 80 * (n + 1) / len(disks), f"Preparing disk {disk.index}")
         source = sources.get(str(disk.index))
         if source:
-            driver.clone_disk(Path(source), disk.path, task.params.get("linked", False), step)
+            driver.clone_disk(Path(source), disk.path, task.params.get("linked", False), step,
+                              formats.get(str(disk.index), DiskFormat.RAW))
             if disk.path.stat().st_size < disk.size_bytes:
-                driver.create_disk(disk.path, disk.size_bytes)  # grows the copy to the asked size
+                driver.create_disk(disk.path, disk.size_bytes, disk.disk_format)  # grows the copy to the size
         else:
-            driver.create_disk(disk.path, disk.size_bytes)
+            driver.create_disk(disk.path, disk.size_bytes, disk.disk_format)
     progress(85, "Defining the VM")
     driver.create(vm)
     for defined in registry.hooks("defined"):  # may fill CD-ROM rows that the loop below inserts

@@ -5,6 +5,7 @@ gone) drops the role and the VIP listener at once, so two leaders never write at
 than one renewal."""
 
 import asyncio
+import errno
 import gc
 import json
 import logging
@@ -33,6 +34,11 @@ RENEW = "if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('pexpir
 # once: half a gigabyte for 2,000 agents. A TLS record holds at most 16 KiB, so a buffer of that size only
 # means more reads for a long line, and the service never reads long lines.
 TLS_READ_BUFFER = 16 * 1024
+PROBE_SECONDS = 2.0
+
+
+class AddressTaken(SystemExit):
+    """This instance cannot serve its addresses: it stops, saying which and why (no traceback)."""
 
 
 def write_identity(host: Host, vip: str, address: str, directory: Path) -> tuple[Path, Path, str]:
@@ -71,13 +77,35 @@ class Instance:
         gc.freeze()
         self.redis = aioredis.from_url(self.redis_url, decode_responses=True)
         self.linking = asyncio.Lock()
-        await asyncio.start_server(self.proxy.accept_tls, self.address, AGENT_PORT, ssl=self.agent_context,
-                                   limit=wire.MAX_LINE)
+        await self.refuse_a_second_service()
+        try:
+            await asyncio.start_server(self.proxy.accept_tls, self.address, AGENT_PORT, ssl=self.agent_context,
+                                       limit=wire.MAX_LINE)
+        except OSError as exc:
+            if exc.errno == errno.EADDRINUSE:
+                raise AddressTaken(f"{self.address}:{AGENT_PORT} is taken by another process (another Guest "
+                                   "Tools Service, perhaps of another Facet installation on this machine): give "
+                                   "this host another address (--address)") from None
+            raise
         log.info("Guest Tools Service of host %s listening on %s:%s", self.host_name, self.address, AGENT_PORT)
         asyncio.ensure_future(self.proxy.watch_channels())
         while True:
             await self.elect()
             await asyncio.sleep(RENEW_EVERY)
+
+    async def refuse_a_second_service(self) -> None:
+        """Nobody of this installation leads (no lease in its Redis), yet the cluster address answers: another
+        installation's Guest Tools Service serves it, and the two would take each other's agents."""
+        if await self.redis.get(commands.LEASE_KEY):
+            return
+        try:
+            _, writer = await asyncio.wait_for(asyncio.open_connection(self.vip, AGENT_PORT), PROBE_SECONDS)
+        except (TimeoutError, OSError):
+            return  # free, as it should be
+        writer.close()
+        raise AddressTaken(f"the cluster address {self.vip}:{AGENT_PORT} is already served, but not by this "
+                           "installation (its Redis holds no leader): another Facet installation uses the same "
+                           "cluster address; give each installation its own cluster virtual IP")
 
     async def elect(self) -> None:
         """Take, keep or lose the lease; and learn who leads, once a second rather than once per session."""
@@ -105,7 +133,9 @@ class Instance:
                 await asyncio.start_server(self.proxy.accept_tls, self.vip, AGENT_PORT, ssl=self.agent_context,
                                            limit=wire.MAX_LINE)]
         except OSError as exc:
-            self.step_down(f"cannot listen ({exc})")
+            taken = " (taken by another process: another installation on the same cluster address?)" if (
+                exc.errno == errno.EADDRINUSE) else ""
+            self.step_down(f"cannot listen ({exc}){taken}")
             await self.redis.delete(commands.LEASE_KEY)
             return
         self.leader.start()

@@ -253,13 +253,13 @@ def test_a_linked_clone_is_a_qcow2_overlay_and_a_full_copy_flattens_it(tmp_path)
     assert (info["format"], info["backing-filename"], info["backing-filename-format"]) == ("qcow2", str(base), "raw")
     assert steps == [1.0]
 
-    driver.create_disk(overlay, 16 * MiB)  # grows the overlay's virtual size; the base is untouched
+    driver.create_disk(overlay, 16 * MiB, "qcow2")  # grows the overlay's virtual size; the base is untouched
     assert image_info(overlay)["virtual-size"] == 16 * MiB
     assert base.stat().st_size == 8 * MiB
 
     steps.clear()
     copy = tmp_path / "full" / "disk0.raw"
-    driver.clone_disk(overlay, copy, False, steps.append)
+    driver.clone_disk(overlay, copy, False, steps.append, "qcow2")
     assert image_info(copy)["format"] == "raw"
     assert copy.stat().st_size == 16 * MiB
     with open(copy, "rb") as handle:
@@ -356,7 +356,8 @@ def test_a_vm_from_a_qcow2_image_records_the_size_of_its_disk(cluster, hosts, ac
     path = container.resolve("images/cloud.raw")  # uploads are named .raw whatever their format
     subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", str(path), str(64 * MiB)], check=True)
     image = Image.objects.create(cluster=cluster, name="cloud", kind="disk", container=container,
-                                 file_name="images/cloud.raw", size_bytes=path.stat().st_size)
+                                 file_name="images/cloud.raw", size_bytes=path.stat().st_size,
+                                 disk_format="qcow2")
     disk = create(actor, run_tasks, image=image, disk_sizes=asked).disks.get()
     assert disk.size_bytes == size
     info = image_info(disk.path)

@@ -59,7 +59,8 @@ def qcow2_image(cluster, virtual_size: int) -> Image:
     header = b"QFI\xfb" + (3).to_bytes(4, "big") + bytes(8) + bytes(4) + (16).to_bytes(4, "big")
     path.write_bytes(header + virtual_size.to_bytes(8, "big") + bytes(480))
     return Image.objects.create(cluster=cluster, name="cloud", kind="disk", container=container,
-                                file_name="images/cloud.raw", size_bytes=path.stat().st_size)
+                                file_name="images/cloud.raw", size_bytes=path.stat().st_size,
+                                disk_format="qcow2")
 
 
 def test_a_vm_from_a_qcow2_image_records_the_image_s_virtual_size(cluster, actor, run_tasks):

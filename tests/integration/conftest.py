@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from console.core.drivers import files, get_driver
+from console.core.drivers import files, get_driver, qemu_img
 from console.core.drivers.libvirt import CONSOLE_LOG_DIR
 from console.models import VM, Cluster, Host, Image, StorageContainer
 from console.services.demo import demo_iso_bytes
@@ -90,7 +90,8 @@ def cluster_image(cluster: Cluster, cached: Path, name: str) -> Image:
     except OSError:
         shutil.copyfile(cached, target)  # the build wrote it sparse; a plain copy is still correct
     return Image.objects.create(cluster=cluster, name=name, kind="disk", container=container,
-                                file_name=f"images/{name}.raw", size_bytes=target.stat().st_size)
+                                file_name=f"images/{name}.raw", size_bytes=target.stat().st_size,
+                                disk_format=qemu_img.inspect(target))
 
 
 def serial_console(vm: VM) -> str:

@@ -1,3 +1,6 @@
+from collections import defaultdict
+
+from django.db.models import ProtectedError, RestrictedError
 from rest_framework.response import Response
 from rest_framework.views import exception_handler as drf_exception_handler
 
@@ -11,4 +14,24 @@ def exception_handler(exc, context):
         return Response(exc.errors, status=exc.status_code)
     if isinstance(exc, DriverError):
         return Response({"detail": [str(exc)]}, status=409)
+    if isinstance(exc, ProtectedError | RestrictedError):
+        return Response({"detail": [still_used(exc)]}, status=409)
     return drf_exception_handler(exc, context)
+
+
+NAMES_SHOWN = 3
+
+
+def still_used(exc: ProtectedError | RestrictedError) -> str:
+    """What keeps a record from being deleted: a count and the first names per kind of user, e.g. "still
+    used by 2 VMs (web-1, web-2); delete or move those first"."""
+    users = defaultdict(list)
+    for user in exc.protected_objects if isinstance(exc, ProtectedError) else exc.restricted_objects:
+        users[user._meta].append(user)
+    parts = []
+    for meta, objects in sorted(users.items(), key=lambda item: str(item[0].verbose_name_plural)):
+        kind = meta.verbose_name if len(objects) == 1 else meta.verbose_name_plural
+        # str() of only the few shown: a NIC's name reads its VM's.
+        shown = ", ".join(str(o) for o in sorted(objects, key=lambda o: o.pk)[:NAMES_SHOWN])
+        parts.append(f"{len(objects)} {kind} ({shown}{', ...' if len(objects) > NAMES_SHOWN else ''})")
+    return f"still used by {' and '.join(parts)}; delete or move those first"

@@ -70,15 +70,10 @@ def is_iso9660(path: Path) -> bool:
         return False
 
 
-def disk_format(path: Path) -> str:
-    """`qcow2` or `raw`, from the file's first bytes."""
-    with open(path, "rb") as handle:
-        return "qcow2" if handle.read(4) == QCOW2_MAGIC else "raw"
-
-
 def qcow2_virtual_size(path: Path) -> int | None:
     """The size of the disk a qcow2 file holds (its header's big-endian u64 at byte 24), far above the file's
-    own size; None for any other file."""
+    own size; None for any other file. Only for a file known to be qcow2 (an image inspected on arrival): a
+    file's first bytes never decide how it is read."""
     with open(path, "rb") as handle:
         header = handle.read(QCOW2_HEADER_BYTES)
     if len(header) == QCOW2_HEADER_BYTES and header[:4] == QCOW2_MAGIC:

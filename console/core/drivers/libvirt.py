@@ -99,9 +99,10 @@ def _cdrom_element(slot: int, iso_path: Path | None) -> Element:
     return disk
 
 
-def _disk_element(path: Path, target: str, serial: str | None = None) -> Element:
+def _disk_element(path: Path, disk_format: str, target: str, serial: str | None = None) -> Element:
     disk = Element("disk", type="file", device="disk")
-    SubElement(disk, "driver", name="qemu", type=files.disk_format(path))
+    # The format as recorded, never probed: the guest writes this file's first bytes.
+    SubElement(disk, "driver", name="qemu", type=qemu_img.checked_format(disk_format))
     SubElement(disk, "source", file=str(path))
     SubElement(disk, "target", dev=target, bus="virtio")
     if serial:
@@ -198,7 +199,7 @@ class LibvirtDriver:
         for disk in vm.disks.select_related("container").order_by("index"):
             if not disk.path.is_file():
                 raise DriverError(f"disk {disk.index} of VM {vm.name} ({disk.path}) does not exist")
-            devices.append(_disk_element(disk.path, _virtio_target(disk.index)))
+            devices.append(_disk_element(disk.path, disk.disk_format, _virtio_target(disk.index)))
         for cdrom in vm.cdroms.order_by("slot"):
             if cdrom.slot >= IDE_SLOTS:
                 raise DriverError(f"VM {vm.name} has CD-ROM slot {cdrom.slot}; IDE has slots 0 to {IDE_SLOTS - 1}")
@@ -282,14 +283,15 @@ class LibvirtDriver:
             raise DriverError(f"cannot list the domains on {self.uri}: {exc.get_error_message()}") from None
         return {vm.uuid: known.get(str(vm.uuid), "unknown") for vm in vms}
 
-    def create_disk(self, path: Path, size_bytes: int) -> None:
+    def create_disk(self, path: Path, size_bytes: int, disk_format: str = "raw") -> None:
         """A new raw sparse disk, or an existing disk grown to the size (never shrunk)."""
-        if path.is_file() and files.disk_format(path) == "qcow2":
+        if path.is_file() and qemu_img.checked_format(disk_format) == "qcow2":
             qemu_img.run("resize", "-f", "qcow2", str(path), str(size_bytes))
         elif not path.is_file() or path.stat().st_size < size_bytes:
             files.create_sparse(path, size_bytes)
 
-    def clone_disk(self, source: Path, target: Path, linked: bool, progress: ProgressCallback) -> None:
+    def clone_disk(self, source: Path, target: Path, linked: bool, progress: ProgressCallback,
+                   source_format: str = "raw") -> None:
         if target.exists():
             return  # made by an earlier run of this task
         if not source.is_file():
@@ -297,12 +299,12 @@ class LibvirtDriver:
         target.parent.mkdir(parents=True, exist_ok=True)
         if linked:
             # An overlay recording its base's format, as libvirt will not guess a backing file's format.
-            qemu_img.run("create", "-q", "-f", "qcow2", "-b", str(source.resolve()), "-F", files.disk_format(source),
-                      str(target))
+            qemu_img.run("create", "-q", "-f", "qcow2", "-b", str(source.resolve()), "-F",
+                         qemu_img.checked_format(source_format), str(target))
             progress(1.0)
             return
         partial = target.with_name(target.name + ".part")
-        qemu_img.convert(source, partial, progress)
+        qemu_img.convert(source, source_format, partial, progress)
         os.replace(partial, target)
 
     def delete_disk(self, path: Path) -> None:
@@ -344,7 +346,7 @@ class LibvirtDriver:
             self._call(what, vm, lambda: domain.attachDeviceFlags(xml, libvirt.VIR_DOMAIN_AFFECT_CONFIG))
 
     @_libvirt_errors
-    def attach_disk(self, vm, path: Path, serial: str) -> None:
+    def attach_disk(self, vm, path: Path, serial: str, disk_format: str = "raw") -> None:
         if not path.is_file():
             raise DriverError(f"disk file {path} does not exist")
         domain = self._domain(vm)
@@ -353,7 +355,7 @@ class LibvirtDriver:
             return
         used = {d.find("target").get("dev") for d in disks}
         target = next(_virtio_target(i) for i in range(len(used) + 1) if _virtio_target(i) not in used)
-        xml = _xml(_disk_element(path, target, serial))
+        xml = _xml(_disk_element(path, disk_format, target, serial))
         self._call(f"attaching disk {path.name}", vm, lambda: domain.attachDeviceFlags(xml, self._live_flags(domain)))
 
     @_libvirt_errors

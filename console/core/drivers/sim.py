@@ -56,10 +56,11 @@ class SimDriver:
         known = dict(SimDomain.objects.filter(uuid__in=[vm.uuid for vm in vms]).values_list("uuid", "power_state"))
         return {vm.uuid: known.get(vm.uuid, "unknown") for vm in vms}
 
-    def create_disk(self, path: Path, size_bytes: int) -> None:
+    def create_disk(self, path: Path, size_bytes: int, disk_format: str = "raw") -> None:
         files.create_sparse(path, size_bytes)
 
-    def clone_disk(self, source: Path, target: Path, linked: bool, progress: ProgressCallback) -> None:
+    def clone_disk(self, source: Path, target: Path, linked: bool, progress: ProgressCallback,
+                   source_format: str = "raw") -> None:
         self._pause()
         if linked:
             # A linked clone starts as an empty overlay of the base's size; the base is recorded on the
@@ -86,7 +87,7 @@ class SimDriver:
         domain.cdroms.pop(str(slot), None)
         domain.save(update_fields=["cdroms"])
 
-    def attach_disk(self, vm, path: Path, serial: str) -> None:
+    def attach_disk(self, vm, path: Path, serial: str, disk_format: str = "raw") -> None:
         if not path.is_file():
             raise DriverError(f"disk file {path} does not exist")
         domain = self._domain(vm)
