@@ -23,6 +23,7 @@ from ngt import authority
 
 from . import commands, guest_state, wire
 from .certificates import server_identity
+from .gate import ConnectionGate
 from .leader import Leader
 from .link import LEADER_PORT, LINK_LINE, LeaderLink, serve_link
 from .proxy import AGENT_PORT, Proxy, agent_context
@@ -58,6 +59,7 @@ class Instance:
         self.peer_client_context = ssl.create_default_context(cadata=ca_pem)
         self.peer_client_context.minimum_version = ssl.TLSVersion.TLSv1_3
         self.peer_client_context.load_cert_chain(certificate, key)
+        self.gate = ConnectionGate.from_settings(settings)  # one for all of this instance's TLS ports
         self.holder = json.dumps({"host": self.host_name, "address": address})
         self.proxy = Proxy(self)
         self.leader: Leader | None = None
@@ -72,8 +74,8 @@ class Instance:
         gc.freeze()
         self.redis = aioredis.from_url(self.redis_url, decode_responses=True)
         self.linking = asyncio.Lock()
-        await asyncio.start_server(self.proxy.accept_tls, self.address, AGENT_PORT, ssl=self.agent_context,
-                                   limit=wire.MAX_LINE)
+        await asyncio.start_server(self.gate.listener(self.agent_context, self.proxy.accept_tls), self.address,
+                                   AGENT_PORT, limit=wire.MAX_LINE)
         log.info("Guest Tools Service of host %s listening on %s:%s", self.host_name, self.address, AGENT_PORT)
         asyncio.ensure_future(self.proxy.watch_channels())
         while True:
@@ -100,11 +102,12 @@ class Instance:
             self.link.close()  # its sessions were with the leader that went away
         try:
             self.leader_servers = [
-                await asyncio.start_server(lambda reader, writer: serve_link(leader, reader, writer),
-                                           self.address, LEADER_PORT, ssl=self.peer_server_context,
-                                           limit=LINK_LINE),
-                await asyncio.start_server(self.proxy.accept_tls, self.vip, AGENT_PORT, ssl=self.agent_context,
-                                           limit=wire.MAX_LINE)]
+                await asyncio.start_server(
+                    self.gate.listener(self.peer_server_context,
+                                       lambda reader, writer: serve_link(leader, reader, writer)),
+                    self.address, LEADER_PORT, limit=LINK_LINE),
+                await asyncio.start_server(self.gate.listener(self.agent_context, self.proxy.accept_tls), self.vip,
+                                           AGENT_PORT, limit=wire.MAX_LINE)]
         except OSError as exc:
             self.step_down(f"cannot listen ({exc})")
             await self.redis.delete(commands.LEASE_KEY)
