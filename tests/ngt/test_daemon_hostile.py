@@ -12,6 +12,8 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 import redis.asyncio as aioredis
+from hypothesis import example, given, settings
+from hypothesis import strategies as st
 
 from console.models import VM, AuditEvent
 from console.services import vms
@@ -269,3 +271,73 @@ def test_an_agents_line_is_checked_where_it_enters():
     assert wire.check_agent_message({"id": "a1", "type": "hello", "ip_addresses": ["10.0.0.1"]})
     with pytest.raises(wire.Refusal, match="not JSON"):
         wire.decode(b"[" * 50_000 + b"\n")  # nested deeper than the parser recurses: was a RecursionError
+
+
+# Any bytes and any JSON from an agent or a link (hypothesis).
+
+json_values = st.recursive(st.none() | st.booleans() | st.integers() | st.floats() | st.text(),
+                           lambda children: st.lists(children) | st.dictionaries(st.text(), children),
+                           max_leaves=20)
+agent_messages = st.fixed_dictionaries(
+    {"type": st.sampled_from(["hello", "heartbeat", "reply", "status"]) | st.text()},
+    optional={"id": json_values, "vm_uuid": json_values, "certificate_serial": json_values, "os": json_values,
+              "hostname": json_values, "agent_version": json_values, "ok": json_values,
+              "ip_addresses": json_values | st.lists(json_values), "capabilities": json_values})
+
+
+async def read_all(data: bytes) -> list:
+    """Every message `read_message` makes of `data` as a stream, until its end or a Refusal."""
+    reader = asyncio.StreamReader(limit=wire.MAX_LINE)
+    reader.feed_data(data)
+    reader.feed_eof()
+    read = []
+    try:
+        while (message := await wire.read_message(reader)) is not None:
+            read.append(message)
+    except wire.Refusal:
+        pass
+    return read
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.binary(max_size=wire.MAX_LINE + 10) | st.lists(agent_messages, max_size=5).map(
+    lambda messages: b"".join(wire.encode(message) for message in messages)))
+@example(b"[" * 60_000 + b"\n")
+@example(b'{"type": "hello"}' + b" " * wire.MAX_LINE + b"\n")
+@example(b'{"type": "x"}\n\xff\xfe\n')
+def test_any_bytes_from_an_agent_are_messages_or_a_clean_refusal(data):
+    for message in asyncio.run(read_all(data)):
+        assert isinstance(message, dict) and isinstance(message["type"], str)
+
+
+@settings(max_examples=500, deadline=None)
+@given(agent_messages)
+def test_any_message_the_check_lets_through_the_leader_reads_without_failing(message):
+    """What `check_agent_message` lets through, the leader handles (welcome, ack, reply, ignore); what it
+    does not is a Refusal, never another exception."""
+    try:
+        wire.check_agent_message(message)
+    except wire.Refusal:
+        return
+    if message["type"] == "hello":  # a hello again within the session, as its VM and certificate
+        message = {**message, "vm_uuid": "vm-a", "certificate_serial": "01"}
+    agent = RecordingAgent()
+
+    async def run() -> None:
+        the_leader = leader.Leader(redis=None)
+        session = the_leader.sessions["vm-a"] = leader.Session("vm-a", 1, "01", "serial", agent)
+        the_leader.receive(session, message)
+        assert the_leader.sessions.get("vm-a") is session
+
+    asyncio.run(run())
+    assert not agent.hung_up and all(answer["type"] != "refused" for answer in agent.sent)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.fixed_dictionaries({"type": st.sampled_from(["open", "agent", "admitted", "end"]) | st.text()},
+                             optional={"sid": json_values, "session": json_values, "hello": json_values,
+                                       "message": json_values, "ok": json_values}))
+def test_any_link_line_is_read_or_named_for_what_is_wrong(line):
+    problem = wire.link_problem(line)
+    if not problem:
+        assert type(line["sid"]) is int and line["type"] in wire.LINK_FIELDS
