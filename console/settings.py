@@ -33,6 +33,12 @@ DEBUG = os.environ.get("FACET_DEBUG", "") == "1"
 PUBLIC_URL = os.environ.get("FACET_PUBLIC_URL", "http://127.0.0.1:8000").rstrip("/")
 CSRF_TRUSTED_ORIGINS = [PUBLIC_URL]
 CLUSTER_VIP = os.environ.get("FACET_CLUSTER_VIP", "127.0.0.10")
+# The Guest Tools Service's TLS ports (ngt/daemon/gate.py): open connections of one instance, TLS handshakes
+# in progress (in all, and from one client address), and seconds a handshake may take.
+GUEST_TOOLS_MAX_CONNECTIONS = int(os.environ.get("FACET_GUEST_TOOLS_MAX_CONNECTIONS", "20000"))
+GUEST_TOOLS_MAX_HANDSHAKES = int(os.environ.get("FACET_GUEST_TOOLS_MAX_HANDSHAKES", "1000"))
+GUEST_TOOLS_MAX_HANDSHAKES_PER_ADDRESS = int(os.environ.get("FACET_GUEST_TOOLS_MAX_HANDSHAKES_PER_ADDRESS", "200"))
+GUEST_TOOLS_HANDSHAKE_TIMEOUT = float(os.environ.get("FACET_GUEST_TOOLS_HANDSHAKE_TIMEOUT", "10"))
 # Where guests reach the console (a Docker host VM's plugin): on QEMU's user-mode networking the console's
 # 127.0.0.1:8000 is 10.0.2.2:8000 to a guest.
 GUEST_CONSOLE_URL = os.environ.get("FACET_GUEST_CONSOLE_URL", PUBLIC_URL).rstrip("/")

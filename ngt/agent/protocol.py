@@ -34,7 +34,7 @@ def decode(line: bytes) -> dict:
         raise ProtocolError(f"line of {len(line)} bytes is over the {MAX_LINE}-byte limit")
     try:
         message = json.loads(line)
-    except ValueError:
+    except (ValueError, RecursionError):  # RecursionError: arrays nested thousands deep, which fit in a line
         raise ProtocolError("not JSON") from None
     if not isinstance(message, dict) or not isinstance(message.get("id"), str) or \
             not isinstance(message.get("type"), str):

@@ -22,6 +22,9 @@ log = logging.getLogger("ngt.daemon")
 # A JSON list of ids as one bound parameter, expanded by the database (SQLite: JSON1, which JSONField needs).
 EXPAND_IDS = {"sqlite": "SELECT value FROM json_each(%s)",
               "postgresql": "SELECT value::bigint FROM json_array_elements_text(%s::json)"}
+# The same for a JSON list of texts, as a column named "value".
+EXPAND_TEXTS = {"sqlite": "SELECT value FROM json_each(%s)",
+                "postgresql": "SELECT value FROM json_array_elements_text(%s::json)"}
 # The same for a JSON list of objects, one row each, with the columns {columns} names.
 EXPAND_ROWS = {"sqlite": "SELECT {columns} FROM json_each(%s)",
                "postgresql": "SELECT * FROM json_to_recordset(%s::json) AS expanded({columns})"}
@@ -69,6 +72,21 @@ def identity(request: IdentityRequest, vm: dict | None, current_serials: dict[in
     if request.transport == "tls" and (not request.serial or current_serials.get(vm["pk"]) != request.serial):
         return Identity(f"certificate {request.serial} is not the current certificate of VM {vm['name']}")
     return Identity("", vm["pk"], bool(vm["guest_tools__iso_mounted"]))
+
+
+def stale_serials(serials: list[str]) -> list[str]:
+    """Those of `serials` that are no VM's current certificate (revoked, or their VM deleted). One query
+    returning only those, whatever the number of sessions: this runs at every flush."""
+    close_old_connections()
+    quote, table = connection.ops.quote_name, connection.ops.quote_name(VMCertificate._meta.db_table)
+    serial, revoked = (quote(VMCertificate._meta.get_field(name).column) for name in ("serial", "revoked"))
+    listed = EXPAND_TEXTS[connection.vendor]
+    # Only column and table names go into the text; the serials are bound.
+    sql = (f"SELECT listed.value FROM ({listed}) AS listed WHERE NOT EXISTS "  # noqa: S608
+           f"(SELECT 1 FROM {table} AS issued WHERE issued.{serial} = listed.value AND NOT issued.{revoked})")
+    with connection.cursor() as cursor:
+        cursor.execute(sql, [json.dumps(serials)])
+        return [row[0] for row in cursor.fetchall()]
 
 
 def record_refusal(vm_uuid: str | None, reason: str, peer: str) -> None:

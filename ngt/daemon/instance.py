@@ -23,6 +23,7 @@ from ngt import authority
 
 from . import commands, guest_state, wire
 from .certificates import server_identity
+from .gate import ConnectionGate
 from .leader import Leader
 from .link import LEADER_PORT, LINK_LINE, LeaderLink, serve_link
 from .proxy import AGENT_PORT, Proxy, agent_context
@@ -63,6 +64,7 @@ class Instance:
         self.peer_client_context = ssl.create_default_context(cadata=ca_pem)
         self.peer_client_context.minimum_version = ssl.TLSVersion.TLSv1_3
         self.peer_client_context.load_cert_chain(certificate, key)
+        self.gate = ConnectionGate.from_settings(settings)  # one for all of this instance's TLS ports
         self.holder = json.dumps({"host": self.host_name, "address": address})
         self.proxy = Proxy(self)
         self.leader: Leader | None = None
@@ -79,8 +81,8 @@ class Instance:
         self.linking = asyncio.Lock()
         await self.refuse_a_second_service()
         try:
-            await asyncio.start_server(self.proxy.accept_tls, self.address, AGENT_PORT, ssl=self.agent_context,
-                                       limit=wire.MAX_LINE)
+            await asyncio.start_server(self.gate.listener(self.agent_context, self.proxy.accept_tls), self.address,
+                                       AGENT_PORT, limit=wire.MAX_LINE)
         except OSError as exc:
             if exc.errno == errno.EADDRINUSE:
                 raise AddressTaken(f"{self.address}:{AGENT_PORT} is taken by another process (another Guest "
@@ -127,11 +129,12 @@ class Instance:
             self.link.close()  # its sessions were with the leader that went away
         try:
             self.leader_servers = [
-                await asyncio.start_server(lambda reader, writer: serve_link(leader, reader, writer),
-                                           self.address, LEADER_PORT, ssl=self.peer_server_context,
-                                           limit=LINK_LINE),
-                await asyncio.start_server(self.proxy.accept_tls, self.vip, AGENT_PORT, ssl=self.agent_context,
-                                           limit=wire.MAX_LINE)]
+                await asyncio.start_server(
+                    self.gate.listener(self.peer_server_context,
+                                       lambda reader, writer: serve_link(leader, reader, writer)),
+                    self.address, LEADER_PORT, limit=LINK_LINE),
+                await asyncio.start_server(self.gate.listener(self.agent_context, self.proxy.accept_tls), self.vip,
+                                           AGENT_PORT, limit=wire.MAX_LINE)]
         except OSError as exc:
             taken = " (taken by another process: another installation on the same cluster address?)" if (
                 exc.errno == errno.EADDRINUSE) else ""

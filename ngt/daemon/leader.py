@@ -11,7 +11,7 @@ import logging
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from . import commands, guest_state
+from . import commands, guest_state, wire
 
 log = logging.getLogger("ngt.daemon")
 # Seconds: heartbeats and hellos' facts are remembered in memory and written once per batch, so the console
@@ -41,6 +41,10 @@ def hello_problem(opening: dict, hello: dict) -> str:
     """What is wrong with a session's first message before the database is asked ("" when nothing)."""
     if hello.get("type") != "hello":
         return "the first message was not a hello"
+    try:
+        wire.check_agent_message(hello)  # checked by a proxy already; again here, where the link delivers it
+    except wire.Refusal as refusal:
+        return str(refusal)
     if hello.get("vm_uuid") != opening.get("vm_uuid"):
         return f"hello names VM {hello.get('vm_uuid')} on a session of VM {opening.get('vm_uuid')}"
     if opening.get("transport") == "tls" and hello.get("certificate_serial") != opening.get("peer_serial"):
@@ -136,6 +140,24 @@ class Leader:
                     await asyncio.to_thread(guest_state.write_batch, heard, changes)
                 except Exception:  # the database failed this batch; the next ones still get their chance
                     log.exception("guest state of %d VMs not written", len(heard | changes.keys()))
+            await self.end_revoked_sessions()
+
+    async def end_revoked_sessions(self) -> None:
+        """Hang up the TLS sessions whose certificate is no longer their VM's current one (revoked by a
+        disable or a remount, or its VM deleted): a revoked certificate speaks for nobody, at most one flush
+        interval after the revocation. On serial the channel, not the certificate, is the identity."""
+        by_serial = {session.serial: session for session in self.sessions.values() if session.transport == "tls"}
+        if not by_serial:
+            return
+        try:
+            stale = await asyncio.to_thread(guest_state.stale_serials, list(by_serial))
+        except Exception:  # the database away for a moment: the next flush asks again
+            log.exception("could not check the certificates of %d sessions", len(by_serial))
+            return
+        for serial in stale:
+            session = by_serial[serial]
+            if self.sessions.get(session.vm_uuid) is session:  # not ended meanwhile
+                self.end(session, f"certificate {serial} is no longer the current certificate of the VM")
 
     async def admit(self, opening: dict, hello: dict, agent: Agent) -> Session | None:
         """The session of the agent that sent `hello`, welcomed; None when it is refused (and told why).
@@ -163,7 +185,12 @@ class Leader:
         return session
 
     def receive(self, session: Session, message: dict) -> None:
-        """One message of an admitted session."""
+        """One message of an admitted session; one the service cannot read ends that session, and only it."""
+        try:
+            wire.check_agent_message(message)  # checked by a proxy already; again here, where the link delivers it
+        except wire.Refusal as refusal:
+            self.end(session, str(refusal))
+            return
         if message["type"] == "heartbeat":
             self.heard.add(session.vm_id)
             session.agent.send({"id": str(message.get("id", "")), "type": "heartbeat_ack"})
@@ -178,6 +205,18 @@ class Leader:
             del self.sessions[session.vm_uuid]
             self.note(session, link_active=False)
             log.info("VM %s link lost", session.vm_uuid)
+        for future in session.waiting.values():  # the console's commands waiting on it learn now, not in 30 s
+            if not future.done():
+                future.set_result({"ok": False, "error": "the agent's link ended"})
+        session.waiting.clear()
+
+    def end(self, session: Session, problem: str) -> None:
+        """Refuse and hang up one session, saying why to the agent and in the audit log."""
+        session.agent.send({"id": "l0", "type": "refused", "reason": problem})
+        session.agent.hang_up()
+        self.release(session)  # a proxy across the link forgets the session on hang-up: say it ended here
+        asyncio.ensure_future(asyncio.to_thread(guest_state.record_refusal, session.vm_uuid, problem,
+                                                f"{session.transport} session"))
 
     def hello_again(self, session: Session, hello: dict) -> None:
         """A hello within a session. On serial it follows a remount: the agent installed the new ISO and
@@ -187,11 +226,7 @@ class Leader:
         problem = hello_problem({"vm_uuid": session.vm_uuid, "transport": session.transport,
                                  "peer_serial": session.serial}, hello)
         if problem:
-            session.agent.send({"id": "l0", "type": "refused", "reason": problem})
-            session.agent.hang_up()
-            self.release(session)  # a proxy across the link forgets the session on hang-up: say it ended here
-            asyncio.ensure_future(asyncio.to_thread(guest_state.record_refusal, session.vm_uuid, problem,
-                                                    f"{session.transport} session"))
+            self.end(session, problem)
             return
         serial = str(hello.get("certificate_serial", ""))
         if serial != session.serial:

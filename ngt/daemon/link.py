@@ -19,7 +19,7 @@ import ssl
 
 from . import wire
 from .certificates import SERVICE_ORGANIZATION
-from .leader import Agent, Leader
+from .leader import Agent, Leader, Session
 
 log = logging.getLogger("ngt.daemon")
 LEADER_PORT = 2073
@@ -72,7 +72,10 @@ class LeaderLink:
     async def read(self) -> None:
         try:
             while (line := await wire.read_message(self.reader)) is not None:
-                sid = line.get("sid")
+                if problem := wire.link_problem(line):
+                    log.warning("ignored a line from the leader at %s: %s", self.address, problem)
+                    continue
+                sid = line["sid"]
                 if line["type"] == "agent" and sid in self.agents:
                     self.agents[sid].send(line["message"])
                 elif line["type"] == "admitted" and sid in self.admissions:
@@ -114,11 +117,15 @@ async def serve_link(leader: Leader, reader: asyncio.StreamReader, writer: async
         log.warning("refused a connection on the leader port from %s: not a service instance",
                     writer.get_extra_info("peername"))
         return await wire.close(writer)
-    sessions: dict[int, object] = {}
+    sessions: dict[int, Session] = {}
     admitting: set[asyncio.Task] = set()
 
     async def admit(sid: int, opening: dict, hello: dict) -> None:
-        session = await leader.admit(opening, hello, LinkedAgent(writer, sid, sessions))
+        session = None
+        try:
+            session = await leader.admit(opening, hello, LinkedAgent(writer, sid, sessions))
+        except Exception:  # the database failed it: this agent retries, and its proxy hears the answer
+            log.exception("could not admit a session of VM %s", opening.get("vm_uuid"))
         if session is not None:
             sessions[sid] = session
         writer.write(wire.encode({"type": "admitted", "sid": sid, "ok": session is not None}))
@@ -126,13 +133,22 @@ async def serve_link(leader: Leader, reader: asyncio.StreamReader, writer: async
     leader.links.add(writer)
     try:
         while (line := await wire.read_message(reader)) is not None:
-            sid = line.get("sid")
-            if line["type"] == "open" and isinstance(line.get("hello"), dict):
-                task = asyncio.ensure_future(admit(sid, dict(line.get("session") or {}), line["hello"]))
+            if problem := wire.link_problem(line):  # a proxy's bug: that line, not its link of many agents
+                log.warning("ignored a line of a proxy's link: %s", problem)
+                continue
+            sid = line["sid"]
+            if line["type"] == "open":
+                task = asyncio.ensure_future(admit(sid, line["session"], line["hello"]))
                 admitting.add(task)
                 task.add_done_callback(admitting.discard)
             elif line["type"] == "agent" and sid in sessions:
-                leader.receive(sessions[sid], line["message"])
+                session = sessions[sid]
+                try:  # the leader ends a session whose message it cannot read: this is for what it missed
+                    leader.receive(session, line["message"])
+                except Exception:  # one session's failure ends that session, not the link of many
+                    log.exception("a message of the session of VM %s failed", session.vm_uuid)
+                    LinkedAgent(writer, sid, sessions).hang_up()
+                    leader.release(session)
             elif line["type"] == "end" and sid in sessions:
                 leader.release(sessions.pop(sid))
     except (wire.Refusal, OSError, ssl.SSLError) as exc:

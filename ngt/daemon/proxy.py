@@ -65,6 +65,8 @@ class Proxy:
             if hello is None or leader is None:
                 return  # no leader yet: the agent retries with its backoff
             gate.admit()
+            if hello["type"] == "hello":  # anything else the leader refuses as "not a hello"
+                wire.check_agent_message(hello)
             session = await leader.admit({**opening, "proxy": self.instance.host_name}, hello,
                                          AgentConnection(writer))
             if session is None:
@@ -72,10 +74,11 @@ class Proxy:
             try:
                 while (message := await wire.read_message(reader)) is not None:
                     gate.admit()
-                    leader.receive(session, message)
+                    leader.receive(session, wire.check_agent_message(message))
             finally:
                 leader.release(session)
         except wire.Refusal as refusal:
+            writer.write(wire.encode({"id": "p0", "type": "refused", "reason": str(refusal)}))
             await self.instance.record_refusal(opening.get("vm_uuid"), str(refusal), opening.get("peer", ""))
         except (OSError, ssl.SSLError, TimeoutError) as exc:
             log.info("session of VM %s ended: %s", opening.get("vm_uuid"), exc or type(exc).__name__)

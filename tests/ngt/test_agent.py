@@ -27,14 +27,16 @@ REPOSITORY = Path(__file__).resolve().parents[2]
 CONFIG_FILES = ("ngt.json", "ca.pem", "client.pem", "client.key")
 
 
-def write_media(directory: Path, vm_uuid: str = "0f3e", serial: str = "01", vip: str = "127.0.0.10") -> Path:
-    """A directory laid out as the tools ISO's config/."""
+def write_media(directory: Path, vm_uuid: str = "0f3e", serial: str = "01", vip: str = "127.0.0.10",
+                ca: str = "the cluster's CA") -> Path:
+    """A directory laid out as the tools ISO's config/: one CA per cluster, a pair per certificate serial."""
     config_dir = directory / "config"
     config_dir.mkdir(parents=True, exist_ok=True)
     (config_dir / "ngt.json").write_text(json.dumps({
         "vm_uuid": vm_uuid, "cluster_vip": vip, "port": 2074, "channel": "org.facet.guest_tools.0",
         "ca_fingerprint_sha256": "", "certificate_serial": serial, "capabilities": [], "tools_version": "1.0.0"}))
-    for name in ("ca.pem", "client.pem", "client.key"):
+    (config_dir / "ca.pem").write_text(f"{ca}\n")
+    for name in ("client.pem", "client.key"):
         (config_dir / name).write_text(f"{name} of {serial}\n")
     return directory
 
