@@ -166,7 +166,11 @@ FACET_REAP_INTERVAL_SECONDS = float(os.environ.get("FACET_REAP_INTERVAL_SECONDS"
 CELERY_BEAT_SCHEDULE = {
     "reap-stale-tasks": {"task": "facet.tasks.reap", "schedule": FACET_REAP_INTERVAL_SECONDS},
     "reconcile-power-state": {"task": "facet.vms.reconcile", "schedule": 30.0},
+    "sweep-tools-isos": {"task": "facet.ngt.sweep_tools_isos", "schedule": 600.0},
 }
+# A tools ISO no CD-ROM references is deleted by the sweep once it is older than this (a mount writes its ISO
+# before the transaction a rerun repeats).
+FACET_TOOLS_ISO_SWEEP_GRACE_SECONDS = float(os.environ.get("FACET_TOOLS_ISO_SWEEP_GRACE_SECONDS", 600))
 
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": [
