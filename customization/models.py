@@ -88,6 +88,13 @@ class VMCustomization(models.Model):
     def ended(self) -> bool:
         return self.status in (self.Status.SUCCEEDED, self.Status.FAILED, self.Status.UNKNOWN)
 
+    MASK = "********"
+
+    def key_values_for(self, may_read_secrets: bool) -> dict[str, str]:
+        """The key-values as someone may see them: Operators and Admins read the values (they could give them
+        anyway); below, a key shows but its value, often an administrator's password, is masked."""
+        return dict(self.key_values) if may_read_secrets else dict.fromkeys(self.key_values, self.MASK)
+
     @staticmethod
     def hash_token(token: str) -> str:
         return hashlib.sha256(token.encode()).hexdigest()
