@@ -139,6 +139,9 @@ try:
 except NetworkMapError as exc:
     raise ImproperlyConfigured(f"FACET_LIBVIRT_NETWORKS: {exc}") from None
 
+# Login attempts per client address, counted in Redis across every login path (services/login_attempts.py).
+FACET_LOGIN_RATE = os.environ.get("FACET_LOGIN_RATE", "30/minute")
+
 # Redis: the embedded default is the redis-server that `make run` starts on a unix socket.
 REDIS_URL = os.environ.get("FACET_REDIS_URL", "unix:///run/facet/redis.sock")
 
@@ -185,8 +188,8 @@ REST_FRAMEWORK = {
     "DEFAULT_PAGINATION_CLASS": "console.api.pagination.Pagination",
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
     "EXCEPTION_HANDLER": "console.api.errors.exception_handler",
-    "DEFAULT_THROTTLE_RATES": {"login": os.environ.get("FACET_LOGIN_RATE", "30/minute")},
-    # Behind a reverse proxy, FACET_NUM_PROXIES=1 makes throttling use the client's address it forwards.
+    # Behind a reverse proxy, FACET_NUM_PROXIES=1 makes login limits and the audit log use the client's address
+    # it forwards (console/services/actors.py client_address); without it, X-Forwarded-For is ignored.
     "NUM_PROXIES": int(os.environ["FACET_NUM_PROXIES"]) if os.environ.get("FACET_NUM_PROXIES") else None,
     "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer",
                                  "rest_framework.renderers.BrowsableAPIRenderer"],

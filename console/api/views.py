@@ -9,7 +9,6 @@ from rest_framework.exceptions import AuthenticationFailed, ValidationError
 from rest_framework.parsers import BaseParser
 from rest_framework.permissions import AllowAny
 from rest_framework.response import Response
-from rest_framework.throttling import ScopedRateThrottle
 from rest_framework.views import APIView
 
 from customization.api.serializers import customization_request
@@ -36,6 +35,7 @@ from . import serializers as s
 from . import vm_list
 from .authentication import ApiTokenAuthentication
 from .permissions import AdminOnly
+from .throttling import LoginThrottle
 
 ADMIN = access.ADMIN
 
@@ -285,8 +285,7 @@ class ObtainToken(APIView):
 
     authentication_classes = [ApiTokenAuthentication]  # none needed; present so failures answer 401
     permission_classes = [AllowAny]
-    throttle_classes = [ScopedRateThrottle]
-    throttle_scope = "login"
+    throttle_classes = [LoginThrottle]
 
     @extend_schema(request=s.ObtainTokenSerializer, responses={201: {"type": "object"}})
     def post(self, request):
