@@ -133,10 +133,11 @@ def hello(host: DockerHost, *, docker_version: str, plugin_version: str, probes:
 def report_usage(host: DockerHost, reports: list[dict]) -> list[VolumeGroup]:
     """What the host's plugin sees of its Docker volumes (`name`, `used_bytes`, `mounts`: the containers using
     each), for the pages. A report of a group not attached to this host changes nothing. Answers the groups
-    reported, from which the plugin learns their sizes (a disk grown in the console)."""
+    reported among those the host's key reaches, from which the plugin learns their sizes (a disk
+    grown in the console)."""
     names = [report["name"] for report in reports]
-    groups = {group.docker_volume: group for group in
-              VolumeGroup.objects.with_details().filter(cluster=host.cluster, docker_volume__in=names)}
+    reachable = VolumeGroup.objects.with_details().reachable_by(host)
+    groups = {group.docker_volume: group for group in reachable.filter(docker_volume__in=names)}
     for report in reports:
         group = groups.get(report["name"])
         attachment = getattr(group, "attachment", None)
