@@ -68,6 +68,8 @@ class VMCustomization(models.Model):
     script = models.ForeignKey(CustomizationScript, null=True, blank=True, on_delete=models.SET_NULL,
                                related_name="uses")
     key_values = models.JSONField(default=dict, blank=True)
+    sealed_values = models.TextField(blank=True, help_text="Encrypted values for the media only, erased once they "
+                                                           "are built (services/sealed.py)")
     status = models.CharField(max_length=16, choices=Status.choices, default=Status.PENDING)
     message = models.TextField(blank=True, help_text="The guest's own words when it reported")
     media_files = models.JSONField(default=list, blank=True, help_text="[{path, size}] of the ISO")

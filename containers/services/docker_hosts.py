@@ -13,12 +13,14 @@ from console.models.inventory import name_validator
 from console.services import audit, vms
 from console.services.actors import Actor
 from console.services.errors import Conflict, InvalidRequest, check_field
+from customization.services import sealed
 from customization.services.lifecycle import CustomizationRequest
 
 from ..models import DockerHost, VolumeGroup, VolumeGroupAttachment
 from . import cloud_config
 
 LAST_CONTACT_PRECISION = timedelta(seconds=30)
+KEY_NAME = "docker_host_key"
 
 
 def _new_host(actor: Actor, name: str, kind: str, **fields) -> tuple[DockerHost, str]:
@@ -56,12 +58,13 @@ def request_create(actor: Actor, *, name: str, image: Image, vcpus: int, memory_
     network = _network_to_the_console(image.cluster, network)
     with transaction.atomic():
         host, key = _new_host(actor, name, DockerHost.Kind.VM)
-        user_data = cloud_config.render(host_name=name, console_url=settings.GUEST_CONSOLE_URL, key=key,
-                                        default_container=image.container.name)
+        # The key goes into the media alone: the stored content holds a placeholder (customization's sealed values).
+        user_data = cloud_config.render(host_name=name, console_url=settings.GUEST_CONSOLE_URL,
+                                        key=sealed.placeholder(KEY_NAME), default_container=image.container.name)
         spec = vms.VMSpec(name=name, vcpus=vcpus, memory_bytes=memory_bytes, cluster=image.cluster, image=image,
                           nics=[vms.NicSpec(network=network)], power_on=True,
                           description=f"Docker host {name}", customization=CustomizationRequest(
-                              kind="cloud-init", content=user_data))
+                              kind="cloud-init", content=user_data, sealed_values={KEY_NAME: key}))
         task = vms.request_create_vm(actor, spec)
         host.vm = VM.objects.get(uuid=task.entity_uuid)
         host.save(update_fields=["vm"])
