@@ -165,6 +165,9 @@ try:
 except NetworkMapError as exc:
     raise ImproperlyConfigured(f"FACET_LIBVIRT_NETWORKS: {exc}") from None
 
+# Login attempts per client address, counted in Redis across every login path (services/login_attempts.py).
+FACET_LOGIN_RATE = os.environ.get("FACET_LOGIN_RATE", "30/minute")
+
 # Redis: the embedded default is the redis-server that `make run` starts on a unix socket, in the data
 # directory so that two installations on one machine never share a broker (or a Guest Tools lease).
 REDIS_URL = os.environ.get("FACET_REDIS_URL", f"unix://{DATA_DIR / 'redis.sock'}")
@@ -193,7 +196,11 @@ FACET_REAP_INTERVAL_SECONDS = float(os.environ.get("FACET_REAP_INTERVAL_SECONDS"
 CELERY_BEAT_SCHEDULE = {
     "reap-stale-tasks": {"task": "facet.tasks.reap", "schedule": FACET_REAP_INTERVAL_SECONDS},
     "reconcile-power-state": {"task": "facet.vms.reconcile", "schedule": 30.0},
+    "sweep-tools-isos": {"task": "facet.ngt.sweep_tools_isos", "schedule": 600.0},
 }
+# A tools ISO no CD-ROM references is deleted by the sweep once it is older than this (a mount writes its ISO
+# before the transaction a rerun repeats).
+FACET_TOOLS_ISO_SWEEP_GRACE_SECONDS = float(os.environ.get("FACET_TOOLS_ISO_SWEEP_GRACE_SECONDS", 600))
 
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": [
@@ -208,8 +215,8 @@ REST_FRAMEWORK = {
     "DEFAULT_PAGINATION_CLASS": "console.core.api.pagination.Pagination",
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
     "EXCEPTION_HANDLER": "console.core.api.errors.exception_handler",
-    "DEFAULT_THROTTLE_RATES": {"login": os.environ.get("FACET_LOGIN_RATE", "30/minute")},
-    # Behind a reverse proxy, FACET_NUM_PROXIES=1 makes throttling use the client's address it forwards.
+    # Behind a reverse proxy, FACET_NUM_PROXIES=1 makes login limits and the audit log use the client's address
+    # it forwards (console/core/actors.py client_address); without it, X-Forwarded-For is ignored.
     "NUM_PROXIES": int(os.environ["FACET_NUM_PROXIES"]) if os.environ.get("FACET_NUM_PROXIES") else None,
     "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer",
                                  "rest_framework.renderers.BrowsableAPIRenderer"],

@@ -6,6 +6,9 @@ from django.urls import include, path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
 from console.core.registry import registry
+from console.forms.login import AdminLoginForm
+
+admin.site.login_form = AdminLoginForm  # limited by the shared login counter, as the console's own login
 
 urlpatterns = [
     path("api/v1/", include("console.api.urls")),

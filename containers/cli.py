@@ -29,6 +29,7 @@ def show_volume_group(group: dict, out: TextIO) -> None:
         ("Size", v.format_size(group.get("size_bytes"))), ("Used", v.format_size(group.get("used_bytes"))),
         ("Container", group.get("container_name")), ("Attached to", attached_to(group)),
         ("Docker volume", group.get("docker_volume")), ("Filesystem", group.get("fstype")),
+        ("Created by host", group.get("created_by_host")), ("Shared with", ", ".join(group.get("shared_with") or [])),
         ("Mounts", len(group.get("mounts") or [])), ("Description", group.get("description")),
         ("Created", o.when("created_at")(group)),
     ], out)
@@ -66,6 +67,12 @@ DOCKER_HOST_TABLE = o.table(
     ("LAST-CONTACT", o.when("last_contact_at")))
 
 
+def share_verb(help_text: str, path: str) -> Verb:
+    return Verb(help_text, "POST", "/volume-groups/{volume-group-id}/" + path,
+                required=(VOLUME_GROUP_ID, Key("docker-host", "UUID", "the Docker host", v.uuid_text)),
+                present=show_volume_group, lookup=BY_GROUP_NAME)
+
+
 def group_verb(help_text: str, path: str, required: tuple[Key, ...] = (), optional: tuple[Key, ...] = (),
                method: str = "POST") -> Verb:
     return task_verb(help_text, method, "/volume-groups/{volume-group-id}/" + path,
@@ -95,6 +102,8 @@ NOUNS: dict[str, Noun] = {
                       Key("docker-host", "UUID", "the Docker host to attach it to", v.uuid_text), FORCE_MOVE)),
         "detach": group_verb("detach a volume group from where it is attached", "detach/", optional=(FORCE_DETACH,)),
         "delete": group_verb("delete a detached volume group and its disk files", "", method="DELETE"),
+        "share": share_verb("Admin: let another Docker host's plugin use this Docker volume (swarm nodes)", "share/"),
+        "unshare": share_verb("Admin: take back a Docker volume's share with a Docker host", "unshare/"),
     }),
     "docker-host": Noun("Docker hosts: machines running dockerd and the Facet volume plugin", {
         **inventory("/docker-hosts/", "docker-host-id", "Docker host", DOCKER_HOST_TABLE, filters=(

@@ -79,7 +79,15 @@ class DockerHost(models.Model):
 class VolumeGroupQuerySet(models.QuerySet):
     def with_details(self) -> "VolumeGroupQuerySet":
         """What lists and pages show of each group: its container, disks and attachment, in fixed queries."""
-        return self.select_related("container", "attachment__vm", "attachment__docker_host").prefetch_related("disks")
+        return self.select_related("container", "attachment__vm", "attachment__docker_host").prefetch_related(
+            "disks", "shared_with")
+
+    def reachable_by(self, host: DockerHost) -> "VolumeGroupQuerySet":
+        """The Docker-backed groups a Docker host's key reaches: those it created, holds (attached to it) or an
+        Admin shared with it; never another host's."""
+        mine = Q(created_by_host=host) | Q(attachment__docker_host=host) | Q(shared_with=host)
+        return self.filter(cluster=host.cluster).exclude(docker_volume="").filter(
+            pk__in=VolumeGroup.objects.filter(mine).values("pk"))
 
 
 class VolumeGroup(models.Model):
@@ -98,6 +106,8 @@ class VolumeGroup(models.Model):
     fstype = models.CharField(max_length=8, blank=True, help_text="Filesystem the plugin makes (ext4, xfs)")
     created_by_host = models.ForeignKey(DockerHost, null=True, blank=True, on_delete=models.SET_NULL,
                                         related_name="+")
+    shared_with = models.ManyToManyField(DockerHost, blank=True, related_name="shared_volume_groups",
+                                         help_text="Docker hosts an Admin let use it besides the one that made it")
     used_bytes = models.PositiveBigIntegerField(null=True, blank=True, help_text="As the plugin last reported")
     mounts = models.JSONField(default=list, blank=True, help_text="Caller ids of the containers using it")
     created_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL)

@@ -13,6 +13,7 @@ urlpatterns = [
     path(f"volume-groups/{UUID}/attach/", views.volume_group_attach, name="volume-group-attach"),
     path(f"volume-groups/{UUID}/detach/", views.volume_group_detach, name="volume-group-detach"),
     path(f"volume-groups/{UUID}/grow/", views.volume_group_grow, name="volume-group-grow"),
+    path(f"volume-groups/{UUID}/share/", views.volume_group_share, name="volume-group-share"),
     path(f"volume-groups/{UUID}/delete/", views.volume_group_delete, name="volume-group-delete"),
     path("docker-hosts/", views.docker_host_list, name="docker-hosts"),
     path("docker-hosts/register/", views.docker_host_register, name="docker-host-register"),

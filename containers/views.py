@@ -15,7 +15,7 @@ from console.models import VM
 from . import forms
 from .filtersets import DockerHostFilterSet, VolumeGroupFilterSet
 from .models import DockerHost, VolumeGroup
-from .services import attachments, docker_hosts, volume_groups
+from .services import attachments, docker_hosts, shares, volume_groups
 from .services.targets import Target
 
 GiB = forms.GiB
@@ -55,9 +55,12 @@ def volume_group_create(request):
 @role_required()
 def volume_group_detail(request, uuid):
     group = get_object_or_404(VolumeGroup.objects.with_details(), uuid=uuid)
+    shared = group.shared_with.all()
     return render(request, "containers/volume_group_detail.html", {
         "group": group, "attachment": getattr(group, "attachment", None), "attach_form": forms.AttachForm(),
-        "grow_form": forms.GrowForm(), **history(group)})
+        "grow_form": forms.GrowForm(), "shared_with": shared,
+        "shareable": DockerHost.objects.filter(cluster=group.cluster_id).exclude(
+            pk__in=[host.pk for host in shared]).exclude(pk=group.created_by_host_id), **history(group)})
 
 
 def _group_action(request, uuid, act, labels: dict[str, str] | None = None):
@@ -123,6 +126,25 @@ def volume_group_delete(request, uuid):
     except ServiceError as error:
         return refuse(request, error, reverse("volume-group-detail", args=[uuid]))
     return task_started(request, task, reverse("volume-groups"))
+
+
+@require_POST
+@role_required(ADMIN)
+def volume_group_share(request, uuid):
+    """Share the group with a Docker host (`docker_host`), or with `unshare` take a share back."""
+    group = get_object_or_404(VolumeGroup, uuid=uuid)
+    host = DockerHost.objects.filter(uuid=as_uuid(request.POST.get("docker_host", ""))).first()
+    back = reverse("volume-group-detail", args=[uuid])
+    if host is None:
+        messages.error(request, "docker_host: choose a Docker host")
+        return redirect(back)
+    unshare = request.POST.get("unshare") == "1"
+    try:
+        (shares.unshare if unshare else shares.share)(actor(request), group, host)
+    except ServiceError as error:
+        return refuse(request, error, back)
+    messages.success(request, f"{group.name} is {'no longer' if unshare else 'now'} shared with {host.name}")
+    return redirect(back)
 
 
 @role_required()

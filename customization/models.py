@@ -68,6 +68,8 @@ class VMCustomization(models.Model):
     script = models.ForeignKey(CustomizationScript, null=True, blank=True, on_delete=models.SET_NULL,
                                related_name="uses")
     key_values = models.JSONField(default=dict, blank=True)
+    sealed_values = models.TextField(blank=True, help_text="Encrypted values for the media only, erased once they "
+                                                           "are built (services/sealed.py)")
     status = models.CharField(max_length=16, choices=Status.choices, default=Status.PENDING)
     message = models.TextField(blank=True, help_text="The guest's own words when it reported")
     media_files = models.JSONField(default=list, blank=True, help_text="[{path, size}] of the ISO")
@@ -87,6 +89,13 @@ class VMCustomization(models.Model):
     @property
     def ended(self) -> bool:
         return self.status in (self.Status.SUCCEEDED, self.Status.FAILED, self.Status.UNKNOWN)
+
+    MASK = "********"
+
+    def key_values_for(self, may_read_secrets: bool) -> dict[str, str]:
+        """The key-values as someone may see them: Operators and Admins read the values (they could give them
+        anyway); below, a key shows but its value, often an administrator's password, is masked."""
+        return dict(self.key_values) if may_read_secrets else dict.fromkeys(self.key_values, self.MASK)
 
     @staticmethod
     def hash_token(token: str) -> str:

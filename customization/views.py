@@ -177,7 +177,9 @@ def validate_live(request):
 def vm_panel(request, uuid):
     vm = get_object_or_404(VM, uuid=uuid)
     customization = VMCustomization.objects.select_related("script").filter(vm=vm).first()
-    return render(request, "customization/vm_panel.html", {"vm": vm, "customization": customization})
+    key_values = customization.key_values_for(has_role(request.user, OPERATOR)) if customization else {}
+    return render(request, "customization/vm_panel.html",
+                  {"vm": vm, "customization": customization, "key_values": key_values})
 
 
 @csrf_exempt

@@ -10,7 +10,6 @@ from rest_framework.exceptions import AuthenticationFailed, ValidationError
 from rest_framework.parsers import BaseParser
 from rest_framework.permissions import AllowAny
 from rest_framework.response import Response
-from rest_framework.throttling import ScopedRateThrottle
 from rest_framework.views import APIView
 
 from console.core import access, audit
@@ -25,6 +24,7 @@ from ..models import VM, CdRom, Cluster, Host, Image, Network, Nic, StorageConta
 from ..services import bulk, cdroms, images, power, vms
 from . import serializers as s
 from . import vm_list
+from .throttling import LoginThrottle
 
 ADMIN = access.ADMIN
 
@@ -279,8 +279,7 @@ class ObtainToken(APIView):
 
     authentication_classes = [ApiTokenAuthentication]  # none needed; present so failures answer 401
     permission_classes = [AllowAny]
-    throttle_classes = [ScopedRateThrottle]
-    throttle_scope = "login"
+    throttle_classes = [LoginThrottle]
 
     @extend_schema(request=s.ObtainTokenSerializer, responses={201: {"type": "object"}})
     def post(self, request):

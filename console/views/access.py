@@ -1,8 +1,14 @@
 """Audit log, users and roles, API tokens."""
 
+import json
+
+from django.conf import settings
 from django.contrib import messages
 from django.contrib.auth.models import User
+from django.core.signing import BadSignature
 from django.shortcuts import get_object_or_404, redirect, render
+from django.urls import reverse
+from django.utils.cache import patch_cache_control
 from django.views.decorators.http import require_POST
 
 from console.core import access, audit
@@ -13,6 +19,12 @@ from console.core.views import actor, paginate, query_without, role_required
 
 from ..filtersets import AuditEventFilterSet
 from ..forms.inventory import RoleForm, TokenForm, UserCreateForm
+
+# A new token's key goes to the browser alone, in a short-lived signed cookie read by the page the creation
+# redirects to, which shows it once and drops the cookie: no server-side store (session, database) holds it.
+NEW_TOKEN_COOKIE = "facet_new_token"  # noqa: S105 (a name, not a secret)
+NEW_TOKEN_SALT = "facet.settings.new-token"  # noqa: S105 (a namespace, not a secret)
+NEW_TOKEN_SECONDS = 120
 
 
 @role_required()
@@ -28,15 +40,30 @@ def settings_home(request):
     """Everyone manages their own tokens here; Admins also manage users and see every token."""
     tokens = ApiToken.objects.select_related("user")
     is_admin = access.has_role(request.user, ADMIN)
-    return render(request, "console/settings.html", {
+    new_token = _new_token(request)
+    response = render(request, "console/settings.html", {
         "token_form": TokenForm(),
         "tokens": tokens if is_admin else tokens.filter(user=request.user),
         "users": [(u, access.role_of(u)) for u in User.objects.prefetch_related("groups").order_by("username")]
         if is_admin else [],
         "roles": access.ROLES,
         "user_form": UserCreateForm() if is_admin else None,
-        "new_token": request.session.pop("new_token", None),
+        "new_token": new_token,
     })
+    if new_token is not None:
+        response.delete_cookie(NEW_TOKEN_COOKIE, path=reverse("settings"), samesite="Strict")
+        patch_cache_control(response, no_store=True)
+    return response
+
+
+def _new_token(request) -> dict | None:
+    """The token just created by this user, from its one-time cookie."""
+    try:
+        value = request.get_signed_cookie(NEW_TOKEN_COOKIE, salt=NEW_TOKEN_SALT, max_age=NEW_TOKEN_SECONDS)
+        token = json.loads(value)
+    except (KeyError, BadSignature, ValueError):
+        return None
+    return token if token.get("user") == request.user.pk else None
 
 
 @require_POST
@@ -53,9 +80,12 @@ def token_create(request):
             for problem in problems:
                 messages.error(request, problem)
         return redirect("settings")
-    # Shown once, on the next page only; never stored.
-    request.session["new_token"] = {"name": token.name, "key": key}
-    return redirect("settings")
+    response = redirect("settings")
+    response.set_signed_cookie(
+        NEW_TOKEN_COOKIE, json.dumps({"user": request.user.pk, "name": token.name, "key": key}),
+        salt=NEW_TOKEN_SALT, max_age=NEW_TOKEN_SECONDS, path=reverse("settings"), httponly=True,
+        secure=settings.SESSION_COOKIE_SECURE, samesite="Strict")
+    return response
 
 
 @require_POST

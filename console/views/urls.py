@@ -1,13 +1,15 @@
 from django.contrib.auth import views as auth_views
 from django.urls import path
 
+from ..forms.login import LoginForm
 from . import access, dashboard, inventory, tasks, vms
 
 UUID = "<uuid:uuid>"
 
 urlpatterns = [
     path("", dashboard.dashboard, name="dashboard"),
-    path("login/", auth_views.LoginView.as_view(redirect_authenticated_user=True), name="login"),
+    path("login/", auth_views.LoginView.as_view(redirect_authenticated_user=True,
+                                                                authentication_form=LoginForm), name="login"),
     path("logout/", auth_views.LogoutView.as_view(), name="logout"),
     path("vms/", vms.vm_list, name="vm-list"),
     path("vms/new/", vms.vm_create, name="vm-create"),

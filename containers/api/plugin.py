@@ -2,6 +2,10 @@
 list and create Docker-backed volume groups, attach, detach and delete them for its own host, report their
 usage, read the tasks it asked for, and nothing else.
 
+The key reaches only the groups its host created or holds, or that an Admin shared with it
+(`VolumeGroup.objects.reachable_by`); any other Docker volume of the cluster answers 404 as if absent, but its
+name stays taken (a create of it is refused). Only the creating host deletes a group.
+
 A change answers its task: with `?wait=1` it is done within the request where its work is local (see
 services/volume_groups.py) and answered 200, with the volume as it now is (`volume`), or refused saying why;
 otherwise 202, and the plugin follows the task. A create may attach the new volume to the asking host at once
@@ -88,8 +92,11 @@ class PluginView(APIView):
     def actor(self) -> Actor:
         return Actor(user=None, source_address=client_address(self.request))
 
+    def reachable(self):
+        return VolumeGroup.objects.with_details().reachable_by(self.host)
+
     def volume(self, name: str) -> VolumeGroup:
-        return get_object_or_404(VolumeGroup.objects.with_details(), cluster=self.host.cluster, docker_volume=name)
+        return get_object_or_404(self.reachable(), docker_volume=name)
 
     @property
     def wait(self) -> bool:
@@ -146,8 +153,7 @@ class HelloView(PluginView):
 
 class VolumeListView(PluginView):
     def get(self, request):
-        groups = VolumeGroup.objects.with_details().filter(cluster=self.host.cluster).exclude(docker_volume="")
-        return Response([self.describe(group) for group in groups])
+        return Response([self.describe(group) for group in self.reachable()])
 
     def post(self, request):
         """Create is idempotent: a Docker volume of that name that exists already is simply described."""
@@ -158,6 +164,9 @@ class VolumeListView(PluginView):
         if existing is not None:
             if existing.docker_volume != data["name"]:
                 raise Conflict({"name": [f"volume group {data['name']} exists and backs no Docker volume"]})
+            if not self.reachable().filter(pk=existing.pk).exists():
+                raise Conflict({"name": [f"Docker volume {data['name']} belongs to another Docker host; an Admin "
+                                         f"may share it with {host.name}"]})
             return Response(self.describe(self.volume(data["name"])))
         container = (docker_hosts.container_named(host, data["container"]) if data["container"]
                      else host.cluster.storage_containers.first())

@@ -34,11 +34,16 @@ class VolumeGroupSerializer(serializers.ModelSerializer):
     disks = VolumeGroupDiskSerializer(many=True, read_only=True)
     size_bytes = serializers.IntegerField(read_only=True)
     attachment = AttachmentField(source="*", read_only=True)
+    created_by_host = serializers.SlugRelatedField(slug_field="name", read_only=True,
+                                                   help_text="The Docker host whose plugin created it")
+    shared_with = serializers.SlugRelatedField(slug_field="name", many=True, read_only=True,
+                                               help_text="Docker hosts an Admin shared it with")
 
     class Meta:
         model = VolumeGroup
         fields = ["uuid", "name", "description", "container", "container_name", "state", "docker_volume", "fstype",
-                  "size_bytes", "used_bytes", "mounts", "disks", "attachment", "created_at"]
+                  "size_bytes", "used_bytes", "mounts", "disks", "attachment", "created_by_host", "shared_with",
+                  "created_at"]
 
 
 class VolumeGroupCreateSerializer(serializers.Serializer):
@@ -65,6 +70,10 @@ class AttachSerializer(serializers.Serializer):
         if bool(attrs.get("vm")) == bool(attrs.get("docker_host")):
             raise serializers.ValidationError({"vm": "give either 'vm' or 'docker_host'"})
         return attrs
+
+
+class ShareSerializer(serializers.Serializer):
+    docker_host = by_uuid(DockerHost.objects.all())
 
 
 class DetachSerializer(serializers.Serializer):

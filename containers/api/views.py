@@ -7,12 +7,12 @@ from rest_framework.response import Response
 
 from console.api import serializers as console_serializers
 from console.api.views import ByUuid, accepted, valid
-from console.core.access import ADMIN
+from console.core.access import ADMIN, OPERATOR
 from console.core.actors import Actor
 
 from ..filtersets import DockerHostFilterSet, VolumeGroupFilterSet
 from ..models import DockerHost, VolumeGroup
-from ..services import attachments, docker_hosts, volume_groups
+from ..services import attachments, docker_hosts, shares, volume_groups
 from ..services.targets import Target
 from . import serializers as s
 
@@ -22,6 +22,10 @@ class VolumeGroupViewSet(ByUuid, mixins.ListModelMixin, mixins.RetrieveModelMixi
     serializer_class = s.VolumeGroupSerializer
     filterset_class = VolumeGroupFilterSet
     ordering_fields = ["name", "created_at"]
+
+    @property
+    def write_role(self) -> str:
+        return ADMIN if self.action in ("share", "unshare") else OPERATOR
 
     @extend_schema(request=s.VolumeGroupCreateSerializer, responses={202: console_serializers.TaskSerializer})
     def create(self, request):
@@ -55,6 +59,24 @@ class VolumeGroupViewSet(ByUuid, mixins.ListModelMixin, mixins.RetrieveModelMixi
     @extend_schema(responses={202: console_serializers.TaskSerializer})
     def destroy(self, request, uuid=None):
         return accepted(volume_groups.request_delete(Actor.from_request(request), self.get_object()))
+
+    @extend_schema(request=s.ShareSerializer, responses={200: s.VolumeGroupSerializer})
+    @action(detail=True, methods=["post"])
+    def share(self, request, uuid=None):
+        """Admin: let another Docker host's plugin use this Docker volume (a swarm's nodes); see containers/README."""
+        return self._change_share(request, shares.share)
+
+    @extend_schema(request=s.ShareSerializer, responses={200: s.VolumeGroupSerializer})
+    @action(detail=True, methods=["post"])
+    def unshare(self, request, uuid=None):
+        """Admin: take a share back."""
+        return self._change_share(request, shares.unshare)
+
+    def _change_share(self, request, change) -> Response:
+        data = valid(s.ShareSerializer, request)
+        group = self.get_object()
+        change(Actor.from_request(request), group, data["docker_host"])
+        return Response(s.VolumeGroupSerializer(self.get_queryset().get(pk=group.pk)).data)
 
 
 class DockerHostViewSet(ByUuid, mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.GenericViewSet):

@@ -15,12 +15,14 @@ from console.core.models import Task
 from console.models import VM, Cluster, Image, Network, StorageContainer
 from console.models.inventory import name_validator
 from console.services import vms
+from customization.services import sealed
 from customization.services.lifecycle import CustomizationRequest
 
 from ..models import DockerHost, VolumeGroup, VolumeGroupAttachment
 from . import docker_host_user_data
 
 LAST_CONTACT_PRECISION = timedelta(seconds=30)
+KEY_NAME = "docker_host_key"
 
 
 def _new_host(actor: Actor, name: str, kind: str, **fields) -> tuple[DockerHost, str]:
@@ -58,12 +60,14 @@ def request_create(actor: Actor, *, name: str, image: Image, vcpus: int, memory_
     network = _network_to_the_console(image.cluster, network)
     with transaction.atomic():
         host, key = _new_host(actor, name, DockerHost.Kind.VM)
-        user_data = docker_host_user_data.render(host_name=name, console_url=settings.GUEST_CONSOLE_URL, key=key,
-                                        default_container=image.container.name)
+        # The key goes into the media alone: the stored content holds a placeholder (customization's sealed values).
+        user_data = docker_host_user_data.render(host_name=name, console_url=settings.GUEST_CONSOLE_URL,
+                                                 key=sealed.placeholder(KEY_NAME),
+                                                 default_container=image.container.name)
         spec = vms.VMSpec(name=name, vcpus=vcpus, memory_bytes=memory_bytes, cluster=image.cluster, image=image,
                           nics=[vms.NicSpec(network=network)], power_on=True,
                           description=f"Docker host {name}", options={"customization": CustomizationRequest(
-                              kind="cloud-init", content=user_data)})
+                              kind="cloud-init", content=user_data, sealed_values={KEY_NAME: key})})
         task = vms.request_create_vm(actor, spec)
         host.vm = VM.objects.get(uuid=task.entity_uuid)
         host.save(update_fields=["vm"])
@@ -135,10 +139,11 @@ def hello(host: DockerHost, *, docker_version: str, plugin_version: str, probes:
 def report_usage(host: DockerHost, reports: list[dict]) -> list[VolumeGroup]:
     """What the host's plugin sees of its Docker volumes (`name`, `used_bytes`, `mounts`: the containers using
     each), for the pages. A report of a group not attached to this host changes nothing. Answers the groups
-    reported, from which the plugin learns their sizes (a disk grown in the console)."""
+    reported among those the host's key reaches, from which the plugin learns their sizes (a disk
+    grown in the console)."""
     names = [report["name"] for report in reports]
-    groups = {group.docker_volume: group for group in
-              VolumeGroup.objects.with_details().filter(cluster=host.cluster, docker_volume__in=names)}
+    reachable = VolumeGroup.objects.with_details().reachable_by(host)
+    groups = {group.docker_volume: group for group in reachable.filter(docker_volume__in=names)}
     for report in reports:
         group = groups.get(report["name"])
         attachment = getattr(group, "attachment", None)

@@ -257,8 +257,13 @@ def where_it_shows(group: VolumeGroup) -> str:
 # --- delete -------------------------------------------------------------------------------------------
 
 def request_delete(actor: Actor, group: VolumeGroup, asked_by: DockerHost | None = None, wait: bool = False) -> Task:
+    """A Docker host (`asked_by`) deletes only a group it created; a share lets others use it, not remove it."""
     with transaction.atomic():
         group = locked(group)
+        if asked_by is not None and group.created_by_host_id != asked_by.pk:
+            raise Conflict({"volume_group": [
+                f"Docker volume {group.docker_volume} was not created by Docker host {asked_by.name}, so it may use "
+                "it but not remove it; remove it in the console"]})
         check_ready(group)
         current = attachment_of(group)
         if current is not None:

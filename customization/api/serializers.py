@@ -102,10 +102,16 @@ def customization_request(data: dict | None) -> CustomizationRequest | None:
 
 
 class VMCustomizationSerializer(serializers.ModelSerializer):
+    """Give it `may_read_secrets` in its context: below Operator, the key-values' values are masked."""
+
     vm = serializers.SlugRelatedField(slug_field="uuid", read_only=True)
     script = serializers.SlugRelatedField(slug_field="uuid", read_only=True)
+    key_values = serializers.SerializerMethodField()
 
     class Meta:
         model = VMCustomization
         fields = ["vm", "status", "message", "kind", "datasource", "format", "source", "script", "key_values",
                   "media_files", "cdrom_slot", "created_at", "updated_at", "reported_at"]
+
+    def get_key_values(self, customization: VMCustomization) -> dict[str, str]:
+        return customization.key_values_for(self.context.get("may_read_secrets", False))

@@ -108,4 +108,5 @@ class VMCustomizationView(APIView):
         customization = VMCustomization.objects.select_related("vm", "script").filter(vm=vm).first()
         if customization is None:
             raise NotFound(f"VM {vm.name} was created without customization")
-        return Response(s.VMCustomizationSerializer(customization).data)
+        context = {"may_read_secrets": has_role(request.user, OPERATOR)}
+        return Response(s.VMCustomizationSerializer(customization, context=context).data)

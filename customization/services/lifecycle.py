@@ -30,7 +30,7 @@ from console.models import VM, CdRom, Cluster
 from console.models.inventory import hostname_validator
 
 from ..models import CustomizationScript, Datasource, Kind, VMCustomization
-from . import sources, sysprep
+from . import sealed, sources, sysprep
 from .content import as_bytes
 from .media import Instance, build_iso, media_files
 from .validation import decoded, validate
@@ -52,6 +52,8 @@ class CustomizationRequest:
     storage_path: str = ""  # facet://CONTAINER/path
     key_values: dict[str, str] = field(default_factory=dict)
     datasource: str = ""  # "": config-drive for cloud-init
+    # Secrets for the media only: the content names each by `sealed.placeholder(name)` (see sealed.py).
+    sealed_values: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -65,6 +67,7 @@ class Prepared:
     source: str
     script: CustomizationScript | None
     key_values: dict[str, str]
+    sealed_values: dict[str, str] = field(default_factory=dict)
 
 
 def check_new_vm(new_vm: NewVM, request: CustomizationRequest | None) -> Prepared | None:
@@ -99,7 +102,7 @@ def prepare(request: CustomizationRequest | None, *, cluster: Cluster, guest_os:
             raise InvalidRequest({f"{FIELD}.key_values": [
                 f"the answer file uses {{{{ {key} }}}}; give it a value" for key in missing]})
     return Prepared(kind=kind, datasource=datasource, content=text, format=result.format, source=source,
-                    script=script, key_values=key_values)
+                    script=script, key_values=key_values, sealed_values=dict(request.sealed_values))
 
 
 def _datasource(kind: str, asked: str) -> str:
@@ -179,7 +182,7 @@ def record(vm: VM, prepared: Prepared | None) -> VMCustomization | None:
     return VMCustomization.objects.create(
         vm=vm, kind=prepared.kind, datasource=prepared.datasource, format=prepared.format,
         content=prepared.content, source=prepared.source[:300], script=prepared.script,
-        key_values=prepared.key_values)
+        key_values=prepared.key_values, sealed_values=sealed.seal(prepared.sealed_values))
 
 
 def phone_home_base() -> str:
@@ -218,7 +221,8 @@ def attach_media(vm: VM) -> None:
     instance = Instance(uuid=str(vm.uuid), name=vm.name, hostname=vm.hostname,
                         key_values=customization.key_values, nics=list(vm.nics.select_related("network")),
                         phone_home_url=url)
-    files = media_files(customization.datasource, customization.content, instance)
+    content = sealed.fill(customization.content, sealed.unseal(customization.sealed_values))
+    files = media_files(customization.datasource, content, instance)
     path = iso_path(vm)
     _write_private(path, build_iso(customization.datasource, files))
     cdrom = _free_cdrom(vm)
@@ -227,6 +231,7 @@ def attach_media(vm: VM) -> None:
     customization.iso_path, customization.cdrom_slot = str(path), cdrom.slot
     customization.media_files = [{"path": name, "size": len(data)} for name, data in sorted(files.items())]
     customization.status = Status.MEDIA_ATTACHED
+    customization.sealed_values = ""  # in the media now, and nowhere else
     customization.save()
 
 

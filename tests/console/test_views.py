@@ -1,5 +1,7 @@
 """Console pages: status, content and what each role may see and do."""
 
+import json
+
 import pytest
 from django.db import connection
 from django.test.utils import CaptureQueriesContext
@@ -202,6 +204,20 @@ def test_tokens_are_shown_once_and_revocable(client, cluster, viewer):
     client.post(f"/settings/tokens/{token.uuid}/revoke/")
     token.refresh_from_db()
     assert token.revoked_at is not None
+
+
+def test_a_new_tokens_key_is_shown_once_after_the_redirect_and_never_kept_on_the_server(client, cluster, viewer):
+    from django.contrib.sessions.models import Session
+
+    client = logged_in(client, viewer)
+    created = client.post("/settings/tokens/", {"name": "laptop"})
+    stored = json.dumps([session.get_decoded() for session in Session.objects.all()])
+    shown = client.get(created.url)
+    key = shown.content.decode().split('id="new-token-value">')[1].split("<")[0]
+    assert ApiToken.hash(key) == ApiToken.objects.get(name="laptop").key_hash
+    assert "no-store" in shown["Cache-Control"]
+    assert key not in stored  # not in the server's session store between the creation and the page
+    assert key not in client.get("/settings/").content.decode()
 
 
 def test_only_admins_manage_users(client, cluster, admin, operator):

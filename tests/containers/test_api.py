@@ -8,8 +8,8 @@ from rest_framework.test import APIClient
 
 from console.core.models import AuditEvent, Task
 from console.models import StorageContainer
-from containers.models import DockerHost, VolumeGroup
-from containers.services import attachments, docker_hosts, volume_groups
+from containers.models import DockerHost, VolumeGroup, VolumeGroupAttachment
+from containers.services import attachments, docker_hosts, shares, volume_groups
 from containers.services.targets import Target
 
 from ..conftest import client_for
@@ -130,14 +130,19 @@ def test_plugin_create_refuses_bad_input(host_api, body, field):
     assert not VolumeGroup.objects.exists()
 
 
-def docker_volume(actor, run_tasks, name: str = "shared") -> VolumeGroup:
+def docker_volume(actor, run_tasks, name: str = "shared", shared_with: tuple[DockerHost, ...] = ()) -> VolumeGroup:
+    """A Docker volume made in the console, which a host's key reaches once it holds it or is given a share."""
     volume_groups.request_create(actor, name, MiB, docker_volume=name, fstype="ext4")
     run_tasks()
-    return VolumeGroup.objects.get(docker_volume=name)
+    group = VolumeGroup.objects.get(docker_volume=name)
+    for host in shared_with:
+        shares.share(actor, group, host)
+    return group
 
 
-def test_a_group_mounted_on_another_host_is_refused_with_its_name(host_api, other_host, actor, run_tasks):
-    group = docker_volume(actor, run_tasks)
+def test_a_group_mounted_on_another_host_is_refused_with_its_name(host_api, docker_host, other_host, actor,
+                                                                  run_tasks):
+    group = docker_volume(actor, run_tasks, shared_with=(docker_host, other_host))
     assert host_client(other_host.key).post(PLUGIN + "volumes/shared/attach/").status_code == 202
     run_tasks()
     refused = host_api.post(PLUGIN + "volumes/shared/attach/")
@@ -152,7 +157,7 @@ def test_a_group_mounted_on_another_host_is_refused_with_its_name(host_api, othe
 
 
 def test_a_host_reads_its_own_tasks_only(host_api, other_host, actor, run_tasks):
-    docker_volume(actor, run_tasks)
+    docker_volume(actor, run_tasks, shared_with=(other_host,))
     theirs = host_client(other_host.key).post(PLUGIN + "volumes/shared/attach/").json()
     assert host_api.get(f"{PLUGIN}tasks/{theirs['uuid']}/").status_code == 404
     admins = Task.objects.filter(kind="volume-group.create").get()
@@ -238,8 +243,8 @@ def test_a_create_whose_file_cannot_be_made_leaves_nothing(host_api, docker_host
 
 
 def test_a_refused_host_cannot_delete_docker_volumes(cluster, actor, run_tasks):
-    docker_volume(actor, run_tasks, "kept")
     host, key = docker_hosts.register(actor, "blind")
+    docker_volume(actor, run_tasks, "kept", shared_with=(host,))
     assert host_client(key).delete(PLUGIN + "volumes/kept/").status_code == 409
     assert VolumeGroup.objects.filter(docker_volume="kept", state="ready").exists()
 
@@ -278,3 +283,54 @@ def test_the_audit_names_the_plugins_host_behind_the_configured_proxies(host_api
     host_api.post(PLUGIN + "volumes/", {"name": "quick", "size_bytes": MiB}, format="json",
                   HTTP_X_FORWARDED_FOR="198.51.100.9, 203.0.113.7")
     assert AuditEvent.objects.get(action="volume-group.create").source_address == recorded
+
+
+def plugin_names(client: APIClient) -> set[str]:
+    return {volume["name"] for volume in client.get(PLUGIN + "volumes/").json()}
+
+
+def test_a_hosts_key_reaches_only_the_docker_volumes_it_made_holds_or_was_shared(host_api, docker_host, other_host):
+    theirs = host_client(other_host.key)
+    assert theirs.post(PLUGIN + "volumes/?wait=1", {"name": "their-data", "size_bytes": MiB},
+                       format="json").status_code == 200
+    assert host_api.post(PLUGIN + "volumes/?wait=1", {"name": "my-data", "size_bytes": MiB},
+                         format="json").status_code == 200
+    assert plugin_names(host_api) == {"my-data"} and plugin_names(theirs) == {"their-data"}
+    volume = PLUGIN + "volumes/their-data/"
+    assert host_api.get(volume).status_code == 404
+    assert host_api.post(volume + "attach/?wait=1").status_code == 404
+    assert host_api.post(volume + "detach/?wait=1").status_code == 404
+    assert host_api.delete(volume + "?wait=1").status_code == 404
+    taken = host_api.post(PLUGIN + "volumes/", {"name": "their-data", "size_bytes": MiB}, format="json")
+    assert taken.status_code == 409 and "belongs to another Docker host" in str(taken.json())
+    report = host_api.post(PLUGIN + "usage/", {"volumes": [{"name": "their-data", "used_bytes": 9, "mounts": ["x"]}]},
+                           format="json")
+    assert report.json() == {"volumes": []}
+    group = VolumeGroup.objects.get(docker_volume="their-data")  # untouched
+    assert (group.state, group.used_bytes, group.mounts) == ("ready", None, [])
+    assert not VolumeGroupAttachment.objects.filter(group=group).exists()
+
+
+def test_an_admin_shares_a_docker_volume_with_another_host_which_uses_it_but_cannot_remove_it(
+        api, operator, host_api, docker_host, other_host):
+    theirs = host_client(other_host.key)
+    theirs.post(PLUGIN + "volumes/?wait=1", {"name": "swarm-data", "size_bytes": MiB}, format="json")
+    theirs.post(PLUGIN + "volumes/swarm-data/detach/?wait=1")
+    group = VolumeGroup.objects.get(docker_volume="swarm-data")
+    path = f"/api/v1/volume-groups/{group.uuid}/"
+    body = {"docker_host": str(docker_host.uuid)}
+    assert client_for(operator).post(path + "share/", body, format="json").status_code == 403
+    shared = api.post(path + "share/", body, format="json")
+    assert shared.status_code == 200 and shared.json()["shared_with"] == [docker_host.name]
+    assert shared.json()["created_by_host"] == other_host.name
+
+    assert "swarm-data" in plugin_names(host_api)
+    assert host_api.post(PLUGIN + "volumes/swarm-data/attach/?wait=1").json()["volume"]["attached_here"] is True
+    assert host_api.post(PLUGIN + "volumes/swarm-data/detach/?wait=1").status_code == 200
+    refused = host_api.delete(PLUGIN + "volumes/swarm-data/?wait=1")
+    assert refused.status_code == 409 and "not created by Docker host dh-1" in str(refused.json())
+    assert AuditEvent.objects.filter(action="volume-group.share", entity_uuid=group.uuid).exists()
+
+    assert api.post(path + "unshare/", body, format="json").json()["shared_with"] == []
+    assert host_api.get(PLUGIN + "volumes/swarm-data/").status_code == 404
+    assert theirs.delete(PLUGIN + "volumes/swarm-data/?wait=1").status_code == 200  # its creator still may

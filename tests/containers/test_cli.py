@@ -1,6 +1,8 @@
 """`facet volume-group ...` and `facet docker-host ...` against a live console, with CONTAINER_NOUNS merged
 into the command table the way the lead merges it."""
 
+import re
+
 import pytest
 
 from console.cli.commands import NOUNS
@@ -19,7 +21,7 @@ def facet(facet_as_admin):
 def test_nouns_do_not_clash_with_the_console_ones():
     assert not set(NOUNS) & set(CONTAINER_NOUNS)
     assert set(CONTAINER_NOUNS["volume-group"].verbs) == {"list", "get", "create", "grow", "attach", "detach",
-                                                           "delete"}
+                                                           "delete", "share", "unshare"}
     assert set(CONTAINER_NOUNS["docker-host"].verbs) == {"list", "get", "create", "register", "remove"}
 
 
@@ -76,3 +78,13 @@ def test_grow(facet, run_tasks, actor):
     assert facet("volume-group", "grow", "name=pg", "size=128M")[0] == 0
     run_tasks()
     assert VolumeGroup.objects.get().disks.get().size_bytes == 128 * MiB
+
+
+def test_share_and_unshare_a_docker_volume_by_name(facet, actor, run_tasks, docker_host):
+    volume_groups.request_create(actor, "pgdata", MiB, docker_volume="pgdata", fstype="ext4")
+    run_tasks()
+    code, out, _ = facet("volume-group", "share", "name=pgdata", f"docker-host={docker_host.uuid}")
+    assert code == 0 and re.search(r"Shared with: +dh-1", out), out
+    assert list(VolumeGroup.objects.get().shared_with.all()) == [docker_host]
+    code, out, _ = facet("volume-group", "unshare", "name=pgdata", f"docker-host={docker_host.uuid}")
+    assert code == 0 and not VolumeGroup.objects.get().shared_with.exists()

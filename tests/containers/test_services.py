@@ -1,5 +1,8 @@
 """Volume groups and Docker hosts through their services, with tasks run in-process on the sim driver."""
 
+import io
+
+import pycdlib
 import pytest
 import yaml
 
@@ -12,6 +15,7 @@ from console.services import vms
 from containers.models import DockerHost, VolumeGroup, VolumeGroupAttachment
 from containers.services import attachments, docker_host_user_data, docker_hosts, volume_groups
 from containers.services.targets import Target
+from customization.models import VMCustomization
 
 GiB = 1024**3
 MiB = 1024**2
@@ -237,6 +241,32 @@ def test_create_docker_host_vm_boots_with_the_cloud_config(cluster, actor, run_t
     run_tasks()
     assert Task.objects.get(pk=task.pk).status == "succeeded"
     assert VM.objects.get(pk=host.vm.pk).power_state == "on"
+
+
+def media_file(iso_path: str, name: str) -> bytes:
+    iso = pycdlib.PyCdlib()
+    iso.open(iso_path)
+    data = io.BytesIO()
+    iso.get_file_from_iso_fp(data, joliet_path=f"/{name}")
+    iso.close()
+    return data.getvalue()
+
+
+def test_a_docker_host_vms_key_is_written_into_its_media_only(cluster, actor, run_tasks):
+    image = Image.objects.get(name="base-disk")
+    task, host = docker_hosts.request_create(actor, name="dh-vm", image=image, vcpus=1, memory_bytes=GiB)
+    stored = VMCustomization.objects.get(vm=host.vm)
+    assert DockerHost.KEY_PREFIX not in stored.content and "FACET_TOKEN=@@facet-sealed:" in stored.content
+    assert stored.sealed_values and DockerHost.KEY_PREFIX not in stored.sealed_values  # encrypted until the media
+    run_tasks()
+    stored.refresh_from_db()
+    assert stored.sealed_values == "" and DockerHost.KEY_PREFIX not in stored.content
+    user_data = media_file(stored.iso_path, "openstack/latest/user_data").decode()
+    [env] = yaml.safe_load(user_data)["write_files"]
+    key = dict(line.split("=", 1) for line in env["content"].splitlines())["FACET_TOKEN"]
+    assert docker_hosts.authenticate(key) == host  # the one readable copy is in the VM's media
+    assert not Task.objects.filter(params__icontains=key).exists()
+    assert not AuditEvent.objects.filter(detail__icontains=key).exists()
 
 
 def test_a_docker_host_vm_gets_the_clusters_first_network_and_needs_one(cluster, actor):

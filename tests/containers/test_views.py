@@ -118,3 +118,17 @@ def test_a_docker_host_vm_goes_on_the_network_chosen_on_the_page(cluster, admin)
 def test_remove_a_registered_host(docker_host, admin):
     answer = browser(admin).post(reverse("docker-host-remove", args=[docker_host.uuid]), follow=True)
     assert b"Docker host dh-1 removed" in answer.content and not DockerHost.objects.exists()
+
+
+def test_an_admin_shares_a_docker_volume_with_a_docker_host_from_its_page(group, docker_host, admin, operator):
+    path = reverse("volume-group-detail", args=[group.uuid])
+    share = reverse("volume-group-share", args=[group.uuid])
+    assert 'id="share-host"' not in browser(operator).get(path).content.decode()  # an Operator sees no form
+    assert browser(operator).post(share, {"docker_host": docker_host.uuid}).status_code == 403
+    client = browser(admin)
+    assert f'<option value="{docker_host.uuid}">dh-1</option>' in client.get(path).content.decode()
+    done = client.post(share, {"docker_host": docker_host.uuid}, follow=True).content.decode()
+    assert "pgdata is now shared with dh-1" in done
+    assert list(group.shared_with.all()) == [docker_host]
+    client.post(share, {"docker_host": docker_host.uuid, "unshare": "1"})
+    assert not group.shared_with.exists()

@@ -170,6 +170,30 @@ def test_status_of_a_vm_without_customization_is_404(cluster, api, run_tasks, vi
     assert response.status_code == 404 and "without customization" in response.json()["detail"]
 
 
+SYSPREP_SECRET = "Adm1n-Passw0rd!"
+
+
+@pytest.fixture
+def windows_vm(cluster, api, run_tasks) -> VM:
+    """A Windows VM whose answer file takes an administrator's password from its key-values."""
+    answer = UNATTEND.replace("{{ org }}", "{{ admin_password }}")
+    created = api.post("/api/v1/vms/", {
+        "name": "win-1", "vcpus": 1, "memory_bytes": GiB, "guest_os": "windows",
+        "customization": {"content": answer, "key_values": {"admin_password": SYSPREP_SECRET}}}, format="json")
+    assert created.status_code == 202, created.json()
+    run_tasks()
+    return VM.objects.get(name="win-1")
+
+
+def test_sysprep_key_values_are_masked_below_operator(windows_vm, viewer, operator):
+    path = f"/api/v1/vms/{windows_vm.uuid}/customization/"
+    seen = client_for(viewer).get(path)
+    assert seen.status_code == 200
+    assert seen.json()["key_values"] == {"admin_password": "********"}
+    assert SYSPREP_SECRET not in seen.content.decode()
+    assert client_for(operator).get(path).json()["key_values"] == {"admin_password": SYSPREP_SECRET}
+
+
 def test_phone_home_url_is_one_time_and_needs_no_login(cluster, api, run_tasks, client, settings):
     settings.PUBLIC_URL = "http://10.0.0.1:8000"
     api.post("/api/v1/vms/", {"name": "web-1", "vcpus": 1, "memory_bytes": GiB, "power_on": True,

@@ -14,7 +14,7 @@ from customization import views
 from customization.models import CustomizationScript, VMCustomization
 from customization.services.lifecycle import CustomizationRequest
 from customization.urls import urlpatterns
-from tests.customization.conftest import CLOUD_CONFIG
+from tests.customization.conftest import CLOUD_CONFIG, UNATTEND
 
 LIBRARY = "/customization-scripts/"
 
@@ -184,6 +184,15 @@ def test_vm_panel_shows_status_files_and_the_guests_result(client, cluster, view
     plain = create_vm(name="plain")
     assert b"Created without customization" in client.get(f"/vms/{plain.uuid}/customization/panel/").content
     assert resolve(f"/vms/{vm.uuid}/customization/panel/").url_name == "customization-panel"
+
+
+def test_vm_panel_masks_key_values_below_operator(client, cluster, viewer, operator, create_vm):
+    vm = create_vm(CustomizationRequest(content=UNATTEND.replace("{{ org }}", "{{ admin_password }}"),
+                                        key_values={"admin_password": "Adm1n-Passw0rd!"}), guest_os="windows")
+    path = f"/vms/{vm.uuid}/customization/panel/"
+    as_viewer = logged_in(client, viewer).get(path).content.decode()
+    assert "admin_password" in as_viewer and "********" in as_viewer and "Adm1n-Passw0rd!" not in as_viewer
+    assert "Adm1n-Passw0rd!" in logged_in(Client(), operator).get(path).content.decode()
 
 
 def test_the_list_cell_shows_the_status_or_a_dash(cluster, create_vm):
