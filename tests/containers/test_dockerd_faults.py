@@ -11,7 +11,7 @@ import pytest
 from rest_framework.test import APIClient
 
 from containers.models import VolumeGroup, VolumeGroupAttachment
-from containers.services import docker_hosts
+from containers.services import docker_hosts, shares
 from tests.realparts import ROOT
 
 from .realdocker import IMAGE, ConsoleProxy, wait_until
@@ -72,7 +72,7 @@ def test_sizemb_as_the_platform_plugin_takes_it(plugin):
     plugin.docker.run("volume", "rm", "mbvol")
 
 
-def test_mount_of_a_group_attached_elsewhere_is_refused(plugin, cluster, actor, run_tasks):
+def test_mount_of_a_group_attached_elsewhere_is_refused(plugin, cluster, actor, run_tasks, docker_host):
     other, key = docker_hosts.register(actor, "dh-2")
     container = cluster.storage_containers.get()
     docker_hosts.hello(other, docker_version="", plugin_version="",
@@ -83,6 +83,7 @@ def test_mount_of_a_group_attached_elsewhere_is_refused(plugin, cluster, actor, 
                                                                       "attach": True}, format="json")
     assert created.json()["volume"]["attached_to"] == "Docker host dh-2"
     group = VolumeGroup.objects.get(docker_volume="busyvol")
+    shares.share(actor, group, docker_host)  # dh-2 made it; dh-1 may use it only once an Admin shares it
     done = run_with(plugin.docker, "busyvol", "true")
     assert done.returncode != 0 and "attached to Docker host dh-2: one writer at a time" in done.stderr
     assert "/volumes/busyvol" not in plugin.namespace.mounts()

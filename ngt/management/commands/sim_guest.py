@@ -53,13 +53,15 @@ def stop(process: subprocess.Popen) -> None:
 
 
 class MediaFollower(threading.Thread):
-    """The guest's view of its Guest Tools CD-ROM: `media/config` points at the files of the ISO in the
-    drive (swapped in one rename when another is mounted) and is gone while the drive is empty, as a disc the
-    agent scans every few seconds."""
+    """The guest's view of its Guest Tools CD-ROM: `media` is where the disc is mounted, a link swapped in one
+    rename to the files of the ISO in the drive (`discs/disc-NAME/config/`), or to an empty directory while
+    the drive is empty, as a disc the agent scans every few seconds. Only the mount point is a link: the
+    agent opens what is on the disc without following links, as on a real one."""
 
     def __init__(self, vm: VM, media: Path, interval: float = 2.0) -> None:
         super().__init__(daemon=True, name="media-follower")
         self.vm, self.media, self.interval = vm, media, interval
+        self.discs = media.with_name("discs")
         self.inserted = None
         self.stopped = threading.Event()
 
@@ -75,23 +77,21 @@ class MediaFollower(threading.Thread):
     def follow(self) -> None:
         cdrom = self.vm.cdroms.filter(purpose="guest-tools").exclude(iso_path="").first()
         inserted = cdrom.iso_path if cdrom is not None else None
-        if inserted == self.inserted:
+        if inserted == self.inserted and os.path.lexists(self.media):
             return
-        link = self.media / "config"
-        if inserted is None:
-            link.unlink(missing_ok=True)
-        else:
-            files = self.media / f"config-{Path(inserted).stem}"
+        disc = self.discs / (f"disc-{Path(inserted).stem}" if inserted else "empty")
+        disc.mkdir(parents=True, exist_ok=True)
+        if inserted is not None:
             try:
-                extract_config(Path(inserted), files)
+                extract_config(Path(inserted), disc / "config")
             except (OSError, pycdlib.pycdlibexception.PyCdlibException):
                 return  # ejected and deleted while read: the next round sees the empty drive
-            swap = self.media / ".config"
-            swap.unlink(missing_ok=True)
-            swap.symlink_to(files.name)
-            os.replace(swap, link)
-        for stale in self.media.glob("config-*"):
-            if inserted is None or stale.name != f"config-{Path(inserted).stem}":
+        swap = self.media.with_name(".media")
+        swap.unlink(missing_ok=True)
+        swap.symlink_to(disc)
+        os.replace(swap, self.media)
+        for stale in self.discs.glob("disc-*"):
+            if stale != disc:
                 shutil.rmtree(stale, ignore_errors=True)
         self.inserted = inserted
 
@@ -145,7 +145,9 @@ class Command(BaseCommand):
         if target is None:
             raise CommandError(f"no VM {vm}")
         guest = Path(settings.DATA_DIR) / "sim-guests" / str(target.uuid)
-        (guest / "media").mkdir(parents=True, exist_ok=True)
+        guest.mkdir(parents=True, exist_ok=True)
+        if (guest / "media").is_dir() and not (guest / "media").is_symlink():  # an older sim guest's drive
+            shutil.rmtree(guest / "media")
         follower = MediaFollower(target, guest / "media")
         follower.follow()  # the disc in the drive now, before the agent's first scan
         follower.start()
