@@ -180,11 +180,19 @@ class CloneSerializer(serializers.Serializer):
 class BulkSerializer(serializers.Serializer):
     action = serializers.CharField()
     uuids = serializers.ListField(child=serializers.UUIDField(), required=False, max_length=10_000)
-    filter = serializers.DictField(required=False, help_text="VM list filters, as in GET /api/v1/vms/ (search, ...)")
+    filter = serializers.DictField(required=False, help_text=(
+        "VM list filters, as in GET /api/v1/vms/ (search, power_state, host, cluster, is_template, guest_os, ...); "
+        "an unknown key is a 400"))
+    all = serializers.BooleanField(default=False, help_text="with an empty filter: yes, every VM")
+    confirm_count = serializers.IntegerField(required=False, min_value=0, help_text=(
+        "the number of VMs the action is meant for; refused if the selection holds another number, and needed "
+        "to delete more than 5 VMs"))
 
     def validate(self, attrs):
         if ("uuids" in attrs) == ("filter" in attrs):
             raise serializers.ValidationError({"uuids": "give either 'uuids' or 'filter', not both or neither"})
+        if attrs["all"] and "filter" not in attrs:
+            raise serializers.ValidationError({"all": "'all' goes with a filter"})
         return attrs
 
 

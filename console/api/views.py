@@ -202,11 +202,9 @@ class VMViewSet(ByUuid, mixins.ListModelMixin, mixins.RetrieveModelMixin, viewse
         if "uuids" in data:
             selected = VM.objects.filter(uuid__in=data["uuids"])
         else:
-            filterset = vm_filterset()(data=data["filter"], queryset=VM.objects.all())
-            if not filterset.is_valid():
-                raise ValidationError({"filter": filterset.errors})
-            selected = filterset.qs
-        return accepted(bulk.request_bulk(Actor.from_request(request), data["action"], selected))
+            selected = bulk.vms_matching(data["filter"], everything=data["all"])
+        return accepted(bulk.request_bulk(Actor.from_request(request), data["action"], selected,
+                                          confirm_count=data.get("confirm_count")))
 
 
 class TaskViewSet(ByUuid, mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.GenericViewSet):
