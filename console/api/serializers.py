@@ -1,7 +1,9 @@
 from django.contrib.auth.models import User
 from rest_framework import serializers
 
+from console.core import access
 from console.core.access import role_of
+from console.core.drivers import shown_uri
 from console.core.drivers.base import POWER_ACTIONS
 from console.core.errors import InvalidRequest
 from console.core.models import ApiToken, AuditEvent, Task
@@ -27,6 +29,14 @@ class HostSerializer(serializers.ModelSerializer):
     class Meta:
         model = Host
         fields = ["uuid", "name", "cluster", "address", "driver_uri", "cpus", "memory_bytes", "enabled", "queue"]
+        extra_kwargs = {"driver_uri": {"help_text": "in full for Admins; others read scheme, host and path"}}
+
+    def to_representation(self, host):
+        data = super().to_representation(host)
+        request = self.context.get("request")
+        if request is None or not access.has_role(request.user, access.ADMIN):
+            data["driver_uri"] = shown_uri(host.driver_uri)  # its query may name the console's key files
+        return data
 
 
 class StorageContainerSerializer(serializers.ModelSerializer):
