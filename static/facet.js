@@ -9,10 +9,10 @@
     var bulkList = form.getAttribute("data-confirm-actions");
     if (bulkList) {
       var action = form.querySelector("[name=action]").value;
-      if (bulkList.split(",").indexOf(action) >= 0) {
-        var scope = form.querySelector("[name=scope]:checked");
-        var count = scope && scope.value === "all" ? "every VM matching the filter" : countSelected(form) + " VMs";
-        question = action + " " + count + "?";
+      var scope = form.querySelector("[name=scope]:checked");
+      // A whole filter's scope is named by the server's confirmation page (count and names) instead.
+      if (bulkList.split(",").indexOf(action) >= 0 && !(scope && scope.value === "all")) {
+        question = action + " " + countSelected(form) + " selected?";
       }
     }
     if (question && !window.confirm(question)) event.preventDefault();

@@ -1,7 +1,9 @@
 from django.contrib.auth.models import User
 from rest_framework import serializers
 
+from console.core import access
 from console.core.access import role_of
+from console.core.drivers import shown_uri
 from console.core.drivers.base import POWER_ACTIONS
 from console.core.errors import InvalidRequest
 from console.core.models import ApiToken, AuditEvent, Task
@@ -27,6 +29,14 @@ class HostSerializer(serializers.ModelSerializer):
     class Meta:
         model = Host
         fields = ["uuid", "name", "cluster", "address", "driver_uri", "cpus", "memory_bytes", "enabled", "queue"]
+        extra_kwargs = {"driver_uri": {"help_text": "in full for Admins; others read scheme, host and path"}}
+
+    def to_representation(self, host):
+        data = super().to_representation(host)
+        request = self.context.get("request")
+        if request is None or not access.has_role(request.user, access.ADMIN):
+            data["driver_uri"] = shown_uri(host.driver_uri)  # its query may name the console's key files
+        return data
 
 
 class StorageContainerSerializer(serializers.ModelSerializer):
@@ -180,11 +190,19 @@ class CloneSerializer(serializers.Serializer):
 class BulkSerializer(serializers.Serializer):
     action = serializers.CharField()
     uuids = serializers.ListField(child=serializers.UUIDField(), required=False, max_length=10_000)
-    filter = serializers.DictField(required=False, help_text="VM list filters, as in GET /api/v1/vms/ (search, ...)")
+    filter = serializers.DictField(required=False, help_text=(
+        "VM list filters, as in GET /api/v1/vms/ (search, power_state, host, cluster, is_template, guest_os, ...); "
+        "an unknown key is a 400"))
+    all = serializers.BooleanField(default=False, help_text="with an empty filter: yes, every VM")
+    confirm_count = serializers.IntegerField(required=False, min_value=0, help_text=(
+        "the number of VMs the action is meant for; refused if the selection holds another number, and needed "
+        "to delete more than 5 VMs"))
 
     def validate(self, attrs):
         if ("uuids" in attrs) == ("filter" in attrs):
             raise serializers.ValidationError({"uuids": "give either 'uuids' or 'filter', not both or neither"})
+        if attrs["all"] and "filter" not in attrs:
+            raise serializers.ValidationError({"all": "'all' goes with a filter"})
         return attrs
 
 

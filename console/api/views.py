@@ -202,11 +202,9 @@ class VMViewSet(ByUuid, mixins.ListModelMixin, mixins.RetrieveModelMixin, viewse
         if "uuids" in data:
             selected = VM.objects.filter(uuid__in=data["uuids"])
         else:
-            filterset = vm_filterset()(data=data["filter"], queryset=VM.objects.all())
-            if not filterset.is_valid():
-                raise ValidationError({"filter": filterset.errors})
-            selected = filterset.qs
-        return accepted(bulk.request_bulk(Actor.from_request(request), data["action"], selected))
+            selected = bulk.vms_matching(data["filter"], everything=data["all"])
+        return accepted(bulk.request_bulk(Actor.from_request(request), data["action"], selected,
+                                          confirm_count=data.get("confirm_count")))
 
 
 class TaskViewSet(ByUuid, mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.GenericViewSet):
@@ -225,10 +223,7 @@ class TaskViewSet(ByUuid, mixins.ListModelMixin, mixins.RetrieveModelMixin, view
     @action(detail=True, methods=["post"])
     def rerun(self, request, uuid=None):
         """Run a failed task again; a bulk task reruns the children that did not succeed."""
-        task = self.get_object()
-        if task.status != Task.Status.FAILED:
-            raise ValidationError({"status": [f"only a failed task can be rerun; this one is {task.status}"]})
-        return accepted(rerun(task))
+        return accepted(rerun(Actor.from_request(request), self.get_object()))
 
 
 class AuditEventViewSet(mixins.ListModelMixin, viewsets.GenericViewSet):

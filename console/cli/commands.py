@@ -78,12 +78,16 @@ def bulk_body(fields: dict) -> dict:
     """`vm-ids=` becomes `uuids`; the filter keys become `filter`, as the list takes them."""
     body = dict(fields)
     action, uuids = body.pop("action"), body.pop("uuids", None)
+    everything, count = body.pop("all", False), body.pop("confirm_count", None)
+    confirm = {} if count is None else {"confirm_count": count}
     filter_names = ", ".join(k.name for k in VM_FILTERS)
-    if uuids is not None and body:
-        raise UsageError(f"vm-ids: give either vm-ids or filter keys ({filter_names}), not both")
-    if uuids is None and not body:
-        raise UsageError(f"say which VMs: vm-ids=UUID[,UUID] or filter keys ({filter_names})")
-    return {"action": action, "uuids": uuids} if uuids is not None else {"action": action, "filter": body}
+    if uuids is not None and (body or everything):
+        raise UsageError(f"vm-ids: give either vm-ids or filter keys ({filter_names}) or all=yes, not both")
+    if uuids is None and not body and not everything:
+        raise UsageError(f"say which VMs: vm-ids=UUID[,UUID], filter keys ({filter_names}), or all=yes")
+    if uuids is not None:
+        return {"action": action, "uuids": uuids, **confirm}
+    return {"action": action, "filter": body, **({"all": True} if everything else {}), **confirm}
 
 
 def inventory(path: str, id_key: str, what: str, columns: o.Table, filters: tuple[Key, ...] = ()) -> dict[str, Verb]:
@@ -149,7 +153,10 @@ NOUNS: dict[str, Noun] = {
             "apply an action to many VMs, chosen by uuid or by filter (one parent task, a child per VM)",
             "POST", "/vms/bulk/",
             required=(Key("action", "ACTION", f"{', '.join(POWER_ACTIONS)}, delete, ..."),),
-            optional=(Key("vm-ids", "UUID[,UUID]", "these VMs", v.listed(v.uuid_text), field="uuids"), *VM_FILTERS),
+            optional=(Key("vm-ids", "UUID[,UUID]", "these VMs", v.listed(v.uuid_text), field="uuids"), *VM_FILTERS,
+                      Key("all", "BOOL", "every VM and template (instead of vm-ids or filter keys)", v.boolean),
+                      Key("confirm-count", "N", "the number of VMs meant; needed to delete more than 5",
+                          v.integer(0))),
             shape=bulk_body),
         "insert-iso": task_verb("insert an ISO image into a CD-ROM", "POST", "/vms/{vm-id}/insert-iso/",
                                 required=(VM_ID, IMAGE_ISO), optional=(FREE_SLOT,)),

@@ -9,10 +9,10 @@ import contextlib
 import logging
 import threading
 import time
-import traceback
 import uuid
 from collections.abc import Callable, Iterator
 from datetime import timedelta
+from types import SimpleNamespace
 
 from celery import current_app
 from django.conf import settings
@@ -20,9 +20,10 @@ from django.db import connections, transaction
 from django.db.models import Count, Q
 from django.utils import timezone
 
+from . import audit
 from .actors import Actor
 from .drivers import DriverError
-from .errors import ServiceError
+from .errors import InvalidRequest, ServiceError
 from .models import Task
 from .registry import TaskKind, registry
 
@@ -46,7 +47,7 @@ class Progress:
         now = time.monotonic()
         if now - self._last_write >= 1.0:
             self._last_write = now
-            Task.objects.filter(pk=self.task.pk).update(
+            Task.objects.filter(pk=self.task.pk, status=Status.RUNNING, attempts=self.task.attempts).update(
                 percent=self.task.percent, message=self.task.message, heartbeat_at=timezone.now())
 
     def part(self, start: float, end: float, message: str | None = None) -> Callable[[float], None]:
@@ -143,19 +144,30 @@ def send_all(tasks) -> None:
 
 
 class Heartbeat(threading.Thread):
-    """Keeps `heartbeat_at` fresh while a run function works, even inside one long driver call."""
+    """Keeps `heartbeat_at` fresh while a run function works, even inside one long driver call. A beat the
+    database refuses (locked, restarted, a dropped connection) is logged and the next one tried on a new
+    connection: a heartbeat that ended for good would let the reaper hand the task to a second worker while
+    this one still runs it."""
 
-    def __init__(self, task_pk: int) -> None:
+    def __init__(self, task_pk: int, attempt: int) -> None:
         super().__init__(daemon=True, name=f"heartbeat-{task_pk}")
-        self.task_pk = task_pk
+        self.task_pk, self.attempt = task_pk, attempt
         self.stopped = threading.Event()
 
     def run(self) -> None:
         try:
             while not self.stopped.wait(settings.FACET_TASK_HEARTBEAT_SECONDS):
-                Task.objects.filter(pk=self.task_pk, status=Status.RUNNING).update(heartbeat_at=timezone.now())
+                self.beat()
         finally:
             connections.close_all()
+
+    def beat(self) -> None:
+        try:
+            Task.objects.filter(pk=self.task_pk, status=Status.RUNNING, attempts=self.attempt).update(
+                heartbeat_at=timezone.now())
+        except Exception:
+            log.warning("heartbeat of task %s missed; trying again", self.task_pk, exc_info=True)
+            connections.close_all()  # the next beat opens a fresh connection
 
     def stop(self) -> None:
         self.stopped.set()
@@ -185,42 +197,69 @@ def execute(task_uuid: str, attempt: int) -> None:
         log.info("dropping stale delivery of task %s (attempt %s)", task_uuid, attempt)
         return
     kind = registry.task_kinds[task.kind]
-    heartbeat = Heartbeat(task.pk)
+    heartbeat = Heartbeat(task.pk, task.attempts)
     heartbeat.start()
     try:
         message = kind.run(task, Progress(task))
     except (ServiceError, DriverError) as exc:
         fail(task, str(exc))
-    except Exception as exc:
-        log.exception("task %s (%s) failed", task.uuid, task.kind)
-        fail(task, f"{type(exc).__name__}: {exc}\n\n{traceback.format_exc()}")
+    except Exception:
+        fail(task, unexpected_error(f"task {task.uuid} ({task.kind}, attempt {task.attempts})"))
     else:
         finish(task, Status.SUCCEEDED, message=message or "Done")
     finally:
         heartbeat.stop()
 
 
+def unexpected_error(what: str) -> str:
+    """Log the exception being handled, traceback and all, under a new error id, and return the sentence
+    a task shows instead: its readers (Viewers among them) see no file paths, URIs or code."""
+    error_id = uuid.uuid4().hex[:12]
+    log.exception("%s failed unexpectedly; error id %s", what, error_id)
+    return f"The task stopped on an unexpected error; see the worker log, error id {error_id}."
+
+
+def still_running(task: Task) -> bool:
+    """Whether this attempt of the task is still the one running (not requeued, not ended by the reaper)."""
+    return Task.objects.filter(pk=task.pk, status=Status.RUNNING, attempts=task.attempts).exists()
+
+
 def fail(task: Task, error: str) -> None:
+    """End this attempt as failed, undoing its written intent first; an attempt that is no longer the
+    running one undoes nothing (its successor may be building on that intent)."""
+    if not still_running(task):
+        log.warning("task %s attempt %s is no longer running; its failure is dropped: %s",
+                    task.uuid, task.attempts, error)
+        return
     kind = registry.task_kinds.get(task.kind)
     if kind and kind.undo:
         try:
             kind.undo(task)
         except Exception:
-            log.exception("undoing task %s after its failure failed too", task.uuid)
-            error += "\n(cleanup after the failure also failed; see the worker log)"
+            error_id = uuid.uuid4().hex[:12]
+            log.exception("undoing task %s after its failure failed too; error id %s", task.uuid, error_id)
+            error += f"\n(Cleaning up after the failure failed too; see the worker log, error id {error_id}.)"
     finish(task, Status.FAILED, error=error)
 
 
-def finish(task: Task, status: str, message: str | None = None, error: str = "") -> None:
+def finish(task: Task, status: str, message: str | None = None, error: str = "") -> bool:
+    """End this attempt of the task. Written only while this attempt is the running one: False, and
+    nothing written, when the reaper requeued or ended it meanwhile (another worker may be running it)."""
+    fields = {"status": status, "finished_at": timezone.now(), "error": error}
+    if status == Status.SUCCEEDED:
+        fields["percent"] = 100
+    if message is not None:
+        fields["message"] = message[:255]
     with transaction.atomic():
-        task.status, task.finished_at, task.error = status, timezone.now(), error
-        if status == Status.SUCCEEDED:
-            task.percent = 100
-        if message is not None:
-            task.message = message[:255]
-        task.save(update_fields=["status", "finished_at", "error", "percent", "message"])
+        if not Task.objects.filter(pk=task.pk, status=Status.RUNNING, attempts=task.attempts).update(**fields):
+            log.warning("task %s attempt %s is no longer running; its end (%s) is dropped",
+                        task.uuid, task.attempts, status)
+            return False
+        for name, value in fields.items():
+            setattr(task, name, value)
         if task.parent_id:
             roll_up(task.parent_id)
+    return True
 
 
 def roll_up(parent_pk: int) -> None:
@@ -251,23 +290,40 @@ def start_bulk(parent: Task) -> None:
     roll_up(parent.pk)
 
 
-def rerun(task: Task) -> Task:
-    """Run an ended, failed task (or a bulk task's unfinished children) again; done work is skipped."""
-    children = list(task.children.exclude(status=Status.SUCCEEDED)) if task.children.exists() else [task]
+def rerun(actor: Actor, task: Task) -> Task:
+    """Run a failed task (or a bulk task's unfinished children) again, on behalf of `actor`, who becomes its
+    requester (the audit record keeps the first one); done work is skipped. Only a task still failed is
+    rerun: of two reruns at once, the second finds it queued and is refused."""
     with transaction.atomic():
-        for child in children:
-            _requeue(child, "rerun")
-        if task.children.exists():
-            roll_up(task.pk)
+        locked = Task.objects.select_for_update().get(pk=task.pk)
+        if locked.status != Status.FAILED:
+            raise InvalidRequest({"status": [f"only a failed task can be rerun; this one is {locked.status}"]})
+        first_requester = locked.created_by.username if locked.created_by else ""
+        children = list(locked.children.exclude(status=Status.SUCCEEDED))
+        attempt = locked.attempts if children else locked.attempts + 1
+        who = actor.user.get_username() if actor.user else "system"
+        for child in children or [locked]:
+            _requeue(child, f"rerun by {who}", [Status.FAILED, Status.CANCELLED], created_by=actor.user)
+        if children:
+            Task.objects.filter(pk=locked.pk).update(created_by=actor.user)
+            roll_up(locked.pk)
+        named = SimpleNamespace(uuid=locked.uuid, name=f"{locked.kind} {locked.entity_name}")
+        audit.record(actor, "task.rerun", named, entity_type="task", first_requested_by=first_requester,
+                     attempt=attempt, children_rerun=len(children))
+    task.refresh_from_db()
     return task
 
 
-def _requeue(task: Task, reason: str) -> None:
-    Task.objects.filter(pk=task.pk).update(
+def _requeue(task: Task, reason: str, statuses, **fields) -> bool:
+    """Queue the task's next attempt, if it is still in one of `statuses` at the attempt it had when read;
+    False when something else changed it first (a heartbeat came back, a worker ended it)."""
+    changed = Task.objects.filter(pk=task.pk, status__in=statuses, attempts=task.attempts).update(
         status=Status.QUEUED, attempts=task.attempts + 1, message=reason, error="", heartbeat_at=None,
-        finished_at=None)
-    task.refresh_from_db()
-    transaction.on_commit(lambda: send(task))
+        finished_at=None, celery_id="", **fields)
+    if changed:
+        task.refresh_from_db()
+        transaction.on_commit(lambda: send(task))
+    return bool(changed)
 
 
 def reap_stale() -> dict[str, int]:
@@ -280,9 +336,14 @@ def reap_stale() -> dict[str, int]:
     stale = Task.objects.filter(status=Status.RUNNING, heartbeat_at__lt=cutoff, children__isnull=True)
     for task in stale:
         with transaction.atomic():
+            # Locked and read again: a heartbeat that came back since the list was read keeps the task.
+            task = Task.objects.select_for_update().filter(
+                pk=task.pk, status=Status.RUNNING, attempts=task.attempts, heartbeat_at__lt=cutoff).first()
+            if task is None:
+                continue
             if task.attempts < settings.FACET_TASK_MAX_ATTEMPTS:
-                _requeue(task, f"requeued: worker lost (no heartbeat for {settings.FACET_TASK_STALE_SECONDS:.0f} s)")
-                requeued += 1
+                requeued += _requeue(task, f"requeued: worker lost (no heartbeat for "
+                                           f"{settings.FACET_TASK_STALE_SECONDS:.0f} s)", [Status.RUNNING])
             else:
                 fail(task, f"worker lost: no heartbeat for {settings.FACET_TASK_STALE_SECONDS:.0f} s, "
                            f"{task.attempts} attempts made")

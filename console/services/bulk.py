@@ -1,7 +1,11 @@
 """Bulk actions on many VMs: one parent task, a child per VM. The actions are `registry.bulk_actions`
 (the inventory's power actions and delete, other apps' own such as `guest-tools-mount`)."""
 
+from collections.abc import Mapping
+from typing import Any
+
 from django.db import transaction
+from django.db.models import QuerySet
 
 from console.core import audit
 from console.core.actors import Actor
@@ -11,6 +15,8 @@ from console.core.models import Task
 from console.core.registry import BulkAction, registry
 from console.core.tasks import create_task, end_at_once, sending_together, start_bulk
 
+from ..filtersets import vm_filterset
+from ..models import VM
 from .power import AlreadyDone, request_power
 from .vms import request_delete
 
@@ -28,19 +34,63 @@ def register_bulk_actions() -> None:
 
 
 MAX_BULK_VMS = 10_000
+FEW = 5  # a delete of more VMs than this needs their count confirmed
 
 
-def request_bulk(actor: Actor, action: str, vms) -> Task:
+def vms_matching(filters: Mapping[str, Any], *, everything: bool = False, among: QuerySet | None = None) -> QuerySet:
+    """The VMs a bulk action's filter names: exactly those the VM list shows with the same filter (of `among`,
+    all VMs by default: the API's list holds templates too, a page of the console one kind). A key the list
+    does not know is refused rather than ignored (ignored, `nmae=x` would reach every VM), and a filter
+    that is empty matches everything only when the caller says so (`everything`)."""
+    filterset_class = vm_filterset()
+    unknown = sorted(str(key) for key in filters if key not in filterset_class.base_filters)
+    if unknown:
+        known = ", ".join(filterset_class.base_filters)
+        raise InvalidRequest({"filter": [f"unknown filter key(s) {', '.join(unknown)}; use {known}"]})
+    for key, value in filters.items():
+        if not _plain(value) and not (isinstance(value, list) and all(_plain(item) for item in value)):
+            raise InvalidRequest({"filter": [f"{key}: give a text, number, true/false or a list of them"]})
+    if all(_empty(value) for value in filters.values()) and not everything:
+        raise InvalidRequest({"filter": ['an empty filter names every VM; send "all": true if that is meant']})
+    filterset = filterset_class(data=filters, queryset=VM.objects.all() if among is None else among)
+    if not filterset.is_valid():
+        raise InvalidRequest({"filter": [f"{key}: {' '.join(problems)}"
+                                         for key, problems in filterset.errors.items()]})
+    return filterset.qs
+
+
+def _plain(value: Any) -> bool:
+    return value is None or isinstance(value, str | int | float | bool)
+
+
+def _empty(value: Any) -> bool:
+    return value in (None, "") or (isinstance(value, list) and all(item in (None, "") for item in value))
+
+
+def needs_count(action: str, count: int) -> bool:
+    """Whether the caller must confirm the count: a delete of more than a few VMs."""
+    return action == "delete" and count > FEW
+
+
+def request_bulk(actor: Actor, action: str, vms: QuerySet, *, confirm_count: int | None = None) -> Task:
     """Apply `action` to every VM of the queryset. VMs that cannot take it get a failed child saying why,
-    VMs already there a succeeded one, so the parent tells the whole story."""
+    VMs already there a succeeded one, so the parent tells the whole story. `confirm_count` is the number
+    of VMs the caller was shown; when given it must still be the number, and a delete of more than FEW
+    VMs needs it."""
     if action not in registry.bulk_actions:
         known = ", ".join(registry.bulk_actions)
         raise InvalidRequest({"action": [f"unknown bulk action {action!r}; use one of {known}"]})
-    vms = list(vms.select_related("host", "cluster")[: MAX_BULK_VMS + 1])
+    vms = list(vms.select_related("host", "cluster").order_by("name", "id")[: MAX_BULK_VMS + 1])
     if not vms:
         raise InvalidRequest("no VM matches the selection")
     if len(vms) > MAX_BULK_VMS:
         raise InvalidRequest({"uuids": [f"at most {MAX_BULK_VMS} VMs in one bulk action"]})
+    if confirm_count is not None and confirm_count != len(vms):
+        raise InvalidRequest({"confirm_count": [
+            f"the selection holds {len(vms)} VMs, not {confirm_count}; look at it again"]})
+    if confirm_count is None and needs_count(action, len(vms)):
+        raise InvalidRequest({"confirm_count": [
+            f"this would {action} {len(vms)} VMs; to go ahead, send their number as confirm_count"]})
     with transaction.atomic(), sending_together():
         parent = create_task(actor, "vm.bulk", None, enqueue=False, params={"action": action, "count": len(vms)})
         parent.entity_name = f"{action} on {len(vms)} VMs"

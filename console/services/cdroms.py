@@ -23,7 +23,9 @@ OWNED_MEDIA = {
 
 
 def free_slot(vm: VM, purpose: str) -> CdRom:
-    """An empty CD-ROM of the VM; one is added when none is free and the VM is off."""
+    """An empty CD-ROM of the VM; one is added when none is free and the VM is off. Inside a transaction:
+    the VM's row is locked first, so that two requests for a slot of one VM take turns."""
+    VM.objects.select_for_update().filter(pk=vm.pk).first()
     empty = vm.cdroms.filter(iso_path="").order_by("slot").first()
     if empty is not None:
         return empty
@@ -37,9 +39,10 @@ def free_slot(vm: VM, purpose: str) -> CdRom:
 def request_insert(actor: Actor, vm: VM, image: Image, slot: int | None = None) -> Task:
     if image.kind != Image.Kind.ISO:
         raise InvalidRequest({"image": [f"{image.name} is a disk image, not an ISO"]})
-    if vm.power_state in BUSY_STATES:
-        raise Conflict({"vm": [f"VM {vm.name} is {vm.power_state}; wait for it to finish"]})
     with transaction.atomic():
+        vm = VM.objects.select_for_update().select_related("host").get(pk=vm.pk)  # checked again, locked
+        if vm.power_state in BUSY_STATES:
+            raise Conflict({"vm": [f"VM {vm.name} is {vm.power_state}; wait for it to finish"]})
         if slot is None:
             cdrom = free_slot(vm, CdRom.Purpose.IMAGE)
         else:
@@ -48,8 +51,10 @@ def request_insert(actor: Actor, vm: VM, image: Image, slot: int | None = None) 
                 raise InvalidRequest({"slot": [f"VM {vm.name} has no CD-ROM in slot {slot}"]})
             if cdrom.iso_path:
                 raise Conflict({"slot": [f"CD-ROM {slot} holds {Path(cdrom.iso_path).name}; eject it first"]})
-        cdrom.image, cdrom.iso_path, cdrom.purpose = image, str(image.path), CdRom.Purpose.IMAGE
-        cdrom.save()
+        # Taken only while still empty: a request that read the slot empty before another filled it is refused.
+        if not CdRom.objects.filter(pk=cdrom.pk, iso_path="").update(
+                image=image, iso_path=str(image.path), purpose=CdRom.Purpose.IMAGE):
+            raise Conflict({"slot": [f"another request took CD-ROM {cdrom.slot} of {vm.name} meanwhile; try again"]})
         task = create_task(actor, "vm.cdrom.insert", vm, queue=vm.host.queue, params={"slot": cdrom.slot})
         audit.record(actor, "vm.cdrom.insert", vm, image=image.name, slot=cdrom.slot, task=str(task.uuid))
     return task

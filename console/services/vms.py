@@ -199,6 +199,12 @@ def request_create_vm(actor: Actor, spec: VMSpec) -> Task:
     return task
 
 
+def locked_vm(vm: VM) -> VM:
+    """The VM read again under a row lock held until the transaction ends (PostgreSQL; SQLite's IMMEDIATE
+    transactions already hold the whole database's write lock): check-then-act on it inside."""
+    return VM.objects.select_for_update().select_related("host", "cluster").get(pk=vm.pk)
+
+
 def request_clone(actor: Actor, source: VM, name: str, *, host: Host | None = None, linked: bool = False,
                   power_on: bool = False, parent: Task | None = None, hostname: str = "",
                   options: dict[str, Any] | None = None) -> Task:
@@ -212,9 +218,12 @@ def request_clone(actor: Actor, source: VM, name: str, *, host: Host | None = No
                                      guest_os=source.guest_os, source=source), options or {})
     target_host = place(source.cluster, host or (source.host if source.host and source.host.enabled else None),
                         source.vcpus, source.memory_bytes)
-    disks = list(source.disks.select_related("container"))
     try:
         with transaction.atomic():
+            source = locked_vm(source)  # a delete of the source waits, or has marked it deleting: checked here
+            if source.power_state in (VM.PowerState.CREATING, VM.PowerState.DELETING):
+                raise Conflict({"vm": [f"VM {source.name} is {source.power_state}; wait for it to finish"]})
+            disks = list(source.disks.select_related("container"))
             vm = VM.objects.create(
                 cluster=source.cluster, name=name, host=target_host, vcpus=source.vcpus,
                 memory_bytes=source.memory_bytes, guest_os=source.guest_os, hostname=hostname or hostname_from(name),
@@ -330,14 +339,17 @@ def run_clone(task: Task, progress: Progress) -> str:
 
 
 def request_delete(actor: Actor, vm: VM, parent: Task | None = None) -> Task:
-    if vm.power_state in (VM.PowerState.CREATING, VM.PowerState.DELETING):
-        raise Conflict({"vm": [f"VM {vm.name} is {vm.power_state}; wait for it to finish"]})
-    file_names = vm.disks.values_list("file_name", flat=True)
-    dependents = VirtualDisk.objects.filter(~Q(vm=vm), backing_file__in=list(file_names))
-    if dependents.exists():
-        names = ", ".join(sorted({d.vm.name for d in dependents.select_related("vm")[:5]}))
-        raise Conflict({"vm": [f"the disks of {vm.name} back linked clones ({names}); delete those first"]})
     with transaction.atomic():
+        # Locked, then checked: a linked clone of this VM (which locks it too) either committed its disks
+        # before, and is found below, or waits and then finds the VM deleting.
+        vm = locked_vm(vm)
+        if vm.power_state in (VM.PowerState.CREATING, VM.PowerState.DELETING):
+            raise Conflict({"vm": [f"VM {vm.name} is {vm.power_state}; wait for it to finish"]})
+        file_names = vm.disks.values_list("file_name", flat=True)
+        dependents = VirtualDisk.objects.filter(~Q(vm=vm), backing_file__in=list(file_names))
+        if dependents.exists():
+            names = ", ".join(sorted({d.vm.name for d in dependents.select_related("vm")[:5]}))
+            raise Conflict({"vm": [f"the disks of {vm.name} back linked clones ({names}); delete those first"]})
         previous = vm.power_state
         VM.objects.filter(pk=vm.pk).update(power_state=VM.PowerState.DELETING)
         task = create_task(actor, "vm.delete", vm, queue=vm.host.queue if vm.host else "default", parent=parent,

@@ -1,6 +1,8 @@
 from django.db.models import Count, Q, Sum
 from django.shortcuts import render
 
+from console.core.access import ADMIN, has_role
+from console.core.drivers import shown_uri
 from console.core.models import Task
 from console.core.views import role_required
 
@@ -22,7 +24,10 @@ def dashboard(request):
         vcpus_used=Sum("vms__vcpus", filter=Q(vms__power_state__in=ACTIVE)),
         memory_used=Sum("vms__memory_bytes", filter=Q(vms__power_state__in=ACTIVE)),
     )
-    host_rows = [{"host": h, "vm_count": h.vm_count, "cpu": bar(h.vcpus_used or 0, h.cpus),
+    is_admin = has_role(request.user, ADMIN)
+    # A driver URI's query may name the console's key files: others read scheme, host and path.
+    host_rows = [{"host": h, "driver": h.driver_uri if is_admin else shown_uri(h.driver_uri),
+                  "vm_count": h.vm_count, "cpu": bar(h.vcpus_used or 0, h.cpus),
                   "memory": bar(h.memory_used or 0, h.memory_bytes)} for h in hosts]
     states = dict(VM.objects.filter(is_template=False).values_list("power_state").annotate(n=Count("id")))
     total = sum(states.values())

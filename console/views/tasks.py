@@ -5,9 +5,10 @@ from django.urls import reverse
 from django.views.decorators.http import require_POST
 
 from console.core.access import OPERATOR
+from console.core.errors import ServiceError
 from console.core.models import Task
 from console.core.tasks import rerun
-from console.core.views import paginate, query_without, role_required
+from console.core.views import actor, paginate, query_without, refuse, role_required
 
 from ..filtersets import TaskFilterSet
 
@@ -52,8 +53,11 @@ def running_indicator(request):
 @require_POST
 @role_required(OPERATOR)
 def task_rerun(request, uuid):
-    task = get_object_or_404(Task, uuid=uuid, status=Task.Status.FAILED)
-    rerun(task)
+    task = get_object_or_404(Task, uuid=uuid)
+    try:
+        rerun(actor(request), task)
+    except ServiceError as error:
+        return refuse(request, error, reverse("task-detail", args=[uuid]))
     return redirect(reverse("task-detail", args=[uuid]))
 
 

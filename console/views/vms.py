@@ -101,28 +101,68 @@ def template_list(request):
     return _vm_list(request, templates=True)
 
 
+LIST_KEYS = ("ordering", "page", "page_size")  # of the list's query string, but not filters
+SHOWN_NAMES = 10
+
+
 @require_POST
 @role_required(OPERATOR)
 def vm_bulk(request):
-    """Apply an action to the selected VMs, or to every VM matching the list's filter."""
-    back = request.POST.get("next") or reverse("vm-list")
-    if request.POST.get("scope") == "all":
-        filterset = vm_filterset()(QueryDict(request.POST.get("filter", "")), queryset=VM.objects.all())
-        if not filterset.is_valid():
-            messages.error(request, "The list's filter is not valid any more; apply it again.")
-            return redirect(back)
-        selected = filterset.qs
+    """Apply an action to the selected rows, or to every VM the list shows with its filter: of the list the
+    form came from (VMs or templates), never more. A whole filter, or a delete of more than a few VMs, is
+    first shown on a confirmation page (count, first names); a delete's count must be typed there."""
+    templates = request.POST.get("list") == "templates"
+    back = request.POST.get("next") or reverse("template-list" if templates else "vm-list")
+    action = request.POST.get("action", "")
+    scope = request.POST.get("scope")
+    what = "template" if templates else "VM"
+    if action not in dict(_bulk_menu(templates)):
+        messages.error(request, f"action: {action!r} is not a bulk action of the {what} list")
+        return redirect(back)
+    listed = VM.objects.filter(is_template=templates)
+    if scope == "all":
+        query = QueryDict(request.POST.get("filter", ""), mutable=True)
+        for key in LIST_KEYS:
+            query.pop(key, None)
+        try:
+            selected = bulk.vms_matching(query, everything=True, among=listed)
+        except ServiceError as error:
+            return refuse(request, error, back)
     else:
         uuids = [as_uuid(value) for value in request.POST.getlist("uuids")]
         if None in uuids:
             messages.error(request, "uuids: the selection holds something that is not a VM uuid")
             return redirect(back)
-        selected = VM.objects.filter(uuid__in=uuids)
+        selected = listed.filter(uuid__in=uuids)
+    count = selected.count()
+    if not count:
+        messages.error(request, f"No {what} matches the selection; nothing was done.")
+        return redirect(back)
+    if (scope == "all" or bulk.needs_count(action, count)) and not request.POST.get("confirmed"):
+        return _confirm_bulk(request, action, selected, count, templates, back)
     try:
-        task = bulk.request_bulk(actor(request), request.POST.get("action", ""), selected)
+        confirm_count = int(request.POST["confirm_count"]) if "confirm_count" in request.POST else None
+    except ValueError:
+        confirm_count = -1  # refused below as not the count
+    try:
+        task = bulk.request_bulk(actor(request), action, selected, confirm_count=confirm_count)
     except ServiceError as error:
-        return refuse(request, error, back)
+        return refuse(request, error, back, labels={"confirm_count": "Count"})
     return task_started(request, task, reverse("task-detail", args=[task.uuid]))
+
+
+def _confirm_bulk(request, action: str, selected, count: int, templates: bool, back: str):
+    """The page that names what a bulk action reaches before it is done."""
+    names = list(selected.order_by("name", "id").values_list("name", flat=True)[:SHOWN_NAMES])
+    label = dict(_bulk_menu(templates))[action]
+    noun = ("template" if templates else "VM") + ("" if count == 1 else "s")
+    button = f"{label[:1].upper()}{label[1:]} {count} {noun}"
+    return render(request, "console/vm_bulk_confirm.html", {
+        "title": f"{button}?", "button": button, "action": action, "count": count, "names": names,
+        "more": count - len(names), "noun": noun, "type_count": bulk.needs_count(action, count),
+        "destructive": action in destructive_actions(), "back": back,
+        "carried": [(key, value) for key in ("action", "scope", "filter", "list", "next", "uuids")
+                    for value in request.POST.getlist(key)]})
 
 
 @role_required()

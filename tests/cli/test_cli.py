@@ -343,6 +343,10 @@ def test_bulk_by_uuids_or_by_filter(world, facet):
     assert code == 2 and "say which VMs" in err
     code, _, err = facet("vm", "bulk", "action=power-on", f"vm-ids={world.web.uuid}", "search=web")
     assert code == 2 and "not both" in err
+    code, out, _ = facet("vm", "bulk", "action=power-on", "all=yes", "confirm-count=2", "--json")
+    assert code == 0 and json.loads(out)["entity"]["name"] == "power-on on 2 VMs"
+    code, _, err = facet("vm", "bulk", "action=power-on", "all=yes", "confirm-count=7")
+    assert code == 1 and "the selection holds 2 VMs, not 7" in err
 
 
 def test_task_get_and_list(world, facet):

@@ -210,6 +210,45 @@ def test_bulk_by_uuids_and_by_filter(api, cluster, actor, run_tasks):
     assert api.post("/api/v1/vms/bulk/", {"action": "fly", "filter": {}}, format="json").status_code == 400
 
 
+def test_a_bulk_filter_is_exactly_what_the_request_names(api, cluster, actor, run_tasks):
+    """`{"filter": {"nmae": "x"}}` powered off every VM (issue 14 item 2)."""
+    demo.seed(12)
+    on = set(VM.objects.filter(power_state="on").values_list("uuid", flat=True))
+    typo = api.post("/api/v1/vms/bulk/", {"action": "power-off", "filter": {"nmae": "x"}}, format="json")
+    assert typo.status_code == 400 and "unknown filter key(s) nmae" in typo.json()["filter"][0]
+    for empty in ({}, {"search": ""}, {"power_state": []}):
+        refused = api.post("/api/v1/vms/bulk/", {"action": "power-off", "filter": empty}, format="json")
+        assert refused.status_code == 400 and '"all": true' in refused.json()["filter"][0]
+    nested = api.post("/api/v1/vms/bulk/", {"action": "power-off", "filter": {"search": {"a": 1}}}, format="json")
+    assert nested.status_code == 400
+    assert not Task.objects.filter(kind="vm.bulk").exists()
+    assert set(VM.objects.filter(power_state="on").values_list("uuid", flat=True)) == on
+
+    everything = api.post("/api/v1/vms/bulk/", {"action": "power-off", "filter": {}, "all": True}, format="json")
+    assert everything.status_code == 202
+    assert everything.json()["entity"]["name"] == f"power-off on {VM.objects.count()} VMs"
+
+
+def test_a_bulk_delete_of_more_than_a_few_needs_the_count_echoed(api, cluster, actor, run_tasks):
+    demo.seed(12)
+    web = VM.objects.filter(is_template=False)
+    count = web.count()
+    assert count > 5
+    body = {"action": "delete", "filter": {"is_template": False}}
+    unconfirmed = api.post("/api/v1/vms/bulk/", body, format="json")
+    assert unconfirmed.status_code == 400
+    assert unconfirmed.json()["confirm_count"] == [
+        f"this would delete {count} VMs; to go ahead, send their number as confirm_count"]
+    wrong = api.post("/api/v1/vms/bulk/", {**body, "confirm_count": count + 1}, format="json")
+    assert wrong.status_code == 400 and f"holds {count} VMs, not {count + 1}" in wrong.json()["confirm_count"][0]
+    assert not Task.objects.filter(kind="vm.bulk").exists()
+    few = list(web.values_list("uuid", flat=True)[:5])
+    assert api.post("/api/v1/vms/bulk/", {"action": "delete", "uuids": [str(u) for u in few]},
+                    format="json").status_code == 202
+    confirmed = api.post("/api/v1/vms/bulk/", {**body, "confirm_count": count}, format="json")
+    assert confirmed.status_code == 202
+
+
 def test_tasks_list_and_filter(api, vm):
     body = api.get("/api/v1/tasks/", {"status": "succeeded", "parent": "none"}).json()
     assert body["count"] == 1 and body["results"][0]["entity"]["name"] == "web-1"
@@ -278,7 +317,7 @@ ENDPOINTS = [
     ("get", "/api/v1/audit/", None, "Viewer"),
     ("post", "/api/v1/vms/{vm}/power/", {"action": "power-on"}, "Operator"),
     ("post", "/api/v1/vms/{vm}/clone/", {"name": "c1"}, "Operator"),
-    ("post", "/api/v1/vms/bulk/", {"action": "power-on", "filter": {}}, "Operator"),
+    ("post", "/api/v1/vms/bulk/", {"action": "power-on", "filter": {}, "all": True}, "Operator"),
     ("delete", "/api/v1/vms/{vm}/", None, "Operator"),
     ("post", "/api/v1/networks/", {"name": "n2", "cluster": "{cluster}", "cidr": "10.1.0.0/24"}, "Admin"),
     ("post", "/api/v1/hosts/", {"name": "h9", "cluster": "{cluster}"}, "Admin"),

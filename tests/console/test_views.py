@@ -105,10 +105,68 @@ def test_bulk_action_on_selected_rows_and_on_the_whole_filter(client, cluster, o
     run_tasks()
     parent.refresh_from_db()
     assert parent.status == "succeeded" and parent.children.count() == len(off)
-    client.post("/vms/bulk/", {"action": "power-off", "scope": "all", "filter": "search=web"})
+    whole = {"action": "power-off", "scope": "all", "filter": "search=web", "list": "vms"}
+    confirm = client.post("/vms/bulk/", whole)
+    assert confirm.status_code == 200 and Task.objects.filter(kind="vm.bulk").count() == 1
+    client.post("/vms/bulk/", {**whole, "confirmed": "1", "confirm_count": confirm.context["count"]})
     assert Task.objects.filter(kind="vm.bulk").count() == 2
     web_vms = VM.objects.filter(name__contains="web").count()
     assert Task.objects.filter(kind="vm.bulk").first().children.count() == web_vms
+
+
+def test_a_bulk_action_reaches_only_the_kind_its_list_shows(client, cluster, operator):
+    """The Templates page's "All 0 matching the filter" + delete deleted a running VM (issue 14 item 2)."""
+    demo.seed(12)
+    client = logged_in(client, operator)
+    running = VM.objects.filter(is_template=False, power_state="on").order_by("name").first()
+    template = VM.objects.filter(is_template=True).order_by("name").first()
+    listed = client.get("/templates/", {"search": running.name}).content.decode()
+    assert "No templates match" in listed and 'value="all" disabled' in listed
+    response = client.post("/vms/bulk/", {"action": "delete", "scope": "all", "list": "templates",
+                                          "filter": f"search={running.name}", "confirmed": "1"}, follow=True)
+    assert "No template matches the selection; nothing was done." in response.content.decode()
+    # Selected rows of the other kind, or a whole filter, from the VMs page: templates stay out of reach.
+    client.post("/vms/bulk/", {"action": "delete", "scope": "selected", "list": "vms", "uuids": [template.uuid]})
+    confirm = client.post("/vms/bulk/", {"action": "power-on", "scope": "all", "list": "vms",
+                                         "filter": f"search={template.name}"}, follow=True)
+    assert "No VM matches the selection" in confirm.content.decode()
+    # An empty filter on Templates names the templates only; confirmed, it deletes them and no VM.
+    templates = VM.objects.filter(is_template=True).count()
+    confirm = client.post("/vms/bulk/", {"action": "delete", "scope": "all", "list": "templates", "filter": ""})
+    page = confirm.content.decode()
+    assert confirm.context["count"] == templates and f"Delete {templates} templates?" in page
+    assert template.name in page and running.name not in page and "to confirm" not in page
+    assert not Task.objects.filter(kind="vm.bulk").exists()
+    client.post("/vms/bulk/", {"action": "delete", "scope": "all", "list": "templates", "filter": "",
+                               "confirmed": "1", "confirm_count": str(templates)})
+    reached = Task.objects.get(kind="vm.bulk").children.values_list("entity_name", flat=True)
+    assert sorted(reached) == sorted(VM.objects.filter(is_template=True).values_list("name", flat=True))
+    running.refresh_from_db()
+    assert running.power_state == "on"
+    # The Templates list offers delete only, and refuses the others.
+    refused = client.post("/vms/bulk/", {"action": "power-off", "scope": "selected", "list": "templates",
+                                         "uuids": [running.uuid]}, follow=True)
+    assert "not a bulk action of the template list" in refused.content.decode()
+
+
+def test_a_bulk_delete_of_more_than_a_few_needs_the_count_typed(client, cluster, operator):
+    demo.seed(14)
+    client = logged_in(client, operator)
+    web = VM.objects.filter(is_template=False)
+    count = web.count()
+    assert count > 5
+    chosen = {"action": "delete", "scope": "selected", "list": "vms", "uuids": list(web.values_list("uuid", flat=True))}
+    confirm = client.post("/vms/bulk/", chosen)
+    page = confirm.content.decode()
+    assert f"Type {count} to confirm" in page and f"and {count - 10} more" in page
+    assert [name for name in confirm.context["names"]] == sorted(web.values_list("name", flat=True))[:10]
+    wrong = client.post("/vms/bulk/", {**chosen, "confirmed": "1", "confirm_count": "3"}, follow=True)
+    assert f"Count: the selection holds {count} VMs, not 3; look at it again" in wrong.content.decode()
+    missing = client.post("/vms/bulk/", {**chosen, "confirmed": "1"}, follow=True)
+    assert "send their number as confirm_count" in missing.content.decode()
+    assert not Task.objects.filter(kind="vm.bulk").exists()
+    client.post("/vms/bulk/", {**chosen, "confirmed": "1", "confirm_count": str(count)})
+    assert Task.objects.get(kind="vm.bulk").children.count() == count
 
 
 def test_create_form_shows_errors_beside_the_fields(client, cluster, operator):

@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 from playwright.sync_api import expect
 
+from console.core.models import Task
 from console.models import VM
 from console.services import demo
 from tests.conftest import make_user
@@ -133,3 +134,51 @@ def test_image_upload_shows_progress_then_the_hash_and_refuses_a_fake_iso(page, 
     expect(page.locator("#upload-progress")).to_have_attribute("aria-valuenow", "100")
     page.screenshot(path=screenshots / "images-upload.png", full_page=True)
     assert Image.objects.get(name="uploaded-iso").size_bytes == iso.stat().st_size
+
+
+def test_a_bulk_action_reaches_what_the_page_shows_and_names_it_first(page, seeded, celery_processes, screenshots):
+    """Issue 14 item 2: "No templates match" + "All 0 matching the filter" + delete deleted a running VM."""
+    celery_processes.worker()
+    log_in(page)
+    running = VM.objects.filter(power_state="on", is_template=False).order_by("name").first()
+    vms_before = VM.objects.filter(is_template=False).count()
+
+    # A search on Templates that matches only an ordinary VM: nothing to act on, the whole-filter scope is off.
+    page.goto("/templates/")
+    page.get_by_label("Search").fill(running.name)
+    page.get_by_role("button", name="Apply", exact=True).click()
+    expect(page.get_by_role("heading", name="No templates match")).to_be_visible()
+    expect(page.get_by_label("All 0 templates matching the filter")).to_be_disabled()
+    page.screenshot(path=screenshots / "bulk-templates-none.png", full_page=True)
+
+    # Every template, by the whole (empty) filter: a confirmation page names them, and them only.
+    page.goto("/templates/")
+    templates = sorted(VM.objects.filter(is_template=True).values_list("name", flat=True))
+    page.get_by_label(f"All {len(templates)} templates matching the filter").check()
+    page.get_by_label("Action", exact=True).select_option("delete")
+    page.get_by_role("button", name="Apply to templates").click()
+    expect(page.get_by_role("heading", name=f"Delete {len(templates)} templates?")).to_be_visible()
+    expect(page.locator("ul.names li")).to_have_text(templates)
+    page.screenshot(path=screenshots / "bulk-templates-confirm.png", full_page=True)
+    page.get_by_role("link", name="Cancel").click()
+    expect(page.get_by_role("heading", name="Templates")).to_be_visible()
+
+    # Every VM on the VMs page, deleted: the count must be typed; a wrong one is not taken.
+    page.goto("/vms/?page_size=100")
+    page.locator("#select-page").check()
+    page.get_by_label("Action", exact=True).select_option("delete")
+    page.once("dialog", lambda dialog: dialog.accept())
+    page.get_by_role("button", name="Apply to VMs").click()
+    expect(page.get_by_role("heading", name=f"Delete {vms_before} VMs?")).to_be_visible()
+    expect(page.get_by_text(f"and {vms_before - 10} more.")).to_be_visible()
+    page.get_by_label(f"Type {vms_before} to confirm").fill("3")
+    page.get_by_role("button", name=f"Delete {vms_before} VMs").click()
+    expect(page.get_by_role("heading", name=f"Delete {vms_before} VMs?")).to_be_visible()  # the browser held it
+    page.screenshot(path=screenshots / "bulk-delete-type-count.png", full_page=True)
+    assert not VM.objects.filter(power_state="deleting").exists()
+    page.get_by_label(f"Type {vms_before} to confirm").fill(str(vms_before))
+    page.get_by_role("button", name=f"Delete {vms_before} VMs").click()
+    expect(page.get_by_role("heading", name=f"Children {vms_before}")).to_be_visible()
+    page.screenshot(path=screenshots / "bulk-delete-task.png", full_page=True)
+    reached = Task.objects.get(kind="vm.bulk").children.values_list("entity_uuid", flat=True)
+    assert not VM.objects.filter(uuid__in=reached, is_template=True).exists() and len(reached) == vms_before

@@ -14,7 +14,7 @@ import libvirt
 from defusedxml.ElementTree import fromstring
 from django.conf import settings
 
-from . import files, libvirt_network, qemu_img
+from . import files, libvirt_network, qemu_img, shown_uri, without_uri_secrets
 from .base import POWER_TRANSITIONS, DriverError, ProgressCallback
 
 CHANNEL_NAME = "org.facet.guest_tools.0"
@@ -44,6 +44,11 @@ _domain_types: dict[str, str] = {}
 libvirt.registerErrorHandler(lambda _context, _error: None, None)
 
 
+def _message(exc: libvirt.libvirtError, uri: str) -> str:
+    """libvirt's message, with the URI (which may name key files) as anyone may read it."""
+    return without_uri_secrets(exc.get_error_message() or "", uri)
+
+
 def _connection(uri: str) -> libvirt.virConnect:
     """One connection per URI and process, reopened when libvirtd went away meanwhile."""
     with _lock:
@@ -52,7 +57,8 @@ def _connection(uri: str) -> libvirt.virConnect:
             try:
                 connection = libvirt.open(uri)
             except libvirt.libvirtError as exc:
-                raise DriverError(f"cannot connect to the hypervisor at {uri}: {exc.get_error_message()}") from None
+                raise DriverError(f"cannot connect to the hypervisor at {shown_uri(uri)}: "
+                                  f"{_message(exc, uri)}") from None
             _connections[uri] = connection
         return connection
 
@@ -135,8 +141,8 @@ def _libvirt_errors(method):
         try:
             return method(self, *args, **kwargs)
         except libvirt.libvirtError as exc:
-            raise DriverError(f"{method.__name__.replace('_', ' ')} failed on {self.uri}: "
-                              f"{exc.get_error_message()}") from None
+            raise DriverError(f"{method.__name__.replace('_', ' ')} failed on {shown_uri(self.uri)}: "
+                              f"{_message(exc, self.uri)}") from None
     return wrapper
 
 
@@ -153,7 +159,8 @@ class LibvirtDriver:
         try:
             return operation()
         except libvirt.libvirtError as exc:
-            raise DriverError(f"{what} of VM {vm.name} failed on {self.uri}: {exc.get_error_message()}") from None
+            raise DriverError(f"{what} of VM {vm.name} failed on {shown_uri(self.uri)}: "
+                              f"{_message(exc, self.uri)}") from None
 
     def _lookup(self, vm) -> libvirt.virDomain | None:
         try:
@@ -161,12 +168,13 @@ class LibvirtDriver:
         except libvirt.libvirtError as exc:
             if exc.get_error_code() == libvirt.VIR_ERR_NO_DOMAIN:
                 return None
-            raise DriverError(f"cannot look up VM {vm.name} on {self.uri}: {exc.get_error_message()}") from None
+            raise DriverError(f"cannot look up VM {vm.name} on {shown_uri(self.uri)}: "
+                              f"{_message(exc, self.uri)}") from None
 
     def _domain(self, vm) -> libvirt.virDomain:
         domain = self._lookup(vm)
         if domain is None:
-            raise DriverError(f"VM {vm.name} is not defined on the hypervisor {self.uri}")
+            raise DriverError(f"VM {vm.name} is not defined on the hypervisor {shown_uri(self.uri)}")
         return domain
 
     def _devices(self, domain: libvirt.virDomain):
@@ -280,7 +288,8 @@ class LibvirtDriver:
             domains = self.connection.listAllDomains(0)
             known = {domain.UUIDString(): self._state_of(domain) for domain in domains}
         except libvirt.libvirtError as exc:
-            raise DriverError(f"cannot list the domains on {self.uri}: {exc.get_error_message()}") from None
+            raise DriverError(f"cannot list the domains on {shown_uri(self.uri)}: "
+                              f"{_message(exc, self.uri)}") from None
         return {vm.uuid: known.get(str(vm.uuid), "unknown") for vm in vms}
 
     def create_disk(self, path: Path, size_bytes: int, disk_format: str = "raw") -> None:
