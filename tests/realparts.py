@@ -64,6 +64,8 @@ class Processes:
             "FACET_DATABASE_URL": f"sqlite:///{database['NAME']}",
             "FACET_REDIS_URL": self.redis_url,
             "FACET_DATA_DIR": str(settings.DATA_DIR),
+            # The test's own secret key (read before a test moved DATA_DIR), shared as one installation shares it.
+            "FACET_SECRET_KEY": settings.SECRET_KEY,
             "FACET_TASK_HEARTBEAT_SECONDS": "0.5",
             "FACET_TASK_STALE_SECONDS": "3",
             "FACET_REAP_INTERVAL_SECONDS": "1",
