@@ -11,7 +11,7 @@ from console.core.errors import Conflict, InvalidRequest, TooLarge
 from console.core.models import AuditEvent, SimDomain, Task
 from console.core.tasks import execute, reap_stale
 from console.models import VM, CdRom, Host, Image, Network, Nic
-from console.services import bulk, cdroms, images, power, vms
+from console.services import bulk, cdroms, hosts, images, power, vms
 
 GiB = 1024**3
 
@@ -304,7 +304,7 @@ def test_reaper_requeues_then_fails_and_undoes_a_silent_task(cluster, actor, set
 def test_reconcile_reads_power_state_back(cluster, actor, run_tasks):
     vm = create(actor, run_tasks, power_on=True)
     SimDomain.objects.filter(uuid=vm.uuid).update(power_state="off")  # the guest shut itself down
-    assert power.reconcile_power_states() == 1
+    assert hosts.reconcile_power_states() == 1
     vm.refresh_from_db()
     assert vm.power_state == "off"
 
