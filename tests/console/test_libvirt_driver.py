@@ -16,7 +16,8 @@ from console.core.drivers import DriverError, get_driver
 from console.core.drivers.libvirt_network import Carrier, NetworkMapError, parse_network_map
 from console.core.models import Task
 from console.models import VM, Host, Image, Network
-from console.services import hosts, power, vms
+from console.services import hosts as host_services
+from console.services import power, vms
 
 libvirt = pytest.importorskip("libvirt", reason="libvirt-python is not installed (make setup installs it)")
 from console.core.drivers.libvirt import CHANNEL_NAME, LibvirtDriver  # noqa: E402
@@ -169,7 +170,7 @@ def test_power_service_and_reconcile_read_the_domain(cluster, hosts, actor, run_
     assert vm.power_state == "on"
 
     get_driver(URI).power(vm, "power-off")  # behind the console's back
-    assert hosts.reconcile_power_states() == 1
+    assert host_services.reconcile_power_states() == 1
     vm.refresh_from_db()
     assert vm.power_state == "off"
 
