@@ -147,3 +147,32 @@ def test_the_reaper_hands_a_lost_tasks_undo_to_its_host(cluster, actor, sent, se
     task.refresh_from_db()
     assert task.status == "failed" and "worker lost" in task.error
     assert not VM.objects.exists()  # the undo ran
+
+
+def test_hosts_join_through_the_api_and_show_their_state(cluster, api, actor, run_tasks):
+    answer = api.post("/api/v1/hosts/", {"name": "host-3", "driver_uri": "qemu+tls://h3.example.net/system"},
+                      format="json")
+    assert answer.status_code == 201, answer.json()
+    assert (answer.json()["cluster"], answer.json()["state"]) == (str(cluster.uuid), "ready")
+    refused = api.post("/api/v1/hosts/", {"name": "host-4", "driver_uri": "xen:///"}, format="json")
+    assert refused.status_code == 400 and "driver_uri" in str(refused.json())
+    make_vm(actor, run_tasks, "web-1", "host-1")
+    host = Host.objects.get(name="host-1")
+    started = api.post(f"/api/v1/hosts/{host.uuid}/enter-maintenance/")
+    assert started.status_code == 202 and started.json()["kind"] == "host.maintenance"
+    assert api.get(f"/api/v1/hosts/{host.uuid}/").json()["state"] == "maintenance"
+    run_tasks()
+    assert api.post(f"/api/v1/hosts/{host.uuid}/leave-maintenance/").json()["state"] == "ready"
+
+
+def test_the_host_page_shows_capacity_vms_heartbeats_and_maintenance(cluster, client, admin, actor, run_tasks):
+    make_vm(actor, run_tasks, "web-1", "host-1", high_availability=True)
+    hosts.beat_workers(["host-1"])
+    client.force_login(admin)
+    host = Host.objects.get(name="host-1")
+    page = client.get(f"/hosts/{host.uuid}/").content.decode()
+    assert "web-1" in page and "sim://" in page and "ago (" in page and "Enter maintenance" in page
+    assert "1.0 GiB running of 16.0 GiB" in page or "1 GiB running of 16 GiB" in page
+    assert client.post(f"/hosts/{host.uuid}/maintenance/").status_code == 302
+    assert "Leave maintenance" in client.get(f"/hosts/{host.uuid}/").content.decode()
+    assert "host-1" in client.get("/hosts/").content.decode()
