@@ -363,3 +363,22 @@ def test_a_vm_from_a_qcow2_image_records_the_size_of_its_disk(cluster, hosts, ac
     assert disk.size_bytes == size
     info = image_info(disk.path)
     assert (info["format"], info["virtual-size"]) == ("raw", size)
+
+
+def test_a_stopped_vm_migrates_to_another_libvirt_with_its_definition(hosts, actor, run_tasks, tmp_path):
+    """No second libvirtd runs here: the target is a second instance of libvirt's test driver (a node of its
+    own, from an XML file), and the VM, off, moves by its definition (what a drain does with a stopped VM)."""
+    from console.services import hosts as host_services
+
+    node = tmp_path / "node.xml"
+    node.write_text("<node><cpu><mode>host-passthrough</mode></cpu></node>")
+    Host.objects.filter(name="host-2").update(driver_uri=f"test://{node}")
+    vm = create(actor, run_tasks, host=Host.objects.get(name="host-1"))
+    parent = host_services.request_enter_maintenance(actor, Host.objects.get(name="host-1"))
+    run_tasks()
+    parent.refresh_from_db()
+    assert parent.status == "succeeded", list(parent.children.values_list("error", flat=True))
+    vm.refresh_from_db()
+    assert vm.host.name == "host-2"
+    assert get_driver(f"test://{node}").state(vm) == "off"
+    assert get_driver(URI)._lookup(vm) is None
