@@ -56,7 +56,7 @@ def test_libvirt_uris_get_the_libvirt_driver(uri):
 
 
 def test_an_unknown_uri_names_the_known_ones():
-    with pytest.raises(DriverError, match=r"xen://.*known: sim://, qemu://, qemu\+ssh://, test://"):
+    with pytest.raises(DriverError, match=r"xen://.*known: sim://, qemu://, qemu\+ssh://, qemu\+tls://, test://"):
         get_driver("xen://")
 
 
