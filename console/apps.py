@@ -9,13 +9,13 @@ class ConsoleConfig(AppConfig):
 
     def ready(self) -> None:
         from .core.registry import NavItem, registry
-        from .services import bulk, cdroms, images, power, vms  # noqa: F401  (their task kinds)
+        from .services import bulk, cdroms, hosts, images, power, vms  # noqa: F401  (their task kinds)
 
         bulk.register_bulk_actions()
         for order, (label, url_name, icon) in enumerate([
             ("Dashboard", "dashboard", "grid"), ("VMs", "vm-list", "server"), ("Templates", "template-list", "copy"),
             ("Images", "image-list", "disc"), ("Networks", "network-list", "network"),
-            ("Storage", "storage-list", "database")]):
+            ("Storage", "storage-list", "database"), ("Hosts", "host-list", "server")]):
             registry.navigation.add(url_name, NavItem(label, url_name, icon, order=10 + order))
         for order, (label, url_name, icon) in enumerate([
             ("Tasks", "task-list", "activity"), ("Audit", "audit-list", "list"), ("Settings", "settings", "settings")]):

@@ -52,3 +52,38 @@ class FollowHosts(bootsteps.StartStopStep):
 
 
 app.steps["worker"].add(FollowHosts)
+
+
+class HostHeartbeat(bootsteps.StartStopStep):
+    """Writes, every FACET_HOST_HEARTBEAT_SECONDS, that this worker is alive for each host whose queue it
+    consumes: beat's host check marks a host whose worker fell silent unreachable."""
+
+    def __init__(self, worker, **options) -> None:
+        super().__init__(worker, **options)
+        self.stopped = threading.Event()
+
+    def start(self, worker) -> None:
+        threading.Thread(target=self.beat, name="host-heartbeat", daemon=True).start()
+
+    def stop(self, worker) -> None:
+        self.stopped.set()
+
+    def beat(self) -> None:
+        from django.conf import settings
+        from django.db import connections
+
+        from console.services.hosts import beat_workers
+
+        every = settings.FACET_HOST_HEARTBEAT_SECONDS
+        while True:
+            try:  # the queues added by --follow-hosts are in consume_from too
+                beat_workers([queue[len("host."):] for queue in app.amqp.queues.consume_from
+                              if queue.startswith("host.")])
+            except Exception:  # the database away for a moment: the next beat tries again
+                log.warning("could not write the hosts' worker heartbeat", exc_info=True)
+                connections.close_all()
+            if self.stopped.wait(every):
+                return
+
+
+app.steps["worker"].add(HostHeartbeat)

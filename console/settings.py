@@ -193,8 +193,19 @@ FACET_TASK_HEARTBEAT_SECONDS = float(os.environ.get("FACET_TASK_HEARTBEAT_SECOND
 FACET_TASK_STALE_SECONDS = float(os.environ.get("FACET_TASK_STALE_SECONDS", 60))
 FACET_TASK_MAX_ATTEMPTS = int(os.environ.get("FACET_TASK_MAX_ATTEMPTS", 3))
 FACET_REAP_INTERVAL_SECONDS = float(os.environ.get("FACET_REAP_INTERVAL_SECONDS", 15))
+# Hosts: each host's worker writes its heartbeat every FACET_HOST_HEARTBEAT_SECONDS; beat's host check (every
+# FACET_HOST_CHECK_SECONDS) marks a host unreachable once its worker was silent FACET_HOST_UNREACHABLE_SECONDS,
+# which fails its tasks with "host unreachable": 30 + 10 s at most, within a minute.
+FACET_HOST_HEARTBEAT_SECONDS = float(os.environ.get("FACET_HOST_HEARTBEAT_SECONDS", 5))
+FACET_HOST_UNREACHABLE_SECONDS = float(os.environ.get("FACET_HOST_UNREACHABLE_SECONDS", 30))
+FACET_HOST_CHECK_SECONDS = float(os.environ.get("FACET_HOST_CHECK_SECONDS", 10))
+# The interface the Guest Tools leader adds the cluster VIP to while it leads (empty: the VIP is already on
+# the machine, as on one machine's loopback), and the VIP's prefix length there.
+FACET_CLUSTER_VIP_INTERFACE = os.environ.get("FACET_CLUSTER_VIP_INTERFACE", "")
+FACET_CLUSTER_VIP_PREFIX = int(os.environ.get("FACET_CLUSTER_VIP_PREFIX", 32))
 CELERY_BEAT_SCHEDULE = {
     "reap-stale-tasks": {"task": "facet.tasks.reap", "schedule": FACET_REAP_INTERVAL_SECONDS},
+    "check-hosts": {"task": "facet.hosts.check", "schedule": FACET_HOST_CHECK_SECONDS},
     "reconcile-power-state": {"task": "facet.vms.reconcile", "schedule": 30.0},
     "sweep-tools-isos": {"task": "facet.ngt.sweep_tools_isos", "schedule": 600.0},
 }

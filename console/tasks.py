@@ -2,15 +2,20 @@
 
 from celery import shared_task
 
-from console.core.tasks import execute, reap_stale
+from console.core.tasks import execute, fail_here, reap_stale
 
-from .services import images
-from .services.power import reconcile_power_states
+from .services import hosts, images
 
 
 @shared_task(name="facet.task.run")
 def run_task(task_uuid: str, attempt: int) -> None:
     execute(task_uuid, attempt)
+
+
+@shared_task(name="facet.task.fail")
+def fail_task(task_uuid: str, attempt: int, error: str) -> None:
+    """The reaper's failure of a task whose worker was lost, with its undo, on the task's own queue."""
+    fail_here(task_uuid, attempt, error)
 
 
 @shared_task(name="facet.tasks.reap")
@@ -20,4 +25,14 @@ def reap() -> dict:
 
 @shared_task(name="facet.vms.reconcile")
 def reconcile() -> int:
-    return reconcile_power_states()
+    return hosts.reconcile_everywhere()
+
+
+@shared_task(name="facet.vms.reconcile_host")
+def reconcile_host(host_name: str) -> int:
+    return hosts.reconcile_host(host_name)
+
+
+@shared_task(name="facet.hosts.check")
+def check_hosts() -> dict:
+    return hosts.check_hosts()

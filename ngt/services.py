@@ -309,6 +309,14 @@ def forget_tools_iso(vm: VM) -> None:
         transaction.on_commit(lambda iso_path=iso_path: tools_iso.remove_iso(Path(iso_path)))
 
 
+def host_state_changed(host, old: str, new: str) -> None:
+    """The host hook: the guests of an unreachable host are gone with it, so their links show inactive now
+    (a TLS session to the VIP would only time out minutes later). An agent that still answers (its host was
+    cut off, not down) links again and shows active."""
+    if new == "unreachable":
+        GuestTools.objects.filter(vm__host=host, link_active=True).update(link_active=False)
+
+
 def release_tools_iso(vm: VM, serial: str) -> bool:
     """The agent has linked with `serial`: when that is the mounted ISO's certificate, the agent took its key
     and config, so the ISO is ejected and deleted (no private key stays on the host). Safe to repeat."""

@@ -10,6 +10,7 @@ from console.core.models import ApiToken, AuditEvent, Task
 from console.core.registry import registry
 
 from ..models import VM, CdRom, Cluster, Host, Image, Network, Nic, StorageContainer, VirtualDisk
+from ..services.hosts import check_driver_uri
 from ..services.networks import check_addressing
 
 
@@ -24,11 +25,14 @@ class ClusterSerializer(serializers.ModelSerializer):
 
 
 class HostSerializer(serializers.ModelSerializer):
-    cluster = by_uuid(Cluster.objects.all())
+    cluster = by_uuid(Cluster.objects.all(), required=False, help_text="Default: the first cluster")
+    state = serializers.CharField(read_only=True, help_text="ready, maintenance or unreachable")
 
     class Meta:
         model = Host
-        fields = ["uuid", "name", "cluster", "address", "driver_uri", "cpus", "memory_bytes", "enabled", "queue"]
+        fields = ["uuid", "name", "cluster", "address", "driver_uri", "cpus", "memory_bytes", "enabled", "queue",
+                  "state", "maintenance", "worker_seen_at", "guest_tools_seen_at", "unreachable_since"]
+        read_only_fields = ["maintenance", "worker_seen_at", "guest_tools_seen_at", "unreachable_since"]
         extra_kwargs = {"driver_uri": {"help_text": "in full for Admins; others read scheme, host and path"}}
 
     def to_representation(self, host):
@@ -37,6 +41,19 @@ class HostSerializer(serializers.ModelSerializer):
         if request is None or not access.has_role(request.user, access.ADMIN):
             data["driver_uri"] = shown_uri(host.driver_uri)  # its query may name the console's key files
         return data
+
+    def validate_driver_uri(self, value: str) -> str:
+        try:
+            return check_driver_uri(value)
+        except InvalidRequest as exc:
+            raise serializers.ValidationError(exc.errors["driver_uri"]) from None
+
+    def validate(self, attrs: dict) -> dict:
+        if self.instance is None and "cluster" not in attrs:
+            attrs["cluster"] = Cluster.objects.order_by("id").first()
+            if attrs["cluster"] is None:
+                raise serializers.ValidationError({"cluster": ["no cluster exists yet; create one first"]})
+        return attrs
 
 
 class StorageContainerSerializer(serializers.ModelSerializer):

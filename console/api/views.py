@@ -21,7 +21,7 @@ from console.core.tasks import rerun
 
 from ..filtersets import AuditEventFilterSet, TaskFilterSet, vm_filterset
 from ..models import VM, CdRom, Cluster, Host, Image, Network, Nic, StorageContainer, VirtualDisk
-from ..services import bulk, cdroms, images, power, vms
+from ..services import bulk, cdroms, hosts, images, power, vms
 from . import serializers as s
 from . import vm_list
 from .throttling import LoginThrottle
@@ -85,8 +85,20 @@ class HostViewSet(AuditedModelViewSet):
     queryset = Host.objects.select_related("cluster")
     serializer_class = s.HostSerializer
     write_role = ADMIN
-    filterset_fields = ["enabled"]
+    filterset_fields = ["enabled", "maintenance"]
     ordering_fields = ["name"]
+
+    @extend_schema(request=None, responses={202: s.TaskSerializer})
+    @action(detail=True, methods=["post"], url_path="enter-maintenance")
+    def enter_maintenance(self, request, uuid=None):
+        """No new VMs here from now on; every VM moves to a ready host (a task per VM under the answer's)."""
+        return accepted(hosts.request_enter_maintenance(Actor.from_request(request), self.get_object()))
+
+    @extend_schema(request=None, responses={200: s.HostSerializer})
+    @action(detail=True, methods=["post"], url_path="leave-maintenance")
+    def leave_maintenance(self, request, uuid=None):
+        host = hosts.leave_maintenance(Actor.from_request(request), self.get_object())
+        return Response(s.HostSerializer(host).data)
 
 
 class StorageContainerViewSet(AuditedModelViewSet):

@@ -184,11 +184,30 @@ NOUNS: dict[str, Noun] = {
         "revoke": Verb("revoke a token: it stops working at once", "POST", "/tokens/{token-id}/revoke/",
                        required=(Key("token-id", "UUID", "the token's uuid (see token list)", v.uuid_text),)),
     }),
-    "host": Noun("hypervisor hosts", inventory("/hosts/", "host-id", "host", o.table(
-        ("NAME", o.field("name")), ("UUID", o.field("uuid")), ("ADDRESS", o.field("address")),
-        ("DRIVER", o.field("driver_uri")), ("CPUS", o.field("cpus")), ("MEMORY", o.size("memory_bytes")),
-        ("ENABLED", o.flag("enabled"))),
-        filters=(Key("enabled", "BOOL", "true: enabled hosts only; false: disabled ones", v.boolean),))),
+    "host": Noun("hypervisor hosts", {
+        **inventory("/hosts/", "host-id", "host", o.table(
+            ("NAME", o.field("name")), ("UUID", o.field("uuid")), ("STATE", o.field("state")),
+            ("ADDRESS", o.field("address")), ("DRIVER", o.field("driver_uri")), ("CPUS", o.field("cpus")),
+            ("MEMORY", o.size("memory_bytes")), ("ENABLED", o.flag("enabled")),
+            ("WORKER-SEEN", o.when("worker_seen_at"))),
+            filters=(Key("enabled", "BOOL", "true: enabled hosts only; false: disabled ones", v.boolean),)),
+        "add": Verb("add a hypervisor host (its worker and Guest Tools Service instance run on it: "
+                    "docs/production.md)", "POST", "/hosts/",
+                    required=(Key("name", "NAME", "the host's name in Facet; its worker serves queue host.NAME"),
+                              Key("uri", "URI", "sim://, qemu:///system, qemu+ssh://HOST/system or "
+                                                "qemu+tls://HOST/system", field="driver_uri")),
+                    optional=(Key("address", "IP", "the address its Guest Tools Service instance listens on"),
+                              Key("cpus", "N", "CPUs VMs may use", v.integer(1)),
+                              Key("memory", "SIZE", "memory VMs may use, e.g. 256G", v.size, field="memory_bytes"),
+                              Key("cluster", "UUID", "the cluster (default: the first one)", v.uuid_text))),
+        "remove": Verb("remove a host that has no VMs", "DELETE", "/hosts/{host-id}/",
+                       required=(Key("host-id", "UUID", "the host's uuid", v.uuid_text),)),
+        "enter-maintenance": task_verb("move every VM off a host and place none there until it leaves maintenance",
+                                       "POST", "/hosts/{host-id}/enter-maintenance/",
+                                       required=(Key("host-id", "UUID", "the host's uuid", v.uuid_text),)),
+        "leave-maintenance": Verb("let a host take VMs again", "POST", "/hosts/{host-id}/leave-maintenance/",
+                                  required=(Key("host-id", "UUID", "the host's uuid", v.uuid_text),)),
+    }),
     "network": Noun("networks", inventory("/networks/", "network-id", "network", o.table(
         ("NAME", o.field("name")), ("UUID", o.field("uuid")), ("VLAN", o.field("vlan")), ("CIDR", o.field("cidr")),
         ("GATEWAY", o.field("gateway")),

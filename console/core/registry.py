@@ -121,6 +121,19 @@ class VMHooks:
 
 
 @dataclass(frozen=True)
+class HostHooks:
+    """What an app does when a host changes; every hook is optional.
+
+    - `state_changed(host, old, new)`: after a host's state (`ready`, `maintenance`, `unreachable`) changed.
+    - `vm_moved(vm, from_host)`: once a VM is defined on another host (moved off a host in maintenance, or
+      restarted after its host failed); `vm.host` is the new one.
+    """
+
+    state_changed: Callable[..., None] | None = None
+    vm_moved: Callable[..., None] | None = None
+
+
+@dataclass(frozen=True)
 class VMOption:
     """A part of the create and clone requests that an app owns (a customization script): the API field
     (`api_field()` makes a new serializer field, `from_api(value)` reads it), the fields `form` mixes into
@@ -179,6 +192,7 @@ class Registry:
     bulk_actions: Store = field(default_factory=lambda: Store("bulk action"))
     power_actions: Store = field(default_factory=lambda: Store("power action"))
     vm_hooks: Store = field(default_factory=lambda: Store("VM hooks of app"))
+    host_hooks: Store = field(default_factory=lambda: Store("host hooks of app"))
     vm_options: Store = field(default_factory=lambda: Store("VM option"))
     vm_panels: Store = field(default_factory=lambda: Store("VM panel"))
     vm_columns: Store = field(default_factory=lambda: Store("VM list column"))
@@ -192,6 +206,10 @@ class Registry:
     def hooks(self, name: str) -> list[Callable]:
         """The `name` hook of every app that has one, in registration order."""
         return [hook for hooks in self.vm_hooks.values() if (hook := getattr(hooks, name)) is not None]
+
+    def host_hooks_named(self, name: str) -> list[Callable]:
+        """The `name` host hook of every app that has one, in registration order."""
+        return [hook for hooks in self.host_hooks.values() if (hook := getattr(hooks, name)) is not None]
 
 
 registry = Registry()

@@ -326,6 +326,35 @@ def _requeue(task: Task, reason: str, statuses, **fields) -> bool:
     return bool(changed)
 
 
+def fail_where_it_ran(task: Task, error: str) -> None:
+    """Fail a task whose worker was lost. Its undo touches the VM's domain and files, so a task of a host's
+    queue is failed by that host's worker (`facet.task.fail`); until that worker answers, its heartbeat is
+    renewed here, so the reaper sends the failure again only if it is not done within the stale time. A
+    host that never answers is found by the host check, which fails its tasks without undo."""
+    kind = registry.task_kinds.get(task.kind)
+    if task.queue == "default" or kind is None or kind.undo is None:
+        fail(task, error)
+        return
+    Task.objects.filter(pk=task.pk).update(heartbeat_at=timezone.now(),
+                                           message=f"failing: undo sent to {task.queue}"[:255])
+    args = [str(task.uuid), task.attempts, error]
+
+    def hand_over() -> None:
+        try:
+            current_app.send_task("facet.task.fail", args=args, queue=task.queue)
+        except Exception:
+            log.exception("could not send the failure of task %s to %s; the reaper will retry", task.uuid,
+                          task.queue)
+    transaction.on_commit(hand_over)
+
+
+def fail_here(task_uuid: str, attempt: int, error: str) -> None:
+    """The worker of the task's queue fails it (with its undo), unless it ended or was requeued since."""
+    task = Task.objects.filter(uuid=task_uuid, status=Status.RUNNING, attempts=attempt).first()
+    if task is not None:
+        fail(task, error)
+
+
 def reap_stale() -> dict[str, int]:
     """Requeue (or, after the last attempt, fail) running tasks whose worker stopped beating.
 
@@ -345,8 +374,8 @@ def reap_stale() -> dict[str, int]:
                 requeued += _requeue(task, f"requeued: worker lost (no heartbeat for "
                                            f"{settings.FACET_TASK_STALE_SECONDS:.0f} s)", [Status.RUNNING])
             else:
-                fail(task, f"worker lost: no heartbeat for {settings.FACET_TASK_STALE_SECONDS:.0f} s, "
-                           f"{task.attempts} attempts made")
+                fail_where_it_ran(task, f"worker lost: no heartbeat for {settings.FACET_TASK_STALE_SECONDS:.0f} s, "
+                                        f"{task.attempts} attempts made")
                 failed += 1
     unsent = Task.objects.filter(status=Status.QUEUED, celery_id="", children__isnull=True,
                                  created_at__lt=timezone.now() - timedelta(seconds=UNSENT_GRACE_SECONDS))

@@ -42,6 +42,18 @@ class Host(models.Model):
     cpus = models.PositiveIntegerField(default=16, validators=[MinValueValidator(1)])
     memory_bytes = models.PositiveBigIntegerField(default=64 * 1024**3)
     enabled = models.BooleanField(default=True)
+    # In maintenance a host gets no new VM, and its VMs are moved away (console/services/hosts.py).
+    maintenance = models.BooleanField(default=False)
+    # Written every few seconds by the host's Celery worker and by its Guest Tools Service instance.
+    worker_seen_at = models.DateTimeField(null=True, blank=True)
+    guest_tools_seen_at = models.DateTimeField(null=True, blank=True)
+    # Set by the host check when the worker stopped answering; cleared when it answers again.
+    unreachable_since = models.DateTimeField(null=True, blank=True)
+
+    class State(models.TextChoices):
+        READY = "ready", "Ready"
+        MAINTENANCE = "maintenance", "Maintenance"
+        UNREACHABLE = "unreachable", "Unreachable"
 
     class Meta:
         ordering = ["name"]
@@ -53,6 +65,17 @@ class Host(models.Model):
     def queue(self) -> str:
         """The Celery queue whose worker runs on this host."""
         return f"host.{self.name}"
+
+    @property
+    def state(self) -> str:
+        if self.unreachable_since is not None:
+            return self.State.UNREACHABLE
+        return self.State.MAINTENANCE if self.maintenance else self.State.READY
+
+    @property
+    def takes_vms(self) -> bool:
+        """Whether new VMs (created, cloned, moved, restarted) may be placed here."""
+        return self.enabled and self.state == self.State.READY
 
 
 class StorageContainer(models.Model):
@@ -168,6 +191,10 @@ class VM(models.Model):
     is_template = models.BooleanField(default=False)
     parent = models.ForeignKey("self", null=True, blank=True, on_delete=models.SET_NULL, related_name="clones")
     source_image = models.ForeignKey(Image, null=True, blank=True, on_delete=models.SET_NULL)
+    # Restarted on another host when its host fails (console/services/hosts.py), where its disks are reachable.
+    high_availability = models.BooleanField(default=False)
+    # Why the VM is down or its state unknown, when Facet knows (its host failed); empty otherwise.
+    down_reason = models.CharField(max_length=255, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
 

@@ -1,4 +1,4 @@
-"""Power actions, and the reconcile that reads power state back from the hypervisors."""
+"""Power actions (the reconcile that reads power states back from the hypervisors is per host: hosts.py)."""
 
 from django.db import transaction
 
@@ -11,7 +11,7 @@ from console.core.models import Task
 from console.core.registry import registry
 from console.core.tasks import Progress, create_task, task_kind
 
-from ..models import VM, Host
+from ..models import VM
 from .vms import tell_powered
 
 BUSY_STATES = (VM.PowerState.CREATING, VM.PowerState.DELETING)
@@ -29,6 +29,8 @@ def check_power_action(vm: VM, action: str) -> None:
         raise Conflict({"action": [f"{vm.name} is a template; clone it to get a VM that can run"]})
     if vm.power_state in BUSY_STATES:
         raise Conflict({"action": [f"VM {vm.name} is {vm.power_state}; wait for it to finish"]})
+    if vm.host is not None and vm.host.unreachable_since is not None:
+        raise Conflict({"action": [f"host unreachable: host {vm.host.name} of VM {vm.name} does not answer"]})
     allowed, result = POWER_TRANSITIONS[action]
     if vm.power_state == result and action in ("power-on", "power-off", "shutdown"):
         raise AlreadyDone({"action": [f"VM {vm.name} is already {result}"]})
@@ -58,23 +60,3 @@ def run_power(task: Task, progress: Progress) -> str:
     VM.objects.filter(pk=vm.pk).update(power_state=state)
     tell_powered([(vm, state)])
     return f"{vm.name} is {state}"
-
-
-def reconcile_power_states() -> int:
-    """Bring the inventory's power states in line with what each hypervisor reports; returns changes."""
-    changed = 0
-    changed_vms: list[tuple[VM, str]] = []
-    for host in Host.objects.filter(enabled=True):
-        vms = list(host.vms.exclude(power_state__in=BUSY_STATES).only("id", "uuid", "name", "power_state", "host"))
-        if not vms:
-            continue
-        states = driver_for(vms[0]).states(vms)
-        for vm in vms:
-            actual = states.get(vm.uuid, VM.PowerState.UNKNOWN)
-            # Only rows nobody touched meanwhile change: the filter on the old state makes this safe.
-            if VM.objects.filter(pk=vm.pk, power_state=vm.power_state).exclude(
-                    power_state=actual).update(power_state=actual):
-                changed += 1
-                changed_vms.append((vm, actual))
-    tell_powered(changed_vms)  # e.g. a guest that shut itself down after its first boot
-    return changed

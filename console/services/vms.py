@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from django.db import IntegrityError, transaction
-from django.db.models import Q, Sum
+from django.db.models import Count, Q, Sum
 
 from console.core import audit
 from console.core.actors import Actor
@@ -79,26 +79,30 @@ def memory_in_use(host: Host) -> int:
 
 
 def place(cluster: Cluster, host: Host | None, vcpus: int, memory_bytes: int, field_name: str = "host") -> Host:
-    """The host a VM goes to: the one asked for, checked, or the enabled host with most free memory."""
+    """The host a VM goes to: the one asked for, checked, or the ready host with most free memory (of those,
+    the one with fewest VMs: VMs that are off use no memory, yet a host should not collect them all)."""
     if host is not None:
         if host.cluster_id != cluster.id:
             raise InvalidRequest({field_name: [f"host {host.name} is not in cluster {cluster.name}"]})
         if not host.enabled:
             raise Conflict({field_name: [f"host {host.name} is disabled"]})
+        if not host.takes_vms:
+            raise Conflict({field_name: [f"host {host.name} is {host.state}: it takes no new VMs"]})
         if memory_bytes > host.memory_bytes:
             raise InvalidRequest({"memory_bytes": [
                 f"{iec(memory_bytes)} is more than host {host.name} has ({iec(host.memory_bytes)})"]})
         if vcpus > host.cpus:
             raise InvalidRequest({"vcpus": [f"{vcpus} vCPUs is more than host {host.name} has ({host.cpus})"]})
         return host
-    enabled = list(cluster.hosts.filter(enabled=True))
+    enabled = list(cluster.hosts.filter(enabled=True, maintenance=False, unreachable_since__isnull=True)
+                   .annotate(vm_count=Count("vms")))
     if not any(h.cpus >= vcpus for h in enabled):
-        raise InvalidRequest({"vcpus": [f"no enabled host of cluster {cluster.name} has {vcpus} CPUs"]})
+        raise InvalidRequest({"vcpus": [f"no ready host of cluster {cluster.name} has {vcpus} CPUs"]})
     hosts = [h for h in enabled if h.memory_bytes >= memory_bytes and h.cpus >= vcpus]
     if not hosts:
         raise InvalidRequest({"memory_bytes": [
-            f"no enabled host of cluster {cluster.name} with {vcpus} CPUs has {iec(memory_bytes)} of memory"]})
-    return max(hosts, key=lambda h: h.memory_bytes - memory_in_use(h))
+            f"no ready host of cluster {cluster.name} with {vcpus} CPUs has {iec(memory_bytes)} of memory"]})
+    return max(hosts, key=lambda h: (h.memory_bytes - memory_in_use(h), -h.vm_count))
 
 
 def _validate_spec(spec: VMSpec) -> None:
@@ -216,7 +220,7 @@ def request_clone(actor: Actor, source: VM, name: str, *, host: Host | None = No
         check_field(hostname_validator, hostname, "hostname")
     checked = check_with_hooks(NewVM(cluster=source.cluster, name=name, hostname=hostname,
                                      guest_os=source.guest_os, source=source), options or {})
-    target_host = place(source.cluster, host or (source.host if source.host and source.host.enabled else None),
+    target_host = place(source.cluster, host or (source.host if source.host and source.host.takes_vms else None),
                         source.vcpus, source.memory_bytes)
     try:
         with transaction.atomic():

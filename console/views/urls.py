@@ -2,7 +2,7 @@ from django.contrib.auth import views as auth_views
 from django.urls import path
 
 from ..forms.login import LoginForm
-from . import access, dashboard, inventory, tasks, vms
+from . import access, dashboard, hosts, inventory, tasks, vms
 
 UUID = "<uuid:uuid>"
 
@@ -26,6 +26,9 @@ urlpatterns = [
     path("networks/", inventory.network_list, name="network-list"),
     path("networks/new/", inventory.network_create, name="network-create"),
     path("storage/", inventory.storage_list, name="storage-list"),
+    path("hosts/", hosts.host_list, name="host-list"),
+    path(f"hosts/{UUID}/", hosts.host_detail, name="host-detail"),
+    path(f"hosts/{UUID}/maintenance/", hosts.host_maintenance, name="host-maintenance"),
     path("tasks/", tasks.task_list, name="task-list"),
     path("tasks/running/", tasks.running_indicator, name="task-running"),
     path(f"tasks/{UUID}/", tasks.task_detail, name="task-detail"),

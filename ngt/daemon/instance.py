@@ -11,6 +11,7 @@ import json
 import logging
 import os
 import ssl
+import time
 from asyncio import sslproto
 from pathlib import Path
 
@@ -19,6 +20,7 @@ from django.conf import settings
 
 from console.core.drivers import DriverError, driver_for
 from console.models import Host
+from console.services.hosts import beat_guest_tools
 from ngt import authority
 
 from . import commands, guest_state, wire
@@ -27,6 +29,7 @@ from .gate import ConnectionGate
 from .leader import Leader
 from .link import LEADER_PORT, LINK_LINE, LeaderLink, serve_link
 from .proxy import AGENT_PORT, Proxy, agent_context
+from .vip import FloatingAddress
 
 log = logging.getLogger("ngt.daemon")
 LEASE_SECONDS, RENEW_EVERY = 5, 1.0
@@ -36,6 +39,10 @@ RENEW = "if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('pexpir
 # means more reads for a long line, and the service never reads long lines.
 TLS_READ_BUFFER = 16 * 1024
 PROBE_SECONDS = 2.0
+# A Redis call that has not answered by then fails: a leader whose renewals hang steps down (and drops the
+# VIP) long before its lease can pass to another instance.
+REDIS_TIMEOUT = 1.5
+HEARTBEAT_EVERY = 5.0  # the host page's "Guest Tools Service seen"
 
 
 class AddressTaken(SystemExit):
@@ -56,7 +63,8 @@ def write_identity(host: Host, vip: str, address: str, directory: Path) -> tuple
 
 
 class Instance:
-    def __init__(self, host: Host, address: str, vip: str, redis_url: str, directory: Path) -> None:
+    def __init__(self, host: Host, address: str, vip: str, redis_url: str, directory: Path,
+                 floating: FloatingAddress | None = None) -> None:
         self.host_name, self.address, self.vip, self.redis_url = host.name, address, vip, redis_url
         certificate, key, ca_pem = write_identity(host, vip, address, directory)
         self.agent_context = agent_context(certificate, key, ca_pem)
@@ -71,14 +79,20 @@ class Instance:
         self.leader_address: str | None = None
         self.leader_servers: list[asyncio.Server] = []
         self.link: LeaderLink | None = None
+        self.floating = floating  # None: the VIP is on this machine already (one machine's loopback)
+        self.renewed_at = 0.0
+        self.beaten_at = 0.0
 
     async def run(self) -> None:
         sslproto.SSLProtocol.max_size = TLS_READ_BUFFER
         # What Django and the modules made at start lives as long as the process: out of the collector's
         # sight, a full collection (a pause of the loop) walks only the sessions' objects.
         gc.freeze()
-        self.redis = aioredis.from_url(self.redis_url, decode_responses=True)
+        self.redis = aioredis.from_url(self.redis_url, decode_responses=True, socket_timeout=REDIS_TIMEOUT,
+                                       socket_connect_timeout=REDIS_TIMEOUT)
         self.linking = asyncio.Lock()
+        if self.floating is not None:
+            await self.floating.remove()  # left here by a killed instance of this host: not ours until elected
         await self.refuse_a_second_service()
         try:
             await asyncio.start_server(self.gate.listener(self.agent_context, self.proxy.accept_tls), self.address,
@@ -93,7 +107,18 @@ class Instance:
         asyncio.ensure_future(self.proxy.watch_channels())
         while True:
             await self.elect()
+            await self.beat()
             await asyncio.sleep(RENEW_EVERY)
+
+    async def beat(self) -> None:
+        """The host page shows when this instance last said it runs."""
+        if time.monotonic() - self.beaten_at < HEARTBEAT_EVERY:
+            return
+        try:
+            await asyncio.to_thread(beat_guest_tools, self.host_name)
+            self.beaten_at = time.monotonic()
+        except Exception as exc:  # the database away for a moment: the next round tries again
+            log.warning("could not write this instance's heartbeat: %s", exc)
 
     async def refuse_a_second_service(self) -> None:
         """Nobody of this installation leads (no lease in its Redis), yet the cluster address answers: another
@@ -116,9 +141,15 @@ class Instance:
             self.leader_address = json.loads(location)["address"] if location else None
             if self.leader is None:
                 if await self.redis.set(commands.LEASE_KEY, self.holder, nx=True, ex=LEASE_SECONDS):
+                    self.renewed_at = time.monotonic()
                     await self.lead()
+            elif time.monotonic() - self.renewed_at > LEASE_SECONDS / 2:
+                # This loop was held up (or Redis answered too slowly): the lease may be someone else's soon.
+                self.step_down(f"the lease was last renewed {time.monotonic() - self.renewed_at:.1f} s ago")
             elif not await self.redis.eval(RENEW, 1, commands.LEASE_KEY, self.holder, LEASE_SECONDS * 1000):
                 self.step_down("the lease is held by another instance")
+            else:
+                self.renewed_at = time.monotonic()
         except (OSError, aioredis.RedisError) as exc:
             if self.leader is not None:
                 self.step_down(f"Redis is unreachable ({exc})")
@@ -128,6 +159,8 @@ class Instance:
         if self.link is not None:
             self.link.close()  # its sessions were with the leader that went away
         try:
+            if self.floating is not None:
+                await self.floating.add()
             self.leader_servers = [
                 await asyncio.start_server(
                     self.gate.listener(self.peer_server_context,
@@ -150,6 +183,8 @@ class Instance:
         for server in self.leader_servers:
             server.close()
         self.leader_servers = []
+        if self.floating is not None:
+            self.floating.remove_now()
         if self.leader is not None:
             self.leader.stop()
         self.leader = None
@@ -189,4 +224,11 @@ def instance_for(host_name: str, address: str = "", vip: str = "") -> Instance:
     host = Host.objects.select_related("cluster").get(name=host_name)
     vip = vip or host.cluster.virtual_ip or settings.CLUSTER_VIP
     return Instance(host, address or host.address or "127.0.0.1", vip, settings.REDIS_URL,
-                    Path(settings.DATA_DIR) / "guest-tools-service" / host_name)
+                    Path(settings.DATA_DIR) / "guest-tools-service" / host_name, floating_address(vip))
+
+
+def floating_address(vip: str) -> FloatingAddress | None:
+    """The VIP this instance adds to its interface while it leads, when FACET_CLUSTER_VIP_INTERFACE names one."""
+    if not settings.FACET_CLUSTER_VIP_INTERFACE:
+        return None
+    return FloatingAddress(vip, settings.FACET_CLUSTER_VIP_INTERFACE, settings.FACET_CLUSTER_VIP_PREFIX)

@@ -16,6 +16,7 @@ from console.core.drivers import DriverError, get_driver
 from console.core.drivers.libvirt_network import Carrier, NetworkMapError, parse_network_map
 from console.core.models import Task
 from console.models import VM, Host, Image, Network
+from console.services import hosts as host_services
 from console.services import power, vms
 
 libvirt = pytest.importorskip("libvirt", reason="libvirt-python is not installed (make setup installs it)")
@@ -55,7 +56,7 @@ def test_libvirt_uris_get_the_libvirt_driver(uri):
 
 
 def test_an_unknown_uri_names_the_known_ones():
-    with pytest.raises(DriverError, match=r"xen://.*known: sim://, qemu://, qemu\+ssh://, test://"):
+    with pytest.raises(DriverError, match=r"xen://.*known: sim://, qemu://, qemu\+ssh://, qemu\+tls://, test://"):
         get_driver("xen://")
 
 
@@ -169,7 +170,7 @@ def test_power_service_and_reconcile_read_the_domain(cluster, hosts, actor, run_
     assert vm.power_state == "on"
 
     get_driver(URI).power(vm, "power-off")  # behind the console's back
-    assert power.reconcile_power_states() == 1
+    assert host_services.reconcile_power_states() == 1
     vm.refresh_from_db()
     assert vm.power_state == "off"
 
@@ -362,3 +363,22 @@ def test_a_vm_from_a_qcow2_image_records_the_size_of_its_disk(cluster, hosts, ac
     assert disk.size_bytes == size
     info = image_info(disk.path)
     assert (info["format"], info["virtual-size"]) == ("raw", size)
+
+
+def test_a_stopped_vm_migrates_to_another_libvirt_with_its_definition(hosts, actor, run_tasks, tmp_path):
+    """No second libvirtd runs here: the target is a second instance of libvirt's test driver (a node of its
+    own, from an XML file), and the VM, off, moves by its definition (what a drain does with a stopped VM)."""
+    from console.services import hosts as host_services
+
+    node = tmp_path / "node.xml"
+    node.write_text("<node><cpu><mode>host-passthrough</mode></cpu></node>")
+    Host.objects.filter(name="host-2").update(driver_uri=f"test://{node}")
+    vm = create(actor, run_tasks, host=Host.objects.get(name="host-1"))
+    parent = host_services.request_enter_maintenance(actor, Host.objects.get(name="host-1"))
+    run_tasks()
+    parent.refresh_from_db()
+    assert parent.status == "succeeded", list(parent.children.values_list("error", flat=True))
+    vm.refresh_from_db()
+    assert vm.host.name == "host-2"
+    assert get_driver(f"test://{node}").state(vm) == "off"
+    assert get_driver(URI)._lookup(vm) is None

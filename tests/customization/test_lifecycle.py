@@ -12,7 +12,7 @@ import pytest
 from console.core.errors import InvalidRequest, TooLarge
 from console.core.models import SimDomain, Task
 from console.models import VM, CdRom, Image, Network
-from console.services import power, vms
+from console.services import hosts, power, vms
 from customization.models import CustomizationScript, VMCustomization
 from customization.services import lifecycle
 from customization.services.lifecycle import CustomizationRequest
@@ -88,7 +88,7 @@ def test_power_off_without_a_report_ends_as_unknown_and_removes_the_media(cluste
 def test_a_guest_that_shuts_itself_down_is_seen_by_the_reconcile(cluster, actor, run_tasks, create_vm):
     vm = create_vm(CustomizationRequest(content=CLOUD_CONFIG), power_on=True)
     SimDomain.objects.filter(uuid=vm.uuid).update(power_state="off")
-    assert power.reconcile_power_states() == 1
+    assert hosts.reconcile_power_states() == 1
     assert VMCustomization.objects.get(vm=vm).status == Status.UNKNOWN
     run_tasks()  # the removal runs as a task on the VM's host
     assert VMCustomization.objects.get(vm=vm).iso_path == "" and SimDomain.objects.get(uuid=vm.uuid).cdroms == {}

@@ -119,6 +119,7 @@ def test_a_docker_host_vm_keeps_a_volume_between_containers_through_hot_plug(
     image = cluster_image(qemu_cluster, ensure_guest_image(DOCKER_HOST), "debian-docker")
     network = Network.objects.create(cluster=qemu_cluster, name="lan", cidr="10.0.2.0/24")  # no mapping: user mode
     settings.GUEST_CONSOLE_URL = live_server.url.replace("localhost", SLIRP_HOST).replace("127.0.0.1", SLIRP_HOST)
+    settings.ALLOWED_HOSTS = [*settings.ALLOWED_HOSTS, SLIRP_HOST]  # as FACET_GUEST_CONSOLE_URL's host is by default
     monkeypatch.setattr(docker_host_user_data, "render", with_guest_script(docker_host_user_data.render))
     celery_processes.worker()
 

@@ -1,5 +1,5 @@
 """Hypervisor drivers. A Host's driver URI picks one: `sim://` (embedded default), or libvirt for
-`qemu:///system`, `qemu+ssh://HOST/system` and libvirt's own `test:///default`."""
+`qemu:///system`, `qemu+ssh://HOST/system`, `qemu+tls://HOST/system` and libvirt's own `test:///default`."""
 
 from urllib.parse import parse_qsl, urlsplit
 
@@ -8,7 +8,7 @@ from .base import Driver, DriverError, ProgressCallback
 
 __all__ = ["Driver", "DriverError", "ProgressCallback", "driver_for", "get_driver", "shown_uri"]
 
-LIBVIRT_SCHEMES = ("qemu", "qemu+ssh", "test")
+LIBVIRT_SCHEMES = ("qemu", "qemu+ssh", "qemu+tls", "test")
 
 
 def shown_uri(uri: str) -> str:

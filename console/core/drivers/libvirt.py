@@ -243,6 +243,27 @@ class LibvirtDriver:
         self._call("undefining the domain", vm, lambda: domain.undefineFlags(
             libvirt.VIR_DOMAIN_UNDEFINE_MANAGED_SAVE | libvirt.VIR_DOMAIN_UNDEFINE_SNAPSHOTS_METADATA))
 
+    @_libvirt_errors
+    def migrate(self, vm, target) -> None:
+        """A running domain is migrated live to the target's libvirtd, which takes its definition, over the
+        disks' shared storage (the storage container is mounted alike on every host); a domain that is off is
+        defined there and undefined here. `target.driver_uri` must reach the target's libvirtd from this host
+        (qemu+ssh:// or qemu+tls://)."""
+        domain = self._lookup(vm)
+        if domain is None:
+            return  # moved by an earlier run of this task
+        if domain.isActive():
+            flags = (libvirt.VIR_MIGRATE_LIVE | libvirt.VIR_MIGRATE_PEER2PEER | libvirt.VIR_MIGRATE_PERSIST_DEST
+                     | libvirt.VIR_MIGRATE_UNDEFINE_SOURCE)
+            self._call(f"live migration to {target.name}", vm,
+                       lambda: domain.migrateToURI3(target.driver_uri, {}, flags))
+            return
+        xml = self._call("reading the definition", vm, lambda: domain.XMLDesc(libvirt.VIR_DOMAIN_XML_INACTIVE))
+        there = _connection(target.driver_uri)
+        self._call(f"defining the domain on {target.name}", vm, lambda: there.defineXML(xml))
+        self._call("undefining the domain here", vm, lambda: domain.undefineFlags(
+            libvirt.VIR_DOMAIN_UNDEFINE_MANAGED_SAVE | libvirt.VIR_DOMAIN_UNDEFINE_SNAPSHOTS_METADATA))
+
     def _state_of(self, domain: libvirt.virDomain) -> str:
         return STATES.get(domain.state()[0], "unknown")
 

@@ -30,7 +30,18 @@ class SimDriver:
 
     def create(self, vm) -> None:
         self._pause()
-        SimDomain.objects.get_or_create(uuid=vm.uuid, defaults={"host_name": vm.host.name if vm.host else ""})
+        host_name = vm.host.name if vm.host else ""
+        domain, made = SimDomain.objects.get_or_create(uuid=vm.uuid, defaults={"host_name": host_name})
+        if not made and domain.host_name != host_name:
+            # Defined anew on another host (its own failed): a new domain there starts off.
+            domain.host_name, domain.power_state = host_name, "off"
+            domain.save(update_fields=["host_name", "power_state"])
+
+    def migrate(self, vm, target) -> None:
+        """A move: the domain, running or not, is on `target` at once."""
+        self._pause()
+        self._domain(vm)
+        SimDomain.objects.filter(uuid=vm.uuid).update(host_name=target.name)
 
     def delete(self, vm) -> None:
         self._pause()
