@@ -30,7 +30,7 @@ def check_power_action(vm: VM, action: str) -> None:
     if vm.power_state in BUSY_STATES:
         raise Conflict({"action": [f"VM {vm.name} is {vm.power_state}; wait for it to finish"]})
     allowed, result = POWER_TRANSITIONS[action]
-    if vm.power_state == result and action in ("power-on", "power-off", "shutdown"):
+    if vm.power_state == result and action in ("power-on", "power-off", "shutdown", "pause", "resume"):
         raise AlreadyDone({"action": [f"VM {vm.name} is already {result}"]})
     if vm.power_state not in allowed and vm.power_state != VM.PowerState.UNKNOWN:
         raise Conflict({"action": [f"cannot {action} VM {vm.name} while it is {vm.power_state}"]})
