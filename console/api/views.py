@@ -245,7 +245,7 @@ class VMViewSet(ByUuid, mixins.ListModelMixin, mixins.RetrieveModelMixin, viewse
         disk = self._disk(vm, index)
         actor = Actor.from_request(request)
         if request.method == "DELETE":
-            keep = request.query_params.get("keep", "") in ("1", "true", "yes")
+            keep = request.query_params.get("keep", "") in ("1", "true", "yes") or request.data.get("keep") is True
             return accepted(vm_devices.request_remove_disk(actor, vm, disk, keep=keep))
         data = valid(s.DiskGrowSerializer, request)
         return accepted(vm_devices.request_grow_disk(actor, vm, disk, data["size_bytes"]))
