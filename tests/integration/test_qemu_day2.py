@@ -140,9 +140,11 @@ def test_a_running_guest_gets_vcpus_memory_disks_and_a_nic_and_sees_them(
 
         lan = Network.objects.create(cluster=qemu_cluster, name="lan", cidr="10.0.2.0/24")
         run(vm_devices.request_add_nic(actor, vm, lan), run_tasks)
-        until_seen(vm, lambda r: len(r["nics"]) == 2, "a second network interface")
-        run(vm_devices.request_remove_nic(actor, vm, vm.nics.get()), run_tasks)
-        until_seen(vm, lambda r: r["nics"] == ["lo"], "the NIC gone again")
+        run(vm_devices.request_add_nic(actor, vm, lan), run_tasks)
+        until_seen(vm, lambda r: len(r["nics"]) == 3, "two new network interfaces")
+        # Its customization never reports (the guest has no route to the console): the last NIC would stay.
+        run(vm_devices.request_remove_nic(actor, vm, vm.nics.get(index=0)), run_tasks)
+        until_seen(vm, lambda r: len(r["nics"]) == 2, "one of them gone again")
 
         # Beyond the maxima: pending, applied at the next power cycle.
         task = run(vm_edit.request_update(actor, vm, {"memory_bytes": 3 * GiB}), run_tasks)
