@@ -191,6 +191,7 @@ def test_a_domain_made_with_virsh_define_is_adopted_and_powered_by_facet(qemu_cl
         assert domain_uuid not in {d["uuid"] for d in adopt.unmanaged(host)}
         run(power.request_power(actor, vm, "power-on"), run_tasks)
         assert get_driver(host.driver_uri).state(vm) == "on"
+        vm.refresh_from_db()
         run(power.request_power(actor, vm, "power-off"), run_tasks)
         assert get_driver(host.driver_uri).state(vm) == "off"
     finally:
