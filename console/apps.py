@@ -8,8 +8,21 @@ class ConsoleConfig(AppConfig):
     verbose_name = "Facet inventory"
 
     def ready(self) -> None:
-        from .core.registry import NavItem, registry
-        from .services import bulk, cdroms, hosts, images, power, vms  # noqa: F401  (their task kinds)
+        from .core.registry import NavItem, VMHooks, registry
+        from .services import (  # noqa: F401  (their task kinds)
+            adopt,
+            bulk,
+            cdroms,
+            hosts,
+            image_import,
+            images,
+            power,
+            vm_devices,
+            vm_edit,
+            vms,
+        )
+
+        registry.vm_hooks.add(self.name, VMHooks(powered=vm_edit.apply_pending))
 
         bulk.register_bulk_actions()
         for order, (label, url_name, icon) in enumerate([

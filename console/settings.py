@@ -1,6 +1,7 @@
 """Facet settings: everything comes from FACET_* environment variables, with an embedded default
 (SQLite in WAL mode, a local redis-server on a unix socket, the `sim` driver) when none is set."""
 
+import ipaddress
 import os
 import secrets
 from pathlib import Path
@@ -157,6 +158,15 @@ FACET_IMAGE_UPLOAD_LIMIT = int(os.environ.get("FACET_IMAGE_UPLOAD_LIMIT", 64 * 1
 # Every other request body: over this, 413 before it is read (console/core/body_limit.py).
 FACET_REQUEST_BODY_LIMIT = int(os.environ.get("FACET_REQUEST_BODY_LIMIT", 1024 * 1024))
 DATA_UPLOAD_MAX_MEMORY_SIZE = FACET_REQUEST_BODY_LIMIT
+# Images imported from a URL (console/services/image_import.py): a URL resolving to a loopback, link-local,
+# private or otherwise non-public address is refused unless it lies in one of these networks (comma-separated
+# CIDRs, e.g. 10.20.0.0/16 for a local mirror); the download is capped at the upload limit.
+try:
+    FACET_IMAGE_IMPORT_ALLOWED_NETWORKS = [
+        ipaddress.ip_network(n.strip()) for n in os.environ.get("FACET_IMAGE_IMPORT_ALLOWED_NETWORKS", "").split(",")
+        if n.strip()]
+except ValueError as exc:
+    raise ImproperlyConfigured(f"FACET_IMAGE_IMPORT_ALLOWED_NETWORKS: {exc}") from None
 
 # The libvirt driver's NICs: what carries each Facet network on the hypervisor hosts (a network not named gets
 # QEMU's user-mode networking). A mistake stops every process here, saying what is wrong.

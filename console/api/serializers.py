@@ -290,3 +290,63 @@ class UserSerializer(serializers.ModelSerializer):
 
     def get_role(self, user: User) -> str | None:
         return role_of(user)
+
+
+# Day-2 operations (console/services/vm_edit.py, vm_devices.py, image_import.py, adopt.py).
+
+
+class VMDetailSerializer(VMSerializer):
+    """One VM, with what its edit form needs: the changes waiting for a power cycle, the maxima the running
+    guest can grow to, the boot order and the version (also its ETag)."""
+
+    class Meta(VMSerializer.Meta):
+        fields = [*VMSerializer.Meta.fields, "max_vcpus", "max_memory_bytes", "pending", "boot_order", "version"]
+
+
+class VMUpdateSerializer(serializers.Serializer):
+    name = serializers.CharField(max_length=80, required=False)
+    description = serializers.CharField(max_length=255, required=False, allow_blank=True)
+    vcpus = serializers.IntegerField(required=False)  # its range is the service's to check, against the host
+    memory_bytes = serializers.IntegerField(required=False)
+    boot_order = serializers.ListField(child=serializers.CharField(), required=False,
+                                       help_text="e.g. [\"hd\", \"cdrom\"]: hd, cdrom, network")
+
+
+class DiskAddSerializer(serializers.Serializer):
+    size_bytes = serializers.IntegerField(required=False, allow_null=True,
+                                          help_text="Required for an empty disk; for an image, at least its size")
+    image = by_uuid(Image.objects.all(), required=False, allow_null=True, help_text="A disk image to copy")
+    linked = serializers.BooleanField(default=False, help_text="A qcow2 overlay of the image instead of a copy")
+    storage_container = by_uuid(StorageContainer.objects.all(), required=False, allow_null=True)
+
+
+class DiskGrowSerializer(serializers.Serializer):
+    size_bytes = serializers.IntegerField()
+
+
+class NicAddSerializer(serializers.Serializer):
+    network = by_uuid(Network.objects.all())
+    ip = serializers.CharField(required=False, allow_null=True, allow_blank=True,
+                               help_text="Omit for DHCP, 'auto' for the next free pool address, or an address")
+    mac = serializers.CharField(required=False, allow_null=True, allow_blank=True)
+
+
+class NicUpdateSerializer(serializers.Serializer):
+    network = by_uuid(Network.objects.all())
+    ip = serializers.CharField(required=False, allow_null=True, allow_blank=True)
+
+
+class ImageImportSerializer(serializers.Serializer):
+    url = serializers.CharField(max_length=2048)
+    sha256 = serializers.CharField(max_length=64, required=False, allow_blank=True, default="")
+    name = serializers.CharField(max_length=63, required=False, allow_blank=True, default="",
+                                 help_text="Defaults to the URL's file name")
+    kind = serializers.ChoiceField(choices=Image.Kind.choices, required=False, allow_blank=True, default="",
+                                   help_text="Defaults to iso for a .iso URL, else disk")
+    storage_container = by_uuid(StorageContainer.objects.all(), required=False, allow_null=True)
+
+
+class AdoptSerializer(serializers.Serializer):
+    uuid = serializers.UUIDField(help_text="The unmanaged domain's uuid")
+    name = serializers.CharField(max_length=80, required=False, allow_blank=True, default="",
+                                 help_text="Defaults to the domain's name")

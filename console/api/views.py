@@ -6,7 +6,7 @@ from django.db.models import Prefetch
 from drf_spectacular.utils import extend_schema
 from rest_framework import mixins, status, viewsets
 from rest_framework.decorators import action
-from rest_framework.exceptions import AuthenticationFailed, ValidationError
+from rest_framework.exceptions import AuthenticationFailed, NotFound, ValidationError
 from rest_framework.parsers import BaseParser
 from rest_framework.permissions import AllowAny
 from rest_framework.response import Response
@@ -21,7 +21,7 @@ from console.core.tasks import rerun
 
 from ..filtersets import AuditEventFilterSet, TaskFilterSet, vm_filterset
 from ..models import VM, CdRom, Cluster, Host, Image, Network, Nic, StorageContainer, VirtualDisk
-from ..services import bulk, cdroms, hosts, images, power, vms
+from ..services import adopt, bulk, cdroms, hosts, image_import, images, power, vm_devices, vm_edit, vms
 from . import serializers as s
 from . import vm_list
 from .throttling import LoginThrottle
@@ -100,6 +100,25 @@ class HostViewSet(AuditedModelViewSet):
         host = hosts.leave_maintenance(Actor.from_request(request), self.get_object())
         return Response(s.HostSerializer(host).data)
 
+    @extend_schema(responses={200: {"type": "array", "items": {"type": "object"}}})
+    @action(detail=True, methods=["get"])
+    def unmanaged(self, request, uuid=None):
+        """The host's domains that Facet did not define, each with why it cannot be adopted (if so)."""
+        return Response(adopt.unmanaged(self.get_object()))
+
+    @extend_schema(request=s.AdoptSerializer, responses={202: s.TaskSerializer})
+    @action(detail=True, methods=["post"])
+    def adopt(self, request, uuid=None):
+        """Make an unmanaged domain a Facet VM (Operator and up, as any VM change)."""
+        data = valid(s.AdoptSerializer, request)
+        return accepted(adopt.request_adopt(Actor.from_request(request), self.get_object(), str(data["uuid"]),
+                                            data["name"]))
+
+    def get_permissions(self):
+        if self.action == "adopt":
+            self.write_role = access.OPERATOR
+        return super().get_permissions()
+
 
 class StorageContainerViewSet(AuditedModelViewSet):
     queryset = StorageContainer.objects.select_related("cluster")
@@ -140,6 +159,15 @@ class ImageViewSet(ByUuid, mixins.ListModelMixin, mixins.RetrieveModelMixin, mix
     def perform_destroy(self, instance):
         images.delete_image(Actor.from_request(self.request), instance)
 
+    @extend_schema(request=s.ImageImportSerializer, responses={202: s.TaskSerializer})
+    @action(detail=False, methods=["post"], url_path="import")
+    def import_url(self, request):
+        """Import an image from an http(s) URL, with an optional sha256; a task downloads, checks and converts it."""
+        data = valid(s.ImageImportSerializer, request)
+        return accepted(image_import.request_import(
+            Actor.from_request(request), data["url"], name=data["name"], kind=data["kind"], sha256=data["sha256"],
+            storage_container=data.get("storage_container")))
+
 
 class VMViewSet(ByUuid, mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.GenericViewSet):
     queryset = VM.objects.select_related("cluster", "host", "parent").prefetch_related(
@@ -178,6 +206,82 @@ class VMViewSet(ByUuid, mixins.ListModelMixin, mixins.RetrieveModelMixin, viewse
     @extend_schema(responses={202: s.TaskSerializer})
     def destroy(self, request, uuid=None):
         return accepted(vms.request_delete(Actor.from_request(request), self.get_object()))
+
+    def get_serializer_class(self):
+        return s.VMDetailSerializer if self.action == "retrieve" else s.VMSerializer
+
+    def retrieve(self, request, uuid=None):
+        vm = self.get_object()
+        return Response(s.VMDetailSerializer(vm).data, headers={"ETag": vm_edit.etag(vm)})
+
+    @extend_schema(request=s.VMUpdateSerializer, responses={202: s.TaskSerializer})
+    def partial_update(self, request, uuid=None):
+        """Edit name, description, vCPUs, memory, boot order. Send the ETag of your GET as If-Match: an edit
+        of a VM changed since is refused with 412."""
+        data = valid(s.VMUpdateSerializer, request)
+        vm = self.get_object()
+        task = vm_edit.request_update(Actor.from_request(request), vm, data,
+                                      vm_edit.version_of(request.headers.get("If-Match")))
+        vm.refresh_from_db()
+        response = accepted(task)
+        response["ETag"] = vm_edit.etag(vm)
+        return response
+
+    def _disk(self, vm: VM, index: str) -> VirtualDisk:
+        disk = vm.disks.select_related("container", "vm").filter(index=int(index)).first()
+        if disk is None:
+            raise NotFound(f"VM {vm.name} has no disk {index}")
+        return disk
+
+    def _nic(self, vm: VM, index: str) -> Nic:
+        nic = vm.nics.select_related("network", "vm").filter(index=int(index)).first()
+        if nic is None:
+            raise NotFound(f"VM {vm.name} has no NIC {index}")
+        return nic
+
+    @extend_schema(request=s.DiskAddSerializer, responses={202: s.TaskSerializer})
+    @action(detail=True, methods=["post"], url_path="disks")
+    def add_disk(self, request, uuid=None):
+        """Add an empty disk, or a copy or linked clone of a disk image; hot-plugged into a running VM."""
+        data = valid(s.DiskAddSerializer, request)
+        return accepted(vm_devices.request_add_disk(
+            Actor.from_request(request), self.get_object(), size_bytes=data.get("size_bytes"), image=data.get("image"),
+            linked=data["linked"], storage_container=data.get("storage_container")))
+
+    @extend_schema(request=s.DiskGrowSerializer, responses={202: s.TaskSerializer})
+    @action(detail=True, methods=["patch", "delete"], url_path=r"disks/(?P<index>\d+)")
+    def disk(self, request, uuid=None, index=None):
+        """PATCH `size_bytes` grows the disk (online); DELETE deletes it, or with `?keep=1` detaches it and
+        keeps its data as a disk image."""
+        vm = self.get_object()
+        disk = self._disk(vm, index)
+        actor = Actor.from_request(request)
+        if request.method == "DELETE":
+            keep = request.query_params.get("keep", "") in ("1", "true", "yes") or request.data.get("keep") is True
+            return accepted(vm_devices.request_remove_disk(actor, vm, disk, keep=keep))
+        data = valid(s.DiskGrowSerializer, request)
+        return accepted(vm_devices.request_grow_disk(actor, vm, disk, data["size_bytes"]))
+
+    @extend_schema(request=s.NicAddSerializer, responses={202: s.TaskSerializer})
+    @action(detail=True, methods=["post"], url_path="nics")
+    def add_nic(self, request, uuid=None):
+        """Add a NIC; hot-plugged into a running VM."""
+        data = valid(s.NicAddSerializer, request)
+        return accepted(vm_devices.request_add_nic(Actor.from_request(request), self.get_object(), data["network"],
+                                                   ip=data.get("ip") or None, mac=data.get("mac") or None))
+
+    @extend_schema(request=s.NicUpdateSerializer, responses={202: s.TaskSerializer})
+    @action(detail=True, methods=["patch", "delete"], url_path=r"nics/(?P<index>\d+)")
+    def nic(self, request, uuid=None, index=None):
+        """PATCH `network` (and `ip`) moves the NIC to another network; DELETE removes it (its static address
+        goes back to the pool)."""
+        vm = self.get_object()
+        nic = self._nic(vm, index)
+        actor = Actor.from_request(request)
+        if request.method == "DELETE":
+            return accepted(vm_devices.request_remove_nic(actor, vm, nic))
+        data = valid(s.NicUpdateSerializer, request)
+        return accepted(vm_devices.request_set_nic_network(actor, vm, nic, data["network"], ip=data.get("ip") or None))
 
     @extend_schema(request=s.PowerSerializer, responses={202: s.TaskSerializer})
     @action(detail=True, methods=["post"])

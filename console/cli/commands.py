@@ -17,6 +17,8 @@ POWER_ACTIONS = {
     "reboot": "ask the guest to reboot (ACPI)",
     "guest-shutdown": "ask the Guest Tools agent to shut the guest down",
     "guest-reboot": "ask the Guest Tools agent to reboot the guest",
+    "pause": "pause a running VM (its memory stays; resume goes on)",
+    "resume": "resume a paused VM",
 }
 
 
@@ -105,6 +107,69 @@ def task_verb(help_text: str, method: str, path: str, required: tuple[Key, ...] 
     return Verb(help_text, method, path, required, optional, present=o.show_task, task=True, note=task_note, **extra)
 
 
+def detach_body(fields: dict) -> dict:
+    return {**fields, "keep": True}
+
+
+DISK_INDEX = Key("index", "N", "the disk's number (see vm get)", v.integer(0))
+NIC_INDEX = Key("index", "N", "the NIC's number (see vm get)", v.integer(0))
+NIC_IP = Key("ip", "auto|ADDR", "a static address ('auto': the next free pool address); omit for DHCP", v.ip_or_auto)
+UNMANAGED_TABLE = o.table(
+    ("NAME", o.field("name")), ("UUID", o.field("uuid")), ("STATE", o.field("state")), ("VCPUS", o.field("vcpus")),
+    ("MEMORY", o.size("memory_bytes")),
+    ("ADOPTABLE", lambda d: "yes" if not d.get("problems") else "no: " + "; ".join(d["problems"])))
+# Day-2 changes of a VM (console/services/vm_edit.py, vm_devices.py).
+VM_DAY2 = {
+    "update": task_verb(
+        "edit a VM: hot where the guest can take it, else at its next power cycle (shown as pending)",
+        "PATCH", "/vms/{vm-id}/",
+        optional=(Key("name", "NAME", "a new name"), Key("description", "TEXT", "free text"),
+                  Key("vcpus", "N", "virtual CPUs, up to the host's", v.integer(1, 256)),
+                  Key("memory", "SIZE", "memory, e.g. 4G", v.size, field="memory_bytes"),
+                  Key("boot-order", "DEV[,DEV]", "hd, cdrom, network in order", v.listed(v.text)))),
+    "disk-add": task_verb(
+        "add a disk: empty (size=), or a copy or linked clone of a disk image (image=)", "POST", "/vms/{vm-id}/disks/",
+        optional=(Key("size", "SIZE", "the disk's size, e.g. 20G", v.size, field="size_bytes"),
+                  Key("image", "UUID", "a disk image to copy", v.uuid_text),
+                  Key("linked", "BOOL", "a linked clone of the image rather than a copy", v.boolean),
+                  Key("storage-container", "UUID", "where the disk file goes", v.uuid_text))),
+    "disk-grow": task_verb("grow a disk, online if the VM runs (never shrinks)", "PATCH",
+                           "/vms/{vm-id}/disks/{index}/",
+                           required=(VM_ID, DISK_INDEX,
+                                     Key("size", "SIZE", "the new size", v.size, field="size_bytes"))),
+    "disk-detach": task_verb("detach a disk, keeping its data as a disk image", "DELETE", "/vms/{vm-id}/disks/{index}/",
+                             required=(VM_ID, DISK_INDEX), shape=detach_body),
+    "disk-delete": task_verb("delete a disk and its data", "DELETE", "/vms/{vm-id}/disks/{index}/",
+                             required=(VM_ID, DISK_INDEX)),
+    "nic-add": task_verb("add a NIC (hot-plugged if the VM runs)", "POST", "/vms/{vm-id}/nics/",
+                         required=(VM_ID, Key("network", "UUID", "its network", v.uuid_text)),
+                         optional=(NIC_IP, Key("mac", "MAC", "its MAC (default: a new one)"))),
+    "nic-set-network": task_verb("move a NIC to another network (it keeps its MAC)", "PATCH",
+                                 "/vms/{vm-id}/nics/{index}/",
+                                 required=(VM_ID, NIC_INDEX, Key("network", "UUID", "the new network", v.uuid_text)),
+                                 optional=(NIC_IP,)),
+    "nic-remove": task_verb("remove a NIC; its static address goes back to the pool", "DELETE",
+                            "/vms/{vm-id}/nics/{index}/", required=(VM_ID, NIC_INDEX)),
+}
+HOST_ID = Key("host-id", "UUID", "the host's uuid", v.uuid_text)
+HOST_DAY2 = {
+    "unmanaged": Verb("list the host's domains that Facet did not define, and whether each can be adopted", "GET",
+                      "/hosts/{host-id}/unmanaged/", required=(HOST_ID,),
+                      present=lambda domains, out: UNMANAGED_TABLE(domains, out)),
+    "adopt": task_verb("make an unmanaged domain a Facet VM", "POST", "/hosts/{host-id}/adopt/",
+                       required=(HOST_ID, Key("domain", "UUID", "the domain's uuid", v.uuid_text, field="uuid")),
+                       optional=(Key("name", "NAME", "the VM's name (default: the domain's)"),)),
+}
+IMAGE_DAY2 = {
+    "import": task_verb(
+        "import an image from an http(s) URL; a task downloads, checks and converts it", "POST", "/images/import/",
+        required=(Key("url", "URL", "where the image is"),),
+        optional=(Key("sha256", "HEX", "the file's SHA-256, checked"), Key("name", "NAME", "default: from the URL"),
+                  Key("kind", "disk|iso", "default: iso for a .iso URL, else disk"),
+                  Key("storage-container", "UUID", "where the image goes", v.uuid_text))),
+}
+
+
 VM_TABLE = o.table(
     ("NAME", o.field("name")), ("UUID", o.field("uuid")), ("POWER", o.field("power_state")),
     ("HOST", o.field("host.name")), ("VCPUS", o.field("vcpus")), ("MEMORY", o.size("memory_bytes")),
@@ -162,6 +227,7 @@ NOUNS: dict[str, Noun] = {
                                 required=(VM_ID, IMAGE_ISO), optional=(FREE_SLOT,)),
         "eject-iso": task_verb("eject the ISO of a CD-ROM", "POST", "/vms/{vm-id}/eject-iso/",
                                required=(VM_ID, SLOT)),
+        **VM_DAY2,
     }),
     "task": Noun("tasks: the changes to the cluster and their progress", {
         "list": Verb("list tasks, newest first", "GET", "/tasks/", optional=(
@@ -207,15 +273,16 @@ NOUNS: dict[str, Noun] = {
                                        required=(Key("host-id", "UUID", "the host's uuid", v.uuid_text),)),
         "leave-maintenance": Verb("let a host take VMs again", "POST", "/hosts/{host-id}/leave-maintenance/",
                                   required=(Key("host-id", "UUID", "the host's uuid", v.uuid_text),)),
+        **HOST_DAY2,
     }),
     "network": Noun("networks", inventory("/networks/", "network-id", "network", o.table(
         ("NAME", o.field("name")), ("UUID", o.field("uuid")), ("VLAN", o.field("vlan")), ("CIDR", o.field("cidr")),
         ("GATEWAY", o.field("gateway")),
         ("POOL", lambda n: f"{n['pool_start']}-{n['pool_end']}" if n.get("pool_start") else "")))),
-    "image": Noun("disk images and ISOs", inventory("/images/", "image-id", "image", o.table(
+    "image": Noun("disk images and ISOs", {**inventory("/images/", "image-id", "image", o.table(
         ("NAME", o.field("name")), ("UUID", o.field("uuid")), ("KIND", o.field("kind")),
         ("SIZE", o.size("size_bytes")), ("CREATED", o.when("created_at"))),
-        filters=(Key("kind", "disk|iso", "disk images or ISOs only"),))),
+        filters=(Key("kind", "disk|iso", "disk images or ISOs only"),)), **IMAGE_DAY2}),
     "cluster": Noun("clusters", inventory("/clusters/", "cluster-id", "cluster", o.table(
         ("NAME", o.field("name")), ("UUID", o.field("uuid")), ("VIRTUAL-IP", o.field("virtual_ip")),
         ("CREATED", o.when("created_at"))))),

@@ -111,6 +111,8 @@ class VMHooks:
     - `defined(vm)`: in the worker, once the hypervisor knows the VM and before its CD-ROMs are inserted.
     - `powered(changes)`: after power states changed, a list of (vm, new state).
     - `deleting(vm)`: before the VM's domain and rows go (a delete, or an undone create).
+    - `removing_nic(vm, remaining)`: before a NIC is removed, leaving `remaining` NICs; raises ServiceError
+      to refuse (a customization that still reports over the network needs one).
     """
 
     check: Callable[..., Any] | None = None
@@ -118,6 +120,7 @@ class VMHooks:
     defined: Callable[..., None] | None = None
     powered: Callable[..., None] | None = None
     deleting: Callable[..., None] | None = None
+    removing_nic: Callable[..., None] | None = None
 
 
 @dataclass(frozen=True)

@@ -245,13 +245,23 @@ def fail(task: Task, error: str) -> None:
 def finish(task: Task, status: str, message: str | None = None, error: str = "") -> bool:
     """End this attempt of the task. Written only while this attempt is the running one: False, and
     nothing written, when the reaper requeued or ended it meanwhile (another worker may be running it)."""
+    return _end(task, (Status.RUNNING,), status, message, error)
+
+
+def end_from_outside(task: Task, status: str, error: str) -> bool:
+    """End a task from outside its run (its host stopped answering): written only while this attempt is
+    still queued or running; False, and nothing written, when it ended or was requeued meanwhile."""
+    return _end(task, (Status.QUEUED, Status.RUNNING), status, None, error)
+
+
+def _end(task: Task, while_in: tuple[str, ...], status: str, message: str | None, error: str) -> bool:
     fields = {"status": status, "finished_at": timezone.now(), "error": error}
     if status == Status.SUCCEEDED:
         fields["percent"] = 100
     if message is not None:
         fields["message"] = message[:255]
     with transaction.atomic():
-        if not Task.objects.filter(pk=task.pk, status=Status.RUNNING, attempts=task.attempts).update(**fields):
+        if not Task.objects.filter(pk=task.pk, status__in=while_in, attempts=task.attempts).update(**fields):
             log.warning("task %s attempt %s is no longer running; its end (%s) is dropped",
                         task.uuid, task.attempts, status)
             return False

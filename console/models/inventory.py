@@ -195,6 +195,16 @@ class VM(models.Model):
     high_availability = models.BooleanField(default=False)
     # Why the VM is down or its state unknown, when Facet knows (its host failed); empty otherwise.
     down_reason = models.CharField(max_length=255, blank=True)
+    # The most vCPUs and memory the running guest can be given without a power cycle (hot-plug, balloon);
+    # set at creation, raised by an edit that then waits for the next power cycle.
+    max_vcpus = models.PositiveIntegerField(default=0, validators=[MaxValueValidator(MAX_VCPUS)])
+    max_memory_bytes = models.PositiveBigIntegerField(default=0)
+    # What an edit could not apply to the running guest: {"vcpus": N, "memory_bytes": M}, in the definition
+    # and applied when the VM next powers off.
+    pending = models.JSONField(default=dict, blank=True)
+    boot_order = models.CharField(max_length=32, default="hd", help_text="Comma-separated: hd, cdrom, network")
+    # Raised by every edit: the API's ETag, so that two editors do not overwrite each other.
+    version = models.PositiveIntegerField(default=1)
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
 
@@ -216,6 +226,8 @@ class VirtualDisk(models.Model):
     container = models.ForeignKey(StorageContainer, on_delete=models.PROTECT, related_name="disks")
     file_name = models.CharField(max_length=255)
     backing_file = models.CharField(max_length=255, blank=True, help_text="Base file of a linked clone")
+    # Set where the file's format is not what the row implies (an adopted domain's standalone qcow2 disk).
+    file_format = models.CharField(max_length=8, choices=DiskFormat.choices, blank=True)
 
     class Meta:
         ordering = ["vm", "index"]
@@ -232,7 +244,7 @@ class VirtualDisk(models.Model):
     def disk_format(self) -> str:
         """A linked clone's disk is a qcow2 overlay of its base; every other disk is a raw copy or a new raw
         file. Known from the row, because the guest writes the file's first bytes."""
-        return DiskFormat.QCOW2 if self.backing_file else DiskFormat.RAW
+        return self.file_format or (DiskFormat.QCOW2 if self.backing_file else DiskFormat.RAW)
 
 
 class Nic(models.Model):

@@ -20,7 +20,7 @@ from console.core.drivers import driver_for
 from console.core.errors import Conflict, InvalidRequest, ServiceError
 from console.core.models import Task
 from console.core.registry import registry
-from console.core.tasks import Progress, create_task, finish, sending_together, start_bulk, task_kind
+from console.core.tasks import Progress, create_task, end_from_outside, sending_together, start_bulk, task_kind
 
 from ..models import VM, Host
 from .power import BUSY_STATES
@@ -98,10 +98,9 @@ def fail_tasks_of_unreachable_hosts() -> int:
         waiting = Task.objects.filter(queue=host.queue, status__in=[Status.QUEUED, Status.RUNNING],
                                       children__isnull=True)
         for task in waiting:
-            with transaction.atomic():
-                finish(task, Status.FAILED, error=f"{UNREACHABLE}: host {host.name} stopped answering; "
-                                                  "nothing was undone there. Rerun it once the host is back.")
-            failed += 1
+            failed += end_from_outside(task, Status.FAILED, error=f"{UNREACHABLE}: host {host.name} stopped "
+                                                                    "answering; nothing was undone there. Rerun it "
+                                                                    "once the host is back.")
     return failed
 
 

@@ -32,7 +32,7 @@ def check_power_action(vm: VM, action: str) -> None:
     if vm.host is not None and vm.host.unreachable_since is not None:
         raise Conflict({"action": [f"host unreachable: host {vm.host.name} of VM {vm.name} does not answer"]})
     allowed, result = POWER_TRANSITIONS[action]
-    if vm.power_state == result and action in ("power-on", "power-off", "shutdown"):
+    if vm.power_state == result and action in ("power-on", "power-off", "shutdown", "pause", "resume"):
         raise AlreadyDone({"action": [f"VM {vm.name} is already {result}"]})
     if vm.power_state not in allowed and vm.power_state != VM.PowerState.UNKNOWN:
         raise Conflict({"action": [f"cannot {action} VM {vm.name} while it is {vm.power_state}"]})

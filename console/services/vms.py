@@ -105,6 +105,13 @@ def place(cluster: Cluster, host: Host | None, vcpus: int, memory_bytes: int, fi
     return max(hosts, key=lambda h: (h.memory_bytes - memory_in_use(h), -h.vm_count))
 
 
+def hot_maxima(host: Host, vcpus: int, memory_bytes: int) -> dict[str, int]:
+    """What a new VM can grow to while running (console/services/vm_edit.py): vCPUs up to the host's CPUs,
+    memory up to twice its own within the host's (the guest maps it at boot; the balloon holds it back)."""
+    return {"max_vcpus": max(vcpus, min(host.cpus, MAX_VCPUS)),
+            "max_memory_bytes": max(memory_bytes, min(host.memory_bytes, 2 * memory_bytes))}
+
+
 def _validate_spec(spec: VMSpec) -> None:
     if not 1 <= spec.vcpus <= MAX_VCPUS:
         raise InvalidRequest({"vcpus": [f"a VM has 1 to {MAX_VCPUS} vCPUs"]})
@@ -184,7 +191,8 @@ def request_create_vm(actor: Actor, spec: VMSpec) -> Task:
         with transaction.atomic():
             vm = VM.objects.create(
                 cluster=cluster, name=spec.name, host=host, vcpus=spec.vcpus, memory_bytes=spec.memory_bytes,
-                guest_os=spec.guest_os, hostname=spec.hostname or hostname_from(spec.name),
+                **hot_maxima(host, spec.vcpus, spec.memory_bytes), guest_os=spec.guest_os,
+                hostname=spec.hostname or hostname_from(spec.name),
                 description=spec.description, is_template=spec.is_template, source_image=image)
             Nic.objects.bulk_create(_new_nics(vm, cluster, spec.nics))
             VirtualDisk.objects.bulk_create(
@@ -230,7 +238,8 @@ def request_clone(actor: Actor, source: VM, name: str, *, host: Host | None = No
             disks = list(source.disks.select_related("container"))
             vm = VM.objects.create(
                 cluster=source.cluster, name=name, host=target_host, vcpus=source.vcpus,
-                memory_bytes=source.memory_bytes, guest_os=source.guest_os, hostname=hostname or hostname_from(name),
+                memory_bytes=source.memory_bytes, max_vcpus=source.max_vcpus, max_memory_bytes=source.max_memory_bytes,
+                boot_order=source.boot_order, guest_os=source.guest_os, hostname=hostname or hostname_from(name),
                 description=source.description, parent=source, source_image=source.source_image)
             nic_specs = [NicSpec(network=n.network, ip="auto" if n.ip else None) for n in source.nics.all()]
             Nic.objects.bulk_create(_new_nics(vm, source.cluster, nic_specs))

@@ -10,11 +10,11 @@ from django.views.decorators.http import require_POST
 from console.core import audit
 from console.core.access import ADMIN, OPERATOR
 from console.core.errors import ServiceError
-from console.core.views import actor, refuse, role_required
+from console.core.views import actor, refuse, role_required, task_started
 
 from ..forms.inventory import NetworkForm
 from ..models import Image, Network, StorageContainer
-from ..services import images
+from ..services import image_import, images
 from ..services.vms import default_cluster
 
 
@@ -37,6 +37,18 @@ def image_delete(request, uuid):
         return refuse(request, error, reverse("image-list"))
     messages.success(request, f"Image {image.name} deleted")
     return redirect("image-list")
+
+
+@require_POST
+@role_required(OPERATOR)
+def image_import_url(request):
+    try:
+        task = image_import.request_import(actor(request), request.POST.get("url", "").strip(),
+                                           name=request.POST.get("name", "").strip(),
+                                           sha256=request.POST.get("sha256", "").strip())
+    except ServiceError as error:
+        return refuse(request, error, reverse("image-list"), labels={"url": "URL", "sha256": "SHA-256"})
+    return task_started(request, task, reverse("image-list"))
 
 
 @role_required()

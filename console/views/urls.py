@@ -2,7 +2,7 @@ from django.contrib.auth import views as auth_views
 from django.urls import path
 
 from ..forms.login import LoginForm
-from . import access, dashboard, hosts, inventory, tasks, vms
+from . import access, dashboard, hosts, inventory, tasks, vm_day2, vms
 
 UUID = "<uuid:uuid>"
 
@@ -20,9 +20,13 @@ urlpatterns = [
     path(f"vms/{UUID}/delete/", vms.vm_delete, name="vm-delete"),
     path(f"vms/{UUID}/insert-iso/", vms.vm_insert_iso, name="vm-insert-iso"),
     path(f"vms/{UUID}/eject-iso/", vms.vm_eject_iso, name="vm-eject-iso"),
+    path(f"vms/{UUID}/edit/", vm_day2.vm_edit_page, name="vm-edit"),
+    path(f"vms/{UUID}/disks/<str:operation>/", vm_day2.vm_disk, name="vm-disk"),
+    path(f"vms/{UUID}/nics/<str:operation>/", vm_day2.vm_nic, name="vm-nic"),
     path("templates/", vms.template_list, name="template-list"),
     path("images/", inventory.image_list, name="image-list"),
     path(f"images/{UUID}/delete/", inventory.image_delete, name="image-delete"),
+    path("images/import/", inventory.image_import_url, name="image-import"),
     path("networks/", inventory.network_list, name="network-list"),
     path("networks/new/", inventory.network_create, name="network-create"),
     path("storage/", inventory.storage_list, name="storage-list"),

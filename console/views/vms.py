@@ -27,7 +27,7 @@ from ..forms.vms import (
     vm_spec,
     with_options,
 )
-from ..models import VM, Image, Nic
+from ..models import VM, Image, Network, Nic
 from ..services import bulk, cdroms, power, vms
 
 
@@ -174,6 +174,8 @@ def vm_detail(request, uuid):
         "nics": vm.nics.select_related("network"),
         "cdroms": vm.cdroms.select_related("image"),
         "isos": Image.objects.filter(kind=Image.Kind.ISO),
+        "disk_images": Image.objects.filter(kind=Image.Kind.DISK, cluster=vm.cluster),
+        "networks": Network.objects.filter(cluster=vm.cluster),
         "tasks": Task.objects.filter(entity_uuid=vm.uuid).select_related("created_by")[:10],
         "events": AuditEvent.objects.filter(entity_uuid=vm.uuid)[:10],
         "power_actions": [a for a, (states, _) in POWER_TRANSITIONS.items() if vm.power_state in states]

@@ -348,3 +348,12 @@ def run_remove(task: Task, progress: Progress) -> str:
         return "no customization media left"
     remove_media(customization)
     return "customization media ejected and deleted"
+
+
+def check_nic_removal(vm: VM, remaining: int) -> None:
+    """A VM whose customization has not ended reports its outcome to the console over the network: its last
+    NIC stays until then."""
+    customization = VMCustomization.objects.filter(vm=vm).first()
+    if remaining == 0 and customization is not None and not customization.ended:
+        raise Conflict({"nic": [f"this is the last NIC of {vm.name}, whose customization is {customization.status} "
+                                "and reports back over the network; wait for it to end"]})

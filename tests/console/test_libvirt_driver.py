@@ -68,8 +68,9 @@ def test_create_defines_the_domain_as_the_vm(cluster, hosts, actor, run_tasks):
     assert domain.findtext("uuid") == str(vm.uuid)
     assert domain.findtext("name") == "web-1"
     assert domain.get("type") == "test"
-    assert int(domain.findtext("memory")) == GiB // 1024  # KiB
-    assert domain.findtext("vcpu") == "2"
+    assert int(domain.findtext("currentMemory")) == GiB // 1024  # KiB
+    assert int(domain.findtext("memory")) == 2 * GiB // 1024  # the balloon can give it twice as much
+    assert (domain.find("vcpu").get("current"), domain.findtext("vcpu")) == ("2", "8")  # up to the host's CPUs
     disk, cdrom = domain.findall("devices/disk")
     assert (disk.get("device"), disk.find("target").get("bus"), disk.find("source").get("file")) == (
         "disk", "virtio", str(vm.disks.get().path))

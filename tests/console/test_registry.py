@@ -23,5 +23,5 @@ def test_every_app_plugged_in_through_its_ready():
     assert {"vm.create", "vm.clone", "ngt.mount", "vm.customization.remove", "volume-group.attach"} <= set(
         registry.task_kinds)
     assert {"power-on", "delete", "guest-tools-mount"} <= set(registry.bulk_actions)
-    assert set(registry.vm_hooks) == {"ngt", "customization"}
+    assert set(registry.vm_hooks) == {"console", "ngt", "customization"}  # console: pending edits at power-off
     assert [item.label for item in registry.navigation.ordered()][:3] == ["Dashboard", "VMs", "Templates"]

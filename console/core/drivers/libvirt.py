@@ -16,6 +16,7 @@ from django.conf import settings
 
 from . import files, libvirt_network, qemu_img, shown_uri, without_uri_secrets
 from .base import POWER_TRANSITIONS, DriverError, ProgressCallback
+from .libvirt_devices import LibvirtDevices
 
 CHANNEL_NAME = "org.facet.guest_tools.0"
 CONSOLE_LOG_DIR = Path("/var/log/libvirt/qemu")  # virtlogd (root) writes there on every hypervisor host
@@ -146,7 +147,7 @@ def _libvirt_errors(method):
     return wrapper
 
 
-class LibvirtDriver:
+class LibvirtDriver(LibvirtDevices):
     def __init__(self, uri: str) -> None:
         self.uri = uri
 
@@ -193,12 +194,15 @@ class LibvirtDriver:
         domain = Element("domain", type=_domain_type(self.uri, connection))
         SubElement(domain, "name").text = vm.name
         SubElement(domain, "uuid").text = str(vm.uuid)
-        SubElement(domain, "memory", unit="b").text = str(vm.memory_bytes)
-        SubElement(domain, "vcpu").text = str(vm.vcpus)
+        # The maxima leave room for hot-adding vCPUs and deflating the balloon (libvirt_devices.py).
+        SubElement(domain, "memory", unit="b").text = str(max(vm.max_memory_bytes, vm.memory_bytes))
+        SubElement(domain, "currentMemory", unit="b").text = str(vm.memory_bytes)
+        SubElement(domain, "vcpu", current=str(vm.vcpus)).text = str(max(vm.max_vcpus, vm.vcpus))
         os_element = SubElement(domain, "os")
         # i440fx: its IDE controller carries the CD-ROMs.
         SubElement(os_element, "type", arch="x86_64", machine="pc").text = "hvm"
-        SubElement(os_element, "boot", dev="hd")
+        for device in vm.boot_order.split(","):
+            SubElement(os_element, "boot", dev=device)
         features = SubElement(domain, "features")
         SubElement(features, "acpi")  # ACPI shutdown and reboot
         SubElement(domain, "on_poweroff").text = "destroy"
@@ -272,12 +276,16 @@ class LibvirtDriver:
         domain = self._domain(vm)
         allowed, result = POWER_TRANSITIONS[action]
         current = self._call("reading the power state", vm, lambda: self._state_of(domain))
-        if current == result and action in ("power-on", "power-off", "shutdown"):
+        if current == result and action in ("power-on", "power-off", "shutdown", "pause", "resume"):
             return result  # already there: repeating the call is harmless
         if current not in allowed:
             raise DriverError(f"cannot {action} VM {vm.name} while it is {current}")
         if action == "power-on":
             self._call("powering on", vm, domain.resume if current == "paused" else domain.create)
+        elif action == "pause":
+            self._call("pausing", vm, domain.suspend)
+        elif action == "resume":
+            self._call("resuming", vm, domain.resume)
         elif action == "power-off":
             self._call("powering off", vm, domain.destroy)
         elif action == "reset":

@@ -22,9 +22,10 @@ class UnsafeImage(DriverError):
     """A file that must not become an image: its format is unknown, or it reads other files."""
 
 
-def inspect(path: Path) -> str:
-    """The format of a file that has just arrived (not yet anyone's disk), `raw` or `qcow2`; UnsafeImage for
-    any other format, a backing file, an external data file or encryption."""
+def inspect(path: Path, accepted: tuple[str, ...] = DISK_FORMATS) -> str:
+    """The format of a file that has just arrived (not yet anyone's disk), one of `accepted` (`raw` or `qcow2`
+    unless an import converts others); UnsafeImage for any other format, a backing file, an external data
+    file or extent, or encryption."""
     command = ["prlimit", f"--as={INFO_MEMORY_BYTES}", f"--cpu={INFO_SECONDS}", "--",
                "qemu-img", "info", "--output=json", str(path)]
     try:
@@ -35,16 +36,31 @@ def inspect(path: Path) -> str:
         raise UnsafeImage(f"qemu-img cannot read the file: {result.stderr.strip()[-ERROR_TAIL_CHARS:]}")
     info = json.loads(result.stdout)
     found = info.get("format")
-    if found not in DISK_FORMATS:
-        raise UnsafeImage(f"the file's format is {found!r}; Facet takes {' or '.join(DISK_FORMATS)} images")
+    if found not in accepted:
+        raise UnsafeImage(f"the file's format is {found!r}; Facet takes {', '.join(accepted)} images")
     if info.get("backing-filename") or info.get("full-backing-filename"):
         raise UnsafeImage(f"the {found} file names a backing file ({info.get('backing-filename')!r}); "
                           "upload a standalone image (qemu-img convert -O qcow2 with no -B)")
     if info.get("format-specific", {}).get("data", {}).get("data-file"):
         raise UnsafeImage("the qcow2 file keeps its data in an external data file; upload a standalone image")
+    extents = info.get("format-specific", {}).get("data", {}).get("extents", [])
+    if any(extent.get("filename") != info.get("filename") for extent in extents):
+        raise UnsafeImage(f"the {found} file keeps data in other files (extents); give a monolithic image")
     if info.get("encrypted"):
         raise UnsafeImage(f"the {found} file is encrypted; upload an unencrypted image")
     return found
+
+
+def convert_standalone(source: Path, source_format: str, target: Path, target_format: str) -> None:
+    """A format an import takes (vmdk, vhdx, qcow2) rewritten as a standalone `target_format` file, bounded in
+    memory like `inspect` (the source is anyone's file)."""
+    command = ["prlimit", f"--as={INFO_MEMORY_BYTES}", "--", "qemu-img", "convert", "-f", source_format,
+               "-O", checked_format(target_format), str(source), str(target)]
+    result = subprocess.run(command, capture_output=True, text=True)
+    if result.returncode != 0:
+        target.unlink(missing_ok=True)
+        raise DriverError(f"qemu-img could not convert the {source_format} image: "
+                          f"{result.stderr.strip()[-ERROR_TAIL_CHARS:]}")
 
 
 def checked_format(disk_format: str) -> str:

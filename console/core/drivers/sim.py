@@ -11,9 +11,10 @@ from django.conf import settings
 from ..models import SimDomain
 from . import files
 from .base import POWER_TRANSITIONS, DriverError, ProgressCallback
+from .sim_devices import SimDevices, definition_of
 
 
-class SimDriver:
+class SimDriver(SimDevices):
     def __init__(self, uri: str) -> None:
         query = parse_qs(urlsplit(uri).query)
         self.delay = float(query.get("delay", ["0"])[0])
@@ -31,7 +32,8 @@ class SimDriver:
     def create(self, vm) -> None:
         self._pause()
         host_name = vm.host.name if vm.host else ""
-        domain, made = SimDomain.objects.get_or_create(uuid=vm.uuid, defaults={"host_name": host_name})
+        domain, made = SimDomain.objects.get_or_create(uuid=vm.uuid, defaults={"host_name": host_name,
+                                                                                "definition": definition_of(vm)})
         if not made and domain.host_name != host_name:
             # Defined anew on another host (its own failed): a new domain there starts off.
             domain.host_name, domain.power_state = host_name, "off"
@@ -51,7 +53,7 @@ class SimDriver:
         self._pause()
         domain = self._domain(vm)
         allowed, result = POWER_TRANSITIONS[action]
-        if domain.power_state == result and action in ("power-on", "power-off", "shutdown"):
+        if domain.power_state == result and action in ("power-on", "power-off", "shutdown", "pause", "resume"):
             return result  # already there: repeating the call is harmless
         if domain.power_state not in allowed:
             raise DriverError(f"cannot {action} a VM that is {domain.power_state}")
