@@ -303,6 +303,22 @@ def run_disable(task: Task, progress: Progress) -> str:
     return f"Guest Tools disabled on {vm.name}" + (f", certificate {revoked[0]} revoked" if revoked else "")
 
 
+def leave_identity(vm: VM) -> str | None:
+    """The VM hook once a VM is made a template: its certificate is revoked and its tools ISO ejected and
+    deleted, so that no clone inherits its identity; the agent installed in its disk stays, and Guest Tools
+    stay enabled, so that each clone gets a configuration-only ISO with an identity of its own."""
+    if not GuestTools.objects.filter(vm=vm).exists():
+        return None
+    _eject_tools(vm)
+    with transaction.atomic():
+        revoked = _revoke_current(vm)
+        GuestTools.objects.filter(vm=vm).update(certificate=None, link_active=False, updated_at=timezone.now())
+    if revoked:
+        audit.record(Actor.system(), "ngt.certificate.revoke", vm, serials=revoked, reason="made a template")
+        return f"Guest Tools certificate {revoked[0]} revoked and tools ISO removed"
+    return None
+
+
 def forget_tools_iso(vm: VM) -> None:
     """The VM hook before a VM goes: its tools ISO, which holds a private key, goes too once that commits."""
     for iso_path in vm.cdroms.filter(purpose=GUEST_TOOLS).exclude(iso_path="").values_list("iso_path", flat=True):

@@ -143,6 +143,9 @@ NOUNS: dict[str, Noun] = {
                                          v.boolean), POWER_ON, HOST_UUID,
                                      Key("hostname", "NAME", "the clone's hostname (default: from its name)"))),
         "delete": task_verb("delete a VM and its disks", "DELETE", "/vms/{vm-id}/"),
+        "make-template": task_verb("make a powered-off VM a template (its own identity, such as its Guest Tools "
+                                   "certificate, is removed)", "POST", "/vms/{vm-id}/make-template/"),
+        "make-vm": task_verb("make a template a VM again", "POST", "/vms/{vm-id}/make-vm/"),
         **{action: task_verb(help_text, "POST", "/vms/{vm-id}/power/", body={"action": action})
            for action, help_text in POWER_ACTIONS.items()},
         "bulk": task_verb(

@@ -111,6 +111,10 @@ class VMHooks:
     - `defined(vm)`: in the worker, once the hypervisor knows the VM and before its CD-ROMs are inserted.
     - `powered(changes)`: after power states changed, a list of (vm, new state).
     - `deleting(vm)`: before the VM's domain and rows go (a delete, or an undone create).
+    - `made_template(vm)`: in the worker, once a powered-off VM is a template: remove what belongs to that VM
+      alone and must not reach its clones. May return a note for the task's message.
+    - `guest_reported(reports)`: the guests' own result of their first-boot customization, relayed by an app
+      that talks to guests: a list of `GuestReport`.
     """
 
     check: Callable[..., Any] | None = None
@@ -118,6 +122,18 @@ class VMHooks:
     defined: Callable[..., None] | None = None
     powered: Callable[..., None] | None = None
     deleting: Callable[..., None] | None = None
+    made_template: Callable[..., str | None] | None = None
+    guest_reported: Callable[..., None] | None = None
+
+
+@dataclass(frozen=True)
+class GuestReport:
+    """What a guest says of its first-boot customization (cloud-init's result): `status` is running,
+    succeeded or failed; `message` its own error lines."""
+
+    vm_id: int
+    status: str
+    message: str = ""
 
 
 @dataclass(frozen=True)
