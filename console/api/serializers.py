@@ -2,7 +2,7 @@ from django.contrib.auth.models import User
 from rest_framework import serializers
 
 from console.core.access import role_of
-from console.core.drivers.base import POWER_ACTIONS
+from console.core.drivers.base import CDROM_SLOTS, POWER_ACTIONS
 from console.core.errors import InvalidRequest
 from console.core.models import ApiToken, AuditEvent, Task
 from console.core.registry import registry
@@ -181,6 +181,8 @@ class BulkSerializer(serializers.Serializer):
     action = serializers.CharField()
     uuids = serializers.ListField(child=serializers.UUIDField(), required=False, max_length=10_000)
     filter = serializers.DictField(required=False, help_text="VM list filters, as in GET /api/v1/vms/ (search, ...)")
+    params = serializers.DictField(required=False, help_text="The action's parameters (guest-tools-mount: "
+                                                             "config_only)")
 
     def validate(self, attrs):
         if ("uuids" in attrs) == ("filter" in attrs):
@@ -190,11 +192,11 @@ class BulkSerializer(serializers.Serializer):
 
 class InsertIsoSerializer(serializers.Serializer):
     image = by_uuid(Image.objects.all())  # the service explains why a disk image does not fit
-    slot = serializers.IntegerField(min_value=0, max_value=3, required=False, allow_null=True)
+    slot = serializers.IntegerField(min_value=0, max_value=CDROM_SLOTS - 1, required=False, allow_null=True)
 
 
 class EjectIsoSerializer(serializers.Serializer):
-    slot = serializers.IntegerField(min_value=0, max_value=3)
+    slot = serializers.IntegerField(min_value=0, max_value=CDROM_SLOTS - 1)
 
 
 class TaskChildSerializer(serializers.ModelSerializer):

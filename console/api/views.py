@@ -218,7 +218,7 @@ class VMViewSet(ByUuid, mixins.ListModelMixin, mixins.RetrieveModelMixin, viewse
             if not filterset.is_valid():
                 raise ValidationError({"filter": filterset.errors})
             selected = filterset.qs
-        return accepted(bulk.request_bulk(Actor.from_request(request), data["action"], selected))
+        return accepted(bulk.request_bulk(Actor.from_request(request), data["action"], selected, data.get("params")))
 
 
 class TaskViewSet(ByUuid, mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.GenericViewSet):

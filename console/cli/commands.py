@@ -56,8 +56,8 @@ HOST_UUID = Key("host", "UUID", "the host to place it on; omit for automatic pla
 POWER_ON = Key("power-on", "BOOL", "power it on once made", v.boolean)
 TASK_ID = Key("task-id", "UUID", "the task's uuid", v.uuid_text)
 IMAGE_ISO = Key("image", "UUID", "the ISO image to insert", v.uuid_text)
-SLOT = Key("slot", "N", "the CD-ROM slot (0 to 3)", v.integer(0, 3))
-FREE_SLOT = Key("slot", "N", "the CD-ROM slot (0 to 3); default: an empty one", v.integer(0, 3))
+SLOT = Key("slot", "N", "the CD-ROM slot (0 to 11)", v.integer(0, 11))
+FREE_SLOT = Key("slot", "N", "the CD-ROM slot (0 to 11); default: an empty one", v.integer(0, 11))
 
 
 def create_vm_body(fields: dict) -> dict:

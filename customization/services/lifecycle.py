@@ -28,6 +28,7 @@ from console.core.registry import NewVM
 from console.core.tasks import Progress, create_task, task_kind
 from console.models import VM, CdRom, Cluster
 from console.models.inventory import hostname_validator
+from console.services.cdroms import free_slot
 
 from ..models import CustomizationScript, Datasource, Kind, VMCustomization
 from . import sealed, sources, sysprep
@@ -225,7 +226,7 @@ def attach_media(vm: VM) -> None:
     files = media_files(customization.datasource, content, instance)
     path = iso_path(vm)
     _write_private(path, build_iso(customization.datasource, files))
-    cdrom = _free_cdrom(vm)
+    cdrom = free_slot(vm, CdRom.Purpose.CUSTOMIZATION)  # the VM is being created: a drive may be added
     cdrom.iso_path, cdrom.image, cdrom.purpose = str(path), None, CdRom.Purpose.CUSTOMIZATION
     cdrom.save()
     customization.iso_path, customization.cdrom_slot = str(path), cdrom.slot
@@ -243,15 +244,6 @@ def _write_private(path: Path, data: bytes) -> None:
     with os.fdopen(fd, "wb") as handle:
         handle.write(data)
     os.replace(partial, path)
-
-
-def _free_cdrom(vm: VM) -> CdRom:
-    # The VM is still being created, so a drive may be added whatever its power state.
-    empty = vm.cdroms.filter(iso_path="").order_by("slot").first()
-    if empty is not None:
-        return empty
-    last = vm.cdroms.order_by("-slot").first()
-    return CdRom.objects.create(vm=vm, slot=last.slot + 1 if last else 0)
 
 
 def discard(vm: VM) -> None:
