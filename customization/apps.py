@@ -18,7 +18,7 @@ class CustomizationConfig(AppConfig):
             from_form=lambda form: form.customization_request(), template="customization/form_section.html"))
         registry.vm_hooks.add(self.name, VMHooks(
             check=lifecycle.check_new_vm, created=lifecycle.record, defined=lifecycle.attach_media,
-            powered=lifecycle.power_changed, deleting=lifecycle.discard))
+            powered=lifecycle.power_changed, deleting=lifecycle.discard, guest_reported=lifecycle.guest_reported))
         registry.vm_panels.add("customization", Panel("Customization", "customization-panel", order=20))
         registry.vm_columns.add("customization", Column("Customization", "customization/list_cell.html",
                                                         ("customization",), order=20))

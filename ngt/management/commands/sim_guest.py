@@ -53,9 +53,9 @@ def stop(process: subprocess.Popen) -> None:
 
 
 class MediaFollower(threading.Thread):
-    """The guest's view of its Guest Tools CD-ROM: `media/config` points at the files of the ISO in the
-    drive (swapped in one rename when another is mounted) and is gone while the drive is empty, as a disc the
-    agent scans every few seconds."""
+    """The guest's view of its Guest Tools CD-ROM: `media/config` holds the files of the ISO in the drive
+    (a real directory, since the agent follows no link on a disc; swapped in two renames when another is
+    mounted) and is gone while the drive is empty, as a disc the agent scans every few seconds."""
 
     def __init__(self, vm: VM, media: Path, interval: float = 2.0) -> None:
         super().__init__(daemon=True, name="media-follower")
@@ -77,22 +77,19 @@ class MediaFollower(threading.Thread):
         inserted = cdrom.iso_path if cdrom is not None else None
         if inserted == self.inserted:
             return
-        link = self.media / "config"
-        if inserted is None:
-            link.unlink(missing_ok=True)
-        else:
-            files = self.media / f"config-{Path(inserted).stem}"
+        disc, incoming, outgoing = self.media / "config", self.media / ".config-new", self.media / ".config-old"
+        for stale in (incoming, outgoing):
+            shutil.rmtree(stale, ignore_errors=True)
+        if inserted is not None:
             try:
-                extract_config(Path(inserted), files)
+                extract_config(Path(inserted), incoming)
             except (OSError, pycdlib.pycdlibexception.PyCdlibException):
                 return  # ejected and deleted while read: the next round sees the empty drive
-            swap = self.media / ".config"
-            swap.unlink(missing_ok=True)
-            swap.symlink_to(files.name)
-            os.replace(swap, link)
-        for stale in self.media.glob("config-*"):
-            if inserted is None or stale.name != f"config-{Path(inserted).stem}":
-                shutil.rmtree(stale, ignore_errors=True)
+        if disc.exists():
+            os.replace(disc, outgoing)
+        if inserted is not None:
+            os.replace(incoming, disc)
+        shutil.rmtree(outgoing, ignore_errors=True)
         self.inserted = inserted
 
 
@@ -154,8 +151,13 @@ class Command(BaseCommand):
         command = [sys.executable, "-m", "ngt.agent", "run", "--media", str(guest / "media"),
                    "--config-dir", str(guest / "etc"), "--state-dir", str(guest / "run"),
                    "--serial", "" if tls else os.ttyname(guest_side), "--heartbeat", heartbeat,
+                   # The guest's own /run/cloud-init (where a test writes what cloud-init would), never this
+                   # machine's.
+                   "--cloud-init-dir", str(guest / "cloud-init"),
                    "--scan", scan, "--power-command", "true"]  # a simulated VM's power is the console's to change
-        agent = subprocess.Popen(command)
+        # From the console's own tree: `-m ngt.agent` then runs the agent of the code this console runs, not
+        # whichever copy of the package the interpreter would find first.
+        agent = subprocess.Popen(command, cwd=settings.BASE_DIR)
         # Stopped (by sim_guests when the VM powers off), the agent goes too: left alone it would find its
         # serial port gone and link again over TLS, a guest outliving its VM.
         signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
