@@ -42,15 +42,27 @@ class Plan:
     capabilities: list[str]
 
 
-def from_api(value: dict | None) -> GuestToolsRequest | None:
-    if value is None:
-        return None
-    return GuestToolsRequest(mount=value.get("mount"), capabilities=value.get("capabilities"))
+def from_api(value: dict | GuestToolsRequest | None) -> GuestToolsRequest | None:
+    """The option as the hooks read it, from the API's (or a caller's) `{"mount": bool, "capabilities": [...]}`."""
+    if value is None or isinstance(value, GuestToolsRequest):
+        return value
+    if not isinstance(value, dict):
+        raise InvalidRequest({FIELD: ['give an object such as {"mount": true, "capabilities": []}']})
+    unknown = sorted(set(value) - {"mount", "capabilities"})
+    if unknown:
+        raise InvalidRequest({f"{FIELD}.{name}": ["unknown field; give mount and capabilities"] for name in unknown})
+    mount, capabilities = value.get("mount"), value.get("capabilities")
+    if mount is not None and not isinstance(mount, bool):
+        raise InvalidRequest({f"{FIELD}.mount": ["give true or false"]})
+    if capabilities is not None and not (isinstance(capabilities, list) and all(
+            isinstance(name, str) for name in capabilities)):
+        raise InvalidRequest({f"{FIELD}.capabilities": ["give a list of capability names"]})
+    return GuestToolsRequest(mount=mount, capabilities=capabilities)
 
 
 def check_new_vm(new_vm: NewVM, request: GuestToolsRequest | None) -> Plan | None:
     """The VM hook before a create or clone writes anything: whether the new VM gets its own identity."""
-    request = request or GuestToolsRequest()
+    request = from_api(request) or GuestToolsRequest()  # callers in code may give the API's object
     source = state_of(new_vm.source) if new_vm.source is not None else None
     mount = request.mount if request.mount is not None else bool(source and source.enabled)
     try:

@@ -266,3 +266,20 @@ def test_on_libvirt_a_clone_is_defined_with_both_media_and_runs(cluster, actor, 
         assert domain.isActive() and vm.power_state == "on"
     finally:
         get_driver("test:///default").delete(vm)
+
+
+def test_callers_in_code_give_the_option_as_the_apis_object(cluster, actor, run_tasks):
+    """The bulk clone's way: `options={"guest_tools": {"mount": ..., "capabilities": [...]}}`."""
+    source = golden(actor, run_tasks, cluster)
+    vm = clone(actor, source, "web-1", run_tasks, options={"guest_tools": {
+        "mount": True, "capabilities": ["self-service-restore"]}})
+    assert GuestTools.objects.get(vm=vm).capabilities == ["self-service-restore"]
+    assert VMCertificate.objects.filter(vm=vm, revoked=False).count() == 1
+    skipped = clone(actor, source, "web-2", run_tasks, options={"guest_tools": {"mount": False}})
+    assert not GuestTools.objects.filter(vm=skipped).exists()
+    for bad, field in (({"mount": "yes"}, "guest_tools.mount"), ({"mount": True, "iso": 1}, "guest_tools.iso"),
+                       ({"capabilities": "vss-snapshot"}, "guest_tools.capabilities")):
+        with pytest.raises(InvalidRequest) as caught:
+            vms.request_clone(actor, source, "web-3", options={"guest_tools": bad})
+        assert list(caught.value.errors) == [field]
+    assert not VM.objects.filter(name="web-3").exists()
