@@ -17,6 +17,7 @@ class ConsoleConfig(AppConfig):
             image_import,
             images,
             power,
+            templates,
             vm_devices,
             vm_edit,
             vms,

@@ -17,20 +17,30 @@ class NgtConfig(AppConfig):
             Panel,
             PowerAction,
             VMHooks,
+            VMOption,
             registry,
         )
 
-        from . import demo, services  # services declares the task kinds, for the web tier and workers alike
+        from . import demo, identity, services  # services declares the task kinds, for web tier and workers
+        from .api.serializers import GuestToolsOptionSerializer
         from .filters import GUEST_TOOLS_CHOICES, filter_guest_tools
+        from .forms import GuestToolsFields
 
         registry.bulk_actions.add("guest-tools-mount", BulkAction(
             "Mount Guest Tools", "ngt.mount",
-            lambda actor, vm, parent: services.request_mount(actor, vm, parent=parent), order=60))
+            lambda actor, vm, parent, config_only=False: services.request_mount(actor, vm, config_only, parent),
+            order=60, params={"config_only": bool}))
         for action in services.GUEST_POWER:
             registry.power_actions.add(action, PowerAction(
                 action, lambda actor, vm, action=action: services.request_guest_power(actor, vm, action),
                 offered=services.agent_linked))
-        registry.vm_hooks.add(self.name, VMHooks(deleting=services.forget_tools_iso))
+        registry.vm_options.add("guest_tools", VMOption(
+            api_field=lambda: GuestToolsOptionSerializer(required=False, allow_null=True),
+            from_api=identity.from_api, form=GuestToolsFields, from_form=identity.form_request,
+            template="ngt/form_section.html"))
+        registry.vm_hooks.add("guest_tools", VMHooks(  # the name of the option its `check` receives
+            check=identity.check_new_vm, created=identity.record, defined=identity.mount_new_identity,
+            deleting=services.forget_tools_iso, made_template=services.leave_identity))
         registry.host_hooks.add(self.name, HostHooks(state_changed=services.host_state_changed))
         registry.vm_panels.add("guest-tools", Panel("Guest Tools", "guest-tools-panel", order=10))
         registry.vm_columns.add("guest-tools", Column("Guest Tools", "ngt/list_cell.html", ("guest_tools",), order=10))

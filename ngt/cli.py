@@ -1,5 +1,6 @@
 """The `ngt` noun, in ncli's words: `facet ngt list|get|enable|mount|unmount|disable|enable-applications|
-disable-applications|bulk-mount|get-ca` (found by the command line through this package's `facet.cli` entry point)."""
+disable-applications|bulk-mount|get-ca`; and `VM_OPTION`, the keys that give `vm create` and `vm clone` their
+Guest Tools (found by the command line through this package's `facet.cli` entry point)."""
 
 from collections.abc import Callable
 
@@ -8,6 +9,7 @@ from console.cli import values as v
 from console.cli.client import ApiRefused, Client, credentials
 from console.cli.commands import LIST_KEYS, VM_FILTERS, VM_ID, bulk_body, task_verb
 from console.cli.errors import OK
+from console.cli.plugins import VMOptionKeys
 from console.cli.spec import Invocation, Key, Lookup, Noun, Verb
 
 TOOLS_PATH = "/vms/{vm-id}/guest-tools/"
@@ -46,8 +48,29 @@ def change_applications(enable: bool) -> Callable[[Invocation], int]:
     return run
 
 
+GUEST_TOOLS_KEYS = (
+    Key("guest-tools", "BOOL", "mount a tools ISO with a new certificate pair in the same task (default: when the "
+                               "clone's source has Guest Tools)", v.boolean, field="mount"),
+    Key("guest-tools-capabilities", "NAME[,NAME]", "self-service-restore, vss-snapshot (default: the source's)",
+        v.listed(v.text), field="capabilities"),
+)
+
+
+def guest_tools_body(body: dict) -> dict:
+    """`guest-tools=` and `guest-tools-capabilities=` become the request's `guest_tools` object."""
+    part = {key.api_name: body.pop(key.api_name) for key in GUEST_TOOLS_KEYS if key.api_name in body}
+    return {**body, "guest_tools": part} if part else body
+
+
 def tools_verb(help_text: str, operation: str, optional: tuple[Key, ...] = ()) -> Verb:
     return task_verb(help_text, "POST", TOOLS_PATH + f"{operation}/", optional=optional)
+
+
+def bulk_mount_body(fields: dict) -> dict:
+    fields = dict(fields)
+    config_only = fields.pop("config_only", None)
+    body = bulk_body(fields)
+    return {**body, "params": {"config_only": config_only}} if config_only is not None else body
 
 
 NOUNS: dict[str, Noun] = {
@@ -70,11 +93,16 @@ NOUNS: dict[str, Noun] = {
         "bulk-mount": task_verb(
             "mount Guest Tools on many VMs, chosen by uuid or by filter (one parent task, a child per VM)",
             "POST", "/vms/bulk/", required=(), body={"action": "guest-tools-mount"},
-            optional=(Key("vm-ids", "UUID[,UUID]", "these VMs", v.listed(v.uuid_text), field="uuids"), *VM_FILTERS),
-            shape=bulk_body),
+            optional=(Key("vm-ids", "UUID[,UUID]", "these VMs", v.listed(v.uuid_text), field="uuids"), *VM_FILTERS,
+                      Key("config-only", "BOOL", "only configuration and certificates, for clones whose template "
+                                                 "has the agent", v.boolean)),
+            shape=bulk_mount_body),
         "get-leader-location": Verb("show the Guest Tools Service leader's host and address", "GET",
                                     "/guest-tools/leader/"),
         "get-ca": Verb("show the cluster's Guest Tools CA certificate and fingerprint (never its key)", "GET",
                        "/guest-tools/ca/"),
     }),
 }
+
+
+VM_OPTION = VMOptionKeys(GUEST_TOOLS_KEYS, guest_tools_body)

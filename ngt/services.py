@@ -72,7 +72,7 @@ def _start(actor: Actor, kind: str, vm: VM, params: dict, parent: Task | None = 
     return task
 
 
-def _check_authority(cluster: Cluster) -> None:
+def check_authority(cluster: Cluster) -> None:
     """Fail the request, not the task, when the CA cannot sign (its key file missing or damaged)."""
     authority.open_authority(authority.authority_for(cluster))
 
@@ -80,7 +80,7 @@ def _check_authority(cluster: Cluster) -> None:
 @functools.lru_cache(maxsize=64)
 def _check_authority_once(bulk_uuid: uuid.UUID, cluster: Cluster) -> None:
     """A bulk mount checks the CA on its first VM only (a failure is not cached: every VM then says why)."""
-    _check_authority(cluster)
+    check_authority(cluster)
 
 
 def set_capabilities(actor: Actor, vm: VM, names: list[str]) -> GuestTools:
@@ -112,16 +112,21 @@ def undo_enable(task: Task) -> None:
 def run_enable(task: Task, progress: Progress) -> str:
     vm = _vm_of(task)
     progress(30, "Preparing the certificate authority")
-    _check_authority(vm.cluster)  # made on first use; a key that does not open fails the task here
+    check_authority(vm.cluster)  # made on first use; a key that does not open fails the task here
     return f"Guest Tools enabled on {vm.name}"
 
 
-def _container_of(vm: VM) -> StorageContainer:
+def container_of(vm: VM) -> StorageContainer:
     disk = vm.disks.select_related("container").order_by("index").first()
     container = disk.container if disk else vm.cluster.storage_containers.order_by("id").first()
     if container is None:
         raise Conflict({"vm": [f"VM {vm.name} has no storage container to hold its tools ISO"]})
     return container
+
+
+def new_iso_path(vm: VM) -> Path:
+    """Where a new tools ISO of the VM goes: beside its first disk, named so that no two ISOs share a name."""
+    return container_of(vm).resolve(f"{ISO_DIRECTORY}/{vm.uuid}-{uuid.uuid4().hex[:12]}.iso")
 
 
 def _tools_cdrom(vm: VM) -> CdRom | None:
@@ -136,15 +141,14 @@ def request_mount(actor: Actor, vm: VM, config_only: bool = False, parent: Task 
                                "before marking it as a template, or on its clones"]})
     _check_vm(vm)
     if parent is None:
-        _check_authority(vm.cluster)
+        check_authority(vm.cluster)
     else:
         _check_authority_once(parent.uuid, vm.cluster)
-    container = _container_of(vm)
+    path = new_iso_path(vm)
     with transaction.atomic():
         state = _locked_state(vm)
         cdrom = _tools_cdrom(vm) or free_slot(vm, GUEST_TOOLS)
         previous_iso = cdrom.iso_path
-        path = container.resolve(f"{ISO_DIRECTORY}/{vm.uuid}-{uuid.uuid4().hex[:12]}.iso")
         cdrom.iso_path, cdrom.purpose, cdrom.image = str(path), GUEST_TOOLS, None
         cdrom.save()
         was_enabled, state.enabled = state.enabled, True
@@ -161,7 +165,7 @@ def _vm_of(task: Task) -> VM:
     return vm
 
 
-def _revoke_current(vm: VM) -> list[str]:
+def revoke_current(vm: VM) -> list[str]:
     """Revoke the VM's valid certificates now; returns their serials."""
     current = list(VMCertificate.objects.filter(vm=vm, revoked=False).values_list("serial", flat=True))
     VMCertificate.objects.filter(vm=vm, revoked=False).update(revoked=True, revoked_at=timezone.now())
@@ -232,7 +236,7 @@ def run_mount(task: Task, progress: Progress) -> str:
         # file until the transaction commits, and it is removed if that never happens.
         tools_iso.write_iso(path, image)
         with transaction.atomic():
-            revoked = _revoke_current(vm)
+            revoked = revoke_current(vm)
             certificate = VMCertificate.objects.create(
                 vm=vm, serial=issued.serial, certificate_pem=issued.pem, not_before=issued.not_before,
                 not_after=issued.not_after, task_uuid=task.uuid)
@@ -296,11 +300,27 @@ def run_disable(task: Task, progress: Progress) -> str:
     progress(30, "Ejecting the tools ISO")
     _eject_tools(vm)
     with transaction.atomic():
-        revoked = _revoke_current(vm)
+        revoked = revoke_current(vm)
         GuestTools.objects.filter(vm=vm).update(enabled=False, certificate=None, link_active=False)
     if revoked:
         _record(task, "ngt.certificate.revoke", vm, serials=revoked)
     return f"Guest Tools disabled on {vm.name}" + (f", certificate {revoked[0]} revoked" if revoked else "")
+
+
+def leave_identity(vm: VM) -> str | None:
+    """The VM hook once a VM is made a template: its certificate is revoked and its tools ISO ejected and
+    deleted, so that no clone inherits its identity; the agent installed in its disk stays, and Guest Tools
+    stay enabled, so that each clone gets a configuration-only ISO with an identity of its own."""
+    if not GuestTools.objects.filter(vm=vm).exists():
+        return None
+    _eject_tools(vm)
+    with transaction.atomic():
+        revoked = revoke_current(vm)
+        GuestTools.objects.filter(vm=vm).update(certificate=None, link_active=False, updated_at=timezone.now())
+    if revoked:
+        audit.record(Actor.system(), "ngt.certificate.revoke", vm, serials=revoked, reason="made a template")
+        return f"Guest Tools certificate {revoked[0]} revoked and tools ISO removed"
+    return None
 
 
 def forget_tools_iso(vm: VM) -> None:

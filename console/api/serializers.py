@@ -4,7 +4,7 @@ from rest_framework import serializers
 from console.core import access
 from console.core.access import role_of
 from console.core.drivers import shown_uri
-from console.core.drivers.base import POWER_ACTIONS
+from console.core.drivers.base import CDROM_SLOTS, POWER_ACTIONS
 from console.core.errors import InvalidRequest
 from console.core.models import ApiToken, AuditEvent, Task
 from console.core.registry import registry
@@ -214,6 +214,8 @@ class BulkSerializer(serializers.Serializer):
     confirm_count = serializers.IntegerField(required=False, min_value=0, help_text=(
         "the number of VMs the action is meant for; refused if the selection holds another number, and needed "
         "to delete more than 5 VMs"))
+    params = serializers.DictField(required=False, help_text="The action's parameters (guest-tools-mount: "
+                                                             "config_only)")
 
     def validate(self, attrs):
         if ("uuids" in attrs) == ("filter" in attrs):
@@ -225,11 +227,11 @@ class BulkSerializer(serializers.Serializer):
 
 class InsertIsoSerializer(serializers.Serializer):
     image = by_uuid(Image.objects.all())  # the service explains why a disk image does not fit
-    slot = serializers.IntegerField(min_value=0, max_value=3, required=False, allow_null=True)
+    slot = serializers.IntegerField(min_value=0, max_value=CDROM_SLOTS - 1, required=False, allow_null=True)
 
 
 class EjectIsoSerializer(serializers.Serializer):
-    slot = serializers.IntegerField(min_value=0, max_value=3)
+    slot = serializers.IntegerField(min_value=0, max_value=CDROM_SLOTS - 1)
 
 
 class TaskChildSerializer(serializers.ModelSerializer):

@@ -21,7 +21,7 @@ from console.core.tasks import rerun
 
 from ..filtersets import AuditEventFilterSet, TaskFilterSet, vm_filterset
 from ..models import VM, CdRom, Cluster, Host, Image, Network, Nic, StorageContainer, VirtualDisk
-from ..services import adopt, bulk, cdroms, hosts, image_import, images, power, vm_devices, vm_edit, vms
+from ..services import adopt, bulk, cdroms, hosts, image_import, images, power, templates, vm_devices, vm_edit, vms
 from . import serializers as s
 from . import vm_list
 from .throttling import LoginThrottle
@@ -298,6 +298,18 @@ class VMViewSet(ByUuid, mixins.ListModelMixin, mixins.RetrieveModelMixin, viewse
                                           hostname=data["hostname"],
                                           options=s.vm_options(data)))
 
+    @extend_schema(request=None, responses={202: s.TaskSerializer})
+    @action(detail=True, methods=["post"], url_path="make-template")
+    def make_template(self, request, uuid=None):
+        """Make a powered-off VM a template (clones are made from it; it never runs)."""
+        return accepted(templates.request_make_template(Actor.from_request(request), self.get_object()))
+
+    @extend_schema(request=None, responses={202: s.TaskSerializer})
+    @action(detail=True, methods=["post"], url_path="make-vm")
+    def make_vm(self, request, uuid=None):
+        """Make a template a VM again."""
+        return accepted(templates.request_make_vm(Actor.from_request(request), self.get_object()))
+
     @extend_schema(request=s.InsertIsoSerializer, responses={202: s.TaskSerializer})
     @action(detail=True, methods=["post"], url_path="insert-iso")
     def insert_iso(self, request, uuid=None):
@@ -319,7 +331,7 @@ class VMViewSet(ByUuid, mixins.ListModelMixin, mixins.RetrieveModelMixin, viewse
             selected = VM.objects.filter(uuid__in=data["uuids"])
         else:
             selected = bulk.vms_matching(data["filter"], everything=data["all"])
-        return accepted(bulk.request_bulk(Actor.from_request(request), data["action"], selected,
+        return accepted(bulk.request_bulk(Actor.from_request(request), data["action"], selected, data.get("params"),
                                           confirm_count=data.get("confirm_count")))
 
 

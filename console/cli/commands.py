@@ -58,8 +58,8 @@ HOST_UUID = Key("host", "UUID", "the host to place it on; omit for automatic pla
 POWER_ON = Key("power-on", "BOOL", "power it on once made", v.boolean)
 TASK_ID = Key("task-id", "UUID", "the task's uuid", v.uuid_text)
 IMAGE_ISO = Key("image", "UUID", "the ISO image to insert", v.uuid_text)
-SLOT = Key("slot", "N", "the CD-ROM slot (0 to 3)", v.integer(0, 3))
-FREE_SLOT = Key("slot", "N", "the CD-ROM slot (0 to 3); default: an empty one", v.integer(0, 3))
+SLOT = Key("slot", "N", "the CD-ROM slot (0 to 11)", v.integer(0, 11))
+FREE_SLOT = Key("slot", "N", "the CD-ROM slot (0 to 11); default: an empty one", v.integer(0, 11))
 
 
 def create_vm_body(fields: dict) -> dict:
@@ -212,6 +212,9 @@ NOUNS: dict[str, Noun] = {
                                          v.boolean), POWER_ON, HOST_UUID,
                                      Key("hostname", "NAME", "the clone's hostname (default: from its name)"))),
         "delete": task_verb("delete a VM and its disks", "DELETE", "/vms/{vm-id}/"),
+        "make-template": task_verb("make a powered-off VM a template (its own identity, such as its Guest Tools "
+                                   "certificate, is removed)", "POST", "/vms/{vm-id}/make-template/"),
+        "make-vm": task_verb("make a template a VM again", "POST", "/vms/{vm-id}/make-vm/"),
         **{action: task_verb(help_text, "POST", "/vms/{vm-id}/power/", body={"action": action})
            for action, help_text in POWER_ACTIONS.items()},
         "bulk": task_verb(

@@ -68,14 +68,16 @@ class TaskKind:
 
 @dataclass(frozen=True)
 class BulkAction:
-    """An action of `POST /api/v1/vms/bulk/` and of the VM list's bulk menu. `request(actor, vm, parent)`
-    creates the child task for one VM, or raises a ServiceError to refuse that VM."""
+    """An action of `POST /api/v1/vms/bulk/` and of the VM list's bulk menu. `request(actor, vm, parent,
+    **params)` creates the child task for one VM, or raises a ServiceError to refuse that VM; `params` names
+    the request's parameters the action takes, with their type (`{"config_only": bool}`)."""
 
     label: str
     child_kind: str
     request: Callable[..., Any]
     destructive: bool = False
     order: int = 50
+    params: dict[str, type] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -105,14 +107,20 @@ class NewVM:
 class VMHooks:
     """What an app does along a VM's life; every hook is optional.
 
-    - `check(new_vm, option)`: before anything is written, validate the app's part of the request (its
-      `VMOption` value, or None) and return what `created` records. Raises ServiceError to refuse.
+    - `check(new_vm, option)`: before anything is written, validate the app's part of the request (the value
+      of the `VMOption` registered under the same name as these hooks, or None) and return what `created`
+      records. Raises ServiceError to refuse.
     - `created(vm, checked)`: inside the create or clone transaction, with what `check` returned.
-    - `defined(vm)`: in the worker, once the hypervisor knows the VM and before its CD-ROMs are inserted.
+    - `defined(vm)`: in the worker, once the VM's disks are made and before the hypervisor defines it: media
+      the app puts in CD-ROM rows (adding drives) are in the domain from its start, and inserted.
     - `powered(changes)`: after power states changed, a list of (vm, new state).
     - `deleting(vm)`: before the VM's domain and rows go (a delete, or an undone create).
     - `removing_nic(vm, remaining)`: before a NIC is removed, leaving `remaining` NICs; raises ServiceError
       to refuse (a customization that still reports over the network needs one).
+    - `made_template(vm)`: in the worker, once a powered-off VM is a template: remove what belongs to that VM
+      alone and must not reach its clones. May return a note for the task's message.
+    - `guest_reported(reports)`: the guests' own result of their first-boot customization, relayed by an app
+      that talks to guests: a list of `GuestReport`.
     """
 
     check: Callable[..., Any] | None = None
@@ -121,6 +129,8 @@ class VMHooks:
     powered: Callable[..., None] | None = None
     deleting: Callable[..., None] | None = None
     removing_nic: Callable[..., None] | None = None
+    made_template: Callable[..., str | None] | None = None
+    guest_reported: Callable[..., None] | None = None
 
 
 @dataclass(frozen=True)
@@ -134,6 +144,16 @@ class HostHooks:
 
     state_changed: Callable[..., None] | None = None
     vm_moved: Callable[..., None] | None = None
+
+
+@dataclass(frozen=True)
+class GuestReport:
+    """What a guest says of its first-boot customization (cloud-init's result): `status` is running,
+    succeeded or failed; `message` its own error lines."""
+
+    vm_id: int
+    status: str
+    message: str = ""
 
 
 @dataclass(frozen=True)

@@ -72,7 +72,8 @@ def needs_count(action: str, count: int) -> bool:
     return action == "delete" and count > FEW
 
 
-def request_bulk(actor: Actor, action: str, vms: QuerySet, *, confirm_count: int | None = None) -> Task:
+def request_bulk(actor: Actor, action: str, vms: QuerySet, params: dict | None = None, *,
+                 confirm_count: int | None = None) -> Task:
     """Apply `action` to every VM of the queryset. VMs that cannot take it get a failed child saying why,
     VMs already there a succeeded one, so the parent tells the whole story. `confirm_count` is the number
     of VMs the caller was shown; when given it must still be the number, and a delete of more than FEW
@@ -80,6 +81,7 @@ def request_bulk(actor: Actor, action: str, vms: QuerySet, *, confirm_count: int
     if action not in registry.bulk_actions:
         known = ", ".join(registry.bulk_actions)
         raise InvalidRequest({"action": [f"unknown bulk action {action!r}; use one of {known}"]})
+    params = _checked_params(registry.bulk_actions[action], action, params or {})
     vms = list(vms.select_related("host", "cluster").order_by("name", "id")[: MAX_BULK_VMS + 1])
     if not vms:
         raise InvalidRequest("no VM matches the selection")
@@ -92,19 +94,32 @@ def request_bulk(actor: Actor, action: str, vms: QuerySet, *, confirm_count: int
         raise InvalidRequest({"confirm_count": [
             f"this would {action} {len(vms)} VMs; to go ahead, send their number as confirm_count"]})
     with transaction.atomic(), sending_together():
-        parent = create_task(actor, "vm.bulk", None, enqueue=False, params={"action": action, "count": len(vms)})
+        parent = create_task(actor, "vm.bulk", None, enqueue=False,
+                             params={"action": action, "count": len(vms), **({"params": params} if params else {})})
         parent.entity_name = f"{action} on {len(vms)} VMs"
         parent.save(update_fields=["entity_name"])
         bulk_action = registry.bulk_actions[action]
         for vm in vms:
             try:
                 with transaction.atomic():
-                    bulk_action.request(actor, vm, parent)
+                    bulk_action.request(actor, vm, parent, **params)
             except AlreadyDone as exc:
                 reason = " ".join(exc.errors["action"])
                 end_at_once(actor, bulk_action.child_kind, vm, parent, Task.Status.SUCCEEDED, reason)
             except ServiceError as exc:
                 end_at_once(actor, bulk_action.child_kind, vm, parent, Task.Status.FAILED, str(exc))
         start_bulk(parent)
-        audit.record(actor, f"vm.bulk.{action}", parent, entity_type="task", count=len(vms), task=str(parent.uuid))
+        audit.record(actor, f"vm.bulk.{action}", parent, entity_type="task", count=len(vms), task=str(parent.uuid),
+                     **params)
     return parent
+
+
+def _checked_params(bulk_action: BulkAction, action: str, params: dict) -> dict:
+    for name, value in params.items():
+        if name not in bulk_action.params:
+            takes = ", ".join(bulk_action.params) or "none"
+            raise InvalidRequest({f"params.{name}": [f"{action} takes no parameter {name!r} (it takes: {takes})"]})
+        wanted = bulk_action.params[name]
+        if type(value) is not wanted:
+            raise InvalidRequest({f"params.{name}": [f"give a {wanted.__name__}"]})
+    return params

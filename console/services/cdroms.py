@@ -18,22 +18,35 @@ from .power import BUSY_STATES
 # the VM's private key) and that app's state behind.
 OWNED_MEDIA = {
     CdRom.Purpose.GUEST_TOOLS: "the Guest Tools ISO; use Guest Tools Unmount, which also deletes it",
-    CdRom.Purpose.CUSTOMIZATION: "the customization media; it is removed when customization ends",
+    CdRom.Purpose.CUSTOMIZATION: "the customization media, removed as soon as the guest reports its result",
 }
 
 
 def free_slot(vm: VM, purpose: str) -> CdRom:
-    """An empty CD-ROM of the VM; one is added when none is free and the VM is off. Inside a transaction:
-    the VM's row is locked first, so that two requests for a slot of one VM take turns."""
+    """An empty CD-ROM of the VM, or a new drive where its hypervisor's buses take one now: any slot while the
+    VM is off (or being created), on a running VM only one that can be hot-plugged. Inside a transaction: the
+    VM's row is locked first, so that two requests for a slot of one VM take turns."""
     VM.objects.select_for_update().filter(pk=vm.pk).first()
     empty = vm.cdroms.filter(iso_path="").order_by("slot").first()
     if empty is not None:
         return empty
-    if vm.power_state != VM.PowerState.OFF:
-        raise Conflict({"slot": [f"VM {vm.name} has no empty CD-ROM and is {vm.power_state}: "
-                                 "eject one, or power the VM off so that a CD-ROM can be added"]})
-    last = vm.cdroms.order_by("-slot").first()
-    return CdRom.objects.create(vm=vm, slot=last.slot + 1 if last else 0, purpose=purpose)
+    cdroms = list(vm.cdroms.order_by("slot"))
+    running = vm.power_state not in (VM.PowerState.OFF, VM.PowerState.CREATING)
+    slot = driver_for(vm).new_cdrom_slot({cdrom.slot for cdrom in cdroms}, running)
+    if slot is None:
+        holding = "; ".join(f"CD-ROM {cdrom.slot} holds {_what_holds(cdrom)}" for cdrom in cdroms)
+        if running:
+            raise Conflict({"slot": [
+                f"VM {vm.name} is {vm.power_state} and has no empty CD-ROM ({holding}), and its hypervisor cannot "
+                "add a drive to it while it runs: power the VM off (a drive is then added), or free a CD-ROM"]})
+        raise Conflict({"slot": [f"VM {vm.name} has all its {len(cdroms)} CD-ROMs in use ({holding}): free one"]})
+    return CdRom.objects.create(vm=vm, slot=slot, purpose=purpose)
+
+
+def _what_holds(cdrom: CdRom) -> str:
+    if cdrom.purpose in OWNED_MEDIA:
+        return OWNED_MEDIA[cdrom.purpose]
+    return f"{Path(cdrom.iso_path).name}, which you can eject"
 
 
 def request_insert(actor: Actor, vm: VM, image: Image, slot: int | None = None) -> Task:

@@ -307,9 +307,12 @@ def _provision(task: Task, progress: Progress) -> str:
         else:
             driver.create_disk(disk.path, disk.size_bytes, disk.disk_format)
     progress(85, "Defining the VM")
-    driver.create(vm)
-    for defined in registry.hooks("defined"):  # may fill CD-ROM rows that the loop below inserts
+    # The apps' media first (a tools ISO, customization media): they fill CD-ROM rows, adding drives, so that
+    # the hypervisor defines the VM with every drive and medium at once (an IDE drive cannot be added later
+    # to a running guest).
+    for defined in registry.hooks("defined"):
         defined(vm)
+    driver.create(vm)
     for cdrom in vm.cdroms.exclude(iso_path=""):
         driver.insert_cdrom(vm, cdrom.slot, Path(cdrom.iso_path))
     state = driver.power(vm, "power-on") if task.params.get("power_on") else driver.state(vm)

@@ -28,7 +28,7 @@ from ..forms.vms import (
     with_options,
 )
 from ..models import VM, Image, Network, Nic
-from ..services import bulk, cdroms, power, vms
+from ..services import bulk, cdroms, power, templates, vms
 
 
 @dataclass(frozen=True)
@@ -280,6 +280,28 @@ def vm_eject_iso(request, uuid):
     slot = request.POST.get("slot", "")
     try:
         task = cdroms.request_eject(actor(request), vm, int(slot) if slot.isdigit() else -1)
+    except ServiceError as error:
+        return refuse(request, error, back)
+    return task_started(request, task, back)
+
+
+@require_POST
+@role_required(OPERATOR)
+def vm_make_template(request, uuid):
+    return _change_kind(request, uuid, templates.request_make_template)
+
+
+@require_POST
+@role_required(OPERATOR)
+def vm_make_vm(request, uuid):
+    return _change_kind(request, uuid, templates.request_make_vm)
+
+
+def _change_kind(request, uuid, operation):
+    vm = get_object_or_404(VM.objects.select_related("host"), uuid=uuid)
+    back = reverse("vm-detail", args=[uuid])
+    try:
+        task = operation(actor(request), vm)
     except ServiceError as error:
         return refuse(request, error, back)
     return task_started(request, task, back)

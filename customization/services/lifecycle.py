@@ -1,9 +1,10 @@
 """A VM's customization from request to removal of its media.
 
 At request time the script is read, validated and copied (`prepare`, then `record` with the VM's rows);
-the create or clone task builds and attaches the media (`attach_media`); the guest's report
-(`report`: the agent's customization_status, or cloud-init's phone_home) or the VM's next power-off
-without one (`power_changed`: status unknown) ends it, and the media are ejected and deleted."""
+the create or clone task builds and attaches the media (`attach_media`); the guest's report ends it, and
+the media are ejected and deleted: cloud-init's result as the Guest Tools agent relays it (`guest_reported`,
+whatever FACET_PUBLIC_URL is), or cloud-init's phone_home for guests without the agent (`phone_home`); the
+VM's next power-off without either ends it as `unknown` (`power_changed`)."""
 
 import ipaddress
 import os
@@ -24,10 +25,11 @@ from console.core.actors import Actor
 from console.core.drivers import get_driver
 from console.core.errors import Conflict, InvalidRequest
 from console.core.models import Task
-from console.core.registry import NewVM
+from console.core.registry import GuestReport, NewVM
 from console.core.tasks import Progress, create_task, task_kind
 from console.models import VM, CdRom, Cluster
 from console.models.inventory import hostname_validator
+from console.services.cdroms import free_slot
 
 from ..models import CustomizationScript, Datasource, Kind, VMCustomization
 from . import sealed, sources, sysprep
@@ -225,7 +227,7 @@ def attach_media(vm: VM) -> None:
     files = media_files(customization.datasource, content, instance)
     path = iso_path(vm)
     _write_private(path, build_iso(customization.datasource, files))
-    cdrom = _free_cdrom(vm)
+    cdrom = free_slot(vm, CdRom.Purpose.CUSTOMIZATION)  # the VM is being created: a drive may be added
     cdrom.iso_path, cdrom.image, cdrom.purpose = str(path), None, CdRom.Purpose.CUSTOMIZATION
     cdrom.save()
     customization.iso_path, customization.cdrom_slot = str(path), cdrom.slot
@@ -243,15 +245,6 @@ def _write_private(path: Path, data: bytes) -> None:
     with os.fdopen(fd, "wb") as handle:
         handle.write(data)
     os.replace(partial, path)
-
-
-def _free_cdrom(vm: VM) -> CdRom:
-    # The VM is still being created, so a drive may be added whatever its power state.
-    empty = vm.cdroms.filter(iso_path="").order_by("slot").first()
-    if empty is not None:
-        return empty
-    last = vm.cdroms.order_by("-slot").first()
-    return CdRom.objects.create(vm=vm, slot=last.slot + 1 if last else 0)
 
 
 def discard(vm: VM) -> None:
@@ -323,6 +316,22 @@ def report(vm: VM, status: str, message: str = "", actor: Actor | None = None) -
         audit.record(actor, "vm.customization.report", vm, status=status)
     customization.refresh_from_db()
     return customization
+
+
+def guest_reported(reports: list[GuestReport]) -> None:
+    """The VM hook for what guests say of their customization through an agent (Guest Tools relays
+    cloud-init's result): each VM whose customization is under way takes its report; the rest (a VM without
+    customization, or whose customization ended) is left alone, in one query for the whole batch."""
+    by_vm = {each.vm_id: each for each in reports}
+    active = VMCustomization.objects.filter(vm_id__in=by_vm, status__in=VMCustomization.ACTIVE)
+    for vm in VM.objects.filter(pk__in=active.values("vm_id")).select_related("host"):
+        guest = by_vm[vm.pk]
+        report(vm, guest.status, guest.message or _said(guest.status))
+
+
+def _said(status: str) -> str:
+    return {Status.SUCCEEDED: "cloud-init finished without errors, as the guest's agent reported",
+            Status.FAILED: "cloud-init reported errors"}.get(status, "")
 
 
 def phone_home(token: str, posted: dict, source_address: str | None) -> VMCustomization:

@@ -145,10 +145,18 @@ class Agent:
 
     async def heartbeats(self, agent_config: config.AgentConfig, writer: asyncio.StreamWriter) -> None:
         """A hello first, and again instead of each heartbeat until the service welcomes it: on serial
-        nobody may be listening yet."""
+        nobody may be listening yet. Once welcomed, cloud-init's status each time it changed (the first
+        time in each session): the console learns the guest's own result of its customization."""
+        reported = None
         while True:
-            message = protocol.heartbeat() if self.state.get("welcomed") else self.hello(agent_config)
-            writer.write(protocol.encode(message))
+            welcomed = self.state.get("welcomed")
+            messages = [protocol.heartbeat() if welcomed else self.hello(agent_config)]
+            status = guest.customization_status(self.cloud_init_dir) if welcomed else None
+            if status and status["status"] != "unknown" and status != reported:
+                messages.append(protocol.customization(status))
+                reported = status
+            for message in messages:
+                writer.write(protocol.encode(message))
             await writer.drain()
             self.save_state(last_sent=time.time())
             await asyncio.sleep(self.options.heartbeat)

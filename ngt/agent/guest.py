@@ -46,21 +46,49 @@ def uptime_seconds() -> float:
 
 
 def customization_status(cloud_init_dir: Path = CLOUD_INIT_DIR) -> dict:
-    """cloud-init's state as the console's words: `succeeded`/`failed` once result.json is written,
-    `running` while only status.json is, `unknown` without cloud-init."""
+    """cloud-init's state as the console's words, read from the files `cloud-init status` reads (running it
+    costs a Python start every heartbeat): `succeeded` or `failed` once its final stage wrote result.json,
+    `running` while only status.json is there, `unknown` without cloud-init (or before it starts).
+
+    `failed` when any stage recorded an error: result.json lists them all, status.json each stage's (a
+    module that raised, such as a runcmd that exited non-zero: "('scripts_user', RuntimeError(...))"). The
+    message is those lines, then the warnings cloud-init 23.4 and later keep as `recoverable_errors`
+    (a `succeeded` with such lines is what `cloud-init status` calls degraded)."""
     def read(name: str) -> dict:
         try:
-            return json.loads((cloud_init_dir / name).read_text()).get("v1", {})
+            found = json.loads((cloud_init_dir / name).read_text()).get("v1", {})
         except (OSError, ValueError, AttributeError):
             return {}
+        return found if isinstance(found, dict) else {}
 
     result, status = read("result.json"), read("status.json")
-    if result:
-        errors = result.get("errors", [])
-        return {"status": "failed" if errors else "succeeded", "message": "; ".join(map(str, errors))[:4000]}
-    if status:
-        return {"status": "running", "message": str(status.get("stage") or "")}
-    return {"status": "unknown", "message": "no cloud-init status in this guest"}
+    if not result:
+        if status:
+            return {"status": "running", "message": str(status.get("stage") or "")}
+        return {"status": "unknown", "message": "no cloud-init status in this guest"}
+    stages = [stage for stage in status.values() if isinstance(stage, dict)]
+    errors = _lines(result.get("errors"), *(stage.get("errors") for stage in stages))
+    warnings = _lines(*(f"{level}: {line}" for stage in stages
+                        for level, lines in _levels(stage.get("recoverable_errors"))
+                        for line in lines))
+    return {"status": "failed" if errors else "succeeded", "message": "\n".join(errors + warnings)[:4000]}
+
+
+def _lines(*groups) -> list:
+    """The text lines of `groups` (lists, or single lines), each once, in order."""
+    seen: list = []
+    for group in groups:
+        for line in group if isinstance(group, list) else [group] if group else []:
+            if str(line) not in seen:
+                seen.append(str(line))
+    return seen
+
+
+def _levels(recoverable) -> list:
+    """(level, lines) of a stage's recoverable_errors, e.g. {"WARNING": ["..."]}."""
+    if not isinstance(recoverable, dict):
+        return []
+    return [(level, lines) for level, lines in recoverable.items() if isinstance(lines, list)]
 
 
 def facts(cloud_init_dir: Path = CLOUD_INIT_DIR) -> dict:

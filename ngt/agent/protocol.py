@@ -1,6 +1,7 @@
 """The agent's side of the Guest Tools protocol: newline-delimited JSON objects `{"id", "type", ...}`.
 
-The agent opens with `hello` and sends a `heartbeat` every interval; the service sends commands (`get_info`,
+The agent opens with `hello` and sends a `heartbeat` every interval, and `customization` (cloud-init's
+status and its error lines) once welcomed and whenever that changes; the service sends commands (`get_info`,
 `shutdown`, `reboot`, `customization_status`) and the agent answers each with a `reply` carrying the same
 `id`. One protocol over the serial channel and over TLS."""
 
@@ -46,6 +47,11 @@ def hello(vm_uuid: str, certificate_serial: str, agent_version: str, capabilitie
     return {"id": next_id(), "type": "hello", "vm_uuid": vm_uuid, "certificate_serial": certificate_serial,
             "agent_version": agent_version, "capabilities": capabilities, "os": facts.get("os", ""),
             "hostname": facts.get("hostname", ""), "ip_addresses": facts.get("ip_addresses", [])}
+
+
+def customization(status: dict) -> dict:
+    """cloud-init's result as `guest.customization_status` reads it: running, succeeded or failed."""
+    return {"id": next_id(), "type": "customization", "status": status["status"], "message": status["message"]}
 
 
 def heartbeat() -> dict:

@@ -43,3 +43,14 @@ class CertificateAuthoritySerializer(serializers.ModelSerializer):
         model = CertificateAuthority
         fields = ["certificate", "fingerprint_sha256", "not_after"]
         read_only_fields = fields
+
+
+class GuestToolsOptionSerializer(serializers.Serializer):
+    """The `guest_tools` part of a create or clone request."""
+
+    mount = serializers.BooleanField(
+        required=False, allow_null=True, default=None,
+        help_text="Mount a tools ISO with a new certificate pair in the same task (default: when the source of a "
+                  "clone has Guest Tools enabled; then it carries the configuration only)")
+    capabilities = serializers.ListField(child=serializers.CharField(), required=False, allow_null=True,
+                                         default=None, help_text="Default: the source's")

@@ -14,6 +14,7 @@ from django.utils import timezone
 
 from console.core import audit
 from console.core.actors import Actor
+from console.core.registry import GuestReport, registry
 from console.models import VM
 from ngt import services
 from ngt.models import GuestTools, VMCertificate
@@ -168,6 +169,15 @@ def linked(vm_uuid: str, serial: str) -> None:
     vm = VM.objects.filter(uuid=vm_uuid).select_related("host").first()
     if vm is not None and services.release_tools_iso(vm, serial):
         log.info("VM %s linked with certificate %s: its tools ISO is ejected and deleted", vm.name, serial)
+
+
+def relay_customization(results: dict[int, tuple[str, str]]) -> None:
+    """The guests' own customization results (cloud-init's), by VM id, to the app that follows customization
+    (its `guest_reported` VM hook): one call per batch, whatever the number of guests."""
+    close_old_connections()
+    reports = [GuestReport(vm_id, status, message) for vm_id, (status, message) in results.items()]
+    for guest_reported in registry.hooks("guest_reported"):
+        guest_reported(reports)
 
 
 def running_vms(host_name: str) -> list[VM]:

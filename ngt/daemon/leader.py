@@ -107,6 +107,8 @@ class Leader:
         # that outlive a batch, such as a timestamp per VM, end up in full collections that pause the loop.
         self.heard: set[int] = set()
         self.changes: dict[int, dict] = {}
+        # The guests' customization results heard since the last batch, by VM id: relayed once per batch.
+        self.customization: dict[int, tuple[str, str]] = {}
         self.jobs: list[asyncio.Task] = []
         self.links: set[asyncio.StreamWriter] = set()  # proxies' connections to port 2073
         self.stopped = False
@@ -126,6 +128,7 @@ class Leader:
         self.sessions.clear()
         self.heard.clear()
         self.changes.clear()
+        self.customization.clear()
 
     def note(self, session: Session, **fields) -> None:
         self.changes.setdefault(session.vm_id, {}).update(fields)
@@ -140,6 +143,12 @@ class Leader:
                     await asyncio.to_thread(guest_state.write_batch, heard, changes)
                 except Exception:  # the database failed this batch; the next ones still get their chance
                     log.exception("guest state of %d VMs not written", len(heard | changes.keys()))
+            customization, self.customization = self.customization, {}
+            if customization:
+                try:
+                    await asyncio.to_thread(guest_state.relay_customization, customization)
+                except Exception:  # each agent says it again in its next session; the phone_home stays too
+                    log.exception("customization results of %d VMs not relayed", len(customization))
             await self.end_revoked_sessions()
 
     async def end_revoked_sessions(self) -> None:
@@ -196,6 +205,8 @@ class Leader:
             session.agent.send({"id": str(message.get("id", "")), "type": "heartbeat_ack"})
         elif message["type"] == "hello":
             self.hello_again(session, message)
+        elif message["type"] == "customization":
+            self.customization[session.vm_id] = (message["status"], message.get("message", ""))
         elif message["type"] == "reply" and message.get("id") in session.waiting:
             session.waiting.pop(message["id"]).set_result(message)
 

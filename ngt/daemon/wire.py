@@ -43,8 +43,11 @@ def decode(line: bytes) -> dict:
 
 # What the service reads in an agent's messages, by type; every other field is passed on as it came (a
 # reply's results go to the console as JSON) or ignored.
-AGENT_TEXT_FIELDS = {"hello": ("vm_uuid", "certificate_serial", "agent_version", "os", "hostname")}
+AGENT_TEXT_FIELDS = {"hello": ("vm_uuid", "certificate_serial", "agent_version", "os", "hostname"),
+                     "customization": ("message",)}
 AGENT_LIST_FIELDS = {"hello": ("ip_addresses", "capabilities")}
+# What a guest may say of its customization (cloud-init's result); `unknown` it keeps to itself.
+CUSTOMIZATION_STATES = ("running", "succeeded", "failed")
 
 
 def check_agent_message(message: dict) -> dict:
@@ -60,6 +63,8 @@ def check_agent_message(message: dict) -> dict:
         value = message.get(name, [])
         if not isinstance(value, list) or not all(isinstance(item, str) for item in value):
             raise Refusal(f"a {kind} whose '{name}' is not a list of strings")
+    if kind == "customization" and message.get("status") not in CUSTOMIZATION_STATES:
+        raise Refusal(f"a customization whose 'status' is not one of {', '.join(CUSTOMIZATION_STATES)}")
     if kind == "reply" and not isinstance(message.get("ok", False), bool):
         raise Refusal("a reply whose 'ok' is not true or false")
     return message

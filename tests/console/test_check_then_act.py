@@ -74,7 +74,7 @@ def test_a_delete_racing_a_linked_clone_never_leaves_the_clone_without_its_base(
 def test_two_inserts_at_once_take_two_slots_or_one_is_refused(cluster, actor, run_tasks):
     vm = made(actor, run_tasks, "cd-vm")
     CdRom.objects.create(vm=vm, slot=1)
-    VM.objects.filter(pk=vm.pk).update(power_state="on")  # no slot is added to a running VM
+    VM.objects.filter(pk=vm.pk).update(power_state="on")  # new drives only on the hot-pluggable bus
     iso = Image.objects.get(name="rescue-iso")
     go = threading.Barrier(4, timeout=10)
 
@@ -86,6 +86,6 @@ def test_two_inserts_at_once_take_two_slots_or_one_is_refused(cluster, actor, ru
     for outcome in outcomes:
         outcome["thread"].join(30)
     slots = [o["result"] for o in outcomes if "result" in o]
-    assert sorted(slots) == sorted(set(slots)) and len(slots) == 2  # slot 0 and 1 once each; the VM is on
-    assert all("no empty CD-ROM" in o["refused"] for o in outcomes if "refused" in o)
-    assert CdRom.objects.filter(vm=vm).exclude(iso_path="").count() == 2
+    assert len(slots) == len(set(slots)) and set(slots) >= {0, 1}  # no slot taken twice; the empty ones first
+    assert all(slot in (0, 1) or slot >= 4 for slot in slots)  # a running VM's new drives are SCSI (4 up)
+    assert CdRom.objects.filter(vm=vm).exclude(iso_path="").count() == len(slots)

@@ -220,8 +220,8 @@ def test_bad_cdrom_requests_are_refused_before_libvirt(cluster, hosts, actor, ru
     not_iso.write_text("hello")
     with pytest.raises(DriverError, match="is not an ISO 9660 image"):
         driver.insert_cdrom(vm, 0, not_iso)
-    with pytest.raises(DriverError, match="CD-ROM slot 4 of VM web-1 does not exist: IDE has slots 0 to 3"):
-        driver.eject_cdrom(vm, 4)
+    with pytest.raises(DriverError, match="CD-ROM slot 12 of VM web-1 does not exist: a VM has slots 0 to 11"):
+        driver.eject_cdrom(vm, 12)
     with pytest.raises(DriverError, match="disk file .* does not exist"):
         driver.attach_disk(vm, tmp_path / "missing.raw", "vg1-disk0")
 
@@ -383,3 +383,34 @@ def test_a_stopped_vm_migrates_to_another_libvirt_with_its_definition(hosts, act
     assert vm.host.name == "host-2"
     assert get_driver(f"test://{node}").state(vm) == "off"
     assert get_driver(URI)._lookup(vm) is None
+
+
+def test_cd_roms_above_slot_3_are_scsi_on_the_virtio_scsi_bus(cluster, hosts, actor, run_tasks):
+    iso = Image.objects.get(name="rescue-iso")
+    vm = create(actor, run_tasks, image=iso, disk_sizes=[MiB])
+    vm.cdroms.create(slot=4, iso_path=str(iso.path), image=iso, purpose="image")
+    get_driver(URI).delete(vm)
+    get_driver(URI).create(vm)
+    devices = domain_of(vm).find("devices")
+    drives = {d.find("target").get("dev"): (d.find("target").get("bus"), d.find("address").get("unit"))
+              for d in devices.iterfind("disk[@device='cdrom']")}
+    assert drives == {"hda": ("ide", "0"), "sda": ("scsi", "0")}
+    assert [c.get("model") for c in devices.iterfind("controller[@type='scsi']")] == ["virtio-scsi"]
+
+
+def test_a_running_vm_gets_no_new_ide_drive_and_is_told_what_to_do(cluster, hosts, actor, run_tasks):
+    iso = Image.objects.get(name="rescue-iso")
+    vm = create(actor, run_tasks, disk_sizes=[MiB], power_on=True)
+    with pytest.raises(DriverError, match=r"VM web-1 runs and has no CD-ROM drive in slot 1: the IDE bus \(slots 0 "
+                                          r"to 3\) takes a new drive only while the VM is off; power it off, or use a "
+                                          r"slot from 4 up \(SCSI\), which can be added while it runs"):
+        get_driver(URI).insert_cdrom(vm, 1, iso.path)
+    get_driver(URI).eject_cdrom(vm, 7)  # no drive there: nothing to eject
+
+
+@pytest.mark.parametrize(("used", "running", "slot"), [
+    (set(), False, 0), ({0, 1}, False, 2), ({0, 1, 2, 3}, False, 4), ({0}, True, 4), ({0, 4, 5}, True, 6),
+    (set(range(12)), False, None), ({0, *range(4, 12)}, True, None),
+])
+def test_a_new_drive_takes_the_lowest_slot_the_bus_allows(used, running, slot):
+    assert LibvirtDriver(URI).new_cdrom_slot(used, running) == slot

@@ -23,5 +23,7 @@ def test_every_app_plugged_in_through_its_ready():
     assert {"vm.create", "vm.clone", "ngt.mount", "vm.customization.remove", "volume-group.attach"} <= set(
         registry.task_kinds)
     assert {"power-on", "delete", "guest-tools-mount"} <= set(registry.bulk_actions)
-    assert set(registry.vm_hooks) == {"console", "ngt", "customization"}  # console: pending edits at power-off
+    # Hooks are named as the option their `check` receives (console's own: pending edits at power-off).
+    assert set(registry.vm_options) == {"guest_tools", "customization"}
+    assert set(registry.vm_hooks) == {"console", "guest_tools", "customization"}
     assert [item.label for item in registry.navigation.ordered()][:3] == ["Dashboard", "VMs", "Templates"]

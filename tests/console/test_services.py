@@ -237,12 +237,31 @@ def test_insert_and_eject_an_iso(cluster, actor, run_tasks):
         cdroms.request_insert(actor, vm, Image.objects.get(name="base-disk"))
 
 
-def test_a_running_vm_without_a_free_cdrom_gets_a_conflict(cluster, actor, run_tasks):
-    vm = create(actor, run_tasks, image=Image.objects.get(name="rescue-iso"), disk_sizes=[2**20], power_on=True)
+def test_a_running_vm_without_a_free_cdrom_gets_a_hot_plugged_one_where_the_bus_allows(cluster, actor, run_tasks):
+    iso = Image.objects.get(name="rescue-iso")
+    vm = create(actor, run_tasks, image=iso, disk_sizes=[2**20], power_on=True)
+    for expected in range(4, 12):  # the SCSI bus's slots; IDE (0 to 3) takes no drive while the VM runs
+        cdroms.request_insert(actor, vm, iso)
+        run_tasks()
+        assert vm.cdroms.get(slot=expected).iso_path == str(iso.path)
+    assert SimDomain.objects.get(uuid=vm.uuid).cdroms == {str(slot): str(iso.path) for slot in [0, *range(4, 12)]}
     with pytest.raises(Conflict) as error:
-        cdroms.request_insert(actor, vm, Image.objects.get(name="rescue-iso"))
-    assert "no empty CD-ROM" in error.value.errors["slot"][0]
-    assert vm.cdroms.count() == 1
+        cdroms.request_insert(actor, vm, iso)
+    assert error.value.errors["slot"][0].startswith("VM web-1 is on and has no empty CD-ROM (CD-ROM 0 holds "
+                                                    "tools.iso, which you can eject; CD-ROM 4 holds")
+    assert error.value.errors["slot"][0].endswith("power the VM off (a drive is then added), or free a CD-ROM")
+    assert vm.cdroms.count() == 9
+
+
+def test_a_vm_that_is_off_gets_drives_on_both_buses_and_no_more_than_twelve(cluster, actor, run_tasks):
+    iso = Image.objects.get(name="rescue-iso")
+    vm = create(actor, run_tasks, image=iso, disk_sizes=[2**20])
+    for _ in range(11):
+        cdroms.request_insert(actor, vm, iso)
+    run_tasks()
+    assert list(vm.cdroms.values_list("slot", flat=True)) == list(range(12))
+    with pytest.raises(Conflict, match="VM web-1 has all its 12 CD-ROMs in use"):
+        cdroms.request_insert(actor, vm, iso)
 
 
 def test_bulk_power_on_counts_done_and_refused_vms(cluster, actor, run_tasks):

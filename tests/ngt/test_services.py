@@ -100,14 +100,33 @@ def test_a_template_is_refused(vm, actor):
         services.request_mount(actor, vm)
 
 
-def test_a_running_vm_without_an_empty_cd_rom_is_a_409_that_says_so(vm, actor, run_tasks, cluster):
-    iso = cluster.images.get(name="rescue-iso")
-    CdRom.objects.filter(vm=vm).update(iso_path=str(iso.path), image=iso, purpose="image")
+def test_a_running_vm_whose_cd_rom_holds_its_customization_media_gets_a_hot_plugged_drive(vm, actor, run_tasks,
+                                                                                           cluster):
+    # The case that failed with "no empty CD-ROM": slot 0 holds media the user cannot eject.
+    CdRom.objects.filter(vm=vm).update(iso_path=str(cluster.images.get(name="rescue-iso").path),
+                                       purpose="customization")
     VM.objects.filter(pk=vm.pk).update(power_state="on")
     vm.refresh_from_db()
-    with pytest.raises(Conflict, match="no empty CD-ROM and is on") as caught:
+    mount(actor, vm, run_tasks)
+    assert vm.cdroms.get(purpose="guest-tools").slot == 4  # the first slot of the SCSI bus, which hot-plugs
+    assert SimDomain.objects.get(uuid=vm.uuid).cdroms["4"] == str(tools_iso(vm))
+
+
+def test_a_running_vm_whose_hot_pluggable_slots_are_full_is_a_409_that_says_what_to_do(vm, actor, cluster):
+    iso = cluster.images.get(name="rescue-iso")
+    CdRom.objects.filter(vm=vm).update(iso_path=str(iso.path), image=iso, purpose="image")
+    CdRom.objects.bulk_create(CdRom(vm=vm, slot=slot, iso_path=str(iso.path), image=iso, purpose="image")
+                              for slot in range(4, 12))
+    VM.objects.filter(pk=vm.pk).update(power_state="on")
+    vm.refresh_from_db()
+    with pytest.raises(Conflict) as caught:
         services.request_mount(actor, vm)
     assert caught.value.status_code == 409
+    assert caught.value.errors["slot"] == [
+        "VM web-1 is on and has no empty CD-ROM (" + "; ".join(
+            f"CD-ROM {slot} holds tools.iso, which you can eject" for slot in [0, *range(4, 12)]) +
+        "), and its hypervisor cannot add a drive to it while it runs: power the VM off (a drive is then added), "
+        "or free a CD-ROM"]
     assert not Task.objects.filter(kind="ngt.mount").exists()
 
 

@@ -3,16 +3,21 @@ Tools, following power and the tools disc; the demo seed mounts Guest Tools on a
 live links."""
 
 import sys
+from pathlib import Path
 
 import pytest
 
 from console.models import VM
 from console.services import demo
+from customization.models import VMCustomization
+from customization.services import lifecycle
+from customization.services.lifecycle import CustomizationRequest
 from ngt import demo as ngt_demo
 from ngt.models import GuestTools
 from tests.ngt import test_daemon
 from tests.ngt.test_agent import REPOSITORY
 from tests.ngt.test_daemon import state
+from tests.ngt.test_guest_customization import RUNCMD_ERROR, cloud_init_ran
 from tests.realparts import wait_for
 
 # The Guest Tools Service fixtures, shared.
@@ -45,3 +50,28 @@ def test_sim_guests_follow_power_and_guest_tools(short_data_dir, service, celery
 
     VM.objects.filter(pk=vm.pk).update(power_state=VM.PowerState.OFF)
     wait_for(lambda: not state(vm).link_active, 30, "the link to end with the guest powered off")
+
+
+@pytest.mark.slow
+def test_a_sim_guests_cloud_init_result_reaches_the_console_over_serial(short_data_dir, service, celery_processes,
+                                                                        mounted_vm, run_tasks, settings):
+    """The real agent in a simulated guest: cloud-init's failed runcmd, written where cloud-init writes it, shows
+    on the VM as `failed` with cloud-init's lines, and the media go, with no phone_home possible (loopback
+    FACET_PUBLIC_URL)."""
+    vm, _ = mounted_vm
+    settings.PUBLIC_URL = "http://127.0.0.1:8000"
+    lifecycle.record(vm, lifecycle.prepare(CustomizationRequest(content="#cloud-config\nruncmd: [[\"false\"]]\n"),
+                                           cluster=vm.cluster, guest_os="linux", hostname="web-1", name="web-1"))
+    lifecycle.attach_media(vm)
+    VM.objects.filter(pk=vm.pk).update(power_state=VM.PowerState.ON)
+    VMCustomization.objects.filter(vm=vm).update(status="running")
+    media = Path(VMCustomization.objects.get(vm=vm).iso_path)
+    service(vm.host.name, "leading:")
+    celery_processes.start("sim-guest", f"{sys.executable} {REPOSITORY / 'manage.py'} sim_guest {vm.name} "
+                           "--heartbeat 0.5", "on serial")
+    wait_for(lambda: state(vm).link_active, 20, "the link over serial")
+    cloud_init_ran(short_data_dir / "sim-guests" / str(vm.uuid) / "cloud-init", errors=[RUNCMD_ERROR])
+    wait_for(lambda: VMCustomization.objects.get(vm=vm).status == "failed", 20, "the guest's result")
+    assert VMCustomization.objects.get(vm=vm).message == RUNCMD_ERROR
+    run_tasks()  # the removal the report queued on the VM's host
+    assert not media.exists() and not vm.cdroms.filter(purpose="customization").exists()

@@ -17,6 +17,19 @@ POWER_TRANSITIONS = {
 }
 POWER_ACTIONS = tuple(POWER_TRANSITIONS)
 
+# A VM's CD-ROM drives, by slot: 0 to 3 on the IDE bus, which guests without an AHCI or SCSI driver still
+# read but which takes a new drive only while the VM is off; 4 and up on a virtio-scsi bus, which takes one
+# while the VM runs (hot plug).
+COLD_CDROM_SLOTS = 4
+CDROM_SLOTS = 12
+
+
+def new_cdrom_slot(used: set[int], running: bool) -> int | None:
+    """The slot a new CD-ROM drive takes: the lowest free one, and on a running VM the lowest free one that
+    can be hot-plugged; None when there is none."""
+    first = COLD_CDROM_SLOTS if running else 0
+    return next((slot for slot in range(first, CDROM_SLOTS) if slot not in used), None)
+
 
 class DriverError(Exception):
     """The hypervisor refused or failed an operation; the message is shown to the administrator."""
@@ -64,3 +77,5 @@ class Driver(Protocol):
         """Every domain the hypervisor of `host` holds, as `adopt.py` reads it: uuid, name, state, vcpus, memory_bytes,
         disks [{path, format, device}], nics [{mac, network}], problems [what Facet cannot represent]."""
         ...
+    # Asks nothing of the hypervisor: what its buses allow (the web tier calls it to choose a slot).
+    def new_cdrom_slot(self, used: set[int], running: bool) -> int | None: ...

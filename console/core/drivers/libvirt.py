@@ -1,6 +1,7 @@
 """The libvirt hypervisor (QEMU): `qemu:///system`, `qemu+ssh://HOST/system`, and libvirt's own `test:///default`
-for unit tests. A domain's uuid is its VM's uuid; its disks are virtio-blk, its CD-ROMs IDE (Debian's cloud
-kernel has no AHCI driver), its NICs virtio on what carries their networks (libvirt_network.py), and the Guest
+for unit tests. A domain's uuid is its VM's uuid; its disks are virtio-blk, its CD-ROMs IDE in slots 0 to 3
+(Debian's cloud kernel has no AHCI driver) and SCSI on virtio-scsi above, where a drive can be hot-plugged
+into a running guest; its NICs virtio on what carries their networks (libvirt_network.py), and the Guest
 Tools channel a unix socket QEMU binds on the hypervisor host, where that host's Guest Tools Service connects."""
 
 import functools
@@ -15,12 +16,12 @@ from defusedxml.ElementTree import fromstring
 from django.conf import settings
 
 from . import files, libvirt_network, qemu_img, shown_uri, without_uri_secrets
-from .base import POWER_TRANSITIONS, DriverError, ProgressCallback
+from .base import CDROM_SLOTS, COLD_CDROM_SLOTS, POWER_TRANSITIONS, DriverError, ProgressCallback, new_cdrom_slot
 from .libvirt_devices import LibvirtDevices
 
 CHANNEL_NAME = "org.facet.guest_tools.0"
 CONSOLE_LOG_DIR = Path("/var/log/libvirt/qemu")  # virtlogd (root) writes there on every hypervisor host
-IDE_SLOTS = 4  # one IDE controller: two buses of two units
+IDE_SLOTS = COLD_CDROM_SLOTS  # one IDE controller: two buses of two units
 SHUTDOWN_WAIT_SECONDS = 180
 DETACH_WAIT_SECONDS = 30  # for the guest to release a hot-unplugged disk
 DETACH_POLL_SECONDS = 0.5
@@ -88,21 +89,25 @@ def _probe_kvm(connection: libvirt.virConnect) -> str:
 
 
 def _cdrom_target(slot: int) -> str:
-    return "hd" + "abcd"[slot]
+    return "hd" + "abcd"[slot] if slot < IDE_SLOTS else "sd" + "abcdefghijklmnop"[slot - IDE_SLOTS]
 
 
-def _ide_address(slot: int) -> dict[str, str]:
-    return {"type": "drive", "controller": "0", "bus": str(slot // 2), "target": "0", "unit": str(slot % 2)}
+def _cdrom_address(slot: int) -> dict[str, str]:
+    if slot < IDE_SLOTS:
+        return {"type": "drive", "controller": "0", "bus": str(slot // 2), "target": "0", "unit": str(slot % 2)}
+    return {"type": "drive", "controller": "0", "bus": "0", "target": "0", "unit": str(slot - IDE_SLOTS)}
 
 
 def _cdrom_element(slot: int, iso_path: Path | None) -> Element:
+    if not 0 <= slot < CDROM_SLOTS:
+        raise DriverError(f"CD-ROM slot {slot} does not exist: a VM has slots 0 to {CDROM_SLOTS - 1}")
     disk = Element("disk", type="file", device="cdrom")
     SubElement(disk, "driver", name="qemu", type="raw")
     if iso_path is not None:
         SubElement(disk, "source", file=str(iso_path))
-    SubElement(disk, "target", dev=_cdrom_target(slot), bus="ide")
+    SubElement(disk, "target", dev=_cdrom_target(slot), bus="ide" if slot < IDE_SLOTS else "scsi")
     SubElement(disk, "readonly")
-    SubElement(disk, "address", **_ide_address(slot))
+    SubElement(disk, "address", **_cdrom_address(slot))
     return disk
 
 
@@ -213,9 +218,9 @@ class LibvirtDriver(LibvirtDevices):
                 raise DriverError(f"disk {disk.index} of VM {vm.name} ({disk.path}) does not exist")
             devices.append(_disk_element(disk.path, disk.disk_format, _virtio_target(disk.index)))
         for cdrom in vm.cdroms.order_by("slot"):
-            if cdrom.slot >= IDE_SLOTS:
-                raise DriverError(f"VM {vm.name} has CD-ROM slot {cdrom.slot}; IDE has slots 0 to {IDE_SLOTS - 1}")
             devices.append(_cdrom_element(cdrom.slot, Path(cdrom.iso_path) if cdrom.iso_path else None))
+        # The bus of CD-ROM slots 4 and up, there from the start so that a drive can join a running guest.
+        SubElement(devices, "controller", type="scsi", index="0", model="virtio-scsi")
         devices.extend(libvirt_network.interface_elements(vm.nics.select_related("network").order_by("index"),
                                                           settings.FACET_LIBVIRT_NETWORKS))
         # No path: libvirt makes the socket in its per-domain channel directory at each start (it would
@@ -359,13 +364,16 @@ class LibvirtDriver(LibvirtDevices):
         self._change_cdrom(vm, slot, None)
 
     def _change_cdrom(self, vm, slot: int, iso_path: Path | None) -> None:
-        if not 0 <= slot < IDE_SLOTS:
-            raise DriverError(f"CD-ROM slot {slot} of VM {vm.name} does not exist: IDE has slots 0 to {IDE_SLOTS - 1}")
+        if not 0 <= slot < CDROM_SLOTS:
+            raise DriverError(f"CD-ROM slot {slot} of VM {vm.name} does not exist: a VM has slots 0 to "
+                              f"{CDROM_SLOTS - 1}")
         domain = self._domain(vm)
         target = _cdrom_target(slot)
         # What the guest sees now: the running domain's devices, else the definition's.
         devices = fromstring(domain.XMLDesc(0)).find("devices")
         drive = next((d for d in devices.iter("disk") if d.find("target").get("dev") == target), None)
+        if drive is None and iso_path is None:
+            return  # no drive, so nothing in it
         if drive is not None and drive.find("source") is None and iso_path is None:
             return  # already empty
         if drive is not None and drive.find("source") is not None and drive.find("source").get("file") == str(
@@ -377,11 +385,16 @@ class LibvirtDriver(LibvirtDevices):
             # FORCE: eject even when the guest has locked the tray.
             flags = self._live_flags(domain) | libvirt.VIR_DOMAIN_DEVICE_MODIFY_FORCE
             self._call(what, vm, lambda: domain.updateDeviceFlags(xml, flags))
-        elif domain.isActive():
-            # IDE has no hot plug: a drive is added only to a VM that is off.
-            raise DriverError(f"VM {vm.name} has no CD-ROM drive in slot {slot} and is running; power it off first")
-        elif iso_path is not None:
-            self._call(what, vm, lambda: domain.attachDeviceFlags(xml, libvirt.VIR_DOMAIN_AFFECT_CONFIG))
+        elif domain.isActive() and slot < IDE_SLOTS:
+            raise DriverError(f"VM {vm.name} runs and has no CD-ROM drive in slot {slot}: the IDE bus (slots 0 to "
+                              f"{IDE_SLOTS - 1}) takes a new drive only while the VM is off; power it off, or use "
+                              f"a slot from {IDE_SLOTS} up (SCSI), which can be added while it runs")
+        else:
+            # A new drive: into the definition, and hot-plugged into the running guest on SCSI.
+            self._call(what, vm, lambda: domain.attachDeviceFlags(xml, self._live_flags(domain)))
+
+    def new_cdrom_slot(self, used: set[int], running: bool) -> int | None:
+        return new_cdrom_slot(used, running)
 
     @_libvirt_errors
     def attach_disk(self, vm, path: Path, serial: str, disk_format: str = "raw") -> None:

@@ -10,7 +10,7 @@ from django.conf import settings
 
 from ..models import SimDomain
 from . import files
-from .base import POWER_TRANSITIONS, DriverError, ProgressCallback
+from .base import POWER_TRANSITIONS, DriverError, ProgressCallback, new_cdrom_slot
 from .sim_devices import SimDevices, definition_of
 
 
@@ -93,6 +93,9 @@ class SimDriver(SimDevices):
         domain = self._domain(vm)
         domain.cdroms[str(slot)] = str(iso_path)
         domain.save(update_fields=["cdroms"])
+
+    def new_cdrom_slot(self, used: set[int], running: bool) -> int | None:
+        return new_cdrom_slot(used, running)  # the buses of a libvirt VM, so that the sim teaches the same rules
 
     def eject_cdrom(self, vm, slot: int) -> None:
         self._pause()

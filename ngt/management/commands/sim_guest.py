@@ -53,15 +53,13 @@ def stop(process: subprocess.Popen) -> None:
 
 
 class MediaFollower(threading.Thread):
-    """The guest's view of its Guest Tools CD-ROM: `media` is where the disc is mounted, a link swapped in one
-    rename to the files of the ISO in the drive (`discs/disc-NAME/config/`), or to an empty directory while
-    the drive is empty, as a disc the agent scans every few seconds. Only the mount point is a link: the
-    agent opens what is on the disc without following links, as on a real one."""
+    """The guest's view of its Guest Tools CD-ROM: `media/config` holds the files of the ISO in the drive
+    (a real directory, since the agent follows no link on a disc; swapped in two renames when another is
+    mounted) and is gone while the drive is empty, as a disc the agent scans every few seconds."""
 
     def __init__(self, vm: VM, media: Path, interval: float = 2.0) -> None:
         super().__init__(daemon=True, name="media-follower")
         self.vm, self.media, self.interval = vm, media, interval
-        self.discs = media.with_name("discs")
         self.inserted = None
         self.stopped = threading.Event()
 
@@ -77,22 +75,21 @@ class MediaFollower(threading.Thread):
     def follow(self) -> None:
         cdrom = self.vm.cdroms.filter(purpose="guest-tools").exclude(iso_path="").first()
         inserted = cdrom.iso_path if cdrom is not None else None
-        if inserted == self.inserted and os.path.lexists(self.media):
+        if inserted == self.inserted:
             return
-        disc = self.discs / (f"disc-{Path(inserted).stem}" if inserted else "empty")
-        disc.mkdir(parents=True, exist_ok=True)
+        disc, incoming, outgoing = self.media / "config", self.media / ".config-new", self.media / ".config-old"
+        for stale in (incoming, outgoing):
+            shutil.rmtree(stale, ignore_errors=True)
         if inserted is not None:
             try:
-                extract_config(Path(inserted), disc / "config")
+                extract_config(Path(inserted), incoming)
             except (OSError, pycdlib.pycdlibexception.PyCdlibException):
                 return  # ejected and deleted while read: the next round sees the empty drive
-        swap = self.media.with_name(".media")
-        swap.unlink(missing_ok=True)
-        swap.symlink_to(disc)
-        os.replace(swap, self.media)
-        for stale in self.discs.glob("disc-*"):
-            if stale != disc:
-                shutil.rmtree(stale, ignore_errors=True)
+        if disc.exists():
+            os.replace(disc, outgoing)
+        if inserted is not None:
+            os.replace(incoming, disc)
+        shutil.rmtree(outgoing, ignore_errors=True)
         self.inserted = inserted
 
 
@@ -145,9 +142,7 @@ class Command(BaseCommand):
         if target is None:
             raise CommandError(f"no VM {vm}")
         guest = Path(settings.DATA_DIR) / "sim-guests" / str(target.uuid)
-        guest.mkdir(parents=True, exist_ok=True)
-        if (guest / "media").is_dir() and not (guest / "media").is_symlink():  # an older sim guest's drive
-            shutil.rmtree(guest / "media")
+        (guest / "media").mkdir(parents=True, exist_ok=True)
         follower = MediaFollower(target, guest / "media")
         follower.follow()  # the disc in the drive now, before the agent's first scan
         follower.start()
@@ -156,8 +151,13 @@ class Command(BaseCommand):
         command = [sys.executable, "-m", "ngt.agent", "run", "--media", str(guest / "media"),
                    "--config-dir", str(guest / "etc"), "--state-dir", str(guest / "run"),
                    "--serial", "" if tls else os.ttyname(guest_side), "--heartbeat", heartbeat,
+                   # The guest's own /run/cloud-init (where a test writes what cloud-init would), never this
+                   # machine's.
+                   "--cloud-init-dir", str(guest / "cloud-init"),
                    "--scan", scan, "--power-command", "true"]  # a simulated VM's power is the console's to change
-        agent = subprocess.Popen(command)
+        # From the console's own tree: `-m ngt.agent` then runs the agent of the code this console runs, not
+        # whichever copy of the package the interpreter would find first.
+        agent = subprocess.Popen(command, cwd=settings.BASE_DIR)
         # Stopped (by sim_guests when the VM powers off), the agent goes too: left alone it would find its
         # serial port gone and link again over TLS, a guest outliving its VM.
         signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))

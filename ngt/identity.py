@@ -1,0 +1,127 @@
+"""A new VM's own Guest Tools identity, made by its create or clone task: the `guest_tools` part of those
+requests (`{"mount": bool, "capabilities": [...]}`, a VMOption) and the VM hooks that carry it out.
+
+By default a clone of a VM or template whose Guest Tools are enabled gets them too: in the clone task, before
+the hypervisor defines it, a new key pair is made, its certificate issued, and both written on a
+configuration-only tools ISO (the agent is in the cloned disk already) in a CD-ROM of its own. The private
+key exists only in that ISO. `"mount": false` skips it; `"mount": true` on a VM made from nothing (or cloned
+from a source without Guest Tools) mounts the full ISO, installer included."""
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from django.db import transaction
+from django.utils import timezone
+
+from console.core import audit
+from console.core.actors import Actor
+from console.core.errors import InvalidRequest
+from console.core.registry import NewVM
+from console.models import VM
+from console.services.cdroms import free_slot
+
+from . import authority, tools_iso
+from .models import GuestTools, VMCertificate
+from .services import GUEST_TOOLS, check_authority, checked_capabilities, new_iso_path, new_tools_files, state_of
+
+FIELD = "guest_tools"
+
+
+@dataclass(frozen=True)
+class GuestToolsRequest:
+    """What a create or clone request says; None for what it leaves to the default."""
+
+    mount: bool | None = None
+    capabilities: list[str] | None = None
+
+
+@dataclass(frozen=True)
+class Plan:
+    """What `record` writes for the new VM, and the create or clone task then mounts."""
+
+    capabilities: list[str]
+
+
+def from_api(value: dict | GuestToolsRequest | None) -> GuestToolsRequest | None:
+    """The option as the hooks read it, from the API's (or a caller's) `{"mount": bool, "capabilities": [...]}`."""
+    if value is None or isinstance(value, GuestToolsRequest):
+        return value
+    if not isinstance(value, dict):
+        raise InvalidRequest({FIELD: ['give an object such as {"mount": true, "capabilities": []}']})
+    unknown = sorted(set(value) - {"mount", "capabilities"})
+    if unknown:
+        raise InvalidRequest({f"{FIELD}.{name}": ["unknown field; give mount and capabilities"] for name in unknown})
+    mount, capabilities = value.get("mount"), value.get("capabilities")
+    if mount is not None and not isinstance(mount, bool):
+        raise InvalidRequest({f"{FIELD}.mount": ["give true or false"]})
+    if capabilities is not None and not (isinstance(capabilities, list) and all(
+            isinstance(name, str) for name in capabilities)):
+        raise InvalidRequest({f"{FIELD}.capabilities": ["give a list of capability names"]})
+    return GuestToolsRequest(mount=mount, capabilities=capabilities)
+
+
+def check_new_vm(new_vm: NewVM, request: GuestToolsRequest | None) -> Plan | None:
+    """The VM hook before a create or clone writes anything: whether the new VM gets its own identity."""
+    request = from_api(request) or GuestToolsRequest()  # callers in code may give the API's object
+    source = state_of(new_vm.source) if new_vm.source is not None else None
+    mount = request.mount if request.mount is not None else bool(source and source.enabled)
+    try:
+        capabilities = checked_capabilities(
+            request.capabilities if request.capabilities is not None else (source.capabilities if source else []))
+    except InvalidRequest as error:
+        raise InvalidRequest({f"{FIELD}.capabilities": error.errors["capabilities"]}) from None
+    if not mount:
+        return None
+    if new_vm.is_template:
+        if request.mount:
+            raise InvalidRequest({f"{FIELD}.mount": [
+                "a template never runs: its clones get Guest Tools, each with an identity of its own"]})
+        return None
+    check_authority(new_vm.cluster)  # a CA that cannot sign fails the request, not the task
+    return Plan(capabilities=capabilities)
+
+
+def record(vm: VM, plan: Plan | None) -> None:
+    """The VM hook inside the create or clone transaction: Guest Tools enabled, no certificate yet; the task
+    mounts (`mount_new_identity`)."""
+    if plan is not None:
+        GuestTools.objects.create(vm=vm, enabled=True, capabilities=plan.capabilities)
+
+
+def mount_new_identity(vm: VM) -> None:
+    """The VM hook in the create or clone task, before the hypervisor defines the VM: issue the VM's first
+    certificate and put it, with its new private key, on a tools ISO in a CD-ROM. A rerun after it committed
+    does nothing; one after a failure before, starts again (an ISO written then is swept, see sweep.py)."""
+    state = GuestTools.objects.filter(vm=vm).first()
+    if state is None or not state.enabled or state.certificate_id is not None:
+        return
+    signer = authority.open_authority(authority.authority_for(vm.cluster))
+    issued, files = new_tools_files(vm, signer, state.capabilities, config_only=_agent_in_disk(vm))
+    path = new_iso_path(vm)
+    tools_iso.write_iso(path, tools_iso.build_iso(files))
+    try:
+        with transaction.atomic():
+            certificate = VMCertificate.objects.create(
+                vm=vm, serial=issued.serial, certificate_pem=issued.pem, not_before=issued.not_before,
+                not_after=issued.not_after)
+            GuestTools.objects.filter(pk=state.pk).update(iso_mounted=True, certificate=certificate,
+                                                          updated_at=timezone.now())
+            cdrom = free_slot(vm, GUEST_TOOLS)  # the VM is being created: a drive may be added
+            cdrom.iso_path, cdrom.purpose, cdrom.image = str(path), GUEST_TOOLS, None
+            cdrom.save()
+    except BaseException:
+        tools_iso.remove_iso(Path(path))  # the database rolled back: no ISO may outlive it
+        raise
+    audit.record(Actor.system(), "ngt.certificate.issue", vm, serial=issued.serial, on="create")
+
+
+def _agent_in_disk(vm: VM) -> bool:
+    """A clone of a VM or template with Guest Tools has the agent installed: its ISO carries configuration only."""
+    return vm.parent_id is not None and GuestTools.objects.filter(vm_id=vm.parent_id, enabled=True).exists()
+
+
+def form_request(form) -> GuestToolsRequest:
+    choice = form.cleaned_data.get("guest_tools_mount") or ""
+    return GuestToolsRequest(mount={"": None, "yes": True, "no": False}[choice],
+                             capabilities=form.cleaned_data.get("guest_tools_capabilities") or None)
+
