@@ -192,6 +192,8 @@ CELERY_WORKER_HIJACK_ROOT_LOGGER = False
 FACET_TASK_HEARTBEAT_SECONDS = float(os.environ.get("FACET_TASK_HEARTBEAT_SECONDS", 10))
 FACET_TASK_STALE_SECONDS = float(os.environ.get("FACET_TASK_STALE_SECONDS", 60))
 FACET_TASK_MAX_ATTEMPTS = int(os.environ.get("FACET_TASK_MAX_ATTEMPTS", 3))
+# A guest shutdown through Guest Tools succeeds once the VM is off; a guest still running after this long fails it.
+FACET_GUEST_SHUTDOWN_SECONDS = float(os.environ.get("FACET_GUEST_SHUTDOWN_SECONDS", 180))
 FACET_REAP_INTERVAL_SECONDS = float(os.environ.get("FACET_REAP_INTERVAL_SECONDS", 15))
 CELERY_BEAT_SCHEDULE = {
     "reap-stale-tasks": {"task": "facet.tasks.reap", "schedule": FACET_REAP_INTERVAL_SECONDS},

@@ -19,7 +19,8 @@ class CustomizationConfig(AppConfig):
         registry.vm_hooks.add(self.name, VMHooks(
             check=lifecycle.check_new_vm, created=lifecycle.record, defined=lifecycle.attach_media,
             powered=lifecycle.power_changed, deleting=lifecycle.discard))
-        registry.vm_panels.add("customization", Panel("Customization", "customization-panel", order=20))
+        registry.vm_panels.add("customization", Panel("Customization", "customization-panel", order=20,
+                                                               pending=lifecycle.waiting_for_guest))
         registry.vm_columns.add("customization", Column("Customization", "customization/list_cell.html",
                                                         ("customization",), order=20))
         registry.navigation.add("customization-scripts", NavItem(

@@ -26,11 +26,13 @@ class NgtConfig(AppConfig):
             "Mount Guest Tools", "ngt.mount",
             lambda actor, vm, parent: services.request_mount(actor, vm, parent=parent), order=60))
         for action in services.GUEST_POWER:
+            label, tooltip = services.GUEST_POWER_LABELS[action]
             registry.power_actions.add(action, PowerAction(
-                action, lambda actor, vm, action=action: services.request_guest_power(actor, vm, action),
-                offered=services.agent_linked))
+                label, lambda actor, vm, action=action: services.request_guest_power(actor, vm, action),
+                offered=services.agent_linked, tooltip=tooltip))
         registry.vm_hooks.add(self.name, VMHooks(deleting=services.forget_tools_iso))
-        registry.vm_panels.add("guest-tools", Panel("Guest Tools", "guest-tools-panel", order=10))
+        registry.vm_panels.add("guest-tools", Panel("Guest Tools", "guest-tools-panel", order=10,
+                                                             pending=services.link_pending))
         registry.vm_columns.add("guest-tools", Column("Guest Tools", "ngt/list_cell.html", ("guest_tools",), order=10))
         registry.vm_filters.add("guest_tools", Filter("Guest Tools", GUEST_TOOLS_CHOICES, filter_guest_tools))
         registry.navigation.add("guest-tools", NavItem("Guest Tools", "guest-tools", "tool", order=60))

@@ -58,15 +58,22 @@ RunFunction = Callable[[Task, Progress], str | None]
 UndoFunction = Callable[[Task], None]
 
 
-def task_kind(name: str, undo: UndoFunction | None = None):
+def task_kind(name: str, undo: UndoFunction | None = None, label: str = ""):
     """Declare the decorated function as the work of tasks of this kind (a second declaration of a kind is
-    an error at start-up)."""
+    an error at start-up); `label` is how pages name such a task ("Clone VM" for "vm.clone")."""
 
     def register(run: RunFunction) -> RunFunction:
         registry.task_kinds.add(name, TaskKind(run=run, undo=undo))
+        if label:
+            registry.task_labels.add(name, label)
         return run
 
     return register
+
+
+def task_label(task: Task) -> str:
+    """How pages name a task: its kind's label, or the kind itself for a kind that has none."""
+    return registry.task_labels.get(task.kind) or task.kind
 
 
 def create_task(actor: Actor, kind: str, entity=None, *, queue: str = "default", parent: Task | None = None,

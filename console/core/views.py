@@ -15,6 +15,7 @@ from .access import has_role
 from .actors import Actor
 from .errors import ServiceError
 from .models import Task
+from .tasks import task_label
 
 PAGE_SIZES = (25, 50, 100, 200)
 
@@ -43,7 +44,7 @@ def actor(request) -> Actor:
 
 def task_started(request, task: Task, next_url: str):
     """After a service accepted a change: say so, with a link to its task, and go back."""
-    messages.success(request, f"Task started: {task.kind} {task.entity_name}", extra_tags=f"task:{task.uuid}")
+    messages.success(request, f"Task started: {task_label(task)} {task.entity_name}", extra_tags=f"task:{task.uuid}")
     return redirect(next_url)
 
 

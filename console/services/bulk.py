@@ -11,7 +11,7 @@ from console.core.models import Task
 from console.core.registry import BulkAction, registry
 from console.core.tasks import create_task, end_at_once, sending_together, start_bulk
 
-from .power import AlreadyDone, request_power
+from .power import POWER_LABELS, AlreadyDone, request_power
 from .vms import request_delete
 
 DESTRUCTIVE_POWER = {"power-off", "reset"}
@@ -21,9 +21,11 @@ def register_bulk_actions() -> None:
     """The inventory's own bulk actions: every power action, and delete."""
     for order, action in enumerate(POWER_ACTIONS):
         registry.bulk_actions.add(action, BulkAction(
-            action, "vm.power", lambda actor, vm, parent, action=action: request_power(actor, vm, action, parent),
+            POWER_LABELS[action][0], "vm.power",
+            lambda actor, vm, parent, action=action: request_power(actor, vm, action, parent),
             destructive=action in DESTRUCTIVE_POWER, order=order))
-    registry.bulk_actions.add("delete", BulkAction("delete", "vm.delete", request_delete, destructive=True,
+    registry.task_labels.add("vm.bulk", "Bulk action")
+    registry.bulk_actions.add("delete", BulkAction("Delete", "vm.delete", request_delete, destructive=True,
                                                    order=99))
 
 
@@ -43,7 +45,7 @@ def request_bulk(actor: Actor, action: str, vms) -> Task:
         raise InvalidRequest({"uuids": [f"at most {MAX_BULK_VMS} VMs in one bulk action"]})
     with transaction.atomic(), sending_together():
         parent = create_task(actor, "vm.bulk", None, enqueue=False, params={"action": action, "count": len(vms)})
-        parent.entity_name = f"{action} on {len(vms)} VMs"
+        parent.entity_name = f"{registry.bulk_actions[action].label}: {len(vms)} VMs"
         parent.save(update_fields=["entity_name"])
         bulk_action = registry.bulk_actions[action]
         for vm in vms:

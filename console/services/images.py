@@ -135,7 +135,7 @@ def undo_upload(task: Task) -> None:
         partial.unlink(missing_ok=True)
 
 
-@task_kind("image.upload", undo=undo_upload)
+@task_kind("image.upload", undo=undo_upload, label="Upload image")
 def run_upload(task: Task, progress: Progress) -> str:
     """An upload runs in the web process that receives it; a worker gets one only when the reaper finds it
     silent (that process was killed). Nothing can resume it: it fails, saying so, and its `.part` goes."""

@@ -319,12 +319,12 @@ def _remove_everywhere(vm: VM) -> None:
             directory.rmdir()
 
 
-@task_kind("vm.create", undo=undo_create)
+@task_kind("vm.create", undo=undo_create, label="Create VM")
 def run_create(task: Task, progress: Progress) -> str:
     return _provision(task, progress)
 
 
-@task_kind("vm.clone", undo=undo_create)
+@task_kind("vm.clone", undo=undo_create, label="Clone VM")
 def run_clone(task: Task, progress: Progress) -> str:
     return _provision(task, progress)
 
@@ -351,7 +351,7 @@ def undo_delete(task: Task) -> None:
         power_state=task.params.get("previous_state", VM.PowerState.UNKNOWN))
 
 
-@task_kind("vm.delete", undo=undo_delete)
+@task_kind("vm.delete", undo=undo_delete, label="Delete VM")
 def run_delete(task: Task, progress: Progress) -> str:
     vm = _vm_of(task)
     if vm is None:

@@ -6,6 +6,7 @@ from django.views.decorators.http import require_POST
 
 from console.core.access import OPERATOR
 from console.core.models import Task
+from console.core.registry import registry
 from console.core.tasks import rerun
 from console.core.views import paginate, query_without, role_required
 
@@ -24,7 +25,8 @@ def task_list(request):
     page = paginate(request, queryset.exclude(status__in=LIVE))
     template = "console/partials/task_tables.html" if request.htmx else "console/task_list.html"
     return render(request, template, {"filterset": filterset, "running": running, "page": page,
-                                      "query": query_without(request, "page")})
+                                      "query": query_without(request, "page"), "task_kinds": sorted(
+                                          registry.task_labels.items(), key=lambda item: item[1])})
 
 
 @role_required()

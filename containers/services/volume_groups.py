@@ -164,7 +164,7 @@ def undo_create(task: Task) -> None:
     _remove_everywhere(group_of(task))
 
 
-@task_kind("volume-group.create", undo=undo_create)
+@task_kind("volume-group.create", undo=undo_create, label="Create volume group")
 def run_create(task: Task, progress: Progress) -> str:
     group = group_of(task)
     if group is None:
@@ -229,7 +229,7 @@ def undo_grow(task: Task) -> None:
         size_bytes=task.params["previous"])
 
 
-@task_kind("volume-group.grow", undo=undo_grow)
+@task_kind("volume-group.grow", undo=undo_grow, label="Grow volume group")
 def run_grow(task: Task, progress: Progress) -> str:
     disk = VolumeGroupDisk.objects.select_related("group__container").get(
         group__uuid=task.entity_uuid, index=task.params["index"])
@@ -287,7 +287,7 @@ def undo_delete(task: Task) -> None:
     VolumeGroup.objects.filter(uuid=task.entity_uuid).update(state=VolumeGroup.State.READY)
 
 
-@task_kind("volume-group.delete", undo=undo_delete)
+@task_kind("volume-group.delete", undo=undo_delete, label="Delete volume group")
 def run_delete(task: Task, progress: Progress) -> str:
     _remove_everywhere(group_of(task))
     return f"{task.entity_name} deleted"

@@ -8,6 +8,7 @@ the serial port: the agent then calls the VIP."""
 import asyncio
 import io
 import os
+import shlex
 import shutil
 import signal
 import subprocess
@@ -130,6 +131,16 @@ class SerialBridge:
             writer.close()
 
 
+def power_command(guest: Path, vm: VM) -> Path:
+    """The program the agent runs for the guest's own shutdown or reboot (`PROGRAM shutdown|reboot`): it
+    changes the simulated VM's power as the guest's OS would (`manage.py sim_guest_power`)."""
+    script = guest / "power"
+    script.write_text(f"#!/bin/sh\nexec {shlex.quote(sys.executable)} "
+                      f"{shlex.quote(str(Path(settings.BASE_DIR) / 'manage.py'))} sim_guest_power {vm.uuid} \"$1\"\n")
+    script.chmod(0o700)
+    return script
+
+
 class Command(BaseCommand):
     help = "Run the real Guest Tools agent for a simulated VM, over a pty bridged to its channel socket."
 
@@ -154,7 +165,7 @@ class Command(BaseCommand):
         command = [sys.executable, "-m", "ngt.agent", "run", "--media", str(guest / "media"),
                    "--config-dir", str(guest / "etc"), "--state-dir", str(guest / "run"),
                    "--serial", "" if tls else os.ttyname(guest_side), "--heartbeat", heartbeat,
-                   "--scan", scan, "--power-command", "true"]  # a simulated VM's power is the console's to change
+                   "--scan", scan, "--power-command", str(power_command(guest, target))]
         agent = subprocess.Popen(command)
         # Stopped (by sim_guests when the VM powers off), the agent goes too: left alone it would find its
         # serial port gone and link again over TLS, a guest outliving its VM.
