@@ -9,7 +9,7 @@ from django.views.decorators.http import require_POST
 from console.core.access import ADMIN, OPERATOR
 from console.core.errors import ServiceError
 from console.core.models import AuditEvent, Task
-from console.core.views import actor, as_uuid, paginate, refuse, role_required, task_started
+from console.core.views import actor, as_uuid, form_refused, paginate, refuse, role_required, task_started
 from console.models import VM
 
 from . import forms
@@ -88,7 +88,7 @@ def _target(value: str) -> Target | None:
 def volume_group_attach(request, uuid):
     target = _target(request.POST.get("target", ""))
     if target is None:
-        messages.error(request, "target: choose a VM or a Docker host")
+        messages.error(request, "Choose a VM or a Docker host to attach to.")
         return redirect("volume-group-detail", uuid)
     force = request.POST.get("force") == "on"
     return _group_action(request, uuid, lambda g: attachments.request_attach(actor(request), g, target, force=force))
@@ -136,7 +136,7 @@ def volume_group_share(request, uuid):
     host = DockerHost.objects.filter(uuid=as_uuid(request.POST.get("docker_host", ""))).first()
     back = reverse("volume-group-detail", args=[uuid])
     if host is None:
-        messages.error(request, "docker_host: choose a Docker host")
+        messages.error(request, "Choose a Docker host.")
         return redirect(back)
     unshare = request.POST.get("unshare") == "1"
     try:
@@ -160,7 +160,7 @@ def docker_host_list(request):
 def docker_host_register(request):
     form = forms.RegisterForm(request.POST)
     if not form.is_valid():
-        messages.error(request, "name: give the host a name")
+        messages.error(request, "Give the host a name.")
         return redirect("docker-hosts")
     try:
         host, key = docker_hosts.register(actor(request), form.cleaned_data["name"], form.cleaned_data["address"])
@@ -176,8 +176,7 @@ def docker_host_register(request):
 def docker_host_create(request):
     form = forms.DockerHostCreateForm(request.POST)
     if not form.is_valid():
-        for field, problems in form.errors.items():
-            messages.error(request, f"{field}: {' '.join(problems)}")
+        form_refused(request, form)
         return redirect("docker-hosts")
     data = form.cleaned_data
     try:

@@ -6,6 +6,7 @@ A kind of task is declared once, on the function that does its work (`@task_kind
 function is idempotent: a requeued task runs it again from the top and it skips what is already done."""
 
 import contextlib
+import functools
 import logging
 import threading
 import time
@@ -15,6 +16,7 @@ from collections.abc import Callable, Iterator
 from datetime import timedelta
 
 from celery import current_app
+from django.apps import apps
 from django.conf import settings
 from django.db import connections, transaction
 from django.db.models import Count, Q
@@ -22,7 +24,7 @@ from django.utils import timezone
 
 from .actors import Actor
 from .drivers import DriverError
-from .errors import ServiceError
+from .errors import Conflict, ServiceError
 from .models import Task
 from .registry import TaskKind, registry
 
@@ -74,6 +76,37 @@ def task_kind(name: str, undo: UndoFunction | None = None, label: str = ""):
 def task_label(task: Task) -> str:
     """How pages name a task: its kind's label, or the kind itself for a kind that has none."""
     return registry.task_labels.get(task.kind) or task.kind
+
+
+@functools.cache
+def _entity_models() -> dict[str, type]:
+    """Task.entity_type (a model's class name, lower case) -> the model, for models with a uuid."""
+    return {model.__name__.lower(): model for model in apps.get_models()
+            if any(field.name == "uuid" for field in model._meta.fields)}
+
+
+def entity_gone(task: Task) -> bool:
+    """Whether the task's entity was deleted since (a create rolled back, a delete done)."""
+    model = _entity_models().get(task.entity_type)
+    return bool(task.entity_uuid and model and not model.objects.filter(uuid=task.entity_uuid).exists())
+
+
+def link_entities(tasks) -> list[Task]:
+    """Give each task `entity_url`, its entity's page, or "" when it has none or the entity is gone, so that
+    no link leads to a page that no longer exists. One query per entity type."""
+    tasks = list(tasks)
+    wanted: dict[str, set] = {}
+    for task in tasks:
+        if task.entity_uuid:
+            wanted.setdefault(task.entity_type, set()).add(task.entity_uuid)
+    urls = {}
+    for entity_type, uuids in wanted.items():
+        model = _entity_models().get(entity_type)
+        if model is not None and hasattr(model, "get_absolute_url"):
+            urls.update((entity.uuid, entity.get_absolute_url()) for entity in model.objects.filter(uuid__in=uuids))
+    for task in tasks:
+        task.entity_url = urls.get(task.entity_uuid, "")
+    return tasks
 
 
 def create_task(actor: Actor, kind: str, entity=None, *, queue: str = "default", parent: Task | None = None,
@@ -259,8 +292,12 @@ def start_bulk(parent: Task) -> None:
 
 
 def rerun(task: Task) -> Task:
-    """Run an ended, failed task (or a bulk task's unfinished children) again; done work is skipped."""
+    """Run an ended, failed task (or a bulk task's unfinished children) again; done work is skipped. A task
+    whose entity is gone (a create that was rolled back) cannot run again: asking for it again can."""
+    if entity_gone(task):
+        raise Conflict(f"{task.entity_name} no longer exists (the failure undid it): ask for it again instead")
     children = list(task.children.exclude(status=Status.SUCCEEDED)) if task.children.exists() else [task]
+    children = [child for child in children if not entity_gone(child)]
     with transaction.atomic():
         for child in children:
             _requeue(child, "rerun")

@@ -5,10 +5,11 @@ from django.urls import reverse
 from django.views.decorators.http import require_POST
 
 from console.core.access import OPERATOR
+from console.core.errors import ServiceError
 from console.core.models import Task
 from console.core.registry import registry
-from console.core.tasks import rerun
-from console.core.views import paginate, query_without, role_required
+from console.core.tasks import entity_gone, link_entities, rerun
+from console.core.views import paginate, query_without, refuse, role_required
 
 from ..filtersets import TaskFilterSet
 
@@ -21,8 +22,9 @@ def task_list(request):
     filterset = TaskFilterSet(request.GET, queryset=Task.objects.filter(parent__isnull=True)
                               .select_related("created_by"))
     queryset = filterset.qs if filterset.is_valid() else Task.objects.none()
-    running = list(queryset.filter(status__in=LIVE)[:50])
+    running = link_entities(queryset.filter(status__in=LIVE)[:50])
     page = paginate(request, queryset.exclude(status__in=LIVE))
+    page.object_list = link_entities(page.object_list)
     template = "console/partials/task_tables.html" if request.htmx else "console/task_list.html"
     return render(request, template, {"filterset": filterset, "running": running, "page": page,
                                       "query": query_without(request, "page"), "task_kinds": sorted(
@@ -32,9 +34,11 @@ def task_list(request):
 @role_required()
 def task_detail(request, uuid):
     task = get_object_or_404(Task.objects.select_related("created_by", "parent"), uuid=uuid)
+    link_entities([task])
     children = Paginator(task.children.order_by("id"), 100).get_page(request.GET.get("page"))
+    children.object_list = link_entities(children.object_list)
     template = "console/partials/task_panel.html" if request.htmx else "console/task_detail.html"
-    return render(request, template, {"task": task, "children": children,
+    return render(request, template, {"task": task, "children": children, "gone": entity_gone(task),
                                       "counts": _child_counts(task) if children.paginator.count else None})
 
 
@@ -42,7 +46,7 @@ def task_detail(request, uuid):
 def task_children(request, uuid):
     task = get_object_or_404(Task, uuid=uuid)
     return render(request, "console/partials/task_children.html",
-                  {"task": task, "children": task.children.order_by("id")[:200]})
+                  {"task": task, "children": link_entities(task.children.order_by("id")[:200])})
 
 
 @role_required()
@@ -55,7 +59,10 @@ def running_indicator(request):
 @role_required(OPERATOR)
 def task_rerun(request, uuid):
     task = get_object_or_404(Task, uuid=uuid, status=Task.Status.FAILED)
-    rerun(task)
+    try:
+        rerun(task)
+    except ServiceError as error:
+        return refuse(request, error, reverse("task-detail", args=[uuid]))
     return redirect(reverse("task-detail", args=[uuid]))
 
 

@@ -114,7 +114,7 @@ def vm_bulk(request):
     else:
         uuids = [as_uuid(value) for value in request.POST.getlist("uuids")]
         if None in uuids:
-            messages.error(request, "uuids: the selection holds something that is not a VM uuid")
+            messages.error(request, "The selection holds something that is not a VM; select the VMs again.")
             return redirect(back)
         selected = VM.objects.filter(uuid__in=uuids)
     try:
@@ -233,7 +233,7 @@ def vm_insert_iso(request, uuid):
     back = reverse("vm-detail", args=[uuid])
     image = Image.objects.filter(uuid=as_uuid(request.POST.get("image")), kind=Image.Kind.ISO).first()
     if image is None:
-        messages.error(request, "image: choose an ISO image")
+        messages.error(request, "Choose an ISO image.")
         return redirect(back)
     slot = request.POST.get("slot")
     try:

@@ -9,7 +9,6 @@ path, in one round trip. Work that needs a hypervisor stays queued for its host'
 
 import contextlib
 import logging
-import shutil
 
 from django.db import IntegrityError, transaction
 
@@ -22,7 +21,7 @@ from console.core.tasks import Progress, create_task, end_at_once, task_kind
 from console.core.units import iec
 from console.models import StorageContainer
 from console.models.inventory import name_validator
-from console.services.vms import MAX_DISK_BYTES, MIN_DISK_BYTES, default_cluster
+from console.services.vms import MAX_DISK_BYTES, MIN_DISK_BYTES, check_free_space, default_cluster
 
 from ..models import DockerHost, VolumeGroup, VolumeGroupAttachment, VolumeGroupDisk
 from .targets import Target
@@ -35,14 +34,6 @@ def check_size(size_bytes: int, field_name: str = "size_bytes") -> None:
     if not MIN_DISK_BYTES <= size_bytes <= MAX_DISK_BYTES:
         limits = f"{iec(MIN_DISK_BYTES)} to {iec(MAX_DISK_BYTES)}"
         raise InvalidRequest({field_name: [f"a volume group disk holds {limits}"]})
-
-
-def check_free_space(container: StorageContainer, more_bytes: int, field_name: str = "size_bytes") -> None:
-    """Refuse sizes the container's filesystem cannot hold, even though the files start sparse."""
-    free = shutil.disk_usage(container.path).free
-    if more_bytes > free:
-        raise InvalidRequest({field_name: [
-            f"{iec(more_bytes)} is more than storage container {container.name} has free ({iec(free)})"]})
 
 
 def disk_file_name(group: VolumeGroup, index: int) -> str:

@@ -112,7 +112,7 @@ def test_a_docker_host_vm_goes_on_the_network_chosen_on_the_page(cluster, admin)
     refused = browser(admin).post(reverse("docker-host-create"), {
         "name": "dh-bad", "image": image.uuid, "vcpus": 1, "memory_gib": 1,
         "network": "00000000-0000-0000-0000-000000000000"}, follow=True).content.decode()
-    assert "network: Select a valid choice" in refused and not DockerHost.objects.filter(name="dh-bad").exists()
+    assert "Network: Select a valid choice" in refused and not DockerHost.objects.filter(name="dh-bad").exists()
 
 
 def test_remove_a_registered_host(docker_host, admin):
