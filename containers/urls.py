@@ -20,4 +20,7 @@ urlpatterns = [
     path("docker-hosts/new/", views.docker_host_create, name="docker-host-create"),
     path(f"docker-hosts/{UUID}/", views.docker_host_detail, name="docker-host-detail"),
     path(f"docker-hosts/{UUID}/remove/", views.docker_host_remove, name="docker-host-remove"),
+    path(f"docker-hosts/{UUID}/key/", views.docker_host_key, name="docker-host-key"),
+    path(f"docker-hosts/{UUID}/key/regenerate/", views.docker_host_regenerate_key, name="docker-host-regenerate-key"),
+    path("docker-hosts/plugin.deb", views.docker_host_plugin_package, name="docker-host-plugin-package"),
 ]

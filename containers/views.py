@@ -2,8 +2,10 @@
 
 from django.conf import settings
 from django.contrib import messages
+from django.core.signing import BadSignature
 from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
+from django.utils.cache import patch_cache_control
 from django.views.decorators.http import require_POST
 
 from console.core.access import ADMIN, OPERATOR
@@ -13,9 +15,10 @@ from console.core.views import actor, as_uuid, form_refused, paginate, refuse, r
 from console.models import VM
 
 from . import forms
+from .api.plugin import package_response
 from .filtersets import DockerHostFilterSet, VolumeGroupFilterSet
 from .models import DockerHost, VolumeGroup
-from .services import attachments, docker_hosts, shares, volume_groups
+from .services import attachments, docker_host_user_data, docker_hosts, shares, volume_groups
 from .services.targets import Target
 
 GiB = forms.GiB
@@ -166,9 +169,55 @@ def docker_host_register(request):
         host, key = docker_hosts.register(actor(request), form.cleaned_data["name"], form.cleaned_data["address"])
     except ServiceError as error:
         return refuse(request, error, reverse("docker-hosts"))
+    return _show_key(host, key)
+
+
+@require_POST
+@role_required(ADMIN)
+def docker_host_regenerate_key(request, uuid):
+    host = get_object_or_404(DockerHost, uuid=uuid)
+    return _show_key(host, docker_hosts.regenerate_key(actor(request), host))
+
+
+# A new key goes to the browser alone, in a short-lived signed cookie that only the host's key page reads
+# (as a new API token does): the page it redirects to shows it, a reload shows it again for those minutes,
+# and no server-side store (session, database) ever holds it.
+NEW_KEY_COOKIE = "facet_new_docker_host_key"
+NEW_KEY_SECONDS = 600
+
+
+def _show_key(host: DockerHost, key: str):
+    url = reverse("docker-host-key", args=[host.uuid])
+    response = redirect(url)
+    response.set_signed_cookie(NEW_KEY_COOKIE, key, salt=f"facet.docker-host-key.{host.uuid}",
+                               max_age=NEW_KEY_SECONDS, path=url, httponly=True,
+                               secure=settings.SESSION_COOKIE_SECURE, samesite="Strict")
+    return response
+
+
+@role_required(ADMIN)
+def docker_host_key(request, uuid):
+    host = get_object_or_404(DockerHost.objects.select_related("vm"), uuid=uuid)
+    try:
+        key = request.get_signed_cookie(NEW_KEY_COOKIE, salt=f"facet.docker-host-key.{host.uuid}",
+                                        max_age=NEW_KEY_SECONDS)
+    except (KeyError, BadSignature):
+        key = None
+    if key is not None and not DockerHost.objects.filter(pk=host.pk, key_hash=DockerHost.hash(key)).exists():
+        key = None  # regenerated since, in another tab: that key works no more
     # The console's configured address, never the request's Host header (whoever sent the request chose it).
-    return render(request, "containers/docker_host_key.html",
-                  {"host": host, "key": key, "console_url": settings.PUBLIC_URL})
+    response = render(request, "containers/docker_host_key.html", {
+        "host": host, "key": key, "console_url": settings.PUBLIC_URL,
+        "package_path": docker_host_user_data.PLUGIN_DEB_PATH, "env_file": docker_host_user_data.PLUGIN_ENV_FILE,
+        "minutes": NEW_KEY_SECONDS // 60})
+    patch_cache_control(response, no_store=True)
+    return response
+
+
+@role_required(ADMIN)
+def docker_host_plugin_package(request):
+    """The volume plugin's .deb, for an Admin setting up a registered machine."""
+    return package_response()
 
 
 @require_POST
