@@ -3,6 +3,7 @@
 from django.conf import settings
 from django.contrib import messages
 from django.core.signing import BadSignature
+from django.db.models import Q
 from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
 from django.utils.cache import patch_cache_control
@@ -30,29 +31,38 @@ def history(entity) -> dict:
 
 
 @role_required()
-def volume_group_list(request):
+def volume_group_list(request, form=None, status=200):
     filterset = VolumeGroupFilterSet(request.GET, queryset=VolumeGroup.objects.with_details())
     groups = filterset.qs if filterset.is_valid() else VolumeGroup.objects.none()
     return render(request, "containers/volume_group_list.html", {
-        "page": paginate(request, groups), "filterset": filterset, "form": forms.VolumeGroupForm()})
+        "page": paginate(request, groups), "filterset": filterset, "form": form or forms.VolumeGroupForm()},
+        status=status)
+
+
+# The service's fields, as the create form names them.
+CREATE_FIELDS = {"name": "name", "size_bytes": "size_gib", "disk_count": "disk_count", "container": "container",
+                 "description": "description"}
 
 
 @require_POST
 @role_required(OPERATOR)
 def volume_group_create(request):
+    """Create from the list page's form; a refusal draws the page again with the values given and each
+    reason beside its field."""
     form = forms.VolumeGroupForm(request.POST)
-    if not form.is_valid():
-        for field, problems in form.errors.items():
-            messages.error(request, f"{field}: {' '.join(problems)}")
-        return redirect("volume-groups")
-    data = form.cleaned_data
-    try:
-        task = volume_groups.request_create(actor(request), data["name"], data["size_gib"] * GiB,
-                                            disk_count=data["disk_count"], container=data["container"],
-                                            description=data["description"])
-    except ServiceError as error:
-        return refuse(request, error, reverse("volume-groups"))
-    return task_started(request, task, reverse("volume-group-detail", args=[task.entity_uuid]))
+    if form.is_valid():
+        data = form.cleaned_data
+        try:
+            task = volume_groups.request_create(actor(request), data["name"], data["size_gib"] * GiB,
+                                                disk_count=data["disk_count"], container=data["container"],
+                                                description=data["description"])
+        except ServiceError as error:
+            for field, problems in error.errors.items():
+                for problem in problems:
+                    form.add_error(CREATE_FIELDS.get(field), problem)
+        else:
+            return task_started(request, task, reverse("volume-group-detail", args=[task.entity_uuid]))
+    return volume_group_list(request, form=form, status=400)
 
 
 @role_required()
@@ -60,10 +70,36 @@ def volume_group_detail(request, uuid):
     group = get_object_or_404(VolumeGroup.objects.with_details(), uuid=uuid)
     shared = group.shared_with.all()
     return render(request, "containers/volume_group_detail.html", {
-        "group": group, "attachment": getattr(group, "attachment", None), "attach_form": forms.AttachForm(),
+        "group": group, "attachment": getattr(group, "attachment", None),
         "grow_form": forms.GrowForm(), "shared_with": shared,
         "shareable": DockerHost.objects.filter(cluster=group.cluster_id).exclude(
             pk__in=[host.pk for host in shared]).exclude(pk=group.created_by_host_id), **history(group)})
+
+
+@role_required()
+def vm_panel(request, uuid):
+    """The VM page's panel (registry.vm_panels): the volume groups attached to the VM, or, for a Docker host
+    VM, to its Docker host."""
+    vm = get_object_or_404(VM.objects.select_related("docker_host"), uuid=uuid)
+    docker_host = getattr(vm, "docker_host", None)
+    attached_here = Q(attachment__vm=vm) | (Q(attachment__docker_host=docker_host) if docker_host else Q(pk=None))
+    groups = VolumeGroup.objects.with_details().filter(attached_here)
+    return render(request, "containers/vm_panel.html", {"vm": vm, "groups": groups, "docker_host": docker_host})
+
+
+PICKER_SIZE = 20
+
+
+@role_required(OPERATOR)
+def attach_targets(request):
+    """The "Attach to" picker's choices: VMs and ready Docker hosts whose name holds the search, a few at a time."""
+    search = request.GET.get("q", "").strip()
+    vms = VM.objects.filter(is_template=False, docker_host__isnull=True, name__icontains=search).only("uuid", "name")
+    hosts = DockerHost.objects.filter(state=DockerHost.State.READY, name__icontains=search).only("uuid", "name")
+    choices = [(f"vm:{vm.uuid}", vm.name, "VM") for vm in vms.order_by("name")[:PICKER_SIZE]]
+    choices += [(f"docker-host:{host.uuid}", host.name, "Docker host") for host in hosts.order_by("name")[:PICKER_SIZE]]
+    more = vms.count() + hosts.count() - len(choices)
+    return render(request, "containers/attach_targets.html", {"choices": choices, "more": more, "search": search})
 
 
 def _group_action(request, uuid, act, labels: dict[str, str] | None = None):

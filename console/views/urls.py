@@ -22,6 +22,7 @@ urlpatterns = [
     path(f"vms/{UUID}/eject-iso/", vms.vm_eject_iso, name="vm-eject-iso"),
     path("templates/", vms.template_list, name="template-list"),
     path("images/", inventory.image_list, name="image-list"),
+    path("images/upload-check/", inventory.image_upload_check, name="image-upload-check"),
     path(f"images/{UUID}/delete/", inventory.image_delete, name="image-delete"),
     path("networks/", inventory.network_list, name="network-list"),
     path("networks/new/", inventory.network_create, name="network-create"),
