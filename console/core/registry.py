@@ -180,7 +180,8 @@ class NavItem:
 @dataclass
 class Registry:
     task_kinds: Store = field(default_factory=lambda: Store("task kind"))
-    # task kind -> what people read ("Clone VM"); the API and CLI keep the kind ("vm.clone")
+    # task kind -> what people read ("Clone VM"), or a function of the task giving it ("Bulk Power Off"); the
+    # API and CLI keep the kind ("vm.clone")
     task_labels: Store = field(default_factory=lambda: Store("task label"))
     bulk_actions: Store = field(default_factory=lambda: Store("bulk action"))
     power_actions: Store = field(default_factory=lambda: Store("power action"))

@@ -60,7 +60,7 @@ RunFunction = Callable[[Task, Progress], str | None]
 UndoFunction = Callable[[Task], None]
 
 
-def task_kind(name: str, undo: UndoFunction | None = None, label: str = ""):
+def task_kind(name: str, undo: UndoFunction | None = None, label: str | Callable[[Task], str] = ""):
     """Declare the decorated function as the work of tasks of this kind (a second declaration of a kind is
     an error at start-up); `label` is how pages name such a task ("Clone VM" for "vm.clone")."""
 
@@ -75,7 +75,8 @@ def task_kind(name: str, undo: UndoFunction | None = None, label: str = ""):
 
 def task_label(task: Task) -> str:
     """How pages name a task: its kind's label, or the kind itself for a kind that has none."""
-    return registry.task_labels.get(task.kind) or task.kind
+    label = registry.task_labels.get(task.kind) or task.kind
+    return label(task) if callable(label) else label
 
 
 @functools.cache

@@ -44,7 +44,8 @@ def actor(request) -> Actor:
 
 def task_started(request, task: Task, next_url: str):
     """After a service accepted a change: say so, with a link to its task, and go back."""
-    messages.success(request, f"Task started: {task_label(task)} {task.entity_name}", extra_tags=f"task:{task.uuid}")
+    about = f" {task.entity_name}" if task.entity_uuid else ""  # a bulk task's label says it all
+    messages.success(request, f"Task started: {task_label(task)}{about}", extra_tags=f"task:{task.uuid}")
     return redirect(next_url)
 
 

@@ -24,9 +24,15 @@ def register_bulk_actions() -> None:
             POWER_LABELS[action][0], "vm.power",
             lambda actor, vm, parent, action=action: request_power(actor, vm, action, parent),
             destructive=action in DESTRUCTIVE_POWER, order=order))
-    registry.task_labels.add("vm.bulk", "Bulk action")
+    registry.task_labels.add("vm.bulk", bulk_task_label)
     registry.bulk_actions.add("delete", BulkAction("Delete", "vm.delete", request_delete, destructive=True,
                                                    order=99))
+
+
+def bulk_task_label(task: Task) -> str:
+    """A bulk task as pages name it: "Bulk Power Off" (its entity name keeps the API's words for the CLI)."""
+    action = registry.bulk_actions.get(task.params.get("action", ""))
+    return f"Bulk {action.label}" if action else "Bulk action"
 
 
 MAX_BULK_VMS = 10_000
@@ -45,7 +51,7 @@ def request_bulk(actor: Actor, action: str, vms) -> Task:
         raise InvalidRequest({"uuids": [f"at most {MAX_BULK_VMS} VMs in one bulk action"]})
     with transaction.atomic(), sending_together():
         parent = create_task(actor, "vm.bulk", None, enqueue=False, params={"action": action, "count": len(vms)})
-        parent.entity_name = f"{registry.bulk_actions[action].label}: {len(vms)} VMs"
+        parent.entity_name = f"{action} on {len(vms)} VMs"
         parent.save(update_fields=["entity_name"])
         bulk_action = registry.bulk_actions[action]
         for vm in vms:

@@ -47,3 +47,11 @@ def sort_link(current: str, field: str) -> str:
 def task_label(task) -> str:
     """What people call the task: "Clone VM" for a `vm.clone` (the API and CLI keep the kind)."""
     return tasks.task_label(task)
+
+
+@register.filter
+def task_entity(task) -> str:
+    """What the task is about, for people: a bulk task's VM count (its stored name keeps the API's words)."""
+    if task.kind == "vm.bulk":
+        return f"{task.params.get('count', 0)} VMs"
+    return task.entity_name

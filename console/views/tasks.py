@@ -8,7 +8,7 @@ from console.core.access import OPERATOR
 from console.core.errors import ServiceError
 from console.core.models import Task
 from console.core.registry import registry
-from console.core.tasks import entity_gone, link_entities, rerun
+from console.core.tasks import entity_gone, link_entities, rerun, task_label
 from console.core.views import paginate, query_without, refuse, role_required
 
 from ..filtersets import TaskFilterSet
@@ -27,8 +27,12 @@ def task_list(request):
     page.object_list = link_entities(page.object_list)
     template = "console/partials/task_tables.html" if request.htmx else "console/task_list.html"
     return render(request, template, {"filterset": filterset, "running": running, "page": page,
-                                      "query": query_without(request, "page"), "task_kinds": sorted(
-                                          registry.task_labels.items(), key=lambda item: item[1])})
+                                      "query": query_without(request, "page"), "task_kinds": kind_choices()})
+
+
+def kind_choices() -> list[tuple[str, str]]:
+    """(kind, label) of every labelled task kind, by label, for the list's Kind filter."""
+    return sorted(((kind, task_label(Task(kind=kind))) for kind in registry.task_labels), key=lambda item: item[1])
 
 
 @role_required()

@@ -7,7 +7,7 @@ from console.core.drivers import DriverError
 from console.core.errors import Conflict, InvalidRequest
 from console.core.models import Task
 from console.core.registry import registry
-from console.core.tasks import rerun
+from console.core.tasks import rerun, task_label
 from console.models import VM
 from console.services import vms
 from tests.console.test_views import logged_in
@@ -20,7 +20,8 @@ def test_every_task_kind_has_a_label_for_people(db):
     unlabelled = [kind for kind in registry.task_kinds if kind not in registry.task_labels]
     assert unlabelled == []
     assert registry.task_labels["vm.clone"] == "Clone VM"
-    assert registry.task_labels["vm.bulk"] == "Bulk action"
+    assert task_label(Task(kind="vm.bulk", params={"action": "power-off"})) == "Bulk Power Off"
+    assert task_label(Task(kind="vm.guest-shutdown")) == "Guest Shut Down"
 
 
 def test_power_and_bulk_actions_carry_human_labels_and_the_api_keeps_its_words(api, vm):
