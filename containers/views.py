@@ -191,7 +191,9 @@ def docker_host_list(request):
     filterset = DockerHostFilterSet(request.GET, queryset=DockerHost.objects.select_related("vm"))
     return render(request, "containers/docker_host_list.html", {
         "hosts": filterset.qs if filterset.is_valid() else DockerHost.objects.none(), "filterset": filterset,
-        "register_form": forms.RegisterForm(), "create_form": forms.DockerHostCreateForm()})
+        # Two forms on one page: ids of their own, so that each label names its own field.
+        "register_form": forms.RegisterForm(auto_id="register-%s"),
+        "create_form": forms.DockerHostCreateForm(auto_id="create-%s")})
 
 
 @require_POST

@@ -241,7 +241,7 @@ def where_it_shows(group: VolumeGroup) -> str:
     target = Target.of(attachment)
     if target.hypervisor_vm is not None:
         then = "; the plugin then grows the filesystem" if attachment.docker_host_id else ""
-        return f"{target.name} sees the new size at its next attach or power-on{then}"
+        return f"{target.name} sees the new size when it is next attached or powered on{then}"
     return f"the plugin on {target.name} grows the filesystem online at its next usage report"
 
 

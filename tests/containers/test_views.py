@@ -67,7 +67,7 @@ def test_create_attach_detach_delete_from_the_pages(cluster, operator, vm, run_t
     run_tasks()
     assert group.disks.get().size_bytes == 2 * GiB
     page = client.get(reverse("volume-group-detail", args=[group.uuid])).content.decode()
-    assert "A VM sees the new size at its next attach or power-on" in page
+    assert "A VM sees the new size when it is next attached or powered on" in page
     shrink = client.post(reverse("volume-group-grow", args=[group.uuid]), {"index": 0, "size_gib": 1}, follow=True)
     assert "New size: disk 0 already holds 2 GiB; a disk only grows" in shrink.content.decode()
     refused = client.post(reverse("volume-group-delete", args=[group.uuid]), follow=True)
