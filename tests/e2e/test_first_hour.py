@@ -80,7 +80,9 @@ def both_widths(page, screenshots, name: str) -> None:
 PAGE_WORDS = """() => {
   const main = document.querySelector("main").cloneNode(true);
   main.querySelectorAll("code, pre, kbd, script, style, template").forEach(e => e.remove());
-  const controls = [...document.querySelectorAll("main button, main select[name=action] option, main select[name=kind] option, main a.btn, main summary, main legend, main th")]
+  const controls = [...document.querySelectorAll(
+      "main button, main select[name=action] option, main select[name=kind] option, main a.btn, main summary, " +
+      "main legend, main th")]
     .filter(e => !e.closest("code, pre")).map(e => e.textContent.trim()).filter(Boolean);
   const titles = [...document.querySelectorAll("main [title]")].filter(e => !e.closest("code, pre")).map(e => e.title);
   return {text: main.innerText, controls, titles};
@@ -99,7 +101,8 @@ def walk(page, start: str, limit: int = 70) -> list[str]:
         page.goto(url)
         visited.append(url)
         yield url
-        for href in page.eval_on_selector_all("nav a[href], main a[href]", "links => links.map(a => a.getAttribute('href'))"):
+        links = page.eval_on_selector_all("nav a[href], main a[href]", "as => as.map(a => a.getAttribute('href'))")
+        for href in links:
             parts = urlsplit(href)
             if parts.netloc or not href.startswith("/") or parts.query or href.endswith(".deb") or "/api/" in href:
                 continue

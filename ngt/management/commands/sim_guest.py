@@ -54,9 +54,9 @@ def stop(process: subprocess.Popen) -> None:
 
 
 class MediaFollower(threading.Thread):
-    """The guest's view of its Guest Tools CD-ROM: `media/config` points at the files of the ISO in the
-    drive (swapped in one rename when another is mounted) and is gone while the drive is empty, as a disc the
-    agent scans every few seconds."""
+    """The guest's view of its Guest Tools CD-ROM: `media/config` holds the files of the ISO in the drive
+    (swapped by two renames when another is mounted) and is gone while the drive is empty, as a disc the agent
+    scans every few seconds."""
 
     def __init__(self, vm: VM, media: Path, interval: float = 2.0) -> None:
         super().__init__(daemon=True, name="media-follower")
@@ -78,22 +78,22 @@ class MediaFollower(threading.Thread):
         inserted = cdrom.iso_path if cdrom is not None else None
         if inserted == self.inserted:
             return
-        link = self.media / "config"
+        disc = self.media / "config"
         if inserted is None:
-            link.unlink(missing_ok=True)
+            shutil.rmtree(disc, ignore_errors=True)
         else:
-            files = self.media / f"config-{Path(inserted).stem}"
+            # A real directory, not a link: the agent follows no symbolic link on its disc.
+            staged, old = self.media / ".config-new", self.media / ".config-old"
+            shutil.rmtree(staged, ignore_errors=True)
             try:
-                extract_config(Path(inserted), files)
+                extract_config(Path(inserted), staged)
             except (OSError, pycdlib.pycdlibexception.PyCdlibException):
                 return  # ejected and deleted while read: the next round sees the empty drive
-            swap = self.media / ".config"
-            swap.unlink(missing_ok=True)
-            swap.symlink_to(files.name)
-            os.replace(swap, link)
-        for stale in self.media.glob("config-*"):
-            if inserted is None or stale.name != f"config-{Path(inserted).stem}":
-                shutil.rmtree(stale, ignore_errors=True)
+            shutil.rmtree(old, ignore_errors=True)
+            if disc.exists():
+                disc.rename(old)  # the old disc out, the new one in: two renames, as a disc swap
+            staged.rename(disc)
+            shutil.rmtree(old, ignore_errors=True)
         self.inserted = inserted
 
 
