@@ -30,6 +30,7 @@ UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}
 API_LABEL = re.compile(r"^[a-z]+(-[a-z]+)+$|^[a-z]+(\.[a-z-]+)+$")
 FIELD_PREFIX = re.compile(r"(^|\s)[a-z]+_[a-z_]+:")
 TASK_KIND = re.compile(r"\b(vm|ngt|image|volume-group)\.[a-z][a-z.-]*\b")
+TEMPLATE_SYNTAX = re.compile(r"\{[#%]")  # a template comment or tag that leaked onto the page ({{ key }} is help)
 PRODUCT_NAMES = {"cloud-init"}  # spelled so by their makers
 
 
@@ -120,7 +121,7 @@ def test_every_page_speaks_to_people_not_in_api_words(page, fleet, screenshots):
             if API_LABEL.match(label) and label not in PRODUCT_NAMES:
                 problems.append(f"{url}: control labelled {label!r}")
         for text in (words["text"], *words["titles"]):
-            for pattern in (FIELD_PREFIX, TASK_KIND):
+            for pattern in (FIELD_PREFIX, TASK_KIND, TEMPLATE_SYNTAX):
                 problems += [f"{url}: {match.group(0).strip()!r} in the text" for match in pattern.finditer(text)]
             problems += [f"{url}: {word!r} in the text" for word in [*POWER_LABELS, *registry.power_actions,
                                                                       *registry.bulk_actions] if
