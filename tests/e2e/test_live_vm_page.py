@@ -37,7 +37,7 @@ def test_the_vm_page_follows_the_link_and_a_guest_shutdown_without_a_reload(
     expect(head.get_by_role("button", name="Guest Shut Down")).to_have_count(0)
     page.screenshot(path=screenshots / "live-before-link-1280.png", full_page=True)
 
-    celery_processes.worker(PYTHONPATH=str(REPOSITORY))  # this checkout's code, wherever the venv points
+    celery_processes.worker()
     service(vm.host.name, "leading:")
     celery_processes.start("sim-guests", f"{sys.executable} {REPOSITORY / 'manage.py'} sim_guests "
                            f"--host {vm.host.name} --interval 0.5", None)
