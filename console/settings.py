@@ -202,6 +202,8 @@ CELERY_WORKER_HIJACK_ROOT_LOGGER = False
 FACET_TASK_HEARTBEAT_SECONDS = float(os.environ.get("FACET_TASK_HEARTBEAT_SECONDS", 10))
 FACET_TASK_STALE_SECONDS = float(os.environ.get("FACET_TASK_STALE_SECONDS", 60))
 FACET_TASK_MAX_ATTEMPTS = int(os.environ.get("FACET_TASK_MAX_ATTEMPTS", 3))
+# A guest shutdown through Guest Tools succeeds once the VM is off; a guest still running after this long fails it.
+FACET_GUEST_SHUTDOWN_SECONDS = float(os.environ.get("FACET_GUEST_SHUTDOWN_SECONDS", 180))
 FACET_REAP_INTERVAL_SECONDS = float(os.environ.get("FACET_REAP_INTERVAL_SECONDS", 15))
 # Hosts: each host's worker writes its heartbeat every FACET_HOST_HEARTBEAT_SECONDS; beat's host check (every
 # FACET_HOST_CHECK_SECONDS) marks a host unreachable once its worker was silent FACET_HOST_UNREACHABLE_SECONDS,

@@ -1,8 +1,6 @@
 from django import forms
 
-from console.models import VM, Image, Network, StorageContainer
-
-from .models import DockerHost
+from console.models import Image, Network, StorageContainer
 
 GiB = 1024**3
 
@@ -13,19 +11,6 @@ class VolumeGroupForm(forms.Form):
     disk_count = forms.IntegerField(label="Disks", min_value=1, max_value=16, initial=1)
     container = forms.ModelChoiceField(StorageContainer.objects.all(), empty_label=None, to_field_name="uuid")
     description = forms.CharField(max_length=255, required=False)
-
-
-class AttachForm(forms.Form):
-    target = forms.ChoiceField(label="Attach to")
-    force = forms.BooleanField(required=False, label="Move it here if it is attached elsewhere")
-
-    def __init__(self, *args, **kwargs) -> None:
-        super().__init__(*args, **kwargs)
-        vms = VM.objects.filter(is_template=False).exclude(docker_host__isnull=False).only("uuid", "name")
-        hosts = DockerHost.objects.filter(state=DockerHost.State.READY).only("uuid", "name")
-        self.fields["target"].choices = [
-            ("VMs", [(f"vm:{vm.uuid}", vm.name) for vm in vms]),
-            ("Docker hosts", [(f"docker-host:{host.uuid}", host.name) for host in hosts])]
 
 
 class GrowForm(forms.Form):

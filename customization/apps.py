@@ -20,7 +20,8 @@ class CustomizationConfig(AppConfig):
             check=lifecycle.check_new_vm, created=lifecycle.record, defined=lifecycle.attach_media,
             powered=lifecycle.power_changed, deleting=lifecycle.discard,
             removing_nic=lifecycle.check_nic_removal, guest_reported=lifecycle.guest_reported))
-        registry.vm_panels.add("customization", Panel("Customization", "customization-panel", order=20))
+        registry.vm_panels.add("customization", Panel("Customization", "customization-panel", order=20,
+                                                      pending=lifecycle.waiting_for_guest))
         registry.vm_columns.add("customization", Column("Customization", "customization/list_cell.html",
                                                         ("customization",), order=20))
         registry.navigation.add("customization-scripts", NavItem(

@@ -31,9 +31,10 @@ class NgtConfig(AppConfig):
             lambda actor, vm, parent, config_only=False: services.request_mount(actor, vm, config_only, parent),
             order=60, params={"config_only": bool}))
         for action in services.GUEST_POWER:
+            label, tooltip = services.GUEST_POWER_LABELS[action]
             registry.power_actions.add(action, PowerAction(
-                action, lambda actor, vm, action=action: services.request_guest_power(actor, vm, action),
-                offered=services.agent_linked))
+                label, lambda actor, vm, action=action: services.request_guest_power(actor, vm, action),
+                offered=services.agent_linked, tooltip=tooltip))
         registry.vm_options.add("guest_tools", VMOption(
             api_field=lambda: GuestToolsOptionSerializer(required=False, allow_null=True),
             from_api=identity.from_api, form=GuestToolsFields, from_form=identity.form_request,
@@ -42,7 +43,8 @@ class NgtConfig(AppConfig):
             check=identity.check_new_vm, created=identity.record, defined=identity.mount_new_identity,
             deleting=services.forget_tools_iso, made_template=services.leave_identity))
         registry.host_hooks.add(self.name, HostHooks(state_changed=services.host_state_changed))
-        registry.vm_panels.add("guest-tools", Panel("Guest Tools", "guest-tools-panel", order=10))
+        registry.vm_panels.add("guest-tools", Panel("Guest Tools", "guest-tools-panel", order=10,
+                                                    pending=services.link_pending))
         registry.vm_columns.add("guest-tools", Column("Guest Tools", "ngt/list_cell.html", ("guest_tools",), order=10))
         registry.vm_filters.add("guest_tools", Filter("Guest Tools", GUEST_TOOLS_CHOICES, filter_guest_tools))
         registry.navigation.add("guest-tools", NavItem("Guest Tools", "guest-tools", "tool", order=60))

@@ -9,6 +9,7 @@ from console.cli import values as v
 from console.cli.client import ApiRefused, Client, credentials
 from console.cli.commands import LIST_KEYS, VM_FILTERS, VM_ID, bulk_body, task_verb
 from console.cli.errors import OK
+from console.cli.names import resolve_names
 from console.cli.plugins import VMOptionKeys
 from console.cli.spec import Invocation, Key, Lookup, Noun, Verb
 
@@ -30,7 +31,9 @@ def change_applications(enable: bool) -> Callable[[Invocation], int]:
     def run(call: Invocation) -> int:
         login = credentials()
         client = Client(login.url, login.token)
-        path = TOOLS_PATH.replace("{vm-id}", str(call.values["vm-id"]))
+        given = dict(call.values)
+        resolve_names(client, call.verb, given)  # vm-id=NAME
+        path = TOOLS_PATH.replace("{vm-id}", str(given["vm-id"]))
         names = call.values["application-names"]
         current = client.request("GET", path)["capabilities"]
         wanted = [*current, *names] if enable else [name for name in current if name not in names]

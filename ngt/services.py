@@ -5,6 +5,7 @@ A VM's private key is made inside `run_mount`, in the worker, and goes straight 
 a task's params, a log line, the database or a temporary file."""
 
 import functools
+import time
 import uuid
 from pathlib import Path
 
@@ -23,6 +24,7 @@ from console.core.tasks import Progress, create_task, task_kind
 from console.models import VM, CdRom, Cluster, StorageContainer
 from console.services.cdroms import free_slot
 from console.services.power import BUSY_STATES
+from console.services.vms import tell_powered
 
 from . import authority, tools_iso
 from .daemon import commands
@@ -108,7 +110,7 @@ def undo_enable(task: Task) -> None:
     GuestTools.objects.filter(vm__uuid=task.entity_uuid).update(enabled=task.params["was_enabled"])
 
 
-@task_kind("ngt.enable", undo=undo_enable)
+@task_kind("ngt.enable", undo=undo_enable, label="Enable Guest Tools")
 def run_enable(task: Task, progress: Progress) -> str:
     vm = _vm_of(task)
     progress(30, "Preparing the certificate authority")
@@ -216,7 +218,7 @@ def undo_mount(task: Task) -> None:
         GuestTools.objects.filter(pk=state.pk).update(enabled=False)
 
 
-@task_kind("ngt.mount", undo=undo_mount)
+@task_kind("ngt.mount", undo=undo_mount, label="Mount Guest Tools")
 def run_mount(task: Task, progress: Progress) -> str:
     vm = _vm_of(task)
     state = GuestTools.objects.select_related("certificate").get(vm=vm)
@@ -275,7 +277,7 @@ def _eject_tools(vm: VM) -> None:
     GuestTools.objects.filter(vm=vm).update(iso_mounted=False, updated_at=timezone.now())
 
 
-@task_kind("ngt.unmount")
+@task_kind("ngt.unmount", label="Unmount Guest Tools")
 def run_unmount(task: Task, progress: Progress) -> str:
     vm = _vm_of(task)
     progress(30, "Ejecting the tools ISO")
@@ -294,7 +296,7 @@ def request_disable(actor: Actor, vm: VM) -> Task:
         return _start(actor, "ngt.disable", vm, {"was_enabled": True})
 
 
-@task_kind("ngt.disable", undo=undo_enable)
+@task_kind("ngt.disable", undo=undo_enable, label="Disable Guest Tools")
 def run_disable(task: Task, progress: Progress) -> str:
     vm = _vm_of(task)
     progress(30, "Ejecting the tools ISO")
@@ -348,14 +350,27 @@ def release_tools_iso(vm: VM, serial: str) -> bool:
     return True
 
 
-# guest-shutdown and guest-reboot: through the agent, ended by its reply or after the service's 30 s.
+# guest-shutdown and guest-reboot: through the agent. A shutdown ends once the VM is off (or fails after
+# FACET_GUEST_SHUTDOWN_SECONDS); a reboot ends with the agent's yes, and says it was requested.
 GUEST_POWER = {"guest-shutdown": "shutdown", "guest-reboot": "reboot"}
+GUEST_POWER_LABELS = {  # what pages call them, and what each does
+    "guest-shutdown": ("Guest Shut Down", "Through Guest Tools: the guest's own OS shuts down cleanly, then the VM "
+                                          "powers off."),
+    "guest-reboot": ("Guest Reboot", "Through Guest Tools: the guest's own OS restarts cleanly."),
+}
 
 
 def agent_linked(vm: VM) -> bool:
     """Whether the VM page offers the guest's own shutdown and reboot: it runs and its agent is linked."""
     guest_tools = getattr(vm, "guest_tools", None)  # absent until Guest Tools are enabled
     return vm.power_state == VM.PowerState.ON and bool(guest_tools and guest_tools.link_active)
+
+
+def link_pending(vm: VM) -> bool:
+    """Whether the VM page waits for the agent: the VM runs with the tools ISO mounted and no link yet."""
+    guest_tools = getattr(vm, "guest_tools", None)
+    return (vm.power_state == VM.PowerState.ON and guest_tools is not None and guest_tools.iso_mounted
+            and not guest_tools.link_active)
 
 
 def request_guest_power(actor: Actor, vm: VM, action: str) -> Task:
@@ -377,8 +392,26 @@ def run_guest_power(task: Task, progress: Progress) -> str:
     if reply is None or not reply.get("ok"):
         why = "no reply within 30 s" if reply is None else reply.get("error", "refused")
         raise Conflict(f"the agent of {vm.name} did not {command}: {why}")
-    return f"The guest of {vm.name} is going to {command}"
+    if command == "reboot":  # a reboot leaves the VM on: nothing the hypervisor shows tells it happened
+        return f"Reboot requested: the guest of {vm.name} said it reboots"
+    return _follow_to_off(vm, progress)
+
+
+def _follow_to_off(vm: VM, progress: Progress) -> str:
+    """The agent said yes; the task ends when the hypervisor shows the VM off, or fails after the wait."""
+    progress(50, f"The guest of {vm.name} is shutting down; waiting for the VM to power off")
+    wait = settings.FACET_GUEST_SHUTDOWN_SECONDS
+    deadline = time.monotonic() + wait
+    driver = driver_for(vm)
+    while (state := driver.state(vm)) != VM.PowerState.OFF:
+        if time.monotonic() >= deadline:
+            raise Conflict(f"the guest of {vm.name} accepted the shutdown but the VM is still {state} after "
+                           f"{wait:.0f} s: look at its console, or use Shut Down (ACPI) or Power Off")
+        time.sleep(1)
+    if VM.objects.filter(pk=vm.pk).exclude(power_state=VM.PowerState.OFF).update(power_state=VM.PowerState.OFF):
+        tell_powered([(vm, VM.PowerState.OFF)])
+    return f"{vm.name} is off: its guest shut down"
 
 
 for _action in GUEST_POWER:
-    task_kind(f"vm.{_action}")(run_guest_power)
+    task_kind(f"vm.{_action}", label=GUEST_POWER_LABELS[_action][0])(run_guest_power)

@@ -16,6 +16,7 @@ from .errors import NotLoggedIn, Refused, ServerError, Unreachable
 API_PREFIX = "/api/v1"
 TIMEOUT_SECONDS = 30.0
 USER_AGENT = "facet-cli/0.1"
+MAX_PAGE_SIZE = 500  # the API's largest page
 
 
 def config_path() -> Path:

@@ -46,7 +46,7 @@ ORDERING = Key("ordering", "FIELD", "sort by this field of the API's answer (e.g
                                     "'-' first for descending, commas for several", ordering)
 PAGE_SIZE = Key("page-size", "N", "results per page, up to the server's maximum (500)", v.integer(1))
 LIST_KEYS = (ORDERING, PAGE_SIZE)
-VM_ID = Key("vm-id", "UUID", "the VM's uuid", v.uuid_text)
+VM_ID = Key("vm-id", "NAME|UUID", "the VM's name or uuid", v.uuid_or_name, names="/vms/", noun="VM")
 VM_FILTERS = (
     SEARCH,
     Key("power-state", "STATE[,STATE]", "on, off, paused, creating, deleting, unknown", v.listed(v.text)),
@@ -54,10 +54,11 @@ VM_FILTERS = (
     Key("is-template", "BOOL", "true: templates only; false: VMs only", v.boolean),
 )
 NEW_NAME = Key("name", "NAME", "the new VM's name")
-HOST_UUID = Key("host", "UUID", "the host to place it on; omit for automatic placement", v.uuid_text)
+HOST_UUID = Key("host", "NAME|UUID", "the host to place it on; omit for automatic placement", v.uuid_or_name,
+                names="/hosts/", noun="host")
 POWER_ON = Key("power-on", "BOOL", "power it on once made", v.boolean)
 TASK_ID = Key("task-id", "UUID", "the task's uuid", v.uuid_text)
-IMAGE_ISO = Key("image", "UUID", "the ISO image to insert", v.uuid_text)
+IMAGE_ISO = Key("image", "NAME|UUID", "the ISO image to insert", v.uuid_or_name, names="/images/", noun="image")
 SLOT = Key("slot", "N", "the CD-ROM slot (0 to 11)", v.integer(0, 11))
 FREE_SLOT = Key("slot", "N", "the CD-ROM slot (0 to 11); default: an empty one", v.integer(0, 11))
 
@@ -70,7 +71,7 @@ def create_vm_body(fields: dict) -> dict:
     networks, ips = body.pop("nics", []), body.pop("ip", [])
     if len(ips) > len(networks):
         raise UsageError(f"ip: {len(ips)} address(es) for {len(networks)} network(s); "
-                         "give network=UUID[,UUID] with one network per address")
+                         "give network=NAME|UUID[,...] with one network per address")
     if networks:
         body["nics"] = [{"network": net, **({"ip": ip} if ip else {})} for net, ip in zip_longest(networks, ips)]
     return body
@@ -194,10 +195,12 @@ NOUNS: dict[str, Noun] = {
             "create a VM", "POST", "/vms/",
             required=(NEW_NAME, Key("vcpus", "N", "virtual CPUs (1 to 256)", v.integer(1, 256)),
                       Key("memory", "SIZE", "memory, e.g. 2G", v.size, field="memory_bytes")),
-            optional=(Key("image", "UUID", "a disk image copied as the first disk, or an ISO inserted", v.uuid_text),
+            optional=(Key("image", "NAME|UUID", "a disk image copied as the first disk, or an ISO inserted",
+                          v.uuid_or_name, names="/images/", noun="image"),
                       HOST_UUID,
                       Key("disk", "SIZE[,SIZE]", "disks to make, e.g. 10G,20G", v.listed(v.size), field="disks"),
-                      Key("network", "UUID[,UUID]", "a NIC on each network", v.listed(v.uuid_text), field="nics"),
+                      Key("network", "NAME|UUID[,...]", "a NIC on each network", v.listed(v.uuid_or_name),
+                          field="nics", names="/networks/", noun="network"),
                       Key("ip", "auto|ADDR[,...]", "static IPs of the NICs, in order ('auto': next free pool "
                                                     "address); omit for DHCP", v.listed(v.ip_or_auto)),
                       POWER_ON, Key("guest-os", "OS", "linux (default) or windows"),
@@ -221,7 +224,8 @@ NOUNS: dict[str, Noun] = {
             "apply an action to many VMs, chosen by uuid or by filter (one parent task, a child per VM)",
             "POST", "/vms/bulk/",
             required=(Key("action", "ACTION", f"{', '.join(POWER_ACTIONS)}, delete, ..."),),
-            optional=(Key("vm-ids", "UUID[,UUID]", "these VMs", v.listed(v.uuid_text), field="uuids"), *VM_FILTERS,
+            optional=(Key("vm-ids", "NAME|UUID[,...]", "these VMs", v.listed(v.uuid_or_name), field="uuids",
+                          names="/vms/", noun="VM"), *VM_FILTERS,
                       Key("all", "BOOL", "every VM and template (instead of vm-ids or filter keys)", v.boolean),
                       Key("confirm-count", "N", "the number of VMs meant; needed to delete more than 5",
                           v.integer(0))),

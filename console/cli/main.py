@@ -9,10 +9,11 @@ import traceback
 from typing import Any, TextIO
 
 from . import output as o
-from .client import ApiRefused, Client, credentials
+from .client import MAX_PAGE_SIZE, ApiRefused, Client, credentials
 from .commands import NOUNS as VM_AND_INVENTORY_NOUNS
 from .commands import SESSION
 from .errors import BUG, EXIT_CODES, INTERRUPTED, OK, USAGE, CliError, Interrupted, Refused, TaskFailed, UsageError
+from .names import resolve_names
 from .plugins import command_table
 from .spec import Invocation, Lookup, Verb
 
@@ -21,7 +22,6 @@ from .spec import Invocation, Lookup, Verb
 NOUNS = command_table(VM_AND_INVENTORY_NOUNS)
 
 POLL_SECONDS = 0.5
-MAX_PAGE_SIZE = 500
 ENDED = ("succeeded", "failed", "cancelled")
 OPTIONS = {"--json": "json", "--all": "all", "--wait": "wait", "--help": "help", "-h": "help"}
 WIDTH = 100
@@ -120,6 +120,7 @@ def execute(call: Invocation) -> int:
     given = dict(call.values)
     if verb.lookup and verb.lookup.alias.name in given:
         given[verb.lookup.target] = resolve(client, verb.lookup, given.pop(verb.lookup.alias.name))
+    resolve_names(client, verb, given)
     path, fields = verb.request(given)
     try:
         if verb.lists:

@@ -25,6 +25,10 @@ class Key:
     help: str
     parse: values.Parser = values.text
     field: str | None = None
+    # The API list of what the key names (`/vms/`) when it takes a name as well as a uuid, and what such an
+    # object is called in messages: the CLI finds the one object of that exact name before the call.
+    names: str = ""
+    noun: str = ""
 
     @property
     def api_name(self) -> str:

@@ -52,6 +52,22 @@ def uuid_text(value: str) -> str:
         raise ValueError(f"{value!r} is not a UUID such as 3f2b9c1e-8d4a-4f1e-9c1a-2b3c4d5e6f70") from None
 
 
+def uuid_or_name(value: str) -> str:
+    """A uuid (normalized), or a name that the CLI looks up before the call (`Key.names`)."""
+    value = value.strip()
+    if not value:
+        raise ValueError("give a uuid or a name")
+    return uuid_text(value) if is_uuid(value) else value
+
+
+def is_uuid(value: str) -> bool:
+    try:
+        uuid.UUID(value)
+    except ValueError:
+        return False
+    return True
+
+
 def integer(minimum: int | None = None, maximum: int | None = None) -> Parser:
     def parse(value: str) -> int:
         try:

@@ -88,6 +88,7 @@ class PowerAction:
     label: str
     request: Callable[..., Any]
     offered: Callable[..., bool]
+    tooltip: str = ""  # what the action does, shown on hover beside the label
 
 
 # --- VMs: what apps add to their creation and life -------------------------------------------------------
@@ -172,11 +173,14 @@ class VMOption:
 
 @dataclass(frozen=True)
 class Panel:
-    """A card on the VM page that loads itself from `url_name` (called with the VM's uuid)."""
+    """A card on the VM page that loads itself from `url_name` (called with the VM's uuid). While
+    `pending(vm)` is true (the app waits for something the VM does: an agent to link, a script to run)
+    the page polls itself and its panels every few seconds instead of every half minute."""
 
     title: str
     url_name: str
     order: int = 50
+    pending: Callable[..., bool] | None = None
 
 
 @dataclass(frozen=True)
@@ -212,6 +216,9 @@ class NavItem:
 @dataclass
 class Registry:
     task_kinds: Store = field(default_factory=lambda: Store("task kind"))
+    # task kind -> what people read ("Clone VM"), or a function of the task giving it ("Bulk Power Off"); the
+    # API and CLI keep the kind ("vm.clone")
+    task_labels: Store = field(default_factory=lambda: Store("task label"))
     bulk_actions: Store = field(default_factory=lambda: Store("bulk action"))
     power_actions: Store = field(default_factory=lambda: Store("power action"))
     vm_hooks: Store = field(default_factory=lambda: Store("VM hooks of app"))

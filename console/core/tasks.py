@@ -6,6 +6,7 @@ A kind of task is declared once, on the function that does its work (`@task_kind
 function is idempotent: a requeued task runs it again from the top and it skips what is already done."""
 
 import contextlib
+import functools
 import logging
 import threading
 import time
@@ -15,6 +16,7 @@ from datetime import timedelta
 from types import SimpleNamespace
 
 from celery import current_app
+from django.apps import apps
 from django.conf import settings
 from django.db import connections, transaction
 from django.db.models import Count, Q
@@ -23,7 +25,7 @@ from django.utils import timezone
 from . import audit
 from .actors import Actor
 from .drivers import DriverError
-from .errors import InvalidRequest, ServiceError
+from .errors import Conflict, InvalidRequest, ServiceError
 from .models import Task
 from .registry import TaskKind, registry
 
@@ -59,15 +61,54 @@ RunFunction = Callable[[Task, Progress], str | None]
 UndoFunction = Callable[[Task], None]
 
 
-def task_kind(name: str, undo: UndoFunction | None = None):
+def task_kind(name: str, undo: UndoFunction | None = None, label: str | Callable[[Task], str] = ""):
     """Declare the decorated function as the work of tasks of this kind (a second declaration of a kind is
-    an error at start-up)."""
+    an error at start-up); `label` is how pages name such a task ("Clone VM" for "vm.clone")."""
 
     def register(run: RunFunction) -> RunFunction:
         registry.task_kinds.add(name, TaskKind(run=run, undo=undo))
+        if label:
+            registry.task_labels.add(name, label)
         return run
 
     return register
+
+
+def task_label(task: Task) -> str:
+    """How pages name a task: its kind's label, or the kind itself for a kind that has none."""
+    label = registry.task_labels.get(task.kind) or task.kind
+    return label(task) if callable(label) else label
+
+
+@functools.cache
+def _entity_models() -> dict[str, type]:
+    """Task.entity_type (a model's class name, lower case) -> the model, for models with a uuid."""
+    return {model.__name__.lower(): model for model in apps.get_models()
+            if any(field.name == "uuid" for field in model._meta.fields)}
+
+
+def entity_gone(task: Task) -> bool:
+    """Whether the task's entity was deleted since (a create rolled back, a delete done)."""
+    model = _entity_models().get(task.entity_type)
+    return bool(task.entity_uuid and model and not model.objects.filter(uuid=task.entity_uuid).exists())
+
+
+def link_entities(tasks) -> list[Task]:
+    """Give each task `entity_url`, its entity's page, or "" when it has none or the entity is gone, so that
+    no link leads to a page that no longer exists. One query per entity type."""
+    tasks = list(tasks)
+    wanted: dict[str, set] = {}
+    for task in tasks:
+        if task.entity_uuid:
+            wanted.setdefault(task.entity_type, set()).add(task.entity_uuid)
+    urls = {}
+    for entity_type, uuids in wanted.items():
+        model = _entity_models().get(entity_type)
+        if model is not None and hasattr(model, "get_absolute_url"):
+            urls.update((entity.uuid, entity.get_absolute_url()) for entity in model.objects.filter(uuid__in=uuids))
+    for task in tasks:
+        task.entity_url = urls.get(task.entity_uuid, "")
+    return tasks
 
 
 def create_task(actor: Actor, kind: str, entity=None, *, queue: str = "default", parent: Task | None = None,
@@ -303,13 +344,16 @@ def start_bulk(parent: Task) -> None:
 def rerun(actor: Actor, task: Task) -> Task:
     """Run a failed task (or a bulk task's unfinished children) again, on behalf of `actor`, who becomes its
     requester (the audit record keeps the first one); done work is skipped. Only a task still failed is
-    rerun: of two reruns at once, the second finds it queued and is refused."""
+    rerun: of two reruns at once, the second finds it queued and is refused. A task whose entity is gone (a
+    create that was rolled back) cannot run again: asking for it again can."""
+    if entity_gone(task):
+        raise Conflict(f"{task.entity_name} no longer exists (the failure undid it): ask for it again instead")
     with transaction.atomic():
         locked = Task.objects.select_for_update().get(pk=task.pk)
         if locked.status != Status.FAILED:
             raise InvalidRequest({"status": [f"only a failed task can be rerun; this one is {locked.status}"]})
         first_requester = locked.created_by.username if locked.created_by else ""
-        children = list(locked.children.exclude(status=Status.SUCCEEDED))
+        children = [child for child in locked.children.exclude(status=Status.SUCCEEDED) if not entity_gone(child)]
         attempt = locked.attempts if children else locked.attempts + 1
         who = actor.user.get_username() if actor.user else "system"
         for child in children or [locked]:

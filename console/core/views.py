@@ -15,6 +15,7 @@ from .access import has_role
 from .actors import Actor
 from .errors import ServiceError
 from .models import Task
+from .tasks import task_label
 
 PAGE_SIZES = (25, 50, 100, 200)
 
@@ -43,18 +44,39 @@ def actor(request) -> Actor:
 
 def task_started(request, task: Task, next_url: str):
     """After a service accepted a change: say so, with a link to its task, and go back."""
-    messages.success(request, f"Task started: {task.kind} {task.entity_name}", extra_tags=f"task:{task.uuid}")
+    about = f" {task.entity_name}" if task.entity_uuid else ""  # a bulk task's label says it all
+    messages.success(request, f"Task started: {task_label(task)}{about}", extra_tags=f"task:{task.uuid}")
     return redirect(next_url)
+
+
+# How messages name a service's fields when the page gives no label of its own: people read "Size", not
+# "size_bytes" (the API's errors keep the field names).
+FIELD_LABELS = {"size_bytes": "Size", "memory_bytes": "Memory", "vcpus": "vCPUs", "uuids": "Selection",
+                "vm": "VM", "vm_id": "VM", "slot": "CD-ROM slot", "container": "Storage container",
+                "storage_container": "Storage container", "ip": "IP address", "mac": "MAC address",
+                "docker_host": "Docker host", "index": "Disk"}
+
+
+def field_label(field: str) -> str:
+    return FIELD_LABELS.get(field) or field.replace("_", " ").capitalize()
 
 
 def refuse(request, error: ServiceError, next_url: str, labels: dict[str, str] | None = None):
     """Say why a service refused, each problem under the label the page shows for its field (`labels`
-    maps the service's field names to them), and go back."""
+    maps the service's field names to them; else `field_label`), and go back."""
     for field, problems in error.errors.items():
-        label = "" if field == "detail" else f"{(labels or {}).get(field, field)}: "
+        label = "" if field == "detail" else f"{(labels or {}).get(field) or field_label(field)}: "
         for problem in problems:
             messages.error(request, f"{label}{problem}")
     return redirect(next_url)
+
+
+def form_refused(request, form) -> None:
+    """A form's errors as messages, each under its field's label (for forms drawn without error slots)."""
+    for field, problems in form.errors.items():
+        label = "" if field == "__all__" else f"{form.fields[field].label or field_label(field)}: "
+        for problem in problems:
+            messages.error(request, f"{label}{problem}")
 
 
 def paginate(request, queryset, default: int = 50):

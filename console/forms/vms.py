@@ -20,6 +20,18 @@ class HostChoice(forms.ModelChoiceField):
         return f"{host.name} ({host.cpus} CPUs, {host.memory_bytes // GiB} GiB)"
 
 
+class GiBField(forms.DecimalField):
+    """An amount in GiB: any amount may be typed, the browser's arrows step by whole GiB (2 then 3). The
+    minimum stays the server's check alone: as the `min` attribute it would be the arrows' base (0.03125
+    then 1.03125, ..., 2.00025)."""
+
+    def widget_attrs(self, widget) -> dict:
+        attrs = super().widget_attrs(widget)
+        attrs.pop("min", None)
+        attrs["step"] = "1"
+        return attrs
+
+
 class VMCreateForm(forms.Form):
     name = forms.CharField(max_length=80, help_text="Letters, digits, '.', '_' or '-'")
     hostname = forms.CharField(max_length=63, required=False, help_text="Defaults to the name")
@@ -28,16 +40,14 @@ class VMCreateForm(forms.Form):
                                    help_text="A disk image is copied into disk 0; an ISO goes in the CD-ROM")
     host = HostChoice(Host.objects.filter(enabled=True), required=False, empty_label="Automatic placement")
     vcpus = forms.IntegerField(label="vCPUs", initial=2)  # its range is the service's to check
-    memory_gib = forms.DecimalField(label="Memory (GiB)", min_value=0.03125, max_digits=8, decimal_places=3,
-                                    initial=2)
+    memory_gib = GiBField(label="Memory (GiB)", min_value=0.03125, max_digits=8, decimal_places=3, initial=2)
     guest_os = forms.ChoiceField(label="Guest OS", choices=VM.GuestOS.choices)
     is_template = forms.BooleanField(label="Make it a template", required=False)
     power_on = forms.BooleanField(label="Power on once created", required=False)
 
 
 class DiskForm(forms.Form):
-    size_gib = forms.DecimalField(label="Size (GiB)", min_value=0.001, max_digits=9, decimal_places=3,
-                                  required=False)
+    size_gib = GiBField(label="Size (GiB)", min_value=0.001, max_digits=9, decimal_places=3, required=False)
 
 
 class NicForm(forms.Form):

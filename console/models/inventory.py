@@ -7,6 +7,7 @@ from pathlib import Path
 from django.core.validators import MaxValueValidator, MinValueValidator, RegexValidator
 from django.db import models
 from django.db.models import Q
+from django.urls import reverse
 
 MAX_VCPUS = 256
 
@@ -216,6 +217,9 @@ class VM(models.Model):
 
     def __str__(self) -> str:
         return self.name
+
+    def get_absolute_url(self) -> str:
+        return reverse("vm-detail", args=[self.uuid])
 
 
 class VirtualDisk(models.Model):

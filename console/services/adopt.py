@@ -124,7 +124,7 @@ def undo_adopt(task: Task) -> None:
     VM.objects.filter(uuid=task.entity_uuid, power_state=VM.PowerState.CREATING).delete()
 
 
-@task_kind("vm.adopt", undo=undo_adopt)
+@task_kind("vm.adopt", undo=undo_adopt, label="Adopt VM")
 def run_adopt(task: Task, progress: Progress) -> str:
     vm = VM.objects.select_related("host").filter(uuid=task.entity_uuid).first()
     if vm is None:

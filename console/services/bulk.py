@@ -17,7 +17,7 @@ from console.core.tasks import create_task, end_at_once, sending_together, start
 
 from ..filtersets import vm_filterset
 from ..models import VM
-from .power import AlreadyDone, request_power
+from .power import POWER_LABELS, AlreadyDone, request_power
 from .vms import request_delete
 
 DESTRUCTIVE_POWER = {"power-off", "reset"}
@@ -27,10 +27,18 @@ def register_bulk_actions() -> None:
     """The inventory's own bulk actions: every power action, and delete."""
     for order, action in enumerate(POWER_ACTIONS):
         registry.bulk_actions.add(action, BulkAction(
-            action, "vm.power", lambda actor, vm, parent, action=action: request_power(actor, vm, action, parent),
+            POWER_LABELS[action][0], "vm.power",
+            lambda actor, vm, parent, action=action: request_power(actor, vm, action, parent),
             destructive=action in DESTRUCTIVE_POWER, order=order))
-    registry.bulk_actions.add("delete", BulkAction("delete", "vm.delete", request_delete, destructive=True,
+    registry.task_labels.add("vm.bulk", bulk_task_label)
+    registry.bulk_actions.add("delete", BulkAction("Delete", "vm.delete", request_delete, destructive=True,
                                                    order=99))
+
+
+def bulk_task_label(task: Task) -> str:
+    """A bulk task as pages name it: "Bulk Power Off" (its entity name keeps the API's words for the CLI)."""
+    action = registry.bulk_actions.get(task.params.get("action", ""))
+    return f"Bulk {action.label}" if action else "Bulk action"
 
 
 MAX_BULK_VMS = 10_000

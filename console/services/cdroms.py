@@ -78,7 +78,7 @@ def undo_insert(task: Task) -> None:
         iso_path="", image=None, purpose="")
 
 
-@task_kind("vm.cdrom.insert", undo=undo_insert)
+@task_kind("vm.cdrom.insert", undo=undo_insert, label="Insert ISO")
 def run_insert(task: Task, progress: Progress) -> str:
     cdrom = CdRom.objects.select_related("vm__host").get(vm__uuid=task.entity_uuid, slot=task.params["slot"])
     driver_for(cdrom.vm).insert_cdrom(cdrom.vm, cdrom.slot, Path(cdrom.iso_path))
@@ -101,7 +101,7 @@ def request_eject(actor: Actor, vm: VM, slot: int) -> Task:
     return task
 
 
-@task_kind("vm.cdrom.eject")
+@task_kind("vm.cdrom.eject", label="Eject ISO")
 def run_eject(task: Task, progress: Progress) -> str:
     cdrom = CdRom.objects.select_related("vm__host").get(vm__uuid=task.entity_uuid, slot=task.params["slot"])
     driver_for(cdrom.vm).eject_cdrom(cdrom.vm, cdrom.slot)

@@ -209,7 +209,7 @@ def leave_maintenance(actor: Actor, host: Host) -> Host:
     return host
 
 
-@task_kind("vm.migrate")
+@task_kind("vm.migrate", label="Migrate VM")
 def run_migrate(task: Task, progress: Progress) -> str:
     """On the VM's current host: live migration while it runs (a move on sim), else its definition moves."""
     vm = VM.objects.select_related("host").filter(uuid=task.entity_uuid).first()
@@ -244,7 +244,7 @@ def undo_restart_elsewhere(task: Task) -> None:
         down_reason=f"{task.params['reason']}; not restarted on {task.params['target']} (task {task.uuid} says why)")
 
 
-@task_kind("vm.restart-elsewhere", undo=undo_restart_elsewhere)
+@task_kind("vm.restart-elsewhere", undo=undo_restart_elsewhere, label="Restart VM on Another Host")
 def run_restart_elsewhere(task: Task, progress: Progress) -> str:
     vm = VM.objects.select_related("host", "cluster").filter(uuid=task.entity_uuid).first()
     if vm is None:

@@ -166,7 +166,7 @@ def undo_import(task: Task) -> None:
     files.remove(converted)
 
 
-@task_kind("image.import", undo=undo_import)
+@task_kind("image.import", undo=undo_import, label="Import Image")
 def run_import(task: Task, progress: Progress) -> str:
     container, partial, converted = _paths(task)
     kind, name = task.params["kind"], task.params["name"]

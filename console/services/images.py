@@ -20,7 +20,7 @@ from console.core.units import iec
 
 from ..models import CdRom, Cluster, Image, StorageContainer, VirtualDisk
 from ..models.inventory import DiskFormat, name_validator
-from .vms import default_cluster
+from .vms import check_free_space, default_cluster
 
 CHUNK = 1024 * 1024
 UPLOADS_DIR = "images"
@@ -38,6 +38,22 @@ def check_new_image(cluster: Cluster, name: str, kind: str, container: StorageCo
         raise InvalidRequest({"container": ["the cluster has no storage container"]})
     if container.cluster_id != cluster.id:
         raise InvalidRequest({"container": [f"container {container.name} is not in cluster {cluster.name}"]})
+    return container
+
+
+def check_upload(cluster: Cluster, name: str, kind: str, container: StorageContainer | None,
+                 size: int | None) -> StorageContainer:
+    """Everything an upload can be refused for before its first byte: the name, kind and container, and the
+    file's size (given by the Content-Length, or by the page before it sends the file)."""
+    container = check_new_image(cluster, name, kind, container)
+    limit = settings.FACET_IMAGE_UPLOAD_LIMIT
+    if size is None:
+        raise InvalidRequest({"file": ["send the image with a Content-Length header"]})
+    if size == 0:
+        raise InvalidRequest({"file": ["the file is empty (0 bytes): choose the image file itself"]})
+    if size > limit:
+        raise TooLarge({"file": [f"{iec(size)} is over the upload limit of {iec(limit)}"]})
+    check_free_space(container, size, "file")
     return container
 
 
@@ -59,12 +75,7 @@ def receive_upload(actor: Actor, stream: BinaryIO, *, name: str, kind: str, cont
     """Stream an upload into the container. The file appears under its final name only once complete
     and checked; a cut-off, oversized or malformed upload leaves no file and no image, only a failed task."""
     cluster = default_cluster()
-    container = check_new_image(cluster, name, kind, container)
-    limit = settings.FACET_IMAGE_UPLOAD_LIMIT
-    if content_length is None:
-        raise InvalidRequest({"file": ["send the image with a Content-Length header"]})
-    if content_length > limit:
-        raise TooLarge({"file": [f"{iec(content_length)} is over the upload limit of {iec(limit)}"]})
+    container = check_upload(cluster, name, kind, container, content_length)
     file_name = f"{UPLOADS_DIR}/{uuid.uuid4()}.{'iso' if kind == Image.Kind.ISO else 'raw'}"
     target = container.resolve(file_name)
     target.parent.mkdir(parents=True, exist_ok=True)
@@ -135,7 +146,7 @@ def undo_upload(task: Task) -> None:
         partial.unlink(missing_ok=True)
 
 
-@task_kind("image.upload", undo=undo_upload)
+@task_kind("image.upload", undo=undo_upload, label="Upload image")
 def run_upload(task: Task, progress: Progress) -> str:
     """An upload runs in the web process that receives it; a worker gets one only when the reaper finds it
     silent (that process was killed). Nothing can resume it: it fails, saying so, and its `.part` goes."""

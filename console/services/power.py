@@ -16,6 +16,34 @@ from .vms import tell_powered
 
 BUSY_STATES = (VM.PowerState.CREATING, VM.PowerState.DELETING)
 
+# What pages call the inventory's power actions, and what each does (a tooltip); the API and CLI keep the
+# words. Other apps' power actions carry theirs in `registry.power_actions` (the guest's own shutdown).
+POWER_LABELS = {
+    "power-on": ("Power On", "Start the VM."),
+    "power-off": ("Power Off", "Cut the power at once, as pulling the plug: the guest cannot save its work."),
+    "shutdown": ("Shut Down (ACPI)", "Press the power button: a guest that listens to ACPI shuts down cleanly."),
+    "reset": ("Reset", "Press the reset button: the VM restarts at once, without the guest's own shutdown."),
+    "reboot": ("Reboot (ACPI)", "Ask the guest to restart through ACPI, as a short press of the power button."),
+    "pause": ("Pause", "Stop the guest's vCPUs where they are; its memory stays, and Resume goes on from there."),
+    "resume": ("Resume", "Let a paused VM run again from where it stopped."),
+}
+
+
+def power_label(action: str) -> str:
+    """The label of any power action, the inventory's or another app's; the word itself when unknown."""
+    if action in POWER_LABELS:
+        return POWER_LABELS[action][0]
+    registered = registry.power_actions.get(action)
+    return registered.label if registered else action
+
+
+def offered_power_actions(vm: VM) -> list[tuple[str, str, str]]:
+    """(action, label, tooltip) of the power actions the VM page offers for the VM's current state."""
+    offered = [(action, *POWER_LABELS[action]) for action, (states, _) in POWER_TRANSITIONS.items()
+               if vm.power_state in states]
+    return offered + [(action, entry.label, entry.tooltip) for action, entry in registry.power_actions.items()
+                      if entry.offered(vm)]
+
 
 class AlreadyDone(Conflict):
     """The VM is already where the action would take it (a bulk action counts it as done)."""
@@ -49,7 +77,7 @@ def request_power(actor: Actor, vm: VM, action: str, parent: Task | None = None)
     return task
 
 
-@task_kind("vm.power")
+@task_kind("vm.power", label="Change power state")
 def run_power(task: Task, progress: Progress) -> str:
     vm = VM.objects.select_related("host").filter(uuid=task.entity_uuid).first()
     if vm is None:

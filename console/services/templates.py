@@ -49,7 +49,7 @@ def undo_make_template(task: Task) -> None:
     VM.objects.filter(uuid=task.entity_uuid).update(is_template=False)
 
 
-@task_kind("vm.make-template", undo=undo_make_template)
+@task_kind("vm.make-template", undo=undo_make_template, label="Make Template")
 def run_make_template(task: Task, progress: Progress) -> str:
     vm = VM.objects.select_related("host", "cluster").filter(uuid=task.entity_uuid).first()
     if vm is None:
@@ -73,7 +73,7 @@ def undo_make_vm(task: Task) -> None:
     VM.objects.filter(uuid=task.entity_uuid).update(is_template=True)
 
 
-@task_kind("vm.make-vm", undo=undo_make_vm)
+@task_kind("vm.make-vm", undo=undo_make_vm, label="Make VM")
 def run_make_vm(task: Task, progress: Progress) -> str:
     vm = VM.objects.filter(uuid=task.entity_uuid).first()
     if vm is None:

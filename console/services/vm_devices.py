@@ -126,7 +126,7 @@ def undo_add_disk(task: Task) -> None:
     disk.delete()
 
 
-@task_kind("vm.disk.add", undo=undo_add_disk)
+@task_kind("vm.disk.add", undo=undo_add_disk, label="Add Disk")
 def run_add_disk(task: Task, progress: Progress) -> str:
     disk = _disk_of(task)
     if disk is None:
@@ -164,7 +164,7 @@ def undo_grow_disk(task: Task) -> None:
         size_bytes=task.params["previous"])
 
 
-@task_kind("vm.disk.grow", undo=undo_grow_disk)
+@task_kind("vm.disk.grow", undo=undo_grow_disk, label="Grow Disk")
 def run_grow_disk(task: Task, progress: Progress) -> str:
     disk = _disk_of(task)
     if disk is None:
@@ -196,7 +196,7 @@ def request_remove_disk(actor: Actor, vm: VM, disk: VirtualDisk, keep: bool = Fa
     return task
 
 
-@task_kind("vm.disk.remove")
+@task_kind("vm.disk.remove", label="Remove Disk")
 def run_remove_disk(task: Task, progress: Progress) -> str:
     disk = _disk_of(task)
     if disk is None:
@@ -250,7 +250,7 @@ def undo_add_nic(task: Task) -> None:
         nic.delete()  # its static address goes back to the pool
 
 
-@task_kind("vm.nic.add", undo=undo_add_nic)
+@task_kind("vm.nic.add", undo=undo_add_nic, label="Add NIC")
 def run_add_nic(task: Task, progress: Progress) -> str:
     nic = _nic_of(task)
     if nic is None:
@@ -271,7 +271,7 @@ def request_remove_nic(actor: Actor, vm: VM, nic: Nic) -> Task:
     return task
 
 
-@task_kind("vm.nic.remove")
+@task_kind("vm.nic.remove", label="Remove NIC")
 def run_remove_nic(task: Task, progress: Progress) -> str:
     nic = _nic_of(task)
     if nic is None:
@@ -306,7 +306,7 @@ def undo_set_nic_network(task: Task) -> None:
         network_id=previous["network"], ip=previous["ip"])
 
 
-@task_kind("vm.nic.update", undo=undo_set_nic_network)
+@task_kind("vm.nic.update", undo=undo_set_nic_network, label="Change NIC Network")
 def run_set_nic_network(task: Task, progress: Progress) -> str:
     nic = _nic_of(task)
     if nic is None:

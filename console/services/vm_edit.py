@@ -127,7 +127,7 @@ def undo_update(task: Task) -> None:
         VM.objects.filter(uuid=task.entity_uuid).update(**task.params["previous"])
 
 
-@task_kind("vm.update", undo=undo_update)
+@task_kind("vm.update", undo=undo_update, label="Edit VM")
 def run_update(task: Task, progress: Progress) -> str:
     vm = VM.objects.select_related("host").filter(uuid=task.entity_uuid).first()
     if vm is None:

@@ -2,6 +2,7 @@
 intended rows (a VM in state `creating`) with their task; `provision` and `destroy` do the work."""
 
 import re
+import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -160,6 +161,25 @@ def image_disk_size(image: Image) -> int:
         raise Conflict({"image": [f"the file of image {image.name} ({image.path}) is missing"]}) from None
 
 
+def check_free_space(container: StorageContainer, more_bytes: int, field_name: str = "size_bytes") -> None:
+    """Refuse sizes the container's filesystem cannot hold, even though disk files start sparse: a disk the
+    guest may fill must fit, or the failure comes later, inside the guest, as an I/O error."""
+    try:
+        free = shutil.disk_usage(container.path).free
+    except FileNotFoundError:
+        raise Conflict({"container": [f"the directory of storage container {container.name} "
+                                      f"({container.path}) is missing"]}) from None
+    if more_bytes > free:
+        raise InvalidRequest({field_name: [
+            f"{iec(more_bytes)} is more than storage container {container.name} has free ({iec(free)})"]})
+
+
+def _check_disks_fit(container: StorageContainer, sizes: list[int]) -> None:
+    """Every new disk of a VM fits together; the error names the first disk that does not."""
+    for index in range(len(sizes)):
+        check_free_space(container, sum(sizes[:index + 1]), f"disks[{index}].size_bytes")
+
+
 def disk_file_name(vm: VM, index: int) -> str:
     return f"vms/{vm.uuid}/disk{index}.raw"
 
@@ -187,6 +207,7 @@ def request_create_vm(actor: Actor, spec: VMSpec) -> Task:
                 f"image {image.name} holds a disk of {iec(minimum)}: the first disk needs at least that"]})
         sizes = sizes or [minimum]
         sources["0"], formats["0"] = str(image.path), image.disk_format
+    _check_disks_fit(container, sizes)
     try:
         with transaction.atomic():
             vm = VM.objects.create(
@@ -230,6 +251,11 @@ def request_clone(actor: Actor, source: VM, name: str, *, host: Host | None = No
                                      guest_os=source.guest_os, source=source), options or {})
     target_host = place(source.cluster, host or (source.host if source.host and source.host.takes_vms else None),
                         source.vcpus, source.memory_bytes)
+    if not linked:  # a linked clone's overlays start empty; a full copy needs the source's sizes
+        source_disks = list(source.disks.select_related("container"))
+        for container in {disk.container for disk in source_disks}:
+            needed = sum(disk.size_bytes for disk in source_disks if disk.container == container)
+            check_free_space(container, needed, "linked")
     try:
         with transaction.atomic():
             source = locked_vm(source)  # a delete of the source waits, or has marked it deleting: checked here
@@ -344,12 +370,12 @@ def _remove_everywhere(vm: VM) -> None:
             directory.rmdir()
 
 
-@task_kind("vm.create", undo=undo_create)
+@task_kind("vm.create", undo=undo_create, label="Create VM")
 def run_create(task: Task, progress: Progress) -> str:
     return _provision(task, progress)
 
 
-@task_kind("vm.clone", undo=undo_create)
+@task_kind("vm.clone", undo=undo_create, label="Clone VM")
 def run_clone(task: Task, progress: Progress) -> str:
     return _provision(task, progress)
 
@@ -379,7 +405,7 @@ def undo_delete(task: Task) -> None:
         power_state=task.params.get("previous_state", VM.PowerState.UNKNOWN))
 
 
-@task_kind("vm.delete", undo=undo_delete)
+@task_kind("vm.delete", undo=undo_delete, label="Delete VM")
 def run_delete(task: Task, progress: Progress) -> str:
     vm = _vm_of(task)
     if vm is None:

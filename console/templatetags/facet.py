@@ -2,6 +2,7 @@ from pathlib import PurePath
 
 from django import template
 
+from console.core import tasks
 from console.core.units import iec
 
 register = template.Library()
@@ -40,3 +41,17 @@ def get(mapping, key):
 def sort_link(current: str, field: str) -> str:
     """The ordering a column header links to: ascending first, then descending."""
     return f"-{field}" if current == field else field
+
+
+@register.filter
+def task_label(task) -> str:
+    """What people call the task: "Clone VM" for a `vm.clone` (the API and CLI keep the kind)."""
+    return tasks.task_label(task)
+
+
+@register.filter
+def task_entity(task) -> str:
+    """What the task is about, for people: a bulk task's VM count (its stored name keeps the API's words)."""
+    if task.kind == "vm.bulk":
+        return f"{task.params.get('count', 0)} VMs"
+    return task.entity_name

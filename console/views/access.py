@@ -15,7 +15,7 @@ from console.core import access, audit
 from console.core.access import ADMIN
 from console.core.errors import ServiceError
 from console.core.models import ApiToken, AuditEvent
-from console.core.views import actor, paginate, query_without, role_required
+from console.core.views import actor, form_refused, paginate, query_without, role_required
 
 from ..filtersets import AuditEventFilterSet
 from ..forms.inventory import RoleForm, TokenForm, UserCreateForm
@@ -71,7 +71,7 @@ def _new_token(request) -> dict | None:
 def token_create(request):
     form = TokenForm(request.POST)
     if not form.is_valid():
-        messages.error(request, "name: give the token a name")
+        messages.error(request, "Give the token a name.")
         return redirect("settings")
     try:
         token, key = access.create_token(actor(request), request.user, form.cleaned_data["name"])
@@ -109,9 +109,7 @@ def user_create(request):
         audit.record(actor(request), "user.create", user, entity_type="user", username=user.username)
         messages.success(request, f"User {user.username} created as {data['role']}")
     else:
-        for field, problems in form.errors.items():
-            for problem in problems:
-                messages.error(request, f"{field}: {problem}")
+        form_refused(request, form)
     return redirect("settings")
 
 

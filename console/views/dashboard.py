@@ -4,6 +4,7 @@ from django.shortcuts import render
 from console.core.access import ADMIN, has_role
 from console.core.drivers import shown_uri
 from console.core.models import Task
+from console.core.tasks import link_entities
 from console.core.views import role_required
 
 from ..models import VM, Host, StorageContainer
@@ -40,7 +41,7 @@ def dashboard(request):
         "vm_total": total,
         "template_count": VM.objects.filter(is_template=True).count(),
         "containers": [{"container": c, "usage": bar(c.provisioned or 0, c.capacity_bytes)} for c in containers],
-        "latest_tasks": Task.objects.filter(parent__isnull=True).select_related("created_by")[:8],
+        "latest_tasks": link_entities(Task.objects.filter(parent__isnull=True).select_related("created_by")[:8]),
     })
 
 

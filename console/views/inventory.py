@@ -3,6 +3,7 @@
 from django.conf import settings
 from django.contrib import messages
 from django.db.models import Count, Sum
+from django.http import JsonResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
 from django.views.decorators.http import require_POST
@@ -10,7 +11,7 @@ from django.views.decorators.http import require_POST
 from console.core import audit
 from console.core.access import ADMIN, OPERATOR
 from console.core.errors import ServiceError
-from console.core.views import actor, refuse, role_required, task_started
+from console.core.views import actor, as_uuid, field_label, refuse, role_required, task_started
 
 from ..forms.inventory import NetworkForm
 from ..models import Image, Network, StorageContainer
@@ -25,6 +26,22 @@ def image_list(request):
         "containers": StorageContainer.objects.all(),
         "upload_limit": settings.FACET_IMAGE_UPLOAD_LIMIT,
     })
+
+
+@role_required(OPERATOR)
+def image_upload_check(request):
+    """What the upload form asks before it sends a file: would the console take it (name free, size within
+    the limit and the container's free space, not empty)? The same checks run again on the upload itself."""
+    container = StorageContainer.objects.filter(uuid=as_uuid(request.GET.get("container"))).first()
+    size = request.GET.get("size", "")
+    try:
+        images.check_upload(default_cluster(), request.GET.get("name", ""), request.GET.get("kind", ""), container,
+                            int(size) if size.isdigit() else None)
+    except ServiceError as error:
+        problems = [f"{field_label(field)}: {problem}" if field != "detail" else problem
+                    for field, field_problems in error.errors.items() for problem in field_problems]
+        return JsonResponse({"ok": False, "problems": problems}, status=error.status_code)
+    return JsonResponse({"ok": True})
 
 
 @require_POST

@@ -7,7 +7,8 @@ from django.views.decorators.http import require_POST
 from console.core.access import OPERATOR
 from console.core.errors import ServiceError
 from console.core.models import Task
-from console.core.tasks import rerun
+from console.core.registry import registry
+from console.core.tasks import entity_gone, link_entities, rerun, task_label
 from console.core.views import actor, paginate, query_without, refuse, role_required
 
 from ..filtersets import TaskFilterSet
@@ -21,19 +22,27 @@ def task_list(request):
     filterset = TaskFilterSet(request.GET, queryset=Task.objects.filter(parent__isnull=True)
                               .select_related("created_by"))
     queryset = filterset.qs if filterset.is_valid() else Task.objects.none()
-    running = list(queryset.filter(status__in=LIVE)[:50])
+    running = link_entities(queryset.filter(status__in=LIVE)[:50])
     page = paginate(request, queryset.exclude(status__in=LIVE))
+    page.object_list = link_entities(page.object_list)
     template = "console/partials/task_tables.html" if request.htmx else "console/task_list.html"
     return render(request, template, {"filterset": filterset, "running": running, "page": page,
-                                      "query": query_without(request, "page")})
+                                      "query": query_without(request, "page"), "task_kinds": kind_choices()})
+
+
+def kind_choices() -> list[tuple[str, str]]:
+    """(kind, label) of every labelled task kind, by label, for the list's Kind filter."""
+    return sorted(((kind, task_label(Task(kind=kind))) for kind in registry.task_labels), key=lambda item: item[1])
 
 
 @role_required()
 def task_detail(request, uuid):
     task = get_object_or_404(Task.objects.select_related("created_by", "parent"), uuid=uuid)
+    link_entities([task])
     children = Paginator(task.children.order_by("id"), 100).get_page(request.GET.get("page"))
+    children.object_list = link_entities(children.object_list)
     template = "console/partials/task_panel.html" if request.htmx else "console/task_detail.html"
-    return render(request, template, {"task": task, "children": children,
+    return render(request, template, {"task": task, "children": children, "gone": entity_gone(task),
                                       "counts": _child_counts(task) if children.paginator.count else None})
 
 
@@ -41,7 +50,7 @@ def task_detail(request, uuid):
 def task_children(request, uuid):
     task = get_object_or_404(Task, uuid=uuid)
     return render(request, "console/partials/task_children.html",
-                  {"task": task, "children": task.children.order_by("id")[:200]})
+                  {"task": task, "children": link_entities(task.children.order_by("id")[:200])})
 
 
 @role_required()

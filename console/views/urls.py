@@ -27,6 +27,7 @@ urlpatterns = [
     path(f"vms/{UUID}/make-vm/", vms.vm_make_vm, name="vm-make-vm"),
     path("templates/", vms.template_list, name="template-list"),
     path("images/", inventory.image_list, name="image-list"),
+    path("images/upload-check/", inventory.image_upload_check, name="image-upload-check"),
     path(f"images/{UUID}/delete/", inventory.image_delete, name="image-delete"),
     path("images/import/", inventory.image_import_url, name="image-import"),
     path("networks/", inventory.network_list, name="network-list"),

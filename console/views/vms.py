@@ -10,7 +10,6 @@ from django.urls import reverse
 from django.views.decorators.http import require_POST
 
 from console.core.access import OPERATOR
-from console.core.drivers.base import POWER_TRANSITIONS
 from console.core.errors import ServiceError
 from console.core.models import AuditEvent, Task
 from console.core.registry import registry
@@ -131,7 +130,7 @@ def vm_bulk(request):
     else:
         uuids = [as_uuid(value) for value in request.POST.getlist("uuids")]
         if None in uuids:
-            messages.error(request, "uuids: the selection holds something that is not a VM uuid")
+            messages.error(request, "The selection holds something that is not a VM; select the VMs again.")
             return redirect(back)
         selected = listed.filter(uuid__in=uuids)
     count = selected.count()
@@ -167,8 +166,12 @@ def _confirm_bulk(request, action: str, selected, count: int, templates: bool, b
 
 @role_required()
 def vm_detail(request, uuid):
+    """The VM's page; its poll (`?live=1`, htmx) gets the same page without the messages, and tells the
+    panels to reload while something is pending and once more after."""
     vm = get_object_or_404(VM.objects.select_related("host", "cluster", "parent", "source_image"), uuid=uuid)
-    return render(request, "console/vm_detail.html", {
+    live = bool(request.htmx and request.GET.get("live"))
+    pending = _pending(vm)
+    response = render(request, "console/vm_detail_live.html" if live else "console/vm_detail.html", {
         "vm": vm,
         "disks": vm.disks.select_related("container"),
         "nics": vm.nics.select_related("network"),
@@ -178,11 +181,21 @@ def vm_detail(request, uuid):
         "networks": Network.objects.filter(cluster=vm.cluster),
         "tasks": Task.objects.filter(entity_uuid=vm.uuid).select_related("created_by")[:10],
         "events": AuditEvent.objects.filter(entity_uuid=vm.uuid)[:10],
-        "power_actions": [a for a, (states, _) in POWER_TRANSITIONS.items() if vm.power_state in states]
-        + [name for name, action in registry.power_actions.items() if action.offered(vm)],
+        "power_actions": power.offered_power_actions(vm),
         "destructive": destructive_actions(),
         "panels": registry.vm_panels.ordered(),
+        "pending": pending,
     })
+    if live and (pending or request.GET.get("was_pending")):
+        response["HX-Trigger"] = "vm-refresh"
+    return response
+
+
+def _pending(vm: VM) -> bool:
+    """Whether the VM's page is about to change by itself: a task on it runs, or an app waits for the guest."""
+    return (vm.power_state in power.BUSY_STATES
+            or Task.objects.filter(entity_uuid=vm.uuid).exclude(status__in=Task.ENDED).exists()
+            or any(panel.pending(vm) for panel in registry.vm_panels.values() if panel.pending))
 
 
 @require_POST
@@ -262,7 +275,7 @@ def vm_insert_iso(request, uuid):
     back = reverse("vm-detail", args=[uuid])
     image = Image.objects.filter(uuid=as_uuid(request.POST.get("image")), kind=Image.Kind.ISO).first()
     if image is None:
-        messages.error(request, "image: choose an ISO image")
+        messages.error(request, "Choose an ISO image.")
         return redirect(back)
     slot = request.POST.get("slot")
     try:

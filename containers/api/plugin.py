@@ -223,11 +223,16 @@ class PackageView(PluginView):
     DATA_DIR/packages)."""
 
     def get(self, request):
-        package = Path(settings.DATA_DIR) / "packages" / PACKAGE
-        if not package.is_file():
-            raise Http404(f"the console has no {PACKAGE} yet (make plugin-deb builds it)")
-        return FileResponse(package.open("rb"), as_attachment=True, filename=PACKAGE,
-                            content_type="application/vnd.debian.binary-package")
+        return package_response()
+
+
+def package_response() -> FileResponse:
+    """The plugin's .deb as a download (for Docker hosts here, for Admins on the console's key page)."""
+    package = Path(settings.DATA_DIR) / "packages" / PACKAGE
+    if not package.is_file():
+        raise Http404(f"the console has no {PACKAGE} yet (make plugin-deb builds it)")
+    return FileResponse(package.open("rb"), as_attachment=True, filename=PACKAGE,
+                        content_type="application/vnd.debian.binary-package")
 
 
 class TaskView(PluginView):

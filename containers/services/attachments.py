@@ -110,7 +110,7 @@ def _apply(target: Target, disks: list[VolumeGroupDisk], attach: bool) -> None:
             driver.detach_disk(vm, disk.serial)
 
 
-@task_kind("volume-group.attach", undo=undo_attach)
+@task_kind("volume-group.attach", undo=undo_attach, label="Attach volume group")
 def run_attach(task: Task, progress: Progress) -> str:
     group = group_of(task)
     if group is None:
@@ -214,7 +214,7 @@ def undo_detach(task: Task) -> None:
         state=State.ATTACHED)
 
 
-@task_kind("volume-group.detach", undo=undo_detach)
+@task_kind("volume-group.detach", undo=undo_detach, label="Detach volume group")
 def run_detach(task: Task, progress: Progress) -> str:
     group = group_of(task)
     if group is None:

@@ -51,6 +51,16 @@ def register(actor: Actor, name: str, address: str = "") -> tuple[DockerHost, st
     return host, key
 
 
+def regenerate_key(actor: Actor, host: DockerHost) -> str:
+    """A new key for the host; the old one stops working at once (only the new one's hash is kept). Returns
+    the new key, once: the plugin's env file on the host needs it."""
+    key = DockerHost.generate_key()
+    DockerHost.objects.filter(pk=host.pk).update(key_hash=DockerHost.hash(key), key_hint=key[:12])
+    host.key_hash, host.key_hint = DockerHost.hash(key), key[:12]
+    audit.record(actor, "docker-host.key.regenerate", host)
+    return key
+
+
 def request_create(actor: Actor, *, name: str, image: Image, vcpus: int, memory_bytes: int,
                    network: Network | None = None) -> tuple[Task, DockerHost]:
     """A VM from the image, powered on, whose first boot runs the cloud-config that makes it a Docker host

@@ -9,7 +9,6 @@ path, in one round trip. Work that needs a hypervisor stays queued for its host'
 
 import contextlib
 import logging
-import shutil
 
 from django.db import IntegrityError, transaction
 
@@ -22,7 +21,7 @@ from console.core.tasks import Progress, create_task, end_at_once, task_kind
 from console.core.units import iec
 from console.models import StorageContainer
 from console.models.inventory import name_validator
-from console.services.vms import MAX_DISK_BYTES, MIN_DISK_BYTES, default_cluster
+from console.services.vms import MAX_DISK_BYTES, MIN_DISK_BYTES, check_free_space, default_cluster
 
 from ..models import DockerHost, VolumeGroup, VolumeGroupAttachment, VolumeGroupDisk
 from .targets import Target
@@ -35,14 +34,6 @@ def check_size(size_bytes: int, field_name: str = "size_bytes") -> None:
     if not MIN_DISK_BYTES <= size_bytes <= MAX_DISK_BYTES:
         limits = f"{iec(MIN_DISK_BYTES)} to {iec(MAX_DISK_BYTES)}"
         raise InvalidRequest({field_name: [f"a volume group disk holds {limits}"]})
-
-
-def check_free_space(container: StorageContainer, more_bytes: int, field_name: str = "size_bytes") -> None:
-    """Refuse sizes the container's filesystem cannot hold, even though the files start sparse."""
-    free = shutil.disk_usage(container.path).free
-    if more_bytes > free:
-        raise InvalidRequest({field_name: [
-            f"{iec(more_bytes)} is more than storage container {container.name} has free ({iec(free)})"]})
 
 
 def disk_file_name(group: VolumeGroup, index: int) -> str:
@@ -164,7 +155,7 @@ def undo_create(task: Task) -> None:
     _remove_everywhere(group_of(task))
 
 
-@task_kind("volume-group.create", undo=undo_create)
+@task_kind("volume-group.create", undo=undo_create, label="Create volume group")
 def run_create(task: Task, progress: Progress) -> str:
     group = group_of(task)
     if group is None:
@@ -229,7 +220,7 @@ def undo_grow(task: Task) -> None:
         size_bytes=task.params["previous"])
 
 
-@task_kind("volume-group.grow", undo=undo_grow)
+@task_kind("volume-group.grow", undo=undo_grow, label="Grow volume group")
 def run_grow(task: Task, progress: Progress) -> str:
     disk = VolumeGroupDisk.objects.select_related("group__container").get(
         group__uuid=task.entity_uuid, index=task.params["index"])
@@ -250,7 +241,7 @@ def where_it_shows(group: VolumeGroup) -> str:
     target = Target.of(attachment)
     if target.hypervisor_vm is not None:
         then = "; the plugin then grows the filesystem" if attachment.docker_host_id else ""
-        return f"{target.name} sees the new size at its next attach or power-on{then}"
+        return f"{target.name} sees the new size when it is next attached or powered on{then}"
     return f"the plugin on {target.name} grows the filesystem online at its next usage report"
 
 
@@ -287,7 +278,7 @@ def undo_delete(task: Task) -> None:
     VolumeGroup.objects.filter(uuid=task.entity_uuid).update(state=VolumeGroup.State.READY)
 
 
-@task_kind("volume-group.delete", undo=undo_delete)
+@task_kind("volume-group.delete", undo=undo_delete, label="Delete volume group")
 def run_delete(task: Task, progress: Progress) -> str:
     _remove_everywhere(group_of(task))
     return f"{task.entity_name} deleted"

@@ -267,6 +267,13 @@ def remove_media(customization: VMCustomization) -> None:
     VMCustomization.objects.filter(pk=customization.pk).update(iso_path="", cdrom_slot=None)
 
 
+def waiting_for_guest(vm: VM) -> bool:
+    """Whether the VM page waits for the guest to report its customization: it runs and has not yet."""
+    customization = getattr(vm, "customization", None)  # a VM created without customization has none
+    return (vm.power_state == VM.PowerState.ON and customization is not None
+            and customization.status in VMCustomization.ACTIVE)
+
+
 def power_changed(changes: list[tuple[VM, str]]) -> None:
     """Power-on with the media in starts the customization; a power-off before any report ends it as
     `unknown` (never a made-up success) and removes the media."""
@@ -350,7 +357,7 @@ def phone_home(token: str, posted: dict, source_address: str | None) -> VMCustom
     return report(customization.vm, Status.SUCCEEDED, message, Actor(user=None, source_address=source_address))
 
 
-@task_kind("vm.customization.remove")
+@task_kind("vm.customization.remove", label="Remove customization media")
 def run_remove(task: Task, progress: Progress) -> str:
     customization = VMCustomization.objects.select_related("vm__host").filter(vm__uuid=task.entity_uuid).first()
     if customization is None or not (customization.iso_path or customization.cdrom_slot is not None):

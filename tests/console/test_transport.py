@@ -61,7 +61,8 @@ def test_the_docker_host_key_page_names_the_public_url_not_the_host_header(clien
     settings.PUBLIC_URL = "https://facet.example"
     settings.ALLOWED_HOSTS = ["attacker.example"]
     client.force_login(admin)
-    page = client.post("/docker-hosts/register/", {"name": "dh-1", "address": ""}, HTTP_HOST="attacker.example")
+    answer = client.post("/docker-hosts/register/", {"name": "dh-1", "address": ""}, HTTP_HOST="attacker.example")
+    page = client.get(answer["Location"], HTTP_HOST="attacker.example")
     assert page.status_code == 200, page.content[:500]
     assert b"FACET_URL=https://facet.example\n" in page.content
     assert b"attacker.example" not in page.content

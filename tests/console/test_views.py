@@ -227,7 +227,7 @@ def test_insert_and_eject_iso_from_the_detail_page(client, vm, operator, run_tas
     run_tasks()
     assert vm.cdroms.get(slot=0).iso_path == ""
     bad = client.post(f"/vms/{vm.uuid}/insert-iso/", {"image": "nonsense"}, follow=True)
-    assert "choose an ISO image" in bad.content.decode()
+    assert "Choose an ISO image." in bad.content.decode()
 
 
 def test_task_pages_poll_while_running_and_show_errors_in_full(client, vm, viewer):

@@ -86,7 +86,7 @@ def test_a_grow_says_who_sees_the_new_size_and_when(group, vm, docker_host, acto
     run_tasks()
     volume_groups.request_grow(actor, group, 128 * MiB)
     [grown] = run_tasks()
-    assert grown.message.endswith(f"VM {vm.name} sees the new size at its next attach or power-on")
+    assert grown.message.endswith(f"VM {vm.name} sees the new size when it is next attached or powered on")
     attachments.request_attach(actor, group, Target(docker_host=docker_host), force=True)
     run_tasks()
     volume_groups.request_grow(actor, group, 256 * MiB)

@@ -3,7 +3,9 @@
 import pytest
 from django.test import Client
 from django.urls import reverse
+from rest_framework.test import APIClient
 
+from console.core.models import AuditEvent
 from console.models import Image, Network
 from containers.models import DockerHost, VolumeGroup, VolumeGroupAttachment
 from containers.services import attachments, volume_groups
@@ -65,7 +67,7 @@ def test_create_attach_detach_delete_from_the_pages(cluster, operator, vm, run_t
     run_tasks()
     assert group.disks.get().size_bytes == 2 * GiB
     page = client.get(reverse("volume-group-detail", args=[group.uuid])).content.decode()
-    assert "A VM sees the new size at its next attach or power-on" in page
+    assert "A VM sees the new size when it is next attached or powered on" in page
     shrink = client.post(reverse("volume-group-grow", args=[group.uuid]), {"index": 0, "size_gib": 1}, follow=True)
     assert "New size: disk 0 already holds 2 GiB; a disk only grows" in shrink.content.decode()
     refused = client.post(reverse("volume-group-delete", args=[group.uuid]), follow=True)
@@ -82,14 +84,54 @@ def test_viewer_cannot_change_anything(group, viewer):
     assert browser(viewer).post(reverse("docker-host-register"), {"name": "x"}).status_code == 403
 
 
-def test_register_shows_the_key_once_and_the_host_page(cluster, admin):
-    page = browser(admin).post(reverse("docker-host-register"), {"name": "edge-1", "address": "10.1.1.1"})
+def test_register_shows_the_key_after_a_redirect_and_the_host_page(cluster, admin):
+    client = browser(admin)
+    answer = client.post(reverse("docker-host-register"), {"name": "edge-1", "address": "10.1.1.1"})
     host = DockerHost.objects.get()
-    assert page.status_code == 200 and b"facetdh_" in page.content and b"FACET_DOCKER_HOST=edge-1" in page.content
-    detail = browser(admin).get(reverse("docker-host-detail", args=[host.uuid])).content.decode()
+    assert answer.status_code == 302 and answer["Location"] == reverse("docker-host-key", args=[host.uuid])
+    page = client.get(answer["Location"])
+    assert b"facetdh_" in page.content and b"FACET_DOCKER_HOST=edge-1" in page.content
+    assert "no-store" in page["Cache-Control"]
+    key = page.content.decode().split('id="docker-host-key">')[1].split("<")[0]
+    assert key in client.get(answer["Location"]).content.decode()  # a reload keeps it (for its minutes)
+    assert b"facetdh_" not in browser(admin).get(answer["Location"]).content  # another browser never sees it
+    detail = client.get(reverse("docker-host-detail", args=[host.uuid])).content.decode()
     assert "Waiting for the plugin" in detail and "facetdh_" not in detail.replace(host.key_hint, "")
-    listing = browser(admin).get("/docker-hosts/").content.decode()
+    listing = client.get("/docker-hosts/").content.decode()
     assert "edge-1" in listing and "Registered machine" in listing
+
+
+def test_regenerate_key_stops_the_old_key_at_once(cluster, admin, operator):
+    client = browser(admin)
+    client.post(reverse("docker-host-register"), {"name": "edge-1"})
+    host = DockerHost.objects.get()
+    old_page = client.get(reverse("docker-host-key", args=[host.uuid])).content.decode()
+    old_key = old_page.split('id="docker-host-key">')[1].split("<")[0]
+    plugin = APIClient()
+    plugin.credentials(HTTP_AUTHORIZATION=f"Token {old_key}")
+    assert plugin.get("/api/v1/docker-host/volumes/").status_code == 200
+    assert browser(operator).post(reverse("docker-host-regenerate-key", args=[host.uuid])).status_code == 403
+    answer = client.post(reverse("docker-host-regenerate-key", args=[host.uuid]))
+    new_page = client.get(answer["Location"]).content.decode()
+    new_key = new_page.split('id="docker-host-key">')[1].split("<")[0]
+    assert new_key != old_key and new_key.startswith("facetdh_")
+    assert plugin.get("/api/v1/docker-host/volumes/").status_code == 401
+    plugin.credentials(HTTP_AUTHORIZATION=f"Token {new_key}")
+    assert plugin.get("/api/v1/docker-host/volumes/").status_code == 200
+    assert AuditEvent.objects.filter(action="docker-host.key.regenerate", entity_uuid=host.uuid).exists()
+
+
+def test_the_key_page_links_the_plugin_package(cluster, admin, settings, tmp_path):
+    settings.DATA_DIR = tmp_path
+    (tmp_path / "packages").mkdir()
+    (tmp_path / "packages" / "facet-volume-plugin.deb").write_bytes(b"!<arch>\n")
+    client = browser(admin)
+    client.post(reverse("docker-host-register"), {"name": "edge-1"})
+    page = client.get(reverse("docker-host-key", args=[DockerHost.objects.get().uuid])).content.decode()
+    assert f'href="{reverse("docker-host-plugin-package")}"' in page
+    assert f"{settings.PUBLIC_URL}/api/v1/docker-host/plugin.deb" in page
+    package = client.get(reverse("docker-host-plugin-package"))
+    assert package.status_code == 200 and b"".join(package.streaming_content) == b"!<arch>\n"
 
 
 def test_create_docker_host_vm_from_the_page(cluster, admin):
@@ -112,7 +154,7 @@ def test_a_docker_host_vm_goes_on_the_network_chosen_on_the_page(cluster, admin)
     refused = browser(admin).post(reverse("docker-host-create"), {
         "name": "dh-bad", "image": image.uuid, "vcpus": 1, "memory_gib": 1,
         "network": "00000000-0000-0000-0000-000000000000"}, follow=True).content.decode()
-    assert "network: Select a valid choice" in refused and not DockerHost.objects.filter(name="dh-bad").exists()
+    assert "Network: Select a valid choice" in refused and not DockerHost.objects.filter(name="dh-bad").exists()
 
 
 def test_remove_a_registered_host(docker_host, admin):

@@ -54,7 +54,7 @@ def test_list_power_and_bulk_journey(page, seeded, celery_processes, screenshots
     expect(page.get_by_role("heading", name=running.name)).to_be_visible()
     page.screenshot(path=screenshots / "vm-detail.png", full_page=True)
     page.once("dialog", lambda dialog: dialog.accept())
-    page.get_by_role("button", name="power-off").click()
+    page.get_by_role("button", name="Power Off", exact=True).click()
     page.get_by_role("link", name="follow the task").click()
     expect(page.locator("#task-panel .progress")).to_have_attribute("aria-valuenow", "100")
     expect(page.locator("#task-panel .badge.status-succeeded")).to_be_visible()

@@ -28,7 +28,7 @@ def test_mount_from_the_vm_page(page, cluster, actor, celery_processes, screensh
     panel.get_by_role("button", name="Save capabilities").click()
     expect(page.get_by_text("capabilities of tools-1: vss-snapshot")).to_be_visible()
     page.locator("#guest-tools-panel").get_by_role("button", name="Mount").click()
-    expect(page.get_by_text("Task started: ngt.mount")).to_be_visible()
+    expect(page.get_by_text("Task started: Mount Guest Tools")).to_be_visible()
     mount = task.__class__.objects.get(kind="ngt.mount")
     assert wait_until_ended(mount).status == "succeeded", mount.error
     page.reload()

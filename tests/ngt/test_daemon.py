@@ -9,6 +9,7 @@ import ssl
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import uuid
 from pathlib import Path
@@ -18,7 +19,7 @@ from django.core.management import call_command
 
 from console.core import tasks
 from console.core.errors import Conflict
-from console.core.models import AuditEvent
+from console.core.models import AuditEvent, SimDomain
 from console.models import VM
 from console.services import processes, vms
 from ngt import services
@@ -215,23 +216,46 @@ def test_serve_starts_one_instance_for_the_first_host_served(cluster):
     assert processes.guest_tools_service_command("host-2").endswith("manage.py guest_tools_service --host host-2")
 
 
-def test_guest_shutdown_is_a_task_through_the_agent(service, mounted_vm, tmp_path, settings, redis_url, actor,
-                                                    run_tasks, monkeypatch):
+def test_guest_shutdown_succeeds_only_once_the_vm_is_off(service, mounted_vm, tmp_path, settings, redis_url, actor,
+                                                         run_tasks, monkeypatch):
+    """The agent's yes is not the end: the task follows the VM to off, and says why when it stays on."""
     vm, media = mounted_vm
     settings.REDIS_URL = redis_url
+    settings.FACET_GUEST_SHUTDOWN_SECONDS = 2
     monkeypatch.setattr(tasks, "send", lambda task: None)  # run_tasks runs it here, no worker needed
+    # The VM runs: the sim hypervisor and the inventory both say so.
+    SimDomain.objects.filter(uuid=vm.uuid).update(power_state="on")
+    VM.objects.filter(pk=vm.pk).update(power_state=VM.PowerState.ON)
     with pytest.raises(Conflict, match="has no link"):
         services.request_guest_power(actor, vm, "guest-shutdown")
     service("host-1", "leading:")
     agent = start_agent(tmp_path, media)
+    power_log = tmp_path / "power.log"
     try:
         wait_for(lambda: state(vm).link_active, 20, "the link")
+        # The guest says yes and runs its shutdown command, but the VM stays on (a stuck guest).
+        stuck = services.request_guest_power(actor, vm, "guest-shutdown")
+        run_tasks()
+        stuck.refresh_from_db()
+        assert stuck.status == "failed"
+        assert "accepted the shutdown but the VM is still on after 2 s" in stuck.error
+        assert power_log.read_text() == "shutdown\n"
+
+        # This time the guest powers off once its command ran, as a real one does.
+        def guest_powers_off() -> None:
+            wait_for(lambda: power_log.read_text().count("shutdown") == 2, 10, "the second shutdown command")
+            SimDomain.objects.filter(uuid=vm.uuid).update(power_state="off")
+
+        settings.FACET_GUEST_SHUTDOWN_SECONDS = 20
+        guest = threading.Thread(target=guest_powers_off)
+        guest.start()
         task = services.request_guest_power(actor, vm, "guest-shutdown")
         run_tasks()
+        guest.join()
         task.refresh_from_db()
         assert task.status == "succeeded", task.error
-        wait_for(lambda: (tmp_path / "power.log").exists() and (tmp_path / "power.log").read_text() == "shutdown\n",
-                 10, "the agent to run its shutdown command")
+        assert task.message == f"{vm.name} is off: its guest shut down"
+        assert VM.objects.get(pk=vm.pk).power_state == "off"
     finally:
         stop(agent)
 

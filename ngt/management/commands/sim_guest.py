@@ -8,6 +8,7 @@ the serial port: the agent then calls the VIP."""
 import asyncio
 import io
 import os
+import shlex
 import shutil
 import signal
 import subprocess
@@ -127,6 +128,16 @@ class SerialBridge:
             writer.close()
 
 
+def power_command(guest: Path, vm: VM) -> Path:
+    """The program the agent runs for the guest's own shutdown or reboot (`PROGRAM shutdown|reboot`): it
+    changes the simulated VM's power as the guest's OS would (`manage.py sim_guest_power`)."""
+    script = guest / "power"
+    script.write_text(f"#!/bin/sh\nexec {shlex.quote(sys.executable)} "
+                      f"{shlex.quote(str(Path(settings.BASE_DIR) / 'manage.py'))} sim_guest_power {vm.uuid} \"$1\"\n")
+    script.chmod(0o700)
+    return script
+
+
 class Command(BaseCommand):
     help = "Run the real Guest Tools agent for a simulated VM, over a pty bridged to its channel socket."
 
@@ -154,7 +165,7 @@ class Command(BaseCommand):
                    # The guest's own /run/cloud-init (where a test writes what cloud-init would), never this
                    # machine's.
                    "--cloud-init-dir", str(guest / "cloud-init"),
-                   "--scan", scan, "--power-command", "true"]  # a simulated VM's power is the console's to change
+                   "--scan", scan, "--power-command", str(power_command(guest, target))]
         # From the console's own tree: `-m ngt.agent` then runs the agent of the code this console runs, not
         # whichever copy of the package the interpreter would find first.
         agent = subprocess.Popen(command, cwd=settings.BASE_DIR)
