@@ -20,13 +20,15 @@ from django.db import connections, transaction
 from django.db.models import Count, Q
 from django.utils import timezone
 
+from . import audit
 from .actors import Actor
 from .drivers import DriverError
-from .errors import ServiceError
+from .errors import Conflict, ServiceError
 from .models import Task
 from .registry import TaskKind, registry
 
 log = logging.getLogger(__name__)
+stage_log = logging.getLogger(__name__ + ".stages")  # one line per task: the time of each stage
 Status = Task.Status
 UNSENT_GRACE_SECONDS = 30  # a task created this long ago that never reached the broker is sent again
 _sending_together = threading.local()
@@ -38,6 +40,8 @@ class Progress:
     def __init__(self, task: Task) -> None:
         self.task = task
         self._last_write = 0.0
+        self.stages: dict[str, float] = {}  # seconds spent in each named stage, for the log
+        self._stage: tuple[str, float] | None = None
 
     def __call__(self, percent: float, message: str | None = None) -> None:
         self.task.percent = max(0, min(99, int(percent)))
@@ -49,6 +53,18 @@ class Progress:
             Task.objects.filter(pk=self.task.pk).update(
                 percent=self.task.percent, message=self.task.message, heartbeat_at=timezone.now())
 
+    def stage(self, percent: float, name: str) -> None:
+        """Begin a named stage of the work: its name is the task's message, its time goes to the log."""
+        self.end_stage()
+        self._stage = (name, time.monotonic())
+        self(percent, name)
+
+    def end_stage(self) -> None:
+        if self._stage is not None:
+            name, began = self._stage
+            self.stages[name] = self.stages.get(name, 0.0) + time.monotonic() - began
+            self._stage = None
+
     def part(self, start: float, end: float, message: str | None = None) -> Callable[[float], None]:
         """A callback mapping a step's own fraction [0, 1] into [start, end] percent."""
         return lambda fraction: self(start + (end - start) * fraction, message)
@@ -58,12 +74,12 @@ RunFunction = Callable[[Task, Progress], str | None]
 UndoFunction = Callable[[Task], None]
 
 
-def task_kind(name: str, undo: UndoFunction | None = None):
+def task_kind(name: str, undo: UndoFunction | None = None, discard: UndoFunction | None = None):
     """Declare the decorated function as the work of tasks of this kind (a second declaration of a kind is
-    an error at start-up)."""
+    an error at start-up); `discard` makes its queued tasks cancellable (see `TaskKind`)."""
 
     def register(run: RunFunction) -> RunFunction:
-        registry.task_kinds.add(name, TaskKind(run=run, undo=undo))
+        registry.task_kinds.add(name, TaskKind(run=run, undo=undo, discard=discard))
         return run
 
     return register
@@ -80,6 +96,20 @@ def create_task(actor: Actor, kind: str, entity=None, *, queue: str = "default",
         else:
             transaction.on_commit(lambda: send(task))
     return task
+
+
+def create_tasks(actor: Actor, kind: str, entries: list[tuple[object, str, dict]], *,
+                 parent: Task | None = None) -> list[Task]:
+    """Tasks of one kind, one per (entity, queue, params), written in one statement and sent as
+    `create_task` sends them (together, inside `sending_together`)."""
+    tasks = Task.objects.bulk_create([Task(**_row(actor, kind, entity, parent, params), queue=queue)
+                                      for entity, queue, params in entries], batch_size=500)
+    together = getattr(_sending_together, "task_pks", None)
+    if together is not None:
+        together.extend(task.pk for task in tasks)
+    else:
+        transaction.on_commit(lambda: send_all(tasks))
+    return tasks
 
 
 def _row(actor: Actor, kind: str, entity, parent: Task | None, params: dict | None) -> dict:
@@ -187,8 +217,9 @@ def execute(task_uuid: str, attempt: int) -> None:
     kind = registry.task_kinds[task.kind]
     heartbeat = Heartbeat(task.pk)
     heartbeat.start()
+    progress = Progress(task)
     try:
-        message = kind.run(task, Progress(task))
+        message = kind.run(task, progress)
     except (ServiceError, DriverError) as exc:
         fail(task, str(exc))
     except Exception as exc:
@@ -198,6 +229,10 @@ def execute(task_uuid: str, attempt: int) -> None:
         finish(task, Status.SUCCEEDED, message=message or "Done")
     finally:
         heartbeat.stop()
+        progress.end_stage()
+        if progress.stages:
+            stage_log.info("task %s (%s) stages: %s", task.uuid, task.kind,
+                           ", ".join(f"{name} {seconds * 1000:.1f} ms" for name, seconds in progress.stages.items()))
 
 
 def fail(task: Task, error: str) -> None:
@@ -230,15 +265,21 @@ def roll_up(parent_pk: int) -> None:
         total=Count("id"),
         ended=Count("id", filter=Q(status__in=Task.ENDED)),
         failed=Count("id", filter=Q(status=Status.FAILED)),
+        cancelled=Count("id", filter=Q(status=Status.CANCELLED)),
         running=Count("id", filter=Q(status=Status.RUNNING)),
     )
-    total, ended, failed = counts["total"], counts["ended"], counts["failed"]
+    total, ended, failed, cancelled = counts["total"], counts["ended"], counts["failed"], counts["cancelled"]
     parent.percent = 100 * ended // total if total else 100
-    parent.message = f"{ended} of {total} done" + (f", {failed} failed" if failed else "")
+    parent.message = (f"{ended} of {total} done" + (f", {failed} failed" if failed else "")
+                      + (f", {cancelled} cancelled" if cancelled else ""))
     parent.heartbeat_at = timezone.now()
     if ended == total:
-        parent.status = Status.FAILED if failed else Status.SUCCEEDED
+        succeeded = total - failed - cancelled
+        parent.status = Status.FAILED if failed else Status.CANCELLED if cancelled else Status.SUCCEEDED
         parent.error = f"{failed} of {total} failed" if failed else ""
+        if cancelled:
+            parent.message = f"cancelled: {succeeded} of {total} done, {cancelled} cancelled" + (
+                f", {failed} failed" if failed else "")
         parent.finished_at = timezone.now()
     elif ended or counts["running"]:
         parent.status = Status.RUNNING
@@ -249,6 +290,33 @@ def roll_up(parent_pk: int) -> None:
 def start_bulk(parent: Task) -> None:
     """After creating children (some possibly ended at once), bring the parent up to date."""
     roll_up(parent.pk)
+
+
+def request_cancel(actor: Actor, task: Task) -> Task:
+    """Stop a task, or a bulk task's children, cleanly: those still waiting that never started are cancelled
+    and what their requests wrote is dropped (their kind's `discard`); running ones finish; what is made is
+    kept. A bulk task then reports the counts (see `roll_up`). Answers the task, up to date."""
+    if task.ended:
+        raise Conflict({"status": [f"the task has already ended ({task.status})"]})
+    is_bulk = task.children.exists()
+    with transaction.atomic():
+        waiting = (task.children.all() if is_bulk else Task.objects.filter(pk=task.pk)).select_for_update()
+        waiting = [t for t in waiting.filter(status=Status.QUEUED, started_at__isnull=True)
+                   if (kind := registry.task_kinds.get(t.kind)) is not None and kind.discard]
+        if not is_bulk and not waiting:
+            raise Conflict({"status": [f"the task is {task.status} and cannot be stopped now; it finishes"
+                                       if task.status == Status.RUNNING or task.started_at
+                                       else f"tasks of kind {task.kind} cannot be cancelled"]})
+        who = actor.user.get_username() if actor.user else "the system"
+        Task.objects.filter(pk__in=[t.pk for t in waiting]).update(
+            status=Status.CANCELLED, finished_at=timezone.now(), message=f"cancelled by {who}"[:255])
+        for waiting_task in waiting:
+            registry.task_kinds[waiting_task.kind].discard(waiting_task)
+        if is_bulk:
+            roll_up(task.pk)
+        audit.record(actor, "task.cancel", task, entity_type="task", kind=task.kind, cancelled=len(waiting))
+    task.refresh_from_db()
+    return task
 
 
 def rerun(task: Task) -> Task:
