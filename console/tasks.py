@@ -2,7 +2,7 @@
 
 from celery import shared_task
 
-from console.core.tasks import execute, reap_stale
+from console.core.tasks import execute, execute_batch, reap_stale
 
 from .services import images
 from .services.power import reconcile_power_states
@@ -11,6 +11,11 @@ from .services.power import reconcile_power_states
 @shared_task(name="facet.task.run")
 def run_task(task_uuid: str, attempt: int) -> None:
     execute(task_uuid, attempt)
+
+
+@shared_task(name="facet.task.run_batch")
+def run_task_batch(items: list[list]) -> None:
+    execute_batch([(task_uuid, attempt) for task_uuid, attempt in items])
 
 
 @shared_task(name="facet.tasks.reap")

@@ -6,7 +6,9 @@ A kind of task is declared once, on the function that does its work (`@task_kind
 function is idempotent: a requeued task runs it again from the top and it skips what is already done."""
 
 import contextlib
+import functools
 import logging
+import operator
 import threading
 import time
 import traceback
@@ -155,35 +157,51 @@ def send(task: Task) -> None:
     send_all([task])
 
 
+BATCH_SIZE = 10  # tasks of one queue per message: a bulk's children reach a worker ten at a time
+
+
 def send_all(tasks) -> None:
-    """Hand the tasks to the broker and note their Celery ids. A task the broker did not take stays queued
-    without a Celery id, and the reaper sends it again; the request that asked for it still succeeds."""
-    sent = []
+    """Hand the tasks to the broker and note their Celery ids: tasks of one queue go in batches of
+    BATCH_SIZE, one message each (`facet.task.run_batch`), a lone task in its own (`facet.task.run`). A task
+    the broker did not take stays queued without a Celery id, and the reaper sends it again; the request that
+    asked for it still succeeds."""
+    by_queue: dict[str, list[Task]] = {}
     for task in tasks:
-        celery_id = str(uuid.uuid4())
-        try:
-            current_app.send_task("facet.task.run", args=[str(task.uuid), task.attempts], queue=task.queue,
-                          task_id=celery_id)
-        except Exception:
-            log.exception("could not send task %s to the broker; the reaper will retry", task.uuid)
-            continue
-        task.celery_id = celery_id
-        sent.append(task)
+        by_queue.setdefault(task.queue, []).append(task)
+    sent = []
+    for queue, queued in by_queue.items():
+        for start in range(0, len(queued), BATCH_SIZE):
+            batch = queued[start:start + BATCH_SIZE]
+            celery_id = str(uuid.uuid4())
+            try:
+                if len(batch) == 1:
+                    current_app.send_task("facet.task.run", args=[str(batch[0].uuid), batch[0].attempts],
+                                          queue=queue, task_id=celery_id)
+                else:
+                    current_app.send_task("facet.task.run_batch", args=[[(str(t.uuid), t.attempts) for t in batch]],
+                                          queue=queue, task_id=celery_id)
+            except Exception:
+                log.exception("could not send %d task(s) to the broker; the reaper will retry", len(batch))
+                continue
+            for task in batch:
+                task.celery_id = celery_id
+            sent += batch
     Task.objects.bulk_update(sent, ["celery_id"], batch_size=500)
 
 
 class Heartbeat(threading.Thread):
-    """Keeps `heartbeat_at` fresh while a run function works, even inside one long driver call."""
+    """Keeps `heartbeat_at` fresh while a run function works, even inside one long driver call: of one
+    running task, or of a batch's tasks still waiting for their turn or running."""
 
-    def __init__(self, task_pk: int) -> None:
-        super().__init__(daemon=True, name=f"heartbeat-{task_pk}")
-        self.task_pk = task_pk
+    def __init__(self, tasks: Q, name: str) -> None:
+        super().__init__(daemon=True, name=f"heartbeat-{name}")
+        self.tasks = tasks
         self.stopped = threading.Event()
 
     def run(self) -> None:
         try:
             while not self.stopped.wait(settings.FACET_TASK_HEARTBEAT_SECONDS):
-                Task.objects.filter(pk=self.task_pk, status=Status.RUNNING).update(heartbeat_at=timezone.now())
+                Task.objects.filter(self.tasks).update(heartbeat_at=timezone.now())
         finally:
             connections.close_all()
 
@@ -207,35 +225,72 @@ def _claim(task_uuid: str, attempt: int) -> Task | None:
         return task
 
 
-def execute(task_uuid: str, attempt: int) -> None:
+def execute(task_uuid: str, attempt: int, in_batch: bool = False) -> Task | None:
     """Run one delivery of a task: what the Celery task `facet.task.run` does. (Celery's Django fixup
-    closes stale database connections around each task.)"""
+    closes stale database connections around each task.) In a batch, the batch beats for it and rolls its
+    parent up; answers the task run, or None for a stale delivery."""
     task = _claim(task_uuid, attempt)
     if task is None:
         log.info("dropping stale delivery of task %s (attempt %s)", task_uuid, attempt)
-        return
+        return None
     kind = registry.task_kinds[task.kind]
-    heartbeat = Heartbeat(task.pk)
-    heartbeat.start()
+    heartbeat = None if in_batch else Heartbeat(Q(pk=task.pk, status=Status.RUNNING), str(task.pk))
+    if heartbeat:
+        heartbeat.start()
     progress = Progress(task)
     try:
         message = kind.run(task, progress)
     except (ServiceError, DriverError) as exc:
-        fail(task, str(exc))
+        fail(task, str(exc), roll_up_parent=not in_batch)
     except Exception as exc:
         log.exception("task %s (%s) failed", task.uuid, task.kind)
-        fail(task, f"{type(exc).__name__}: {exc}\n\n{traceback.format_exc()}")
+        fail(task, f"{type(exc).__name__}: {exc}\n\n{traceback.format_exc()}", roll_up_parent=not in_batch)
     else:
-        finish(task, Status.SUCCEEDED, message=message or "Done")
+        finish(task, Status.SUCCEEDED, message=message or "Done", roll_up_parent=not in_batch)
     finally:
-        heartbeat.stop()
+        if heartbeat:
+            heartbeat.stop()
         progress.end_stage()
         if progress.stages:
             stage_log.info("task %s (%s) stages: %s", task.uuid, task.kind,
                            ", ".join(f"{name} {seconds * 1000:.1f} ms" for name, seconds in progress.stages.items()))
+    return task
 
 
-def fail(task: Task, error: str) -> None:
+ROLL_UP_SECONDS = 1.0  # a batch brings its parents up to date this often, and at its end
+
+
+def execute_batch(items: list[tuple[str, int]]) -> None:
+    """Run a batch's tasks one after the other, as `facet.task.run_batch` does. From the moment the batch
+    arrives its waiting tasks beat too: if this worker dies, the reaper sends the ones it never started
+    again (their message went with the worker) and requeues the one it was running."""
+    mine = functools.reduce(operator.or_, (Q(uuid=task_uuid, attempts=attempt) for task_uuid, attempt in items))
+    Task.objects.filter(mine, status=Status.QUEUED).update(heartbeat_at=timezone.now())
+    heartbeat = Heartbeat(mine & Q(status__in=[Status.QUEUED, Status.RUNNING]), f"batch-{items[0][0]}")
+    heartbeat.start()
+    parents: set[int] = set()
+    rolled_up = time.monotonic()
+    try:
+        for task_uuid, attempt in items:
+            task = execute(task_uuid, attempt, in_batch=True)
+            if task is not None and task.parent_id:
+                parents.add(task.parent_id)
+            if parents and time.monotonic() - rolled_up >= ROLL_UP_SECONDS:
+                _roll_up_all(parents)
+                rolled_up = time.monotonic()
+    finally:
+        heartbeat.stop()
+        _roll_up_all(parents)
+
+
+def _roll_up_all(parents: set[int]) -> None:
+    for parent_pk in sorted(parents):
+        with transaction.atomic():
+            roll_up(parent_pk)
+    parents.clear()
+
+
+def fail(task: Task, error: str, roll_up_parent: bool = True) -> None:
     kind = registry.task_kinds.get(task.kind)
     if kind and kind.undo:
         try:
@@ -243,10 +298,11 @@ def fail(task: Task, error: str) -> None:
         except Exception:
             log.exception("undoing task %s after its failure failed too", task.uuid)
             error += "\n(cleanup after the failure also failed; see the worker log)"
-    finish(task, Status.FAILED, error=error)
+    finish(task, Status.FAILED, error=error, roll_up_parent=roll_up_parent)
 
 
-def finish(task: Task, status: str, message: str | None = None, error: str = "") -> None:
+def finish(task: Task, status: str, message: str | None = None, error: str = "",
+           roll_up_parent: bool = True) -> None:
     with transaction.atomic():
         task.status, task.finished_at, task.error = status, timezone.now(), error
         if status == Status.SUCCEEDED:
@@ -254,7 +310,7 @@ def finish(task: Task, status: str, message: str | None = None, error: str = "")
         if message is not None:
             task.message = message[:255]
         task.save(update_fields=["status", "finished_at", "error", "percent", "message"])
-        if task.parent_id:
+        if task.parent_id and roll_up_parent:
             roll_up(task.parent_id)
 
 
@@ -355,6 +411,12 @@ def reap_stale() -> dict[str, int]:
                 fail(task, f"worker lost: no heartbeat for {settings.FACET_TASK_STALE_SECONDS:.0f} s, "
                            f"{task.attempts} attempts made")
                 failed += 1
+    # A batch's tasks its worker never started: they beat while they waited, and their message went with it.
+    orphaned = Task.objects.filter(status=Status.QUEUED, heartbeat_at__lt=cutoff, children__isnull=True)
+    for task in orphaned:
+        with transaction.atomic():
+            _requeue(task, "requeued: its worker was lost before it started")
+            requeued += 1
     unsent = Task.objects.filter(status=Status.QUEUED, celery_id="", children__isnull=True,
                                  created_at__lt=timezone.now() - timedelta(seconds=UNSENT_GRACE_SECONDS))
     unsent = list(unsent)
