@@ -1,3 +1,4 @@
+from django.contrib import messages
 from django.core.paginator import Paginator
 from django.db.models import Count
 from django.shortcuts import get_object_or_404, redirect, render
@@ -5,8 +6,10 @@ from django.urls import reverse
 from django.views.decorators.http import require_POST
 
 from console.core.access import OPERATOR
+from console.core.actors import Actor
+from console.core.errors import ServiceError
 from console.core.models import Task
-from console.core.tasks import rerun
+from console.core.tasks import request_cancel, rerun
 from console.core.views import paginate, query_without, role_required
 
 from ..filtersets import TaskFilterSet
@@ -54,6 +57,20 @@ def running_indicator(request):
 def task_rerun(request, uuid):
     task = get_object_or_404(Task, uuid=uuid, status=Task.Status.FAILED)
     rerun(task)
+    return redirect(reverse("task-detail", args=[uuid]))
+
+
+@require_POST
+@role_required(OPERATOR)
+def task_cancel(request, uuid):
+    """The task page's Cancel: what has not started is cancelled, what runs finishes, what is made is kept."""
+    task = get_object_or_404(Task, uuid=uuid)
+    try:
+        task = request_cancel(Actor.from_request(request), task)
+    except ServiceError as error:
+        messages.error(request, str(error))
+    else:
+        messages.success(request, f"Cancelled what had not started: {task.message}")
     return redirect(reverse("task-detail", args=[uuid]))
 
 
