@@ -41,7 +41,8 @@ class Progress:
 
     def __init__(self, task: Task) -> None:
         self.task = task
-        self._last_write = 0.0
+        # The claim just wrote the row: a task done within a second (a bulk clone's child) writes no progress.
+        self._last_write = time.monotonic()
         self.stages: dict[str, float] = {}  # seconds spent in each named stage, for the log
         self._stage: tuple[str, float] | None = None
 
