@@ -124,3 +124,28 @@ def test_cancel_keeps_what_is_made_and_drops_the_rest(cluster, actor, celery_pro
     assert parent.status == "cancelled" and made >= 3 and cancelled > 0 and made + cancelled == 40
     assert parent.message == f"cancelled: {made} of 40 done, {cancelled} cancelled"
     assert_exactly(source, made)
+
+
+def test_a_request_through_the_web_tier_reaches_the_broker_at_once(cluster, actor, celery_processes):
+    """gunicorn (what `manage.py serve` runs) sends the tasks of a request itself; it used to reach no broker,
+    and every task waited the reaper's 30 s."""
+    import http.client
+    import json
+    import socket
+
+    from console.core import access
+    from console.services import processes
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    celery_processes.start("web", processes.web_command(port, workers=1), "Booting worker")
+    key = access.create_token(actor, actor.user, "web")[1]
+    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+    connection.request("POST", "/api/v1/vms/", body=json.dumps({"name": "via-web", "vcpus": 1,
+                                                                "memory_bytes": 64 * MiB}),
+                       headers={"Authorization": f"Token {key}", "Content-Type": "application/json"})
+    answer = connection.getresponse()
+    assert answer.status == 202, answer.read()
+    task = Task.objects.get(uuid=json.loads(answer.read())["uuid"])
+    wait_for(lambda: Task.objects.get(pk=task.pk).celery_id, 5, "the task's message to reach the broker")
