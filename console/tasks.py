@@ -2,7 +2,7 @@
 
 from celery import shared_task
 
-from console.core.tasks import execute, fail_here, reap_stale
+from console.core.tasks import execute, execute_batch, fail_here, reap_stale
 
 from .services import hosts, images
 
@@ -16,6 +16,11 @@ def run_task(task_uuid: str, attempt: int) -> None:
 def fail_task(task_uuid: str, attempt: int, error: str) -> None:
     """The reaper's failure of a task whose worker was lost, with its undo, on the task's own queue."""
     fail_here(task_uuid, attempt, error)
+
+
+@shared_task(name="facet.task.run_batch")
+def run_task_batch(items: list[list]) -> None:
+    execute_batch([(task_uuid, attempt) for task_uuid, attempt in items])
 
 
 @shared_task(name="facet.tasks.reap")

@@ -15,7 +15,8 @@ class CustomizationConfig(AppConfig):
         registry.vm_options.add(self.name, VMOption(
             api_field=lambda: CustomizationSpecSerializer(required=False, allow_null=True),
             from_api=customization_request, form=CustomizationFields,
-            from_form=lambda form: form.customization_request(), template="customization/form_section.html"))
+            from_form=lambda form: form.customization_request(), template="customization/form_section.html",
+            unknown_keys=lifecycle.unknown_keys, per_clone=lifecycle.per_clone))
         registry.vm_hooks.add(self.name, VMHooks(
             check=lifecycle.check_new_vm, created=lifecycle.record, defined=lifecycle.attach_media,
             powered=lifecycle.power_changed, deleting=lifecycle.discard,

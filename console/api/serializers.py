@@ -204,6 +204,25 @@ class CloneSerializer(serializers.Serializer):
         return with_vm_options(super().get_fields())
 
 
+class BulkCloneSerializer(serializers.Serializer):
+    """`POST /api/v1/vms/{uuid}/bulk-clone/`: see console/services/bulk_clone.py. The ranges are the service's
+    to check (it says the limit)."""
+
+    count = serializers.IntegerField()
+    name_pattern = serializers.CharField(max_length=200, help_text="With {n}, e.g. web-{n:03}")
+    start_index = serializers.IntegerField(default=1)
+    placement = serializers.DictField(default=dict, help_text='{"policy": "spread"} (default) or {"host": UUID}')
+    linked = serializers.BooleanField(default=False, help_text="Linked clones: disks start as overlays of the source")
+    per_clone = serializers.ListField(child=serializers.DictField(), required=False, allow_null=True,
+                                      help_text="One object per clone: name, hostname, ip, and key-values")
+    per_clone_csv = serializers.CharField(required=False, allow_null=True, trim_whitespace=False,
+                                          help_text="A table: header name,hostname,ip,KEY... and one row per clone")
+    power_on = serializers.BooleanField(default=False)
+
+    def get_fields(self):
+        return with_vm_options(super().get_fields())
+
+
 class BulkSerializer(serializers.Serializer):
     action = serializers.CharField()
     uuids = serializers.ListField(child=serializers.UUIDField(), required=False, max_length=10_000)

@@ -3,7 +3,7 @@
 from django.contrib.auth import authenticate
 from django.db import transaction
 from django.db.models import Prefetch
-from drf_spectacular.utils import extend_schema
+from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework import mixins, status, viewsets
 from rest_framework.decorators import action
 from rest_framework.exceptions import AuthenticationFailed, NotFound, ValidationError
@@ -17,11 +17,24 @@ from console.core.actors import Actor, client_address
 from console.core.api.authentication import ApiTokenAuthentication
 from console.core.api.permissions import AdminOnly
 from console.core.models import ApiToken, AuditEvent, Task
-from console.core.tasks import rerun
+from console.core.tasks import request_cancel, rerun
 
 from ..filtersets import AuditEventFilterSet, TaskFilterSet, vm_filterset
 from ..models import VM, CdRom, Cluster, Host, Image, Network, Nic, StorageContainer, VirtualDisk
-from ..services import adopt, bulk, cdroms, hosts, image_import, images, power, templates, vm_devices, vm_edit, vms
+from ..services import (
+    adopt,
+    bulk,
+    bulk_clone,
+    cdroms,
+    hosts,
+    image_import,
+    images,
+    power,
+    templates,
+    vm_devices,
+    vm_edit,
+    vms,
+)
 from . import serializers as s
 from . import vm_list
 from .throttling import LoginThrottle
@@ -310,6 +323,20 @@ class VMViewSet(ByUuid, mixins.ListModelMixin, mixins.RetrieveModelMixin, viewse
         """Make a template a VM again."""
         return accepted(templates.request_make_vm(Actor.from_request(request), self.get_object()))
 
+    @extend_schema(request=s.BulkCloneSerializer, responses={202: s.TaskSerializer, 200: dict},
+                   parameters=[OpenApiParameter("dry_run", bool, description="1: answer the plan, create nothing")])
+    @action(detail=True, methods=["post"], url_path="bulk-clone")
+    def bulk_clone(self, request, uuid=None):
+        data = valid(s.BulkCloneSerializer, request)
+        asked = bulk_clone.BulkCloneRequest(
+            source=self.get_object(), count=data["count"], name_pattern=data["name_pattern"],
+            start_index=data["start_index"], placement=data["placement"] or {"policy": "spread"},
+            linked=data["linked"], options=s.vm_options(data), per_clone=data.get("per_clone"),
+            per_clone_csv=data.get("per_clone_csv"), power_on=data["power_on"])
+        if request.query_params.get("dry_run", "").lower() in ("1", "true", "yes"):
+            return Response(bulk_clone.plan_bulk_clone(asked).as_dict())
+        return accepted(bulk_clone.request_bulk_clone(Actor.from_request(request), asked))
+
     @extend_schema(request=s.InsertIsoSerializer, responses={202: s.TaskSerializer})
     @action(detail=True, methods=["post"], url_path="insert-iso")
     def insert_iso(self, request, uuid=None):
@@ -352,6 +379,13 @@ class TaskViewSet(ByUuid, mixins.ListModelMixin, mixins.RetrieveModelMixin, view
     def rerun(self, request, uuid=None):
         """Run a failed task again; a bulk task reruns the children that did not succeed."""
         return accepted(rerun(Actor.from_request(request), self.get_object()))
+
+    @extend_schema(request=None, responses={200: s.TaskSerializer})
+    @action(detail=True, methods=["post"])
+    def cancel(self, request, uuid=None):
+        """Stop a task cleanly: what waits and never started is cancelled (its intent dropped), what runs
+        finishes, what is made is kept; a bulk task then reports the counts."""
+        return Response(s.TaskSerializer(request_cancel(Actor.from_request(request), self.get_object())).data)
 
 
 class AuditEventViewSet(mixins.ListModelMixin, viewsets.GenericViewSet):

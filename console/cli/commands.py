@@ -2,6 +2,8 @@
 required keys, optional keys) and how its answer is shown. Adding a command is adding a line here."""
 
 from itertools import zip_longest
+from pathlib import Path
+from typing import TextIO
 
 from . import output as o
 from . import values as v
@@ -91,6 +93,46 @@ def bulk_body(fields: dict) -> dict:
     if uuids is not None:
         return {"action": action, "uuids": uuids, **confirm}
     return {"action": action, "filter": body, **({"all": True} if everything else {}), **confirm}
+
+
+def table_file(path: str) -> str:
+    """A per-clone table (CSV) as text; the console checks it, naming the line and column of a bad cell."""
+    try:
+        return Path(path).expanduser().read_text(encoding="utf-8-sig")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ValueError(f"cannot read {path}: {getattr(exc, 'strerror', None) or exc}") from None
+
+
+def bulk_clone_body(fields: dict) -> dict:
+    """`host=UUID` places every clone there (`placement`); without it they spread over the hosts."""
+    body = dict(fields)
+    host = body.pop("placement", None)
+    body["placement"] = {"host": host} if host else {"policy": "spread"}
+    return body
+
+
+def show_plan(plan: dict, out: TextIO) -> None:
+    """A dry run's plan: the totals, the hosts' shares and every clone."""
+    totals = plan["totals"]
+    out.write(f"{totals['vms']} clones of {plan['source']['name']}: {totals['vcpus']} vCPUs, "
+              f"{v.format_size(totals['memory_bytes'])} memory, {v.format_size(totals['disk_bytes'])} disk, "
+              f"{totals['ips']} IPs; " + ", ".join(f"{n} on {host}" for host, n in plan["hosts"].items()) + "\n")
+    o.table(("N", o.field("n")), ("NAME", o.field("name")), ("HOSTNAME", o.field("hostname")),
+            ("HOST", o.field("host.name")), ("MACS", lambda c: ",".join(nic["mac"] for nic in c["nics"])),
+            ("IPS", lambda c: ",".join(nic["ip"] or "dhcp" for nic in c["nics"])))(plan["clones"], out)
+
+
+BULK_CLONE_KEYS = (
+    (VM_ID, Key("count", "N", "how many clones (the console says its limit)", v.integer()),
+     Key("name-pattern", "PATTERN", "the clones' names with {n}: web-{n:03} gives web-001, web-002...")),
+    (Key("start-index", "N", "the first n (default 1)", v.integer(0)),
+     Key("host", "UUID", "put every clone on this host (default: spread over the enabled hosts by free "
+                         "memory)", v.uuid_text, field="placement"),
+     Key("per-clone", "FILE.csv", "a table: a header name,hostname,ip,KEY... and a row per clone (empty "
+                                  "cells keep the defaults; KEY columns are the clone's key-values)", table_file,
+         field="per_clone_csv"),
+     Key("linked", "BOOL", "linked clones: disks start as overlays of the source's", v.boolean), POWER_ON),
+)
 
 
 def inventory(path: str, id_key: str, what: str, columns: o.Table, filters: tuple[Key, ...] = ()) -> dict[str, Verb]:
@@ -214,6 +256,14 @@ NOUNS: dict[str, Noun] = {
                            optional=(Key("linked", "BOOL", "linked clone: disks start as overlays of the source's",
                                          v.boolean), POWER_ON, HOST_UUID,
                                      Key("hostname", "NAME", "the clone's hostname (default: from its name)"))),
+        "bulk-clone": task_verb(
+            "clone a VM or template many times, each clone with its own name, host, addresses and values "
+            "(one parent task, a child per clone; --wait shows its progress)", "POST", "/vms/{vm-id}/bulk-clone/",
+            required=BULK_CLONE_KEYS[0], optional=BULK_CLONE_KEYS[1], shape=bulk_clone_body),
+        "bulk-clone-plan": Verb(
+            "what vm bulk-clone would make (names, hosts, MACs, IPs, totals), checked; nothing is made",
+            "POST", "/vms/{vm-id}/bulk-clone/?dry_run=1", required=BULK_CLONE_KEYS[0], optional=BULK_CLONE_KEYS[1],
+            shape=bulk_clone_body, present=show_plan),
         "delete": task_verb("delete a VM and its disks", "DELETE", "/vms/{vm-id}/"),
         "make-template": task_verb("make a powered-off VM a template (its own identity, such as its Guest Tools "
                                    "certificate, is removed)", "POST", "/vms/{vm-id}/make-template/"),
@@ -245,6 +295,8 @@ NOUNS: dict[str, Noun] = {
             *LIST_KEYS), present=TASK_TABLE),
         "get": Verb("show a task; --wait follows it to its end", "GET", "/tasks/{task-id}/", required=(TASK_ID,),
                     present=o.show_task_detail, task=True),
+        "cancel": Verb("stop a task cleanly: what has not started is cancelled, what runs finishes, what is made "
+                       "is kept", "POST", "/tasks/{task-id}/cancel/", required=(TASK_ID,), present=o.show_task),
         "rerun": task_verb("run a failed task again (a bulk task: the children that did not succeed)", "POST",
                            "/tasks/{task-id}/rerun/", required=(TASK_ID,)),
     }),

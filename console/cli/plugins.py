@@ -1,6 +1,6 @@
 """The other apps' part of the command line. Each app names a module in the `facet.cli` entry-point group
 of its package (pyproject.toml), found here without naming the app: its `NOUNS` join the table, and its
-`VM_OPTION`, if any, adds keys to `vm create` and `vm clone` (as the console's VM options add fields to
+`VM_OPTION`, if any, adds keys to `vm create`, `vm clone` and `vm bulk-clone` (as the console's VM options add fields to
 those requests)."""
 
 import dataclasses
@@ -11,7 +11,7 @@ from importlib.metadata import entry_points
 from .spec import Key, Noun
 
 ENTRY_POINTS = "facet.cli"
-VM_OPTION_VERBS = ("create", "clone")
+VM_OPTION_VERBS = ("create", "clone", "bulk-clone", "bulk-clone-plan")
 
 
 @dataclass(frozen=True)

@@ -4,7 +4,17 @@ from .models import AuditEvent
 
 def record(actor: Actor, action: str, entity=None, entity_type: str = "", **detail) -> AuditEvent:
     """Write one audit event. `entity` is any model with `uuid` and `name`."""
-    return AuditEvent.objects.create(
+    return AuditEvent.objects.create(**_event(actor, action, entity, entity_type, detail))
+
+
+def record_each(actor: Actor, action: str, entries: list[tuple[object, dict]]) -> list[AuditEvent]:
+    """One audit event per (entity, detail), written in one statement (a bulk clone's thousand VMs)."""
+    return AuditEvent.objects.bulk_create(
+        [AuditEvent(**_event(actor, action, entity, "", detail)) for entity, detail in entries], batch_size=500)
+
+
+def _event(actor: Actor, action: str, entity, entity_type: str, detail: dict) -> dict:
+    return dict(
         user=actor.user,
         username=actor.user.get_username() if actor.user else "system",
         action=action,

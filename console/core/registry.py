@@ -60,10 +60,15 @@ class Store:
 @dataclass(frozen=True)
 class TaskKind:
     """The work of a kind of task (`run(task, progress)`, rerunnable) and, where a failure must undo
-    written intent, its undo (`undo(task)`). Declared with `console.core.tasks.task_kind`."""
+    written intent, its undo (`undo(task)`). Declared with `console.core.tasks.task_kind`.
+
+    `discard(task)` makes a task of this kind cancellable while it waits: it drops what the request wrote for
+    a task that never started (rows only: no hypervisor call, as it runs in the web tier). A kind without it
+    runs to its end even when its bulk is cancelled."""
 
     run: Callable[..., str | None]
     undo: Callable[..., None] | None = None
+    discard: Callable[..., None] | None = None
 
 
 @dataclass(frozen=True)
@@ -169,6 +174,11 @@ class VMOption:
     form: type
     from_form: Callable[[Any], Any]
     template: str
+    # A bulk clone's per-clone table gives each clone its own key-values (the columns past name, hostname
+    # and ip). `unknown_keys(value, keys, new_vm)` names those of `keys` this option's value cannot take;
+    # `per_clone(value, key_values)` is the value for one clone. An option without them takes no keys.
+    unknown_keys: Callable[..., list[str]] | None = None
+    per_clone: Callable[[Any, dict[str, str]], Any] | None = None
 
 
 @dataclass(frozen=True)

@@ -8,6 +8,7 @@ function is idempotent: a requeued task runs it again from the top and it skips 
 import contextlib
 import functools
 import logging
+import operator
 import threading
 import time
 import uuid
@@ -30,6 +31,7 @@ from .models import Task
 from .registry import TaskKind, registry
 
 log = logging.getLogger(__name__)
+stage_log = logging.getLogger(__name__ + ".stages")  # one line per task: the time of each stage
 Status = Task.Status
 UNSENT_GRACE_SECONDS = 30  # a task created this long ago that never reached the broker is sent again
 _sending_together = threading.local()
@@ -40,7 +42,10 @@ class Progress:
 
     def __init__(self, task: Task) -> None:
         self.task = task
-        self._last_write = 0.0
+        # The claim just wrote the row: a task done within a second (a bulk clone's child) writes no progress.
+        self._last_write = time.monotonic()
+        self.stages: dict[str, float] = {}  # seconds spent in each named stage, for the log
+        self._stage: tuple[str, float] | None = None
 
     def __call__(self, percent: float, message: str | None = None) -> None:
         self.task.percent = max(0, min(99, int(percent)))
@@ -49,8 +54,20 @@ class Progress:
         now = time.monotonic()
         if now - self._last_write >= 1.0:
             self._last_write = now
-            Task.objects.filter(pk=self.task.pk, status=Status.RUNNING, attempts=self.task.attempts).update(
+            Task.objects.filter(pk=self.task.pk).update(
                 percent=self.task.percent, message=self.task.message, heartbeat_at=timezone.now())
+
+    def stage(self, percent: float, name: str) -> None:
+        """Begin a named stage of the work: its name is the task's message, its time goes to the log."""
+        self.end_stage()
+        self._stage = (name, time.monotonic())
+        self(percent, name)
+
+    def end_stage(self) -> None:
+        if self._stage is not None:
+            name, began = self._stage
+            self.stages[name] = self.stages.get(name, 0.0) + time.monotonic() - began
+            self._stage = None
 
     def part(self, start: float, end: float, message: str | None = None) -> Callable[[float], None]:
         """A callback mapping a step's own fraction [0, 1] into [start, end] percent."""
@@ -61,12 +78,14 @@ RunFunction = Callable[[Task, Progress], str | None]
 UndoFunction = Callable[[Task], None]
 
 
-def task_kind(name: str, undo: UndoFunction | None = None, label: str | Callable[[Task], str] = ""):
+def task_kind(name: str, undo: UndoFunction | None = None, label: str | Callable[[Task], str] = "",
+              discard: UndoFunction | None = None):
     """Declare the decorated function as the work of tasks of this kind (a second declaration of a kind is
-    an error at start-up); `label` is how pages name such a task ("Clone VM" for "vm.clone")."""
+    an error at start-up); `label` is how pages name such a task ("Clone VM" for "vm.clone"); `discard`
+    makes its queued tasks cancellable (see `TaskKind`)."""
 
     def register(run: RunFunction) -> RunFunction:
-        registry.task_kinds.add(name, TaskKind(run=run, undo=undo))
+        registry.task_kinds.add(name, TaskKind(run=run, undo=undo, discard=discard))
         if label:
             registry.task_labels.add(name, label)
         return run
@@ -124,6 +143,20 @@ def create_task(actor: Actor, kind: str, entity=None, *, queue: str = "default",
     return task
 
 
+def create_tasks(actor: Actor, kind: str, entries: list[tuple[object, str, dict]], *,
+                 parent: Task | None = None) -> list[Task]:
+    """Tasks of one kind, one per (entity, queue, params), written in one statement and sent as
+    `create_task` sends them (together, inside `sending_together`)."""
+    tasks = Task.objects.bulk_create([Task(**_row(actor, kind, entity, parent, params), queue=queue)
+                                      for entity, queue, params in entries], batch_size=500)
+    together = getattr(_sending_together, "task_pks", None)
+    if together is not None:
+        together.extend(task.pk for task in tasks)
+    else:
+        transaction.on_commit(lambda: send_all(tasks))
+    return tasks
+
+
 def _row(actor: Actor, kind: str, entity, parent: Task | None, params: dict | None) -> dict:
     return {"kind": kind, "parent": parent, "params": params or {}, "created_by": actor.user, "attempts": 1,
             "entity_type": type(entity).__name__.lower() if entity is not None else "",
@@ -167,32 +200,48 @@ def send(task: Task) -> None:
     send_all([task])
 
 
+BATCH_SIZE = 10  # tasks of one queue per message: a bulk's children reach a worker ten at a time
+
+
 def send_all(tasks) -> None:
-    """Hand the tasks to the broker and note their Celery ids. A task the broker did not take stays queued
-    without a Celery id, and the reaper sends it again; the request that asked for it still succeeds."""
-    sent = []
+    """Hand the tasks to the broker and note their Celery ids: tasks of one queue go in batches of
+    BATCH_SIZE, one message each (`facet.task.run_batch`), a lone task in its own (`facet.task.run`). A task
+    the broker did not take stays queued without a Celery id, and the reaper sends it again; the request that
+    asked for it still succeeds."""
+    by_queue: dict[str, list[Task]] = {}
     for task in tasks:
-        celery_id = str(uuid.uuid4())
-        try:
-            current_app.send_task("facet.task.run", args=[str(task.uuid), task.attempts], queue=task.queue,
-                          task_id=celery_id)
-        except Exception:
-            log.exception("could not send task %s to the broker; the reaper will retry", task.uuid)
-            continue
-        task.celery_id = celery_id
-        sent.append(task)
+        by_queue.setdefault(task.queue, []).append(task)
+    sent = []
+    for queue, queued in by_queue.items():
+        for start in range(0, len(queued), BATCH_SIZE):
+            batch = queued[start:start + BATCH_SIZE]
+            celery_id = str(uuid.uuid4())
+            try:
+                if len(batch) == 1:
+                    current_app.send_task("facet.task.run", args=[str(batch[0].uuid), batch[0].attempts],
+                                          queue=queue, task_id=celery_id)
+                else:
+                    current_app.send_task("facet.task.run_batch", args=[[(str(t.uuid), t.attempts) for t in batch]],
+                                          queue=queue, task_id=celery_id)
+            except Exception:
+                log.exception("could not send %d task(s) to the broker; the reaper will retry", len(batch))
+                continue
+            for task in batch:
+                task.celery_id = celery_id
+            sent += batch
     Task.objects.bulk_update(sent, ["celery_id"], batch_size=500)
 
 
 class Heartbeat(threading.Thread):
-    """Keeps `heartbeat_at` fresh while a run function works, even inside one long driver call. A beat the
+    """Keeps `heartbeat_at` fresh while a run function works, even inside one long driver call: of one
+    running task (at its attempt), or of a batch's tasks still waiting for their turn or running. A beat the
     database refuses (locked, restarted, a dropped connection) is logged and the next one tried on a new
     connection: a heartbeat that ended for good would let the reaper hand the task to a second worker while
     this one still runs it."""
 
-    def __init__(self, task_pk: int, attempt: int) -> None:
-        super().__init__(daemon=True, name=f"heartbeat-{task_pk}")
-        self.task_pk, self.attempt = task_pk, attempt
+    def __init__(self, tasks: Q, name: str) -> None:
+        super().__init__(daemon=True, name=f"heartbeat-{name}")
+        self.tasks, self.name_ = tasks, name
         self.stopped = threading.Event()
 
     def run(self) -> None:
@@ -204,10 +253,9 @@ class Heartbeat(threading.Thread):
 
     def beat(self) -> None:
         try:
-            Task.objects.filter(pk=self.task_pk, status=Status.RUNNING, attempts=self.attempt).update(
-                heartbeat_at=timezone.now())
+            Task.objects.filter(self.tasks).update(heartbeat_at=timezone.now())
         except Exception:
-            log.warning("heartbeat of task %s missed; trying again", self.task_pk, exc_info=True)
+            log.warning("heartbeat %s missed; trying again", self.name_, exc_info=True)
             connections.close_all()  # the next beat opens a fresh connection
 
     def stop(self) -> None:
@@ -230,26 +278,70 @@ def _claim(task_uuid: str, attempt: int) -> Task | None:
         return task
 
 
-def execute(task_uuid: str, attempt: int) -> None:
+def execute(task_uuid: str, attempt: int, in_batch: bool = False) -> Task | None:
     """Run one delivery of a task: what the Celery task `facet.task.run` does. (Celery's Django fixup
-    closes stale database connections around each task.)"""
+    closes stale database connections around each task.) In a batch, the batch beats for it and rolls its
+    parent up; answers the task run, or None for a stale delivery."""
     task = _claim(task_uuid, attempt)
     if task is None:
         log.info("dropping stale delivery of task %s (attempt %s)", task_uuid, attempt)
-        return
+        return None
     kind = registry.task_kinds[task.kind]
-    heartbeat = Heartbeat(task.pk, task.attempts)
-    heartbeat.start()
+    heartbeat = None if in_batch else Heartbeat(Q(pk=task.pk, status=Status.RUNNING, attempts=task.attempts),
+                                                str(task.pk))
+    if heartbeat:
+        heartbeat.start()
+    progress = Progress(task)
     try:
-        message = kind.run(task, Progress(task))
+        message = kind.run(task, progress)
     except (ServiceError, DriverError) as exc:
-        fail(task, str(exc))
+        fail(task, str(exc), roll_up_parent=not in_batch)
     except Exception:
-        fail(task, unexpected_error(f"task {task.uuid} ({task.kind}, attempt {task.attempts})"))
+        fail(task, unexpected_error(f"task {task.uuid} ({task.kind}, attempt {task.attempts})"),
+             roll_up_parent=not in_batch)
     else:
-        finish(task, Status.SUCCEEDED, message=message or "Done")
+        finish(task, Status.SUCCEEDED, message=message or "Done", roll_up_parent=not in_batch)
+    finally:
+        if heartbeat:
+            heartbeat.stop()
+        progress.end_stage()
+        if progress.stages:
+            stage_log.info("task %s (%s) stages: %s", task.uuid, task.kind,
+                           ", ".join(f"{name} {seconds * 1000:.1f} ms" for name, seconds in progress.stages.items()))
+    return task
+
+
+ROLL_UP_SECONDS = 1.0  # a batch brings its parents up to date this often, and at its end
+
+
+def execute_batch(items: list[tuple[str, int]]) -> None:
+    """Run a batch's tasks one after the other, as `facet.task.run_batch` does. From the moment the batch
+    arrives its waiting tasks beat too: if this worker dies, the reaper sends the ones it never started
+    again (their message went with the worker) and requeues the one it was running."""
+    mine = functools.reduce(operator.or_, (Q(uuid=task_uuid, attempts=attempt) for task_uuid, attempt in items))
+    Task.objects.filter(mine, status=Status.QUEUED).update(heartbeat_at=timezone.now())
+    heartbeat = Heartbeat(mine & Q(status__in=[Status.QUEUED, Status.RUNNING]), f"batch-{items[0][0]}")
+    heartbeat.start()
+    parents: set[int] = set()
+    rolled_up = time.monotonic()
+    try:
+        for task_uuid, attempt in items:
+            task = execute(task_uuid, attempt, in_batch=True)
+            if task is not None and task.parent_id:
+                parents.add(task.parent_id)
+            if parents and time.monotonic() - rolled_up >= ROLL_UP_SECONDS:
+                _roll_up_all(parents)
+                rolled_up = time.monotonic()
     finally:
         heartbeat.stop()
+        _roll_up_all(parents)
+
+
+def _roll_up_all(parents: set[int]) -> None:
+    for parent_pk in sorted(parents):
+        with transaction.atomic():
+            roll_up(parent_pk)
+    parents.clear()
 
 
 def unexpected_error(what: str) -> str:
@@ -265,7 +357,7 @@ def still_running(task: Task) -> bool:
     return Task.objects.filter(pk=task.pk, status=Status.RUNNING, attempts=task.attempts).exists()
 
 
-def fail(task: Task, error: str) -> None:
+def fail(task: Task, error: str, roll_up_parent: bool = True) -> None:
     """End this attempt as failed, undoing its written intent first; an attempt that is no longer the
     running one undoes nothing (its successor may be building on that intent)."""
     if not still_running(task):
@@ -280,13 +372,15 @@ def fail(task: Task, error: str) -> None:
             error_id = uuid.uuid4().hex[:12]
             log.exception("undoing task %s after its failure failed too; error id %s", task.uuid, error_id)
             error += f"\n(Cleaning up after the failure failed too; see the worker log, error id {error_id}.)"
-    finish(task, Status.FAILED, error=error)
+    finish(task, Status.FAILED, error=error, roll_up_parent=roll_up_parent)
 
 
-def finish(task: Task, status: str, message: str | None = None, error: str = "") -> bool:
+def finish(task: Task, status: str, message: str | None = None, error: str = "",
+           roll_up_parent: bool = True) -> bool:
     """End this attempt of the task. Written only while this attempt is the running one: False, and
-    nothing written, when the reaper requeued or ended it meanwhile (another worker may be running it)."""
-    return _end(task, (Status.RUNNING,), status, message, error)
+    nothing written, when the reaper requeued or ended it meanwhile (another worker may be running it).
+    A batch rolls its tasks' parents up itself (`roll_up_parent=False`)."""
+    return _end(task, (Status.RUNNING,), status, message, error, roll_up_parent)
 
 
 def end_from_outside(task: Task, status: str, error: str) -> bool:
@@ -295,7 +389,8 @@ def end_from_outside(task: Task, status: str, error: str) -> bool:
     return _end(task, (Status.QUEUED, Status.RUNNING), status, None, error)
 
 
-def _end(task: Task, while_in: tuple[str, ...], status: str, message: str | None, error: str) -> bool:
+def _end(task: Task, while_in: tuple[str, ...], status: str, message: str | None, error: str,
+         roll_up_parent: bool = True) -> bool:
     fields = {"status": status, "finished_at": timezone.now(), "error": error}
     if status == Status.SUCCEEDED:
         fields["percent"] = 100
@@ -308,7 +403,7 @@ def _end(task: Task, while_in: tuple[str, ...], status: str, message: str | None
             return False
         for name, value in fields.items():
             setattr(task, name, value)
-        if task.parent_id:
+        if task.parent_id and roll_up_parent:
             roll_up(task.parent_id)
     return True
 
@@ -320,15 +415,21 @@ def roll_up(parent_pk: int) -> None:
         total=Count("id"),
         ended=Count("id", filter=Q(status__in=Task.ENDED)),
         failed=Count("id", filter=Q(status=Status.FAILED)),
+        cancelled=Count("id", filter=Q(status=Status.CANCELLED)),
         running=Count("id", filter=Q(status=Status.RUNNING)),
     )
-    total, ended, failed = counts["total"], counts["ended"], counts["failed"]
+    total, ended, failed, cancelled = counts["total"], counts["ended"], counts["failed"], counts["cancelled"]
     parent.percent = 100 * ended // total if total else 100
-    parent.message = f"{ended} of {total} done" + (f", {failed} failed" if failed else "")
+    parent.message = (f"{ended} of {total} done" + (f", {failed} failed" if failed else "")
+                      + (f", {cancelled} cancelled" if cancelled else ""))
     parent.heartbeat_at = timezone.now()
     if ended == total:
-        parent.status = Status.FAILED if failed else Status.SUCCEEDED
+        succeeded = total - failed - cancelled
+        parent.status = Status.FAILED if failed else Status.CANCELLED if cancelled else Status.SUCCEEDED
         parent.error = f"{failed} of {total} failed" if failed else ""
+        if cancelled:
+            parent.message = f"cancelled: {succeeded} of {total} done, {cancelled} cancelled" + (
+                f", {failed} failed" if failed else "")
         parent.finished_at = timezone.now()
     elif ended or counts["running"]:
         parent.status = Status.RUNNING
@@ -339,6 +440,33 @@ def roll_up(parent_pk: int) -> None:
 def start_bulk(parent: Task) -> None:
     """After creating children (some possibly ended at once), bring the parent up to date."""
     roll_up(parent.pk)
+
+
+def request_cancel(actor: Actor, task: Task) -> Task:
+    """Stop a task, or a bulk task's children, cleanly: those still waiting that never started are cancelled
+    and what their requests wrote is dropped (their kind's `discard`); running ones finish; what is made is
+    kept. A bulk task then reports the counts (see `roll_up`). Answers the task, up to date."""
+    if task.ended:
+        raise Conflict({"status": [f"the task has already ended ({task.status})"]})
+    is_bulk = task.children.exists()
+    with transaction.atomic():
+        waiting = (task.children.all() if is_bulk else Task.objects.filter(pk=task.pk)).select_for_update()
+        waiting = [t for t in waiting.filter(status=Status.QUEUED, started_at__isnull=True)
+                   if (kind := registry.task_kinds.get(t.kind)) is not None and kind.discard]
+        if not is_bulk and not waiting:
+            raise Conflict({"status": [f"the task is {task.status} and cannot be stopped now; it finishes"
+                                       if task.status == Status.RUNNING or task.started_at
+                                       else f"tasks of kind {task.kind} cannot be cancelled"]})
+        who = actor.user.get_username() if actor.user else "the system"
+        Task.objects.filter(pk__in=[t.pk for t in waiting]).update(
+            status=Status.CANCELLED, finished_at=timezone.now(), message=f"cancelled by {who}"[:255])
+        for waiting_task in waiting:
+            registry.task_kinds[waiting_task.kind].discard(waiting_task)
+        if is_bulk:
+            roll_up(task.pk)
+        audit.record(actor, "task.cancel", task, entity_type="task", kind=task.kind, cancelled=len(waiting))
+    task.refresh_from_db()
+    return task
 
 
 def rerun(actor: Actor, task: Task) -> Task:
@@ -431,6 +559,11 @@ def reap_stale() -> dict[str, int]:
                 fail_where_it_ran(task, f"worker lost: no heartbeat for {settings.FACET_TASK_STALE_SECONDS:.0f} s, "
                                         f"{task.attempts} attempts made")
                 failed += 1
+    # A batch's tasks its worker never started: they beat while they waited, and their message went with it.
+    orphaned = Task.objects.filter(status=Status.QUEUED, heartbeat_at__lt=cutoff, children__isnull=True)
+    for task in orphaned:
+        with transaction.atomic():
+            requeued += _requeue(task, "requeued: its worker was lost before it started", [Status.QUEUED])
     unsent = Task.objects.filter(status=Status.QUEUED, celery_id="", children__isnull=True,
                                  created_at__lt=timezone.now() - timedelta(seconds=UNSENT_GRACE_SECONDS))
     unsent = list(unsent)

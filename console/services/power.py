@@ -77,7 +77,7 @@ def request_power(actor: Actor, vm: VM, action: str, parent: Task | None = None)
     return task
 
 
-@task_kind("vm.power", label="Change power state")
+@task_kind("vm.power", label="Change power state", discard=lambda task: None)  # its request wrote nothing to drop
 def run_power(task: Task, progress: Progress) -> str:
     vm = VM.objects.select_related("host").filter(uuid=task.entity_uuid).first()
     if vm is None:

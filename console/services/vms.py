@@ -16,7 +16,7 @@ from console.core.drivers import driver_for, files
 from console.core.errors import Conflict, InvalidRequest, check_field
 from console.core.models import Task
 from console.core.registry import NewVM, registry
-from console.core.tasks import Progress, create_task, task_kind
+from console.core.tasks import Progress, create_task, create_tasks, task_kind
 from console.core.units import iec
 
 from ..models import VM, CdRom, Cluster, Host, Image, Network, Nic, StorageContainer, VirtualDisk
@@ -130,7 +130,7 @@ def _validate_spec(spec: VMSpec) -> None:
         check_field(hostname_validator, spec.hostname, "hostname")
 
 
-def _new_nics(vm: VM, cluster: Cluster, nics: list[NicSpec]) -> list[Nic]:
+def _new_nics(vm: VM | None, cluster: Cluster, nics: list[NicSpec]) -> list[Nic]:
     macs: set[str] = set()
     ips: dict[int, set[str]] = {}
     rows = []
@@ -238,12 +238,22 @@ def locked_vm(vm: VM) -> VM:
     return VM.objects.select_for_update().select_related("host", "cluster").get(pk=vm.pk)
 
 
+@dataclass
+class CloneTarget:
+    """One clone as decided before anything is written: `request_clone` decides one, a bulk clone many."""
+
+    name: str
+    host: Host
+    hostname: str
+    nics: list[Nic]  # unsaved rows (index, network, mac, ip) without their VM
+    checked: dict[str, Any]  # what each app's check hook returned, for `tell_created`
+
+
 def request_clone(actor: Actor, source: VM, name: str, *, host: Host | None = None, linked: bool = False,
                   power_on: bool = False, parent: Task | None = None, hostname: str = "",
                   options: dict[str, Any] | None = None) -> Task:
     """Clone a VM or template: same shape, new uuid, new MACs, new static IPs from the pools."""
-    if source.power_state in (VM.PowerState.CREATING, VM.PowerState.DELETING):
-        raise Conflict({"vm": [f"VM {source.name} is {source.power_state}; wait for it to finish"]})
+    check_clone_source(source)
     check_new_name(source.cluster, name)
     if hostname:
         check_field(hostname_validator, hostname, "hostname")
@@ -256,36 +266,60 @@ def request_clone(actor: Actor, source: VM, name: str, *, host: Host | None = No
         for container in {disk.container for disk in source_disks}:
             needed = sum(disk.size_bytes for disk in source_disks if disk.container == container)
             check_free_space(container, needed, "linked")
+    nic_specs = [NicSpec(network=n.network, ip="auto" if n.ip else None) for n in source.nics.all()]
+    target = CloneTarget(name=name, host=target_host, hostname=hostname or hostname_from(name),
+                         nics=_new_nics(None, source.cluster, nic_specs), checked=checked)
+    return write_clones(actor, source, [target], linked=linked, power_on=power_on, parent=parent)[0]
+
+
+def check_clone_source(source: VM) -> None:
+    if source.power_state in (VM.PowerState.CREATING, VM.PowerState.DELETING):
+        raise Conflict({"vm": [f"VM {source.name} is {source.power_state}; wait for it to finish"]})
+
+
+def write_clones(actor: Actor, source: VM, targets: list[CloneTarget], *, linked: bool, power_on: bool,
+                 parent: Task | None = None) -> list[Task]:
+    """Write the clones' rows and a `vm.clone` task each (on its host's queue), a few statements for any number
+    of clones. Everything was checked; a name, MAC or address another request took meanwhile is a Conflict and
+    nothing is written. The source is locked and checked again first: a delete of it waits, or has marked it
+    deleting."""
     try:
         with transaction.atomic():
-            source = locked_vm(source)  # a delete of the source waits, or has marked it deleting: checked here
-            if source.power_state in (VM.PowerState.CREATING, VM.PowerState.DELETING):
-                raise Conflict({"vm": [f"VM {source.name} is {source.power_state}; wait for it to finish"]})
+            source = locked_vm(source)
+            check_clone_source(source)
             disks = list(source.disks.select_related("container"))
-            vm = VM.objects.create(
-                cluster=source.cluster, name=name, host=target_host, vcpus=source.vcpus,
-                memory_bytes=source.memory_bytes, max_vcpus=source.max_vcpus, max_memory_bytes=source.max_memory_bytes,
-                boot_order=source.boot_order, guest_os=source.guest_os, hostname=hostname or hostname_from(name),
-                description=source.description, parent=source, source_image=source.source_image)
-            nic_specs = [NicSpec(network=n.network, ip="auto" if n.ip else None) for n in source.nics.all()]
-            Nic.objects.bulk_create(_new_nics(vm, source.cluster, nic_specs))
-            VirtualDisk.objects.bulk_create(
+            cdroms = list(source.cdroms.all())
+            params = {"disk_sources": {str(d.index): str(d.path) for d in disks},
+                      "disk_formats": {str(d.index): d.disk_format for d in disks}, "linked": linked,
+                      "power_on": power_on, "source": str(source.uuid)}
+            clones = VM.objects.bulk_create([
+                VM(cluster=source.cluster, name=t.name, host=t.host, vcpus=source.vcpus,
+                   memory_bytes=source.memory_bytes, max_vcpus=source.max_vcpus,
+                   max_memory_bytes=source.max_memory_bytes, boot_order=source.boot_order, guest_os=source.guest_os,
+                   hostname=t.hostname, description=source.description, parent=source,
+                   source_image=source.source_image)
+                for t in targets], batch_size=500)
+            for vm, target in zip(clones, targets, strict=True):
+                for nic in target.nics:
+                    nic.vm = vm
+            Nic.objects.bulk_create([nic for t in targets for nic in t.nics], batch_size=500)
+            VirtualDisk.objects.bulk_create([
                 VirtualDisk(vm=vm, index=d.index, size_bytes=d.size_bytes, container=d.container,
                             file_name=disk_file_name(vm, d.index), backing_file=d.file_name if linked else "")
-                for d in disks)
-            CdRom.objects.bulk_create(
+                for vm in clones for d in disks], batch_size=500)
+            CdRom.objects.bulk_create([
                 CdRom(vm=vm, slot=c.slot, image=c.image, iso_path=c.iso_path if c.purpose == "image" else "",
                       purpose=c.purpose if c.purpose == "image" else "")
-                for c in source.cdroms.all())
-            tell_created(vm, checked)
-            task = create_task(actor, "vm.clone", vm, queue=target_host.queue, parent=parent, params={
-                "disk_sources": {str(d.index): str(d.path) for d in disks},
-                "disk_formats": {str(d.index): d.disk_format for d in disks}, "linked": linked,
-                "power_on": power_on, "source": str(source.uuid)})
-            audit.record(actor, "vm.clone", vm, task=str(task.uuid), source=str(source.uuid), linked=linked)
+                for vm in clones for c in cdroms], batch_size=500)
+            for vm, target in zip(clones, targets, strict=True):
+                tell_created(vm, target.checked)
+            tasks = create_tasks(actor, "vm.clone", [(vm, vm.host.queue, params) for vm in clones], parent=parent)
+            audit.record_each(actor, "vm.clone", [
+                (vm, {"task": str(task.uuid), "source": str(source.uuid), "linked": linked})
+                for vm, task in zip(clones, tasks, strict=True)])
     except IntegrityError as exc:
         raise Conflict(f"another request changed the inventory at the same time ({exc}); try again") from None
-    return task
+    return tasks
 
 
 def check_with_hooks(new_vm: NewVM, options: dict[str, Any]) -> dict[str, Any]:
@@ -322,8 +356,9 @@ def _provision(task: Task, progress: Progress) -> str:
     disks = list(vm.disks.select_related("container"))
     sources = task.params.get("disk_sources", {})
     formats = task.params.get("disk_formats", {})  # a source named with no format is read as raw
+    progress.stage(0, "Disks")
     for n, disk in enumerate(disks):
-        step = progress.part(80 * n / len(disks), 80 * (n + 1) / len(disks), f"Preparing disk {disk.index}")
+        step = progress.part(80 * n / len(disks), 80 * (n + 1) / len(disks), f"Disks: preparing disk {disk.index}")
         source = sources.get(str(disk.index))
         if source:
             driver.clone_disk(Path(source), disk.path, task.params.get("linked", False), step,
@@ -332,15 +367,19 @@ def _provision(task: Task, progress: Progress) -> str:
                 driver.create_disk(disk.path, disk.size_bytes, disk.disk_format)  # grows the copy to the size
         else:
             driver.create_disk(disk.path, disk.size_bytes, disk.disk_format)
-    progress(85, "Defining the VM")
     # The apps' media first (a tools ISO, customization media): they fill CD-ROM rows, adding drives, so that
     # the hypervisor defines the VM with every drive and medium at once (an IDE drive cannot be added later
     # to a running guest).
+    progress.stage(82, "Preparing media")
     for defined in registry.hooks("defined"):
         defined(vm)
+    progress.stage(88, "Defining the VM")
     driver.create(vm)
+    progress.stage(92, "Inserting media")
     for cdrom in vm.cdroms.exclude(iso_path=""):
         driver.insert_cdrom(vm, cdrom.slot, Path(cdrom.iso_path))
+    if task.params.get("power_on"):
+        progress.stage(95, "Powering on")
     state = driver.power(vm, "power-on") if task.params.get("power_on") else driver.state(vm)
     VM.objects.filter(pk=vm.pk).update(power_state=state)
     if task.params.get("power_on"):
@@ -354,6 +393,15 @@ def undo_create(task: Task) -> None:
     vm = _vm_of(task)
     if vm is not None:
         _remove_everywhere(vm)
+
+
+def forget_created(task: Task) -> None:
+    """A create or clone cancelled before it started: its rows go (it made no file nor domain yet)."""
+    vm = _vm_of(task)
+    if vm is not None:
+        for deleting in registry.hooks("deleting"):
+            deleting(vm)
+        vm.delete()
 
 
 def _remove_everywhere(vm: VM) -> None:
@@ -370,12 +418,12 @@ def _remove_everywhere(vm: VM) -> None:
             directory.rmdir()
 
 
-@task_kind("vm.create", undo=undo_create, label="Create VM")
+@task_kind("vm.create", undo=undo_create, label="Create VM", discard=forget_created)
 def run_create(task: Task, progress: Progress) -> str:
     return _provision(task, progress)
 
 
-@task_kind("vm.clone", undo=undo_create, label="Clone VM")
+@task_kind("vm.clone", undo=undo_create, label="Clone VM", discard=forget_created)
 def run_clone(task: Task, progress: Progress) -> str:
     return _provision(task, progress)
 
@@ -405,7 +453,7 @@ def undo_delete(task: Task) -> None:
         power_state=task.params.get("previous_state", VM.PowerState.UNKNOWN))
 
 
-@task_kind("vm.delete", undo=undo_delete, label="Delete VM")
+@task_kind("vm.delete", undo=undo_delete, label="Delete VM", discard=undo_delete)
 def run_delete(task: Task, progress: Progress) -> str:
     vm = _vm_of(task)
     if vm is None:

@@ -1,3 +1,4 @@
+from django.contrib import messages
 from django.core.paginator import Paginator
 from django.db.models import Count
 from django.shortcuts import get_object_or_404, redirect, render
@@ -8,7 +9,7 @@ from console.core.access import OPERATOR
 from console.core.errors import ServiceError
 from console.core.models import Task
 from console.core.registry import registry
-from console.core.tasks import entity_gone, link_entities, rerun, task_label
+from console.core.tasks import entity_gone, link_entities, request_cancel, rerun, task_label
 from console.core.views import actor, paginate, query_without, refuse, role_required
 
 from ..filtersets import TaskFilterSet
@@ -67,6 +68,20 @@ def task_rerun(request, uuid):
         rerun(actor(request), task)
     except ServiceError as error:
         return refuse(request, error, reverse("task-detail", args=[uuid]))
+    return redirect(reverse("task-detail", args=[uuid]))
+
+
+@require_POST
+@role_required(OPERATOR)
+def task_cancel(request, uuid):
+    """The task page's Cancel: what has not started is cancelled, what runs finishes, what is made is kept."""
+    task = get_object_or_404(Task, uuid=uuid)
+    try:
+        task = request_cancel(actor(request), task)
+    except ServiceError as error:
+        messages.error(request, str(error))
+    else:
+        messages.success(request, f"Cancelled what had not started: {task.message}")
     return redirect(reverse("task-detail", args=[uuid]))
 
 

@@ -41,6 +41,7 @@ urlpatterns = [
     path(f"tasks/{UUID}/", tasks.task_detail, name="task-detail"),
     path(f"tasks/{UUID}/children/", tasks.task_children, name="task-children"),
     path(f"tasks/{UUID}/rerun/", tasks.task_rerun, name="task-rerun"),
+    path(f"tasks/{UUID}/cancel/", tasks.task_cancel, name="task-cancel"),
     path("audit/", access.audit_list, name="audit-list"),
     path("settings/", access.settings_home, name="settings"),
     path("settings/tokens/", access.token_create, name="token-create"),

@@ -6,6 +6,8 @@ the media are ejected and deleted: cloud-init's result as the Guest Tools agent 
 whatever FACET_PUBLIC_URL is), or cloud-init's phone_home for guests without the agent (`phone_home`); the
 VM's next power-off without either ends it as `unknown` (`power_changed`)."""
 
+import dataclasses
+import functools
 import ipaddress
 import os
 import re
@@ -33,7 +35,7 @@ from console.services.cdroms import free_slot
 
 from ..models import CustomizationScript, Datasource, Kind, VMCustomization
 from . import sealed, sources, sysprep
-from .content import as_bytes
+from .content import Validation, as_bytes, size_limit
 from .media import Instance, build_iso, media_files
 from .validation import decoded, validate
 
@@ -91,11 +93,10 @@ def prepare(request: CustomizationRequest | None, *, cluster: Cluster, guest_os:
         raise InvalidRequest({f"{FIELD}.kind": [f"choose one of {', '.join(Kind.values)}"]})
     datasource = _datasource(kind, request.datasource)
     data, source, script, which = _read(request, kind, cluster)
-    result = validate(kind, data)
+    result, text = _validated(kind, data)
     if not result.valid:
         raise InvalidRequest({f"{FIELD}.{which}": [f"line {p.line}, column {p.column}: {p.message}"
                                                    for p in result.errors]})
-    text = decoded(data) or ""
     key_values = check_key_values(request.key_values)
     _check_hostname(kind, text, hostname or (name if HOSTNAME.match(name) else ""), name)
     if kind == Kind.SYSPREP:
@@ -105,6 +106,46 @@ def prepare(request: CustomizationRequest | None, *, cluster: Cluster, guest_os:
                 f"the answer file uses {{{{ {key} }}}}; give it a value" for key in missing]})
     return Prepared(kind=kind, datasource=datasource, content=text, format=result.format, source=source,
                     script=script, key_values=key_values, sealed_values=dict(request.sealed_values))
+
+
+def _validated(kind: str, data: bytes) -> tuple[Validation, str]:
+    """The verdict on a script and its text; a bulk clone's every clone asks about the same script."""
+    return _validated_within(kind, data, size_limit())
+
+
+@functools.lru_cache(maxsize=8)
+def _validated_within(kind: str, data: bytes, limit: int) -> tuple[Validation, str]:
+    return validate(kind, data), decoded(data) or ""
+
+
+def unknown_keys(request: CustomizationRequest | None, keys: list[str], new_vm: NewVM) -> list[str]:
+    """The per-clone keys (a bulk clone's table columns) this customization cannot take: any key without a
+    customization; a key that is not letters, digits and '_'; and, when the script is a template, a key it
+    does not name (a Sysprep answer file's `{{ key }}`, a `## template: jinja` cloud-init script's text).
+    Plain cloud-init takes any key: it is in the instance's meta-data (`ds.meta_data.meta.KEY`)."""
+    if request is None:
+        return list(keys)
+    kind = request.kind or (Kind.SYSPREP if new_vm.guest_os == VM.GuestOS.WINDOWS else Kind.CLOUD_INIT)
+    malformed = [key for key in keys if not re.match(KEY_PATTERN, key)]
+    try:
+        data = _read(request, kind, new_vm.cluster)[0]
+    except InvalidRequest:
+        return malformed  # the script itself is wrong: its check says so, for the whole request
+    text = _validated(kind, data)[1]
+    if kind == Kind.SYSPREP:
+        named = sysprep.placeholders(text)
+    elif text.lstrip().lower().startswith("## template: jinja"):
+        named = set(re.findall(r"[A-Za-z_][A-Za-z0-9_]*", text))
+    else:
+        return malformed
+    return malformed + [key for key in keys if key not in named and key not in malformed]
+
+
+def per_clone(request: CustomizationRequest | None, key_values: dict[str, str]) -> CustomizationRequest | None:
+    """The customization of one clone of a bulk clone: its own key-values over the shared ones."""
+    if request is None:
+        return None
+    return dataclasses.replace(request, key_values={**request.key_values, **key_values})
 
 
 def _datasource(kind: str, asked: str) -> str:

@@ -471,3 +471,90 @@ def test_help_command(facet):
     assert code == 0 and "usage: facet vm bulk action=ACTION" in out
     code, out, _ = facet("login", "--help")
     assert code == 0 and "username=NAME" in out
+
+
+# --- bulk clone ------------------------------------------------------------------------------------------
+@pytest.fixture
+def golden(world, monkeypatch):
+    """A powered-off VM of 256 MiB with one NIC with a static address, to bulk-clone; nothing is sent to a
+    broker (the bulk's children go together)."""
+    from console.models import Nic
+
+    monkeypatch.setattr(task_service, "send_all", lambda tasks: None)
+    vm = VM.objects.create(cluster=world.cluster, name="golden", hostname="golden", host=world.host, vcpus=1,
+                           memory_bytes=256 * 1024**2, power_state="off")
+    Nic.objects.create(vm=vm, index=0, network=world.network, mac="52:54:00:00:aa:01", ip="10.20.0.10")
+    return vm
+
+
+def test_bulk_clone_with_a_csv_and_a_script_waits_with_progress_and_exits_0(world, golden, facet, monkeypatch,
+                                                                            tmp_path):
+    table = tmp_path / "clones.csv"
+    table.write_text("name,hostname,ip,role\n,alpha,10.20.0.40,db\nweb-x,,,web\n")
+    script = tmp_path / "user-data"
+    script.write_text("## template: jinja\n#cloud-config\nruncmd:\n  - echo {{ ds.meta_data.meta.role }}\n")
+
+    def worker(seconds):  # stands in for the worker between two polls
+        for task in Task.objects.filter(status="queued", children__isnull=True):
+            task_service.execute(str(task.uuid), task.attempts)
+
+    monkeypatch.setattr(cli, "pause", worker)
+    code, out, err = facet("vm", "bulk-clone", f"vm-id={golden.uuid}", "count=2", "name-pattern=app-{n:02}",
+                           f"per-clone={table}", f"customization={script}", "power-on=true", "--wait")
+    assert code == 0, err
+    assert "100% succeeded: 2 of 2 done" in err.splitlines()[-1]
+    assert out.startswith("vm.bulk-clone golden: task ") and out.rstrip().endswith("succeeded: 2 of 2 done")
+    clones = {vm.name: vm for vm in VM.objects.filter(parent=golden)}
+    assert sorted(clones) == ["app-01", "web-x"] and clones["app-01"].hostname == "alpha"
+    assert clones["app-01"].nics.get().ip == "10.20.0.40" and clones["web-x"].power_state == "on"
+    assert clones["web-x"].customization.key_values == {"role": "web"}
+
+
+def test_bulk_clone_plan_shows_the_plan_and_makes_nothing(world, golden, facet):
+    before = VM.objects.count(), Task.objects.count()
+    code, out, err = facet("vm", "bulk-clone-plan", f"vm-id={golden.uuid}", "count=3", "name-pattern=app-{n}",
+                           "start-index=8", f"host={world.host.uuid}")
+    assert code == 0, err
+    assert out.splitlines()[0] == "3 clones of golden: 3 vCPUs, 768M memory, 0 disk, 3 IPs; 3 on cli-host"
+    assert "app-8" in out and "app-10" in out and "10.20.0.11" in out
+    assert (VM.objects.count(), Task.objects.count()) == before
+
+
+@pytest.mark.parametrize(("args", "table", "message"), [
+    (["count=0"], None, "count: give 1 to 1000 clones"),
+    (["name-pattern=web"], None, "name-pattern: 'web' has no {n}"),
+    ([], "name,ip\n,10.20.0.40\n", "per-clone: 1 data rows for 2 clones"),
+    ([], "name,ip\n,10.20.0.40\n,10.20.0.40\n", "per-clone: line 3, column 2 (ip): 10.20.0.40 is also the address"),
+    ([], "name,ip\n,10.20.0.200\n,\n", "per-clone: line 2, column 2 (ip): 10.20.0.200 is outside the static-IP pool"),
+    ([], "name,colour\n,red\n,blue\n", "per-clone: line 1, column 2 (colour): unknown column"),
+    (["linked=true"], None, "linked: VM golden is on"),
+])
+def test_bulk_clone_bad_input_exits_1_naming_the_key(world, golden, facet, tmp_path, args, table, message):
+    VM.objects.filter(pk=golden.pk).update(power_state="on")
+    if table is not None:
+        (tmp_path / "t.csv").write_text(table)
+        args = [*args, f"per-clone={tmp_path / 't.csv'}"]
+    given = {arg.split("=")[0] for arg in args}
+    defaults = [d for d in ("count=2", "name-pattern=w-{n}") if d.split("=")[0] not in given]
+    before = VM.objects.count(), Task.objects.count()
+    code, _, err = facet("vm", "bulk-clone", f"vm-id={golden.uuid}", *defaults, *args)
+    assert code == 1, err
+    assert message in err
+    assert (VM.objects.count(), Task.objects.count()) == before
+
+
+def test_bulk_clone_of_an_unreadable_table_is_a_usage_error(world, golden, facet, tmp_path):
+    code, _, err = facet("vm", "bulk-clone", f"vm-id={golden.uuid}", "count=2", "name-pattern=w-{n}",
+                         f"per-clone={tmp_path / 'missing.csv'}")
+    assert code == 2 and "per-clone: cannot read" in err
+
+
+def test_a_cancelled_bulk_clone_exits_4_with_wait_and_task_cancel_says_the_counts(world, golden, facet):
+    code, out, _ = facet("vm", "bulk-clone", f"vm-id={golden.uuid}", "count=3", "name-pattern=c-{n}")
+    parent = task_uuid(out)
+    code, out, err = facet("task", "cancel", f"task-id={parent}")
+    assert code == 0, err
+    assert "cancelled: cancelled: 0 of 3 done, 3 cancelled" in out
+    assert not VM.objects.filter(parent=golden).exists()
+    code, out, err = facet("task", "get", f"task-id={parent}", "--wait")
+    assert code == 4 and f"task {parent} cancelled" in err

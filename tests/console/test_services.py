@@ -404,15 +404,48 @@ def test_a_bulk_sends_its_children_together_once_committed(cluster, actor, run_t
 
     for number in range(3):
         create(actor, run_tasks, name=f"bulk-{number}")
-    sent = []
-    monkeypatch.setattr(app, "send_task", lambda name, args, queue, task_id: sent.append(args[0]))
+    messages = []
+    monkeypatch.setattr(app, "send_task", lambda name, args, queue, task_id: messages.append((name, args, queue)))
     with django_capture_on_commit_callbacks(execute=True) as callbacks:
         parent = request_bulk(actor, "power-on", VM.objects.filter(name__startswith="bulk-"))
-        assert sent == []  # nothing reaches the broker before the commit
+        assert messages == []  # nothing reaches the broker before the commit
     assert len(callbacks) == 1
     children = Task.objects.filter(parent=parent)
+    sent = [task_uuid for name, args, _ in messages
+            for task_uuid in ([args[0]] if name == "facet.task.run" else [item[0] for item in args[0]])]
     assert sorted(sent) == sorted(str(child.uuid) for child in children) and len(sent) == 3
     assert all(child.celery_id for child in children)
+    # one message per host's queue: the children of one host go together, as a batch
+    assert sorted(queue for _, _, queue in messages) == sorted({child.queue for child in children})
+
+
+def test_a_batch_runs_its_tasks_and_rolls_their_parent_up_once(cluster, actor, run_tasks, monkeypatch):
+    from console.core.tasks import execute_batch
+    from console.services.bulk import request_bulk
+
+    for number in range(3):
+        create(actor, run_tasks, name=f"batch-{number}")
+    parent = request_bulk(actor, "power-on", VM.objects.filter(name__startswith="batch-"))
+    children = list(parent.children.order_by("id"))
+    execute_batch([(str(child.uuid), child.attempts) for child in children] + [(str(children[0].uuid), 9)])
+    parent.refresh_from_db()
+    assert parent.status == "succeeded" and parent.message == "3 of 3 done"
+    assert VM.objects.filter(name__startswith="batch-", power_state="on").count() == 3
+
+
+def test_the_reaper_resends_a_lost_batch_s_tasks_that_never_started(cluster, actor, run_tasks, settings):
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    from console.core.tasks import reap_stale
+
+    task = vms.request_create_vm(actor, vms.VMSpec(name="waiting", vcpus=1, memory_bytes=GiB))
+    long_ago = timezone.now() - timedelta(seconds=settings.FACET_TASK_STALE_SECONDS + 5)
+    Task.objects.filter(pk=task.pk).update(heartbeat_at=long_ago, celery_id="lost-with-its-worker")
+    assert reap_stale()["requeued"] == 1
+    task.refresh_from_db()
+    assert task.status == "queued" and task.attempts == 2 and "before it started" in task.message
 
 
 def test_media_of_other_apps_is_not_ejected_behind_their_back(cluster, actor, run_tasks):

@@ -9,6 +9,7 @@ from datetime import timedelta
 
 import pytest
 from django.db import connection, connections
+from django.db.models import Q
 from django.utils import timezone
 
 from console.core.actors import Actor
@@ -37,7 +38,7 @@ def test_a_heartbeat_survives_a_locked_database(cluster, actor, settings):
     options = connections.settings["default"].setdefault("OPTIONS", {})
     timeout = options.get("timeout")
     options["timeout"] = 0.05  # the heartbeat thread's connection gives up on a lock at once
-    heartbeat = Heartbeat(task.pk, task.attempts)
+    heartbeat = Heartbeat(Q(pk=task.pk, status="running", attempts=task.attempts), str(task.pk))
     try:
         heartbeat.start()
         locker = sqlite3.connect(connection.settings_dict["NAME"], isolation_level=None)

@@ -331,3 +331,23 @@ def test_clone_form_passes_the_customization_on(client, vm, operator, run_tasks)
     run_tasks()
     clone.refresh_from_db()
     assert clone.cdroms.filter(purpose="customization").exclude(iso_path="").exists()
+
+
+def test_the_task_page_cancels_a_bulk_clone_s_children_not_started(client, vm, operator, viewer):
+    from console.core.actors import Actor
+    from console.services.bulk_clone import BulkCloneRequest, request_bulk_clone
+
+    parent = request_bulk_clone(Actor.system(), BulkCloneRequest(source=vm, count=3, name_pattern="copy-{n}"))
+    logged_in(client, viewer)
+    assert "the children not started" not in client.get(f"/tasks/{parent.uuid}/").content.decode()
+    assert client.post(f"/tasks/{parent.uuid}/cancel/").status_code == 403
+    logged_in(client, operator)
+    page = client.get(f"/tasks/{parent.uuid}/").content.decode()
+    assert "Cancel the children not started" in page and f"/tasks/{parent.uuid}/cancel/" in page
+    answer = client.post(f"/tasks/{parent.uuid}/cancel/", follow=True)
+    page = answer.content.decode()
+    assert "cancelled: 0 of 3 done, 3 cancelled" in page
+    parent.refresh_from_db()
+    assert parent.status == "cancelled" and not VM.objects.filter(parent=vm).exists()
+    again = client.post(f"/tasks/{parent.uuid}/cancel/", follow=True).content.decode()
+    assert "already ended (cancelled)" in again
