@@ -21,7 +21,7 @@ from console.core.tasks import rerun
 
 from ..filtersets import AuditEventFilterSet, TaskFilterSet, vm_filterset
 from ..models import VM, CdRom, Cluster, Host, Image, Network, Nic, StorageContainer, VirtualDisk
-from ..services import bulk, cdroms, images, power, vms
+from ..services import bulk, cdroms, images, metrics, power, vms
 from . import serializers as s
 from . import vm_list
 from .throttling import LoginThrottle
@@ -196,6 +196,16 @@ class VMViewSet(ByUuid, mixins.ListModelMixin, mixins.RetrieveModelMixin, viewse
         return accepted(cdroms.request_eject(Actor.from_request(request), self.get_object(), data["slot"]))
 
     @extend_schema(request=s.BulkSerializer, responses={202: s.TaskSerializer})
+    @action(detail=True, methods=["get"])
+    def metrics(self, request, uuid=None):
+        """The VM's usage per `step` seconds since `since` (see services/metrics.py); null where no sample
+        was taken (the VM off, its host down)."""
+        vm = self.get_object()
+        since, step = metrics.parse_window(request.query_params.get("since"), request.query_params.get("step"))
+        series = metrics.series(vm.uuid, since, step)
+        return Response({"vm": str(vm.uuid), "since": series.since, "step": series.step,
+                         "time": series.times, **series.figures})
+
     @action(detail=False, methods=["post"])
     def bulk(self, request):
         data = valid(s.BulkSerializer, request)

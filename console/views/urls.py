@@ -2,7 +2,7 @@ from django.contrib.auth import views as auth_views
 from django.urls import path
 
 from ..forms.login import LoginForm
-from . import access, dashboard, inventory, tasks, vms
+from . import access, dashboard, insight, inventory, tasks, vms
 
 UUID = "<uuid:uuid>"
 
@@ -20,6 +20,9 @@ urlpatterns = [
     path(f"vms/{UUID}/delete/", vms.vm_delete, name="vm-delete"),
     path(f"vms/{UUID}/insert-iso/", vms.vm_insert_iso, name="vm-insert-iso"),
     path(f"vms/{UUID}/eject-iso/", vms.vm_eject_iso, name="vm-eject-iso"),
+    path(f"vms/{UUID}/console/", insight.vm_console, name="vm-console"),
+    path(f"vms/{UUID}/console/ticket/", insight.vm_console_ticket, name="vm-console-ticket"),
+    path(f"vms/{UUID}/performance/", insight.vm_performance, name="vm-performance"),
     path("templates/", vms.template_list, name="template-list"),
     path("images/", inventory.image_list, name="image-list"),
     path(f"images/{UUID}/delete/", inventory.image_delete, name="image-delete"),
