@@ -50,7 +50,7 @@ def asgi_command(port: int) -> str:
     """The ASGI tier (uvicorn): the browser consoles' websockets, on loopback (a reverse proxy fronts it)."""
     return shlex.join([
         sys.executable, "-m", "uvicorn", "console.asgi:application", "--host", "127.0.0.1", "--port", str(port),
-        "--ws", "websockets", "--ws-max-size", str(1024 * 1024), "--ws-ping-interval", "20",
+        "--ws", "websockets-sansio", "--ws-max-size", str(1024 * 1024), "--ws-ping-interval", "20",
         "--no-access-log", "--lifespan", "off",
     ])
 
