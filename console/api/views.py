@@ -201,8 +201,8 @@ class VMViewSet(ByUuid, mixins.ListModelMixin, mixins.RetrieveModelMixin, viewse
         """The VM's usage per `step` seconds since `since` (see services/metrics.py); null where no sample
         was taken (the VM off, its host down)."""
         vm = self.get_object()
-        since, step = metrics.parse_window(request.query_params.get("since"), request.query_params.get("step"))
-        series = metrics.series(vm.uuid, since, step)
+        since, step, until = metrics.parse_window(request.query_params.get("since"), request.query_params.get("step"))
+        series = metrics.series(vm.uuid, since, step, until)
         return Response({"vm": str(vm.uuid), "since": series.since, "step": series.step,
                          "time": series.times, **series.figures})
 

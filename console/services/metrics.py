@@ -6,6 +6,7 @@ A host's row is the sum of its running VMs: CPU as a share of the host's CPUs, m
 A host whose hypervisor does not answer gets no row at all for that interval (a gap)."""
 
 import logging
+import math
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -128,8 +129,8 @@ def _bucket(moment: datetime) -> datetime:
 
 @dataclass
 class Series:
-    """Points at `since`, `since + step`, ... (the last before `until`); a figure is None where no sample fell
-    in the step."""
+    """Points at `since`, `since + step`, ... (the last before `until`), each the average of the samples in
+    its step; a figure is None where no sample fell in the step."""
 
     since: datetime
     step: int
@@ -142,9 +143,9 @@ def series(subject, since: datetime, step: int, until: datetime | None = None) -
     samples when the step is under 5 minutes (and so `since` within the last day), else from the 5-minute
     averages plus the raw samples of the newest minutes not rolled up yet."""
     until = until or timezone.now()
-    count = int((until - since).total_seconds() // step) + 1
     if step < interval():
         raise InvalidRequest({"step": [f"at least {interval():g} seconds, the sampling interval"]})
+    count = max(1, math.ceil((until - since).total_seconds() / step))  # slots that start before `until`
     if count > MAX_POINTS:
         raise InvalidRequest({"step": [f"{count} points from since to now; make the step longer (at most "
                                        f"{MAX_POINTS} points)"]})
@@ -194,7 +195,7 @@ def top_vms(limit: int = 10) -> list[MetricSample]:
 RELATIVE = {"m": 60, "h": 3600, "d": 86400}
 
 
-def parse_window(since: str | None, step: str | None, now: datetime | None = None) -> tuple[datetime, int]:
+def parse_window(since: str | None, step: str | None, now: datetime | None = None) -> tuple[datetime, int, datetime]:
     """`since`: an ISO 8601 time, or a span back from now such as `90m`, `24h`, `30d` (default `1h`); `step`:
     seconds per point (default: the sampling interval up to a day back, 5 minutes up to a week, else an hour)."""
     now = now or timezone.now()
@@ -219,4 +220,4 @@ def parse_window(since: str | None, step: str | None, now: datetime | None = Non
         if not str(step).isdigit():
             raise InvalidRequest({"step": ["give whole seconds, such as 20, 300 or 3600"]})
         seconds = int(step)
-    return start, seconds
+    return start, seconds, now

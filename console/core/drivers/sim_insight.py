@@ -20,6 +20,7 @@ GiB = 1024**3
 # Bytes of output the simulated guest may have queued for a reader that does not read: past it, the guest's
 # writes wait (a real UART waits for its FIFO the same way).
 SIM_OUTPUT_QUEUE = 64
+clock = time.time  # the instant the figures are of (tests set it to the sample's time)
 
 
 def _phase(uuid) -> float:
@@ -63,7 +64,7 @@ class SimInsight:
     def domain_counters(self, vms: list) -> dict:
         running = set(SimDomain.objects.filter(uuid__in=[vm.uuid for vm in vms], power_state="on")
                       .values_list("uuid", flat=True))
-        now = time.time()
+        now = clock()
         return {vm.uuid: sim_counters(vm.uuid, vm.vcpus, vm.memory_bytes, now) for vm in vms if vm.uuid in running}
 
 
