@@ -3,12 +3,9 @@ real websocket client, the sim driver's simulated serial console (the real-QEMU 
 tests/integration/test_qemu_console.py)."""
 
 import asyncio
-import socket
-import threading
 import time
 
 import pytest
-import uvicorn
 import websockets
 from django.contrib.auth.models import User
 from django.test import Client
@@ -16,30 +13,17 @@ from django.urls import reverse
 
 from console.core.models import AuditEvent, SimDomain
 from console.models import VM, ConsoleSession, Host
+from tests.realparts import asgi_server as serve_asgi
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
 
 @pytest.fixture
 def asgi_server(transactional_db):
-    """The console's ASGI application served by uvicorn in a thread, as `manage.py serve` runs it."""
     from console.asgi import application
 
-    listener = socket.socket()
-    listener.bind(("127.0.0.1", 0))
-    port = listener.getsockname()[1]
-    config = uvicorn.Config(application, ws="websockets-sansio", lifespan="off", log_level="warning",
-                            ws_max_size=1024 * 1024)
-    server = uvicorn.Server(config)
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [listener]}, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 10
-    while not server.started:
-        assert time.monotonic() < deadline, "uvicorn did not start"
-        time.sleep(0.05)
-    yield f"127.0.0.1:{port}"
-    server.should_exit = True
-    thread.join(10)
+    with serve_asgi(application) as address:
+        yield address
 
 
 @pytest.fixture
