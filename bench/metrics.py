@@ -60,11 +60,11 @@ def sampling_cost(host: Host, rounds: int) -> tuple[float, float]:
 
 def fill_history(host: Host, vms: list[VM]) -> None:
     now = timezone.now()
-    first = metrics._bucket(now - timedelta(days=30))
-    buckets = int((now - first).total_seconds() // metrics.ROLLUP)
+    first = metrics._bucket(metrics.ms(now - timedelta(days=30)))
+    buckets = (metrics.ms(now) - first) // (metrics.ROLLUP * 1000)
     for vm in vms:
         MetricSample.objects.bulk_create(
-            (MetricSample(resolution=metrics.ROLLUP, time=first + timedelta(seconds=metrics.ROLLUP * i),
+            (MetricSample(resolution=metrics.ROLLUP, at_ms=first + metrics.ROLLUP * 1000 * i,
                           subject=vm.uuid, host=host, vm=vm, cpu_percent=(i * 7) % 100, memory_used=2 * 1024**3,
                           memory_total=4 * 1024**3, disk_read=1e5, disk_write=5e4, net_rx=2e4, net_tx=1e4)
              for i in range(buckets) if i % 500 != 7),  # a few holes, as a host down leaves

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from django.conf import settings
-from django.db.models import Avg, Max
+from django.db.models import Avg, BigIntegerField, ExpressionWrapper, F, Max, Q
 from django.utils import timezone
 
 from console.core.drivers import DriverError, get_driver
@@ -41,13 +41,17 @@ def _counter_list(c: DomainCounters) -> list[int]:
     return [c.cpu_ns, c.disk_read, c.disk_write, c.net_rx, c.net_tx]
 
 
-def _previous(host: Host) -> tuple[datetime | None, dict[int, list[int]]]:
-    """The host's last raw sample: its time, and each VM's counters then."""
-    last = (MetricSample.objects.filter(subject=host.uuid, resolution=RAW).order_by("-time")
-            .values_list("time", flat=True).first())
+def ms(moment: datetime) -> int:
+    return int(moment.timestamp() * 1000)
+
+
+def _previous(host: Host) -> tuple[int | None, dict[int, list[int]]]:
+    """The host's last raw sample: its time (ms), and each VM's counters then."""
+    last = (MetricSample.objects.filter(subject=host.uuid, resolution=RAW).order_by("-at_ms")
+            .values_list("at_ms", flat=True).first())
     if last is None:
         return None, {}
-    rows = MetricSample.objects.filter(host=host, resolution=RAW, time=last, vm__isnull=False)
+    rows = MetricSample.objects.filter(host=host, resolution=RAW, at_ms=last, vm__isnull=False)
     return last, dict(rows.values_list("vm_id", "counters"))
 
 
@@ -72,15 +76,15 @@ def sample_host(host: Host, now: datetime | None = None) -> int:
     except DriverError as exc:
         log.warning("no metrics from host %s this time: %s", host.name, exc)
         return 0
-    now = now or timezone.now()
+    now = ms(now or timezone.now())
     last, previous = _previous(host)
-    seconds = (now - last).total_seconds() if last else None
+    seconds = (now - last) / 1000 if last else None
     rows = []
     for vm in vms:
         if vm.uuid not in counters:
             continue  # not running: nothing to show
         c = counters[vm.uuid]
-        rows.append(MetricSample(resolution=RAW, time=now, subject=vm.uuid, host=host, vm=vm,
+        rows.append(MetricSample(resolution=RAW, at_ms=now, subject=vm.uuid, host=host, vm=vm,
                                  memory_used=c.memory_used, memory_total=c.memory_total,
                                  counters=_counter_list(c), **_rates(previous.get(vm.id), c, seconds)))
     rows.append(_host_row(host, now, rows))
@@ -88,7 +92,7 @@ def sample_host(host: Host, now: datetime | None = None) -> int:
     return len(rows)
 
 
-def _host_row(host: Host, now: datetime, vm_rows: list[MetricSample]) -> MetricSample:
+def _host_row(host: Host, now: int, vm_rows: list[MetricSample]) -> MetricSample:
     measured = [row for row in vm_rows if row.cpu_percent is not None]
     if vm_rows and not measured:  # first sample of the VMs: no rates yet
         figures = {"cpu_percent": None, **dict.fromkeys(RATES)}
@@ -96,7 +100,7 @@ def _host_row(host: Host, now: datetime, vm_rows: list[MetricSample]) -> MetricS
         vcpus = {row.vm_id: row.vm.vcpus for row in measured}
         figures = {"cpu_percent": min(100.0, sum(r.cpu_percent * vcpus[r.vm_id] for r in measured) / host.cpus),
                    **{name: sum(getattr(r, name) for r in measured) for name in RATES}}
-    return MetricSample(resolution=RAW, time=now, subject=host.uuid, host=host,
+    return MetricSample(resolution=RAW, at_ms=now, subject=host.uuid, host=host,
                         memory_used=sum(r.memory_used or 0 for r in vm_rows), memory_total=host.memory_bytes,
                         **figures)
 
@@ -105,26 +109,25 @@ def roll_up(now: datetime | None = None) -> int:
     """Average the raw samples of every 5-minute bucket that has ended and not been rolled up yet, and drop
     what is past keeping. Rerunnable: a bucket is rolled up once (the newest rollup marks where to go on)."""
     now = now or timezone.now()
-    done = MetricSample.objects.filter(resolution=ROLLUP).aggregate(last=Max("time"))["last"]
-    start = done + timedelta(seconds=ROLLUP) if done else _bucket(now - RAW_KEEP)
-    end = _bucket(now)  # the bucket still filling is left for the next run
+    width = ROLLUP * 1000
+    done = MetricSample.objects.filter(resolution=ROLLUP).aggregate(last=Max("at_ms"))["last"]
+    bucket = done + width if done else _bucket(ms(now - RAW_KEEP))
+    end = _bucket(ms(now))  # the bucket still filling is left for the next run
     written = 0
-    bucket = start
     while bucket < end:
-        raw = MetricSample.objects.filter(resolution=RAW, time__gte=bucket, time__lt=bucket + timedelta(seconds=ROLLUP))
+        raw = MetricSample.objects.filter(resolution=RAW, at_ms__gte=bucket, at_ms__lt=bucket + width)
         rows = raw.values("subject", "host_id", "vm_id").annotate(**{name: Avg(name) for name in FIGURES})
-        MetricSample.objects.bulk_create([MetricSample(resolution=ROLLUP, time=bucket, **row) for row in rows],
+        MetricSample.objects.bulk_create([MetricSample(resolution=ROLLUP, at_ms=bucket, **row) for row in rows],
                                          batch_size=500)
         written += len(rows)
-        bucket += timedelta(seconds=ROLLUP)
-    MetricSample.objects.filter(resolution=RAW, time__lt=now - RAW_KEEP).delete()
-    MetricSample.objects.filter(resolution=ROLLUP, time__lt=now - ROLLUP_KEEP).delete()
+        bucket += width
+    MetricSample.objects.filter(resolution=RAW, at_ms__lt=ms(now - RAW_KEEP)).delete()
+    MetricSample.objects.filter(resolution=ROLLUP, at_ms__lt=ms(now - ROLLUP_KEEP)).delete()
     return written
 
 
-def _bucket(moment: datetime) -> datetime:
-    epoch = int(moment.timestamp())
-    return datetime.fromtimestamp(epoch - epoch % ROLLUP, tz=moment.tzinfo or timezone.get_current_timezone())
+def _bucket(at_ms: int) -> int:
+    return at_ms - at_ms % (ROLLUP * 1000)
 
 
 @dataclass
@@ -149,27 +152,24 @@ def series(subject, since: datetime, step: int, until: datetime | None = None) -
     if count > MAX_POINTS:
         raise InvalidRequest({"step": [f"{count} points from since to now; make the step longer (at most "
                                        f"{MAX_POINTS} points)"]})
-    rows = MetricSample.objects.filter(subject=subject, time__gte=since, time__lt=until)
+    origin, width = ms(since), step * 1000
+    rows = MetricSample.objects.filter(subject=subject, at_ms__gte=origin, at_ms__lt=ms(until))
     if step < ROLLUP:
         if until - since > RAW_KEEP:
             raise InvalidRequest({"step": [f"steps under {ROLLUP} s are kept for a day only; since is further back"]})
         rows = rows.filter(resolution=RAW)
     else:
-        rolled = MetricSample.objects.filter(resolution=ROLLUP).aggregate(last=Max("time"))["last"]
-        tail = rolled + timedelta(seconds=ROLLUP) if rolled else since
-        rows = (rows.filter(resolution=ROLLUP, time__lt=tail) | rows.filter(resolution=RAW, time__gte=tail))
-    sums = [dict.fromkeys(FIGURES, 0.0) for _ in range(count)]
-    counts = [dict.fromkeys(FIGURES, 0) for _ in range(count)]
-    origin = since.timestamp()
-    for row in rows.values_list("time", *FIGURES).iterator(chunk_size=2000):
-        slot = int((row[0].timestamp() - origin) // step)
-        if 0 <= slot < count:
-            for name, value in zip(FIGURES, row[1:], strict=True):
-                if value is not None:
-                    sums[slot][name] += value
-                    counts[slot][name] += 1
-    figures = {name: [s[name] / c[name] if c[name] else None for s, c in zip(sums, counts, strict=True)]
-               for name in FIGURES}
+        rolled = MetricSample.objects.filter(resolution=ROLLUP).aggregate(last=Max("at_ms"))["last"]
+        tail = rolled + ROLLUP * 1000 if rolled else origin
+        rows = rows.filter(Q(resolution=ROLLUP, at_ms__lt=tail) | Q(resolution=RAW, at_ms__gte=tail))
+    # Averaged per step by the database: integer division puts each sample in its step.
+    slots = (rows.annotate(slot=ExpressionWrapper((F("at_ms") - origin) / width, output_field=BigIntegerField()))
+             .values("slot").annotate(**{name: Avg(name) for name in FIGURES}).order_by())
+    figures = {name: [None] * count for name in FIGURES}
+    for row in slots:
+        if 0 <= row["slot"] < count:
+            for name in FIGURES:
+                figures[name][row["slot"]] = row[name]
     return Series(since, step, [since + timedelta(seconds=step * i) for i in range(count)], figures)
 
 
@@ -184,10 +184,10 @@ def period_series(subject, period: str) -> Series:
 def top_vms(limit: int = 10) -> list[MetricSample]:
     """The VMs using the most CPU in the newest raw sample of each host (within the last three intervals)."""
     recent = timezone.now() - timedelta(seconds=3 * interval())
-    latest = (MetricSample.objects.filter(resolution=RAW, time__gte=recent, vm__isnull=True)
-              .values("host_id").annotate(last=Max("time")))
+    latest = (MetricSample.objects.filter(resolution=RAW, at_ms__gte=ms(recent), vm__isnull=True)
+              .values("host_id").annotate(last=Max("at_ms")))
     times = [row["last"] for row in latest]
-    return list(MetricSample.objects.filter(resolution=RAW, time__in=times, vm__isnull=False,
+    return list(MetricSample.objects.filter(resolution=RAW, at_ms__in=times, vm__isnull=False,
                                             cpu_percent__isnull=False)
                 .select_related("vm", "host").order_by("-cpu_percent")[:limit])
 

@@ -1,7 +1,7 @@
 """Metrics: sampling the sim driver's VMs (one driver call per host), rates from two samples, roll-ups, gaps
 as gaps, the API, the VM page's charts and the dashboard's top VMs."""
 
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 
 import pytest
 from django.urls import reverse
@@ -44,10 +44,10 @@ def test_two_samples_give_plausible_rates_from_one_driver_call_per_host(running_
     first = MetricSample.objects.get(subject=running_vm.uuid)
     assert first.cpu_percent is None and first.memory_used > 0  # no rate from a single sample
     metrics.sample_host(host, start + timedelta(seconds=20))
-    sample = MetricSample.objects.filter(subject=running_vm.uuid).latest("time")
+    sample = MetricSample.objects.filter(subject=running_vm.uuid).latest("at_ms")
     assert 1 <= sample.cpu_percent <= 50
     assert sample.disk_read > 0 and sample.net_rx > 0 and 0 < sample.memory_used < running_vm.memory_bytes
-    host_row = MetricSample.objects.filter(subject=host.uuid).latest("time")
+    host_row = MetricSample.objects.filter(subject=host.uuid).latest("at_ms")
     assert host_row.cpu_percent == pytest.approx(sample.cpu_percent * running_vm.vcpus / host.cpus)
     assert calls == [1, 1]  # one call per host and sample, whatever the number of VMs
 
@@ -81,17 +81,18 @@ def test_a_host_that_does_not_answer_leaves_a_gap_not_zeros(running_vm, client, 
 def test_roll_ups_average_five_minutes_and_drop_what_is_past_keeping(running_vm):
     host = running_vm.host
     now = timezone.now()
-    bucket = metrics._bucket(now) - timedelta(minutes=10)
+    bucket = datetime.fromtimestamp(metrics._bucket(metrics.ms(now)) / 1000, tz=UTC) - timedelta(minutes=10)
     for index in range(15):  # 5 minutes of raw samples
         metrics.sample_host(host, bucket + timedelta(seconds=20 * index))
-    MetricSample.objects.create(resolution=metrics.RAW, time=now - timedelta(days=2), subject=running_vm.uuid,
-                                host=host, vm=running_vm, cpu_percent=5)
+    MetricSample.objects.create(resolution=metrics.RAW, at_ms=metrics.ms(now - timedelta(days=2)),
+                                subject=running_vm.uuid, host=host, vm=running_vm, cpu_percent=5)
     assert metrics.roll_up(now) >= 2
-    rolled = MetricSample.objects.get(resolution=metrics.ROLLUP, subject=running_vm.uuid, time=bucket)
-    raw = MetricSample.objects.filter(resolution=metrics.RAW, subject=running_vm.uuid, time__gte=bucket,
-                                      time__lt=bucket + timedelta(minutes=5), cpu_percent__isnull=False)
+    rolled = MetricSample.objects.get(resolution=metrics.ROLLUP, subject=running_vm.uuid, at_ms=metrics.ms(bucket))
+    raw = MetricSample.objects.filter(resolution=metrics.RAW, subject=running_vm.uuid, at_ms__gte=metrics.ms(bucket),
+                                      at_ms__lt=metrics.ms(bucket + timedelta(minutes=5)), cpu_percent__isnull=False)
     assert rolled.cpu_percent == pytest.approx(sum(r.cpu_percent for r in raw) / raw.count())
-    assert not MetricSample.objects.filter(time__lt=now - timedelta(days=1), resolution=metrics.RAW).exists()
+    day_ago = metrics.ms(now - timedelta(days=1))
+    assert not MetricSample.objects.filter(at_ms__lt=day_ago, resolution=metrics.RAW).exists()
     assert metrics.roll_up(now) == 0  # rerun: nothing twice
     series = metrics.series(running_vm.uuid, bucket, 300, bucket + timedelta(minutes=5))
     assert series.figures["cpu_percent"] == [pytest.approx(rolled.cpu_percent)]

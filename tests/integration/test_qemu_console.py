@@ -92,7 +92,7 @@ def _retry_login(page) -> bool:
 
 
 def _cpu(vm: VM) -> float | None:
-    return MetricSample.objects.filter(subject=vm.uuid, resolution=metrics.RAW).latest("time").cpu_percent
+    return MetricSample.objects.filter(subject=vm.uuid, resolution=metrics.RAW).latest("at_ms").cpu_percent
 
 
 def test_console_in_chromium_and_the_cpu_chart_on_a_real_guest(
