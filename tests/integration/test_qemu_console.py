@@ -27,6 +27,8 @@ pytestmark = [pytest.mark.slow, pytest.mark.django_db(transaction=True)]
 GiB = 1024**3
 BOOT_SECONDS = 300  # TCG on two busy cores: about 1.5 minutes when the machine is quiet
 LOGIN_SECONDS = 180
+# Percentage points the burner must add: QEMU's TCG thread gets what the host's cores spare (two, shared here).
+RISE = 15
 PASSWORD = "console-test"
 # A root password for the serial login, and a CPU burner for the chart (started from the serial console, so
 # the idle figures come first).
@@ -130,7 +132,8 @@ def test_console_in_chromium_and_the_cpu_chart_on_a_real_guest(
                  interval=10)
         page.keyboard.type("echo typed-in-the-browser\n")
         wait_for(lambda: _terminal_text(page).count("typed-in-the-browser") >= 2, 15, "the command's echo and output")
-        page.screenshot(path=screenshots / "console-page.png", full_page=True)
+        page.locator("#serial-card").screenshot(path=screenshots / "console-serial.png")
+        page.screenshot(path=screenshots / "console-page.png")
 
         # A reused ticket: the second websocket with the same ticket is closed with 4403.
         assert page.evaluate(REUSE_TICKET) == [4403, "this console ticket was used already: open the console again"]
@@ -142,16 +145,25 @@ def test_console_in_chromium_and_the_cpu_chart_on_a_real_guest(
         metrics.sample_host(vm.host)
         idle = _cpu(vm)
         page.keyboard.type("burn\n")
-        burning = wait_for(lambda: time.sleep(10) or metrics.sample_host(vm.host) and (_cpu(vm) or 0) > idle + 30,
-                           60, f"the CPU to rise above {idle:.0f} %")
-        assert burning
+        figures = [idle]
+
+        def risen() -> bool:
+            time.sleep(10)
+            metrics.sample_host(vm.host)
+            figures.append(_cpu(vm) or 0)
+            return figures[-1] > max(2 * idle, idle + RISE)
+
+        try:
+            wait_for(risen, 60, "the CPU to rise")
+        finally:
+            print(f"CPU % of {vm.name}, idle then burning, every 10 s: {[round(f or 0, 1) for f in figures]}")
         page.goto(f"/vms/{vm.uuid}/")
         cpu_chart = page.locator('figure[data-chart="CPU"]')
         cpu_chart.wait_for()
         assert cpu_chart.locator("path.series").count() >= 1
         page.locator("#vm-performance").screenshot(path=screenshots / "performance-cpu.png")
         series = metrics.series(vm.uuid, start - timedelta(seconds=1), 20)
-        assert max(v for v in series.figures["cpu_percent"] if v is not None) > idle + 30
+        assert max(v for v in series.figures["cpu_percent"] if v is not None) > max(2 * idle, idle + RISE)
         page.context.close()
 
         # A Viewer: no console, and no ticket.
