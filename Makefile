@@ -8,6 +8,11 @@ export FACET_DATA_DIR ?= $(CURDIR)/var
 # Debian packages the console and its tests need; apt-get installs them when we are root. The Guest Tools
 # agent's .rpm, which every tools ISO carries, is built with rpm's rpmbuild.
 SYSTEM_PACKAGES := redis-server genisoimage rpm
+# The browser consoles' libraries, served by the console itself: noVNC from Debian, xterm.js through npm
+# (Debian's libjs-xterm is a stub without its bundle).
+CONSOLE_PACKAGES := novnc
+XTERM_PACKAGES := @xterm/xterm@5.5.0 @xterm/addon-fit@0.10.0
+CONSOLE_ASSETS := $(FACET_DATA_DIR)/assets
 # The libvirt driver: libvirtd with its QEMU driver, QEMU and qemu-img, and what libvirt-python compiles against.
 LIBVIRT_PACKAGES := libvirt-daemon-system qemu-system-x86 qemu-utils libvirt-dev pkg-config
 # The browser tests need chromium; the volume plugin's real-parts tests a dockerd, busybox for an offline
@@ -23,7 +28,7 @@ GUEST_TOOLS_PACKAGES := $(FACET_DATA_DIR)/packages/guest-tools
 export FACET_CLOUD_INIT_DIR ?= $(CURDIR)/var/cache/cloud-init
 CLOUD_INIT_SCHEMA := $(FACET_CLOUD_INIT_DIR)/usr/lib/python3/dist-packages/cloudinit/config/schemas/schema-cloud-config-v1.json
 
-.PHONY: run test setup system-packages test-system-packages cloud-init-schema plugin-deb guest-tools-packages guest-image lint bench bench-volume-plugin clean
+.PHONY: run test setup console-assets npm-package system-packages test-system-packages cloud-init-schema plugin-deb guest-tools-packages guest-image lint bench bench-volume-plugin clean
 
 run: setup plugin-deb guest-tools-packages
 	$(PY) manage.py migrate --no-input -v0
@@ -35,7 +40,22 @@ test: setup test-system-packages
 	$(PY) manage.py collectstatic --no-input -v0
 	$(VENV)/bin/pytest $(PYTEST_ARGS)
 
-setup: system-packages $(VENV)/.installed cloud-init-schema
+setup: system-packages $(VENV)/.installed cloud-init-schema console-assets
+
+npm-package:
+	$(call ensure_packages,npm)
+
+# xterm.js and its fit addon, unpacked from their npm packages into the data directory (settings.py serves
+# them as static files under xterm/).
+console-assets: $(CONSOLE_ASSETS)/xterm/.installed
+$(CONSOLE_ASSETS)/xterm/.installed: | system-packages
+	@# npm from Debian unless one is installed already (a Node.js of another origin conflicts with Debian's npm)
+	@command -v npm >/dev/null || $(MAKE) --no-print-directory npm-package
+	rm -rf $(CONSOLE_ASSETS)/xterm && mkdir -p $(CONSOLE_ASSETS)/xterm
+	work=$$(mktemp -d) && cd "$$work" && npm pack --silent $(XTERM_PACKAGES) >/dev/null && \
+	  for tarball in *.tgz; do tar xzf "$$tarball" -C $(CONSOLE_ASSETS)/xterm --strip-components=1 package/lib package/css 2>/dev/null || \
+	    tar xzf "$$tarball" -C $(CONSOLE_ASSETS)/xterm --strip-components=1 package/lib; done && rm -rf "$$work"
+	touch $@
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -57,7 +77,7 @@ define ensure_packages
 endef
 
 system-packages:
-	$(call ensure_packages,$(SYSTEM_PACKAGES) $(LIBVIRT_PACKAGES))
+	$(call ensure_packages,$(SYSTEM_PACKAGES) $(CONSOLE_PACKAGES) $(LIBVIRT_PACKAGES))
 	@# Without the kvm group's access libvirt probes QEMU again (~50 s) on every call.
 	@if [ -c /dev/kvm ] && [ "$$(id -u)" = 0 ]; then chown root:kvm /dev/kvm && chmod 0660 /dev/kvm; fi
 

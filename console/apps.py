@@ -8,7 +8,7 @@ class ConsoleConfig(AppConfig):
     verbose_name = "Facet inventory"
 
     def ready(self) -> None:
-        from .core.registry import NavItem, VMHooks, registry
+        from .core.registry import NavItem, Panel, VMHooks, registry
         from .services import (  # noqa: F401  (their task kinds)
             adopt,
             bulk,
@@ -16,6 +16,7 @@ class ConsoleConfig(AppConfig):
             hosts,
             image_import,
             images,
+            metrics,
             power,
             templates,
             vm_devices,
@@ -26,6 +27,7 @@ class ConsoleConfig(AppConfig):
         registry.vm_hooks.add(self.name, VMHooks(powered=vm_edit.apply_pending))
 
         bulk.register_bulk_actions()
+        registry.vm_panels.add("performance", Panel("Performance", "vm-performance", order=5))
         for order, (label, url_name, icon) in enumerate([
             ("Dashboard", "dashboard", "grid"), ("VMs", "vm-list", "server"), ("Templates", "template-list", "copy"),
             ("Images", "image-list", "disc"), ("Networks", "network-list", "network"),

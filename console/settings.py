@@ -102,6 +102,19 @@ MIDDLEWARE = [
 
 ROOT_URLCONF = "console.urls"
 WSGI_APPLICATION = "console.wsgi.application"
+ASGI_APPLICATION = "console.asgi.application"
+
+# Browser consoles (console/consoles/): their websockets are served by the ASGI tier (`manage.py serve` runs
+# uvicorn beside gunicorn). FACET_WEBSOCKET_URL is where browsers open them: empty, the page's own origin (a
+# reverse proxy sends /ws/ to the ASGI tier, docs/production.md); `serve` without a public URL sets it to its
+# own ASGI port. A ticket is good for at most 30 s.
+FACET_WEBSOCKET_URL = os.environ.get("FACET_WEBSOCKET_URL", "").rstrip("/")
+FACET_CONSOLE_TICKET_SECONDS = min(30.0, float(os.environ.get("FACET_CONSOLE_TICKET_SECONDS", 30)))
+FACET_CONSOLE_IDLE_SECONDS = float(os.environ.get("FACET_CONSOLE_IDLE_SECONDS", 900))
+FACET_CONSOLE_SEND_TIMEOUT_SECONDS = float(os.environ.get("FACET_CONSOLE_SEND_TIMEOUT_SECONDS", 30))
+FACET_CONSOLE_SERIAL_RATE = int(os.environ.get("FACET_CONSOLE_SERIAL_RATE", 256 * 1024))  # bytes a second
+# Metrics (services/metrics.py): each host's worker samples its VMs every this many seconds.
+FACET_METRICS_INTERVAL_SECONDS = float(os.environ.get("FACET_METRICS_INTERVAL_SECONDS", 20))
 
 TEMPLATES = [
     {
@@ -146,7 +159,11 @@ USE_I18N = False
 USE_TZ = True
 
 STATIC_URL = "/static/"
-STATICFILES_DIRS = [BASE_DIR / "static"]
+# The browser consoles' libraries, served from here, never from a CDN: noVNC from Debian's novnc package,
+# xterm.js from npm (`make console-assets` unpacks it into the data directory).
+CONSOLE_ASSET_DIRS = [("novnc/core", Path("/usr/share/novnc/core")), ("novnc/vendor", Path("/usr/share/novnc/vendor")),
+                      ("xterm", DATA_DIR / "assets" / "xterm")]
+STATICFILES_DIRS = [BASE_DIR / "static", *((prefix, str(path)) for prefix, path in CONSOLE_ASSET_DIRS if path.is_dir())]
 STATIC_ROOT = DATA_DIR / "static"
 STORAGES = {
     "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
@@ -220,6 +237,8 @@ CELERY_BEAT_SCHEDULE = {
     "check-hosts": {"task": "facet.hosts.check", "schedule": FACET_HOST_CHECK_SECONDS},
     "reconcile-power-state": {"task": "facet.vms.reconcile", "schedule": 30.0},
     "sweep-tools-isos": {"task": "facet.ngt.sweep_tools_isos", "schedule": 600.0},
+    "sample-metrics": {"task": "facet.metrics.sample", "schedule": FACET_METRICS_INTERVAL_SECONDS},
+    "roll-up-metrics": {"task": "facet.metrics.roll_up", "schedule": 300.0},
 }
 # A tools ISO no CD-ROM references is deleted by the sweep once it is older than this (a mount writes its ISO
 # before the transaction a rerun repeats).

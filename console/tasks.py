@@ -4,7 +4,8 @@ from celery import shared_task
 
 from console.core.tasks import execute, execute_batch, fail_here, reap_stale
 
-from .services import hosts, images
+from .models import Host
+from .services import hosts, images, metrics
 
 
 @shared_task(name="facet.task.run")
@@ -41,3 +42,24 @@ def reconcile_host(host_name: str) -> int:
 @shared_task(name="facet.hosts.check")
 def check_hosts() -> dict:
     return hosts.check_hosts()
+
+
+@shared_task(name="facet.metrics.sample")
+def sample_metrics() -> int:
+    """Ask each host's worker for a sample of its VMs: the hypervisor is read where it runs. A sample not
+    taken within an interval is dropped (a host whose worker is down shows a gap, not a burst later)."""
+    hosts = list(Host.objects.filter(enabled=True))
+    for host in hosts:
+        sample_host_metrics.apply_async(args=[host.pk], queue=host.queue, expires=metrics.interval())
+    return len(hosts)
+
+
+@shared_task(name="facet.metrics.sample_host")
+def sample_host_metrics(host_id: int) -> int:
+    host = Host.objects.filter(pk=host_id).first()
+    return metrics.sample_host(host) if host is not None else 0
+
+
+@shared_task(name="facet.metrics.roll_up")
+def roll_up_metrics() -> int:
+    return metrics.roll_up()

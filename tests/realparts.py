@@ -1,13 +1,16 @@
 """Real parts for integration and browser tests: a redis-server on a private unix socket and Celery worker and beat
 processes sharing the test database file."""
 
+import contextlib
 import os
 import shlex
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -123,3 +126,23 @@ def pytest_runtest_makereport(item, call):
     outcome = yield
     report = outcome.get_result()
     setattr(item, f"rep_{report.when}", report)
+
+
+@contextlib.contextmanager
+def asgi_server(application):
+    """An ASGI application served by a real uvicorn on a free loopback port, in a thread, as `manage.py serve`
+    runs the console's ASGI tier. Yields "127.0.0.1:PORT"."""
+    import uvicorn
+
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    server = uvicorn.Server(uvicorn.Config(application, ws="websockets-sansio", lifespan="off", log_level="warning",
+                                           ws_max_size=1024 * 1024))
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [listener]}, daemon=True)
+    thread.start()
+    wait_for(lambda: server.started, 10, "uvicorn to start")
+    try:
+        yield f"127.0.0.1:{listener.getsockname()[1]}"
+    finally:
+        server.should_exit = True
+        thread.join(10)

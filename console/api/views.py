@@ -29,6 +29,7 @@ from ..services import (
     hosts,
     image_import,
     images,
+    metrics,
     power,
     templates,
     vm_devices,
@@ -351,6 +352,16 @@ class VMViewSet(ByUuid, mixins.ListModelMixin, mixins.RetrieveModelMixin, viewse
         return accepted(cdroms.request_eject(Actor.from_request(request), self.get_object(), data["slot"]))
 
     @extend_schema(request=s.BulkSerializer, responses={202: s.TaskSerializer})
+    @action(detail=True, methods=["get"])
+    def metrics(self, request, uuid=None):
+        """The VM's usage per `step` seconds since `since` (see services/metrics.py); null where no sample
+        was taken (the VM off, its host down)."""
+        vm = self.get_object()
+        since, step, until = metrics.parse_window(request.query_params.get("since"), request.query_params.get("step"))
+        series = metrics.series(vm.uuid, since, step, until)
+        return Response({"vm": str(vm.uuid), "since": series.since, "step": series.step,
+                         "time": series.times, **series.figures})
+
     @action(detail=False, methods=["post"])
     def bulk(self, request):
         data = valid(s.BulkSerializer, request)

@@ -46,6 +46,15 @@ def web_command(port: int, workers: int = 3) -> str:
     ])
 
 
+def asgi_command(port: int) -> str:
+    """The ASGI tier (uvicorn): the browser consoles' websockets, on loopback (a reverse proxy fronts it)."""
+    return shlex.join([
+        sys.executable, "-m", "uvicorn", "console.asgi:application", "--host", "127.0.0.1", "--port", str(port),
+        "--ws", "websockets-sansio", "--ws-max-size", str(1024 * 1024), "--ws-ping-interval", "20",
+        "--no-access-log", "--lifespan", "off",
+    ])
+
+
 def guest_tools_service_command(host_name: str) -> str:
     return shlex.join([sys.executable, str(Path(settings.BASE_DIR) / "manage.py"), "guest_tools_service",
                        "--host", host_name])

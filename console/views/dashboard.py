@@ -8,6 +8,8 @@ from console.core.tasks import link_entities
 from console.core.views import role_required
 
 from ..models import VM, Host, StorageContainer
+from ..services import metrics
+from .charts import chart
 
 ACTIVE = [VM.PowerState.ON, VM.PowerState.PAUSED]
 
@@ -29,7 +31,13 @@ def dashboard(request):
     # A driver URI's query may name the console's key files: others read scheme, host and path.
     host_rows = [{"host": h, "driver": h.driver_uri if is_admin else shown_uri(h.driver_uri),
                   "vm_count": h.vm_count, "cpu": bar(h.vcpus_used or 0, h.cpus),
-                  "memory": bar(h.memory_used or 0, h.memory_bytes)} for h in hosts]
+                  "memory": bar(h.memory_used or 0, h.memory_bytes),
+                  "usage": chart(metrics.period_series(h.uuid, "hour"), f"{h.name} CPU", {"cpu_percent": "CPU"}, "%",
+                                 top=100)} for h in hosts]
+    top_vms = metrics.top_vms()
+    for sample in top_vms:
+        sample.disk_total = (sample.disk_read or 0) + (sample.disk_write or 0)
+        sample.net_total = (sample.net_rx or 0) + (sample.net_tx or 0)
     states = dict(VM.objects.filter(is_template=False).values_list("power_state").annotate(n=Count("id")))
     total = sum(states.values())
     containers = StorageContainer.objects.annotate(provisioned=Sum("disks__size_bytes"))
@@ -41,6 +49,7 @@ def dashboard(request):
         "vm_total": total,
         "template_count": VM.objects.filter(is_template=True).count(),
         "containers": [{"container": c, "usage": bar(c.provisioned or 0, c.capacity_bytes)} for c in containers],
+        "top_vms": top_vms, "metrics_interval": metrics.interval(),
         "latest_tasks": link_entities(Task.objects.filter(parent__isnull=True).select_related("created_by")[:8]),
     })
 

@@ -2,7 +2,7 @@ from django.contrib.auth import views as auth_views
 from django.urls import path
 
 from ..forms.login import LoginForm
-from . import access, dashboard, hosts, inventory, tasks, vm_day2, vms
+from . import access, dashboard, hosts, insight, inventory, tasks, vm_day2, vms
 
 UUID = "<uuid:uuid>"
 
@@ -25,6 +25,9 @@ urlpatterns = [
     path(f"vms/{UUID}/nics/<str:operation>/", vm_day2.vm_nic, name="vm-nic"),
     path(f"vms/{UUID}/make-template/", vms.vm_make_template, name="vm-make-template"),
     path(f"vms/{UUID}/make-vm/", vms.vm_make_vm, name="vm-make-vm"),
+    path(f"vms/{UUID}/console/", insight.vm_console, name="vm-console"),
+    path(f"vms/{UUID}/console/ticket/", insight.vm_console_ticket, name="vm-console-ticket"),
+    path(f"vms/{UUID}/performance/", insight.vm_performance, name="vm-performance"),
     path("templates/", vms.template_list, name="template-list"),
     path("images/", inventory.image_list, name="image-list"),
     path("images/upload-check/", inventory.image_upload_check, name="image-upload-check"),

@@ -2,6 +2,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Protocol
 
+from .insight import ConsoleTarget
+
 # Called with a fraction in [0, 1] while a long operation (a disk copy) goes on.
 ProgressCallback = Callable[[float], None]
 
@@ -79,3 +81,9 @@ class Driver(Protocol):
         ...
     # Asks nothing of the hypervisor: what its buses allow (the web tier calls it to choose a slot).
     def new_cdrom_slot(self, used: set[int], running: bool) -> int | None: ...
+    # What a running VM shows (insight.py; libvirt_insight.py and sim_insight.py): where its console `kind`
+    # ("vnc" or "serial") is; what its serial port printed lately (at most `limit` bytes, the newest); and the
+    # usage counters of every running VM among `vms` in one call to the hypervisor.
+    def console_target(self, vm, kind: str) -> ConsoleTarget: ...
+    def serial_log(self, vm, limit: int) -> bytes: ...
+    def domain_counters(self, vms: list) -> dict: ...

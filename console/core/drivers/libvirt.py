@@ -18,9 +18,9 @@ from django.conf import settings
 from . import files, libvirt_network, qemu_img, shown_uri, without_uri_secrets
 from .base import CDROM_SLOTS, COLD_CDROM_SLOTS, POWER_TRANSITIONS, DriverError, ProgressCallback, new_cdrom_slot
 from .libvirt_devices import LibvirtDevices
+from .libvirt_insight import CONSOLE_LOG_DIR, LibvirtInsight, console_log_path  # noqa: F401  (tests read the log dir here)
 
 CHANNEL_NAME = "org.facet.guest_tools.0"
-CONSOLE_LOG_DIR = Path("/var/log/libvirt/qemu")  # virtlogd (root) writes there on every hypervisor host
 IDE_SLOTS = COLD_CDROM_SLOTS  # one IDE controller: two buses of two units
 SHUTDOWN_WAIT_SECONDS = 180
 DETACH_WAIT_SECONDS = 30  # for the guest to release a hot-unplugged disk
@@ -152,7 +152,7 @@ def _libvirt_errors(method):
     return wrapper
 
 
-class LibvirtDriver(LibvirtDevices):
+class LibvirtDriver(LibvirtDevices, LibvirtInsight):
     def __init__(self, uri: str) -> None:
         self.uri = uri
 
@@ -228,11 +228,17 @@ class LibvirtDriver(LibvirtDevices):
         channel = SubElement(devices, "channel", type="unix")
         SubElement(channel, "source", mode="bind")
         SubElement(channel, "target", type="virtio", name=CHANNEL_NAME)
-        # The serial console goes to a pty (virsh console) and is logged by virtlogd, for diagnosis.
+        # The serial console goes to a pty (the browser's serial console, virsh console) and is logged by
+        # virtlogd, for diagnosis and the browser console's scrollback.
         serial = SubElement(devices, "serial", type="pty")
-        SubElement(serial, "log", file=str(CONSOLE_LOG_DIR / f"{vm.uuid}-console.log"), append="off")
+        SubElement(serial, "log", file=str(console_log_path(vm.uuid)), append="off")
         SubElement(serial, "target", port="0")
-        SubElement(devices, "memballoon", model="virtio")
+        # The screen: QEMU's VNC server on a unix socket libvirt makes in the domain's private directory, so no
+        # VNC port is reachable from the network; the browser console reaches it through the web tier.
+        graphics = SubElement(devices, "graphics", type="vnc")
+        SubElement(graphics, "listen", type="socket")
+        memballoon = SubElement(devices, "memballoon", model="virtio")
+        SubElement(memballoon, "stats", period="10")  # the guest's own memory figures, for the metrics
         return _xml(domain)
 
     @_libvirt_errors

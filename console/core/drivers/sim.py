@@ -12,9 +12,10 @@ from ..models import SimDomain
 from . import files
 from .base import POWER_TRANSITIONS, DriverError, ProgressCallback, new_cdrom_slot
 from .sim_devices import SimDevices, definition_of
+from .sim_insight import SimInsight
 
 
-class SimDriver(SimDevices):
+class SimDriver(SimDevices, SimInsight):
     def __init__(self, uri: str) -> None:
         query = parse_qs(urlsplit(uri).query)
         self.delay = float(query.get("delay", ["0"])[0])

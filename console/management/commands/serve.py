@@ -12,7 +12,8 @@ from console.services import processes
 
 class Command(BaseCommand):
     help = ("Run the console in the foreground: its own redis-server (unless FACET_REDIS_URL is set), "
-            "a Celery worker, celery beat, gunicorn and a Guest Tools Service instance, until Ctrl-C.")
+            "a Celery worker, celery beat, gunicorn, uvicorn for the consoles' websockets (on --port + 1) and a Guest "
+            "Tools Service instance, until Ctrl-C.")
 
     def add_arguments(self, parser):
         parser.add_argument("--port", type=int, default=int(os.environ.get("PORT", 8000)))
@@ -27,7 +28,13 @@ class Command(BaseCommand):
         manager.add_process("worker", processes.worker_command(processes.worker_queues(hosts),
                                                                follow_hosts=not hosts))
         manager.add_process("beat", processes.beat_command())
+        # Without a public URL (a reverse proxy sending /ws/ to the ASGI tier), browsers open the consoles'
+        # websockets on the ASGI port itself; the pages say so through FACET_WEBSOCKET_URL.
+        asgi_port = port + 1
+        if "FACET_PUBLIC_URL" not in os.environ:
+            os.environ.setdefault("FACET_WEBSOCKET_URL", f"ws://127.0.0.1:{asgi_port}")
         manager.add_process("web", processes.web_command(port))
+        manager.add_process("asgi", processes.asgi_command(asgi_port))
         guest_tools_host = processes.guest_tools_service_host(hosts)
         if guest_tools_host is not None:
             manager.add_process("guest-tools", processes.guest_tools_service_command(guest_tools_host))
