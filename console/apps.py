@@ -9,7 +9,7 @@ class ConsoleConfig(AppConfig):
 
     def ready(self) -> None:
         from .core.registry import NavItem, registry
-        from .services import bulk, cdroms, images, power, vms  # noqa: F401  (their task kinds)
+        from .services import bulk, cdroms, images, power, snapshots, vms  # noqa: F401  (their task kinds)
 
         bulk.register_bulk_actions()
         for order, (label, url_name, icon) in enumerate([

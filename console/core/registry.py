@@ -101,6 +101,15 @@ class NewVM:
     source: Any = None  # the VM or template a clone is made from
 
 
+@dataclass
+class Consistency:
+    """What a snapshot records of its guest's state: `consistent` when the guest's filesystems were frozen (or
+    the VM was off) while its disks were snapshotted, and the `note` that says how, or why not."""
+
+    consistent: bool
+    note: str
+
+
 @dataclass(frozen=True)
 class VMHooks:
     """What an app does along a VM's life; every hook is optional.
@@ -111,6 +120,9 @@ class VMHooks:
     - `defined(vm)`: in the worker, once the hypervisor knows the VM and before its CD-ROMs are inserted.
     - `powered(changes)`: after power states changed, a list of (vm, new state).
     - `deleting(vm)`: before the VM's domain and rows go (a delete, or an undone create).
+    - `quiesce(vm, consistency)`: a context manager around the moment a running VM's disks are snapshotted (in
+      the worker): it freezes the guest where it can, thaws it on leaving, and sets the `Consistency` it gets.
+    - `snapshot_in_use(snapshot)`: why the snapshot may not be deleted or merged now ("" when it may).
     """
 
     check: Callable[..., Any] | None = None
@@ -118,6 +130,8 @@ class VMHooks:
     defined: Callable[..., None] | None = None
     powered: Callable[..., None] | None = None
     deleting: Callable[..., None] | None = None
+    quiesce: Callable[..., Any] | None = None
+    snapshot_in_use: Callable[..., str] | None = None
 
 
 @dataclass(frozen=True)

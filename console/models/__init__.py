@@ -1,4 +1,6 @@
 from ..core import models as kernel_models  # noqa: F401  (the kernel's models are tables of this app too)
 from .inventory import VM, CdRom, Cluster, Host, Image, Network, Nic, StorageContainer, VirtualDisk
+from .snapshots import Snapshot, SnapshotDisk
 
-__all__ = ["VM", "CdRom", "Cluster", "Host", "Image", "Network", "Nic", "StorageContainer", "VirtualDisk"]
+__all__ = ["VM", "CdRom", "Cluster", "Host", "Image", "Network", "Nic", "Snapshot", "SnapshotDisk", "StorageContainer",
+           "VirtualDisk"]

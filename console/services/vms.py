@@ -20,6 +20,7 @@ from console.core.units import iec
 
 from ..models import VM, CdRom, Cluster, Host, Image, Network, Nic, StorageContainer, VirtualDisk
 from ..models.inventory import MAX_VCPUS, DiskFormat, hostname_validator, name_validator
+from ..models.snapshots import Snapshot, SnapshotDisk
 from . import addressing
 
 MIN_DISK_BYTES = 1024**2
@@ -201,10 +202,12 @@ def request_create_vm(actor: Actor, spec: VMSpec) -> Task:
 
 def request_clone(actor: Actor, source: VM, name: str, *, host: Host | None = None, linked: bool = False,
                   power_on: bool = False, parent: Task | None = None, hostname: str = "",
-                  options: dict[str, Any] | None = None) -> Task:
-    """Clone a VM or template: same shape, new uuid, new MACs, new static IPs from the pools."""
+                  options: dict[str, Any] | None = None, snapshot: Snapshot | None = None) -> Task:
+    """Clone a VM or template: same shape, new uuid, new MACs, new static IPs from the pools. From a snapshot
+    of the VM, its disks are those of the snapshot (a linked clone is then an overlay of the snapshot's files)."""
     if source.power_state in (VM.PowerState.CREATING, VM.PowerState.DELETING):
         raise Conflict({"vm": [f"VM {source.name} is {source.power_state}; wait for it to finish"]})
+    files_of = _clone_sources(source, snapshot)
     check_new_name(source.cluster, name)
     if hostname:
         check_field(hostname_validator, hostname, "hostname")
@@ -212,7 +215,7 @@ def request_clone(actor: Actor, source: VM, name: str, *, host: Host | None = No
                                      guest_os=source.guest_os, source=source), options or {})
     target_host = place(source.cluster, host or (source.host if source.host and source.host.enabled else None),
                         source.vcpus, source.memory_bytes)
-    disks = list(source.disks.select_related("container"))
+    disks = [d for d in source.disks.select_related("container") if d.pk in files_of]
     try:
         with transaction.atomic():
             vm = VM.objects.create(
@@ -223,7 +226,8 @@ def request_clone(actor: Actor, source: VM, name: str, *, host: Host | None = No
             Nic.objects.bulk_create(_new_nics(vm, source.cluster, nic_specs))
             VirtualDisk.objects.bulk_create(
                 VirtualDisk(vm=vm, index=d.index, size_bytes=d.size_bytes, container=d.container,
-                            file_name=disk_file_name(vm, d.index), backing_file=d.file_name if linked else "")
+                            file_name=disk_file_name(vm, d.index),
+                            backing_file=files_of[d.pk][0] if linked else "")
                 for d in disks)
             CdRom.objects.bulk_create(
                 CdRom(vm=vm, slot=c.slot, image=c.image, iso_path=c.iso_path if c.purpose == "image" else "",
@@ -231,13 +235,26 @@ def request_clone(actor: Actor, source: VM, name: str, *, host: Host | None = No
                 for c in source.cdroms.all())
             tell_created(vm, checked)
             task = create_task(actor, "vm.clone", vm, queue=target_host.queue, parent=parent, params={
-                "disk_sources": {str(d.index): str(d.path) for d in disks},
-                "disk_formats": {str(d.index): d.disk_format for d in disks}, "linked": linked,
+                "disk_sources": {str(d.index): str(d.container.resolve(files_of[d.pk][0])) for d in disks},
+                "disk_formats": {str(d.index): files_of[d.pk][1] for d in disks}, "linked": linked,
                 "power_on": power_on, "source": str(source.uuid)})
-            audit.record(actor, "vm.clone", vm, task=str(task.uuid), source=str(source.uuid), linked=linked)
+            audit.record(actor, "vm.clone", vm, task=str(task.uuid), source=str(source.uuid), linked=linked,
+                         **({"snapshot": str(snapshot.uuid)} if snapshot else {}))
     except IntegrityError as exc:
         raise Conflict(f"another request changed the inventory at the same time ({exc}); try again") from None
     return task
+
+
+def _clone_sources(source: VM, snapshot: Snapshot | None) -> dict[int, tuple[str, str]]:
+    """By disk id, the file (and its format) a clone's disk is made from: the source's current disks, or the
+    snapshot's files."""
+    if snapshot is None:
+        return {d.pk: (d.file_name, d.disk_format) for d in source.disks.all()}
+    if snapshot.vm_id != source.pk:
+        raise InvalidRequest({"snapshot": [f"snapshot {snapshot.name} is not a snapshot of {source.name}"]})
+    if snapshot.state not in (Snapshot.State.READY, Snapshot.State.REVERTING):
+        raise Conflict({"snapshot": [f"snapshot {snapshot.name} is {snapshot.state}"]})
+    return {layer.disk_id: (layer.file_name, layer.disk_format) for layer in snapshot.disks.all()}
 
 
 def check_with_hooks(new_vm: NewVM, options: dict[str, Any]) -> dict[str, Any]:
@@ -312,6 +329,8 @@ def _remove_everywhere(vm: VM) -> None:
         deleting(vm)
     for disk in vm.disks.select_related("container"):
         driver.delete_disk(disk.path)
+    for layer in SnapshotDisk.objects.filter(snapshot__vm=vm).select_related("disk__container"):
+        driver.delete_disk(layer.path)
     disk_dirs = {disk.path.parent for disk in vm.disks.select_related("container")}
     vm.delete()
     for directory in disk_dirs:
@@ -332,8 +351,9 @@ def run_clone(task: Task, progress: Progress) -> str:
 def request_delete(actor: Actor, vm: VM, parent: Task | None = None) -> Task:
     if vm.power_state in (VM.PowerState.CREATING, VM.PowerState.DELETING):
         raise Conflict({"vm": [f"VM {vm.name} is {vm.power_state}; wait for it to finish"]})
-    file_names = vm.disks.values_list("file_name", flat=True)
-    dependents = VirtualDisk.objects.filter(~Q(vm=vm), backing_file__in=list(file_names))
+    file_names = [*vm.disks.values_list("file_name", flat=True),
+                  *SnapshotDisk.objects.filter(snapshot__vm=vm).values_list("file_name", flat=True)]
+    dependents = VirtualDisk.objects.filter(~Q(vm=vm), backing_file__in=file_names)
     if dependents.exists():
         names = ", ".join(sorted({d.vm.name for d in dependents.select_related("vm")[:5]}))
         raise Conflict({"vm": [f"the disks of {vm.name} back linked clones ({names}); delete those first"]})

@@ -16,6 +16,7 @@ from django.conf import settings
 
 from . import files, libvirt_network, qemu_img
 from .base import POWER_TRANSITIONS, DriverError, ProgressCallback
+from .libvirt_snapshots import LibvirtSnapshots
 
 CHANNEL_NAME = "org.facet.guest_tools.0"
 CONSOLE_LOG_DIR = Path("/var/log/libvirt/qemu")  # virtlogd (root) writes there on every hypervisor host
@@ -140,7 +141,7 @@ def _libvirt_errors(method):
     return wrapper
 
 
-class LibvirtDriver:
+class LibvirtDriver(LibvirtSnapshots):
     def __init__(self, uri: str) -> None:
         self.uri = uri
 

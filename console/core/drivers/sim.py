@@ -11,9 +11,10 @@ from django.conf import settings
 from ..models import SimDomain
 from . import files
 from .base import POWER_TRANSITIONS, DriverError, ProgressCallback
+from .sim_snapshots import SimSnapshots
 
 
-class SimDriver:
+class SimDriver(SimSnapshots):
     def __init__(self, uri: str) -> None:
         query = parse_qs(urlsplit(uri).query)
         self.delay = float(query.get("delay", ["0"])[0])
