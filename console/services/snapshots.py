@@ -268,12 +268,13 @@ def run_delete(task: Task, progress: Progress) -> str:
         Task.objects.filter(pk=task.pk).update(params={**task.params, "merging": True})
         task.params["merging"] = True
         above = _above(snapshot, child)
+        on_child = _built_on_files(child) if child is not None else {}
         for n, layer in enumerate(own):
             progress(10 + 80 * n / len(own), f"Merging disk {layer.disk.index} into {snapshot.name}'s file")
             top = above.get(layer.disk_id)
             if top is not None and top != layer.path:
                 driver.commit_disk(vm, DiskLayer(layer.disk.index, layer.path, layer.disk_format, top),
-                                   active=child is None)
+                                   active=child is None, above=on_child.get(layer.disk_id, []))
                 removed.append(top)
     with transaction.atomic():
         for layer in own:
@@ -299,6 +300,19 @@ def _above(snapshot: Snapshot, child: Snapshot | None) -> dict[int, Path]:
     if child is not None:
         return {layer.disk_id: layer.path for layer in _layers_of(child)}
     return {disk.pk: disk.path for disk in snapshot.vm.disks.select_related("container")}
+
+
+def _built_on_files(snapshot: Snapshot) -> dict[int, list[Path]]:
+    """By disk id, every file whose backing file is the snapshot's: its children's, and the VM's current disk
+    when the snapshot is current."""
+    found: dict[int, list[Path]] = {}
+    for child in snapshot.children.all():
+        for layer in _layers_of(child):
+            found.setdefault(layer.disk_id, []).append(layer.path)
+    if snapshot.is_current:
+        for disk in snapshot.vm.disks.select_related("container"):
+            found.setdefault(disk.pk, []).append(disk.path)
+    return found
 
 
 # --- what the inventory reads ------------------------------------------------------------------------------

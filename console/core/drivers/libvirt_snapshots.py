@@ -95,16 +95,23 @@ class LibvirtSnapshots:
     @_libvirt_errors
     def snapshot_disks(self, vm, layers: list[DiskLayer]) -> None:
         domain = self._domain(vm)
-        for layer in layers:
-            _make_overlay(layer)
+        made = [layer.overlay for layer in layers if not layer.overlay.exists()]
         targets = {self._target_of(layer.index): layer for layer in layers}
-        if domain.isActive():
-            live = fromstring(self._call("reading the devices", vm, lambda: domain.XMLDesc(0))).find("devices")
-            pending = {t: layer for t, layer in targets.items()
-                       if _source(self._disk_by_target(live, t)) != str(layer.overlay)}
-            if pending:
-                xml = self._snapshot_xml(live, pending)
-                self._call("taking the disk snapshot", vm, lambda: domain.snapshotCreateXML(xml, SNAPSHOT_FLAGS))
+        try:
+            for layer in layers:
+                _make_overlay(layer)
+            if domain.isActive():
+                live = fromstring(self._call("reading the devices", vm, lambda: domain.XMLDesc(0))).find("devices")
+                pending = {t: layer for t, layer in targets.items()
+                           if _source(self._disk_by_target(live, t)) != str(layer.overlay)}
+                if pending:
+                    xml = self._snapshot_xml(live, pending)
+                    self._call("taking the disk snapshot", vm,
+                               lambda: domain.snapshotCreateXML(xml, SNAPSHOT_FLAGS))
+        except BaseException:
+            for path in made:  # ATOMIC: the running guest took none of them
+                files.remove(path)
+            raise
         self._redefine_sources(vm, domain, {t: (layer.overlay, "qcow2") for t, layer in targets.items()})
 
     def _snapshot_xml(self, live_devices, layers: dict[str, DiskLayer]) -> str:
@@ -133,17 +140,24 @@ class LibvirtSnapshots:
                                             for layer in layers})
 
     @_libvirt_errors
-    def commit_disk(self, vm, layer: DiskLayer, active: bool) -> None:
+    def commit_disk(self, vm, layer: DiskLayer, active: bool, above: list[Path]) -> None:
         domain = self._domain(vm)
         target = self._target_of(layer.index)
         top, base = layer.overlay, layer.backing
+        chain = []
         if domain.isActive():
             live = self._disk_by_target(fromstring(domain.XMLDesc(0)).find("devices"), target)
             chain = _chain(live) if live is not None else []
-            if str(top) in chain:
-                self._block_commit(vm, domain, target, top, base, active=chain[0] == str(top))
-        elif top.is_file():
+        if active and chain and chain[0] == str(base):
+            pass  # pivoted by an earlier run
+        elif str(top) in chain:
+            self._block_commit(vm, domain, target, top, base, active=chain[0] == str(top))
+        elif top.is_file():  # a stopped VM, or a branch of its tree the guest does not run on
             qemu_img.run("commit", "-q", "-d", "-f", "qcow2", str(top))
+        for path in above:
+            if str(path) not in chain:  # QEMU rebased those of the running chain itself
+                qemu_img.run("rebase", "-q", "-u", "-f", "qcow2", "-b", str(base.resolve()), "-F",
+                             qemu_img.checked_format(layer.backing_format), str(path))
         if active:
             self._redefine_sources(vm, domain, {target: (base, layer.backing_format)})
 

@@ -39,7 +39,8 @@ class SimSnapshots:
         for layer in layers:
             _overlay(layer)
 
-    def commit_disk(self, vm, layer: DiskLayer, active: bool) -> None:
+    def commit_disk(self, vm, layer: DiskLayer, active: bool, above: list[Path]) -> None:
+        """`above` needs nothing: a sim overlay names no backing file."""
         self._pause()
         top, base = layer.overlay, layer.backing
         if not top.is_file():
