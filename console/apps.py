@@ -8,10 +8,11 @@ class ConsoleConfig(AppConfig):
     verbose_name = "Facet inventory"
 
     def ready(self) -> None:
-        from .core.registry import NavItem, registry
+        from .core.registry import NavItem, Panel, registry
         from .services import bulk, cdroms, images, power, snapshots, vms  # noqa: F401  (their task kinds)
 
         bulk.register_bulk_actions()
+        registry.vm_panels.add("snapshots", Panel("Snapshots", "snapshot-panel", order=30))
         for order, (label, url_name, icon) in enumerate([
             ("Dashboard", "dashboard", "grid"), ("VMs", "vm-list", "server"), ("Templates", "template-list", "copy"),
             ("Images", "image-list", "disc"), ("Networks", "network-list", "network"),

@@ -2,7 +2,7 @@ from django.contrib.auth import views as auth_views
 from django.urls import path
 
 from ..forms.login import LoginForm
-from . import access, dashboard, inventory, tasks, vms
+from . import access, dashboard, inventory, snapshots, tasks, vms
 
 UUID = "<uuid:uuid>"
 
@@ -20,6 +20,10 @@ urlpatterns = [
     path(f"vms/{UUID}/delete/", vms.vm_delete, name="vm-delete"),
     path(f"vms/{UUID}/insert-iso/", vms.vm_insert_iso, name="vm-insert-iso"),
     path(f"vms/{UUID}/eject-iso/", vms.vm_eject_iso, name="vm-eject-iso"),
+    path(f"vms/{UUID}/snapshots/", snapshots.snapshot_panel, name="snapshot-panel"),
+    path(f"vms/{UUID}/snapshots/new/", snapshots.snapshot_create, name="snapshot-create"),
+    path(f"vms/{UUID}/snapshots/<uuid:snapshot>/revert/", snapshots.snapshot_revert, name="snapshot-revert"),
+    path(f"vms/{UUID}/snapshots/<uuid:snapshot>/delete/", snapshots.snapshot_delete, name="snapshot-delete"),
     path("templates/", vms.template_list, name="template-list"),
     path("images/", inventory.image_list, name="image-list"),
     path(f"images/{UUID}/delete/", inventory.image_delete, name="image-delete"),
