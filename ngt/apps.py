@@ -19,7 +19,7 @@ class NgtConfig(AppConfig):
             registry,
         )
 
-        from . import demo, services  # services declares the task kinds, for the web tier and workers alike
+        from . import demo, quiesce, services  # services declares the task kinds, for the web tier and workers alike
         from .filters import GUEST_TOOLS_CHOICES, filter_guest_tools
 
         registry.bulk_actions.add("guest-tools-mount", BulkAction(
@@ -29,7 +29,7 @@ class NgtConfig(AppConfig):
             registry.power_actions.add(action, PowerAction(
                 action, lambda actor, vm, action=action: services.request_guest_power(actor, vm, action),
                 offered=services.agent_linked))
-        registry.vm_hooks.add(self.name, VMHooks(deleting=services.forget_tools_iso))
+        registry.vm_hooks.add(self.name, VMHooks(deleting=services.forget_tools_iso, quiesce=quiesce.quiesce))
         registry.vm_panels.add("guest-tools", Panel("Guest Tools", "guest-tools-panel", order=10))
         registry.vm_columns.add("guest-tools", Column("Guest Tools", "ngt/list_cell.html", ("guest_tools",), order=10))
         registry.vm_filters.add("guest_tools", Filter("Guest Tools", GUEST_TOOLS_CHOICES, filter_guest_tools))

@@ -21,12 +21,13 @@ import time
 import tty
 from pathlib import Path
 
-from . import AGENT_VERSION, config, guest, protocol
+from . import AGENT_VERSION, config, freeze, guest, protocol
 
 log = logging.getLogger("facet-guest-tools")
 SERIAL_PORT = "/dev/virtio-ports/org.facet.guest_tools.0"
 STATE_DIR = "/run/facet-guest-tools"
 POWER_COMMANDS = {"shutdown": ["systemctl", "poweroff"], "reboot": ["systemctl", "reboot"]}
+SLOW_COMMANDS = ("freeze", "thaw")
 POWER_DELAY = 1.0  # seconds between the reply to shutdown/reboot and the deed, so the reply gets out
 BACKOFF_BASE, BACKOFF_CAP = 1.0, 5.0
 
@@ -72,6 +73,8 @@ class Agent:
     def __init__(self, options: argparse.Namespace) -> None:
         self.options = options
         self.state: dict = {"agent_version": AGENT_VERSION, "connected": False}
+        self.freezer = freeze.Freezer(options.fsfreeze_command.split(), Path(options.hooks_dir),
+                                      Path(options.state_dir))
 
     def discover(self) -> config.AgentConfig | None:
         media = Path(self.options.media) if self.options.media else None
@@ -97,6 +100,7 @@ class Agent:
         return reader, writer, f"tls {agent_config.cluster_vip}:{agent_config.port}"
 
     async def run(self) -> None:
+        self.freezer.thaw_leftovers()
         failures = 0
         while True:
             agent_config = self.discover()
@@ -172,7 +176,10 @@ class Agent:
             except protocol.ProtocolError as exc:
                 log.warning("ignoring a line from the service: %s", exc)
                 continue
-            answer = self.answer(agent_config, message)
+            if message["type"] in SLOW_COMMANDS:  # subprocesses: heartbeats go on meanwhile
+                answer = await asyncio.get_running_loop().run_in_executor(None, self.answer, agent_config, message)
+            else:
+                answer = self.answer(agent_config, message)
             if answer is not None:
                 writer.write(protocol.encode(answer))
                 await writer.drain()
@@ -195,10 +202,27 @@ class Agent:
             return protocol.reply(message, agent_version=AGENT_VERSION, **guest.facts(self.cloud_init_dir))
         if kind == "customization_status":
             return protocol.reply(message, **guest.customization_status(self.cloud_init_dir))
+        if kind in ("freeze", "thaw"):
+            return self.freeze_or_thaw(message)
         if kind in POWER_COMMANDS:
             asyncio.get_running_loop().call_later(POWER_DELAY, self.power, kind)
             return protocol.reply(message, accepted=kind)
         return protocol.error(message, f"unknown command {kind!r}")
+
+    def freeze_or_thaw(self, message: dict) -> dict:
+        if "vss-snapshot" not in self.discovered_capabilities():
+            return protocol.error(message, "the vss-snapshot capability is off for this VM")
+        try:
+            if message["type"] == "freeze":
+                return protocol.reply(message, **self.freezer.freeze(message.get("timeout", 30)))
+            return protocol.reply(message, **self.freezer.thaw())
+        except (freeze.FreezeError, OSError, ValueError, TypeError) as exc:
+            log.error("%s failed: %s", message["type"], exc)
+            return protocol.error(message, f"{message['type']} failed: {exc}")
+
+    def discovered_capabilities(self) -> tuple:
+        found = self.discover()
+        return found.capabilities if found else ()
 
     def power(self, action: str) -> None:
         command = [self.options.power_command, action] if self.options.power_command else POWER_COMMANDS[action]
@@ -224,7 +248,9 @@ def print_status(options: argparse.Namespace) -> int:
 def parse(argv: list[str]) -> argparse.Namespace:
     env = os.environ.get
     parser = argparse.ArgumentParser(prog="facet-guest-tools", description=__doc__.splitlines()[0])
-    parser.add_argument("command", nargs="?", default="run", choices=("run", "status"))
+    parser.add_argument("command", nargs="?", default="run", choices=("run", "status", "thaw-watchdog"))
+    parser.add_argument("--mount", action="append", default=[], help=argparse.SUPPRESS)  # thaw-watchdog's
+    parser.add_argument("--after", type=float, default=30.0, help=argparse.SUPPRESS)
     parser.add_argument("--config-dir", default=env("FACET_GUEST_TOOLS_CONFIG_DIR", str(config.INSTALLED_DIR)))
     parser.add_argument("--media", default=env("FACET_GUEST_TOOLS_MEDIA", ""),
                         help="a directory standing for the tools ISO (else the FACET_TOOLS device)")
@@ -234,6 +260,10 @@ def parse(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--cloud-init-dir", default=env("FACET_CLOUD_INIT_DIR", str(guest.CLOUD_INIT_DIR)))
     parser.add_argument("--power-command", default=env("FACET_GUEST_TOOLS_POWER_COMMAND", ""),
                         help="run as PROGRAM shutdown|reboot instead of systemctl poweroff|reboot")
+    parser.add_argument("--fsfreeze-command", default=env("FACET_GUEST_TOOLS_FSFREEZE", "fsfreeze"),
+                        help="the program run as PROGRAM -f|-u MOUNT to freeze and thaw (vss-snapshot)")
+    parser.add_argument("--hooks-dir", default=env("FACET_GUEST_TOOLS_HOOKS_DIR", freeze.HOOKS_DIR),
+                        help="executables run with freeze before a consistent snapshot and thaw after it")
     parser.add_argument("--heartbeat", type=float, default=float(env("FACET_GUEST_TOOLS_HEARTBEAT", "10")))
     parser.add_argument("--scan", type=float, default=float(env("FACET_GUEST_TOOLS_SCAN", "30")))
     return parser.parse_args(argv)
@@ -243,6 +273,9 @@ def main(argv: list[str] | None = None) -> int:
     options = parse(sys.argv[1:] if argv is None else argv)
     if options.command == "status":
         return print_status(options)
+    if options.command == "thaw-watchdog":
+        return freeze.watchdog(options.after, options.fsfreeze_command.split(), Path(options.hooks_dir),
+                               Path(options.state_dir), options.mount)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
     with contextlib.suppress(KeyboardInterrupt):
         asyncio.run(Agent(options).run())

@@ -25,11 +25,12 @@ def leader_location(client: redis.Redis | None = None) -> dict | None:
 
 
 def send_command(vm_uuid: str, kind: str, timeout: float = COMMAND_TIMEOUT,
-                 client: redis.Redis | None = None) -> dict | None:
-    """The agent's reply to `kind`, or None when none came within `timeout` seconds."""
+                 client: redis.Redis | None = None, arguments: dict | None = None) -> dict | None:
+    """The agent's reply to `kind` (with `arguments` as the message's further fields), or None when none came
+    within `timeout` seconds (the leader waits as long for the agent, at most COMMAND_TIMEOUT)."""
     client = client or redis_client()
     command_id = uuid.uuid4().hex
-    client.xadd(COMMAND_STREAM, {"id": command_id, "vm_uuid": vm_uuid, "type": kind}, maxlen=STREAM_LENGTH,
-                approximate=True)
+    client.xadd(COMMAND_STREAM, {"id": command_id, "vm_uuid": vm_uuid, "type": kind, "timeout": str(timeout),
+                                 "arguments": json.dumps(arguments or {})}, maxlen=STREAM_LENGTH, approximate=True)
     answer = client.blpop([REPLY_PREFIX + command_id], timeout=timeout)
     return json.loads(answer[1]) if answer else None
