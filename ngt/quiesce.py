@@ -37,8 +37,9 @@ def quiesce(vm: VM, consistency: Consistency) -> Iterator[None]:
     if frozen is None or not frozen.get("ok"):
         why = f"no answer within {FREEZE_REPLY_SECONDS} s" if frozen is None else frozen.get("error", "refused")
         consistency.note = f"crash-consistent: the guest did not freeze ({why})"
-        if frozen is None:  # it may have frozen late: thaw now rather than at its watchdog's deadline
-            commands.send_command(str(vm.uuid), "thaw", timeout=THAW_REPLY_SECONDS)
+        # Unanswered, it may freeze late: the agent's thaw waits for that freeze and undoes it, rather than the
+        # guest staying frozen until its watchdog's deadline (a thaw of a guest that is not frozen does nothing).
+        commands.send_command(str(vm.uuid), "thaw", timeout=THAW_REPLY_SECONDS)
         yield
         return
     try:

@@ -21,6 +21,7 @@ import select
 import signal
 import subprocess
 import sys
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -95,12 +96,18 @@ class Freezer:
     mounts_file: Path = Path("/proc/self/mounts")
     frozen: list[str] = field(default_factory=list)
     watchdog: subprocess.Popen | None = None
+    # A thaw that arrives while a freeze is under way (the console gave up waiting) waits for it, then thaws all.
+    lock: threading.Lock = field(default_factory=threading.Lock)
 
     @property
     def frozen_file(self) -> Path:
         return self.state_dir / FROZEN_FILE
 
     def freeze(self, seconds: float) -> dict:
+        with self.lock:
+            return self._freeze(seconds)
+
+    def _freeze(self, seconds: float) -> dict:
         if self.frozen:
             raise FreezeError("the guest is frozen already")
         seconds = max(1.0, min(float(seconds), MOST_SECONDS))
@@ -118,7 +125,7 @@ class Freezer:
         for mount in reversed(mounts):  # deepest first: /var before /
             why = fsfreeze(self.command, "-f", mount)
             if why:
-                self.thaw()
+                self._thaw()
                 raise FreezeError(f"fsfreeze {mount} failed: {why}")
             self.frozen.append(mount)
             log.info("froze %s", mount)
@@ -126,6 +133,10 @@ class Freezer:
         return {"frozen": mounts, "timeout": seconds}
 
     def thaw(self) -> dict:
+        with self.lock:
+            return self._thaw()
+
+    def _thaw(self) -> dict:
         by_watchdog = self.watchdog is not None and self.watchdog.poll() is not None
         mounts = list(reversed(self.frozen)) or self._remembered()
         problems = [] if by_watchdog or not mounts else thaw_all(self.command, mounts, self.hooks_dir)

@@ -141,3 +141,17 @@ def test_a_mount_that_will_not_freeze_thaws_the_others(guest):
         agent.freeze(30)
     assert log(guest, "fsfreeze.log") == ["-f /var", "-u /var"]
     assert agent.watchdog is None and not (guest / "state" / freeze.FROZEN_FILE).exists()
+
+
+def test_a_thaw_during_a_slow_freeze_waits_for_it_and_thaws_everything(guest):
+    import threading
+
+    (guest / "slow").touch()  # each fsfreeze -f takes 3 s
+    agent = freezer(guest)
+    freezing = threading.Thread(target=agent.freeze, args=(300,))
+    freezing.start()
+    wait_for(lambda: agent.watchdog is not None, 10, "the freeze to begin")
+    answer = agent.thaw()  # the console gave up on the freeze and thaws
+    freezing.join(20)
+    assert answer["thawed"] == ["/", "/var"] and agent.watchdog is None
+    assert log(guest, "fsfreeze.log") == ["-f /var", "-f /", "-u /", "-u /var"]
