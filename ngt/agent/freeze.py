@@ -137,7 +137,8 @@ class Freezer:
             return self._thaw()
 
     def _thaw(self) -> dict:
-        by_watchdog = self.watchdog is not None and self.watchdog.poll() is not None
+        # The watchdog removes the frozen list once it has thawed, before it exits.
+        by_watchdog = self.watchdog is not None and (self.watchdog.poll() is not None or not self.frozen_file.exists())
         mounts = list(reversed(self.frozen)) or self._remembered()
         problems = [] if by_watchdog or not mounts else thaw_all(self.command, mounts, self.hooks_dir)
         if self.watchdog is not None and self.watchdog.poll() is None:
