@@ -197,6 +197,7 @@ CELERY_BEAT_SCHEDULE = {
     "reap-stale-tasks": {"task": "facet.tasks.reap", "schedule": FACET_REAP_INTERVAL_SECONDS},
     "reconcile-power-state": {"task": "facet.vms.reconcile", "schedule": 30.0},
     "sweep-tools-isos": {"task": "facet.ngt.sweep_tools_isos", "schedule": 600.0},
+    "expire-restore-disks": {"task": "facet.ngt.expire_restore_disks", "schedule": 60.0},
 }
 # A tools ISO no CD-ROM references is deleted by the sweep once it is older than this (a mount writes its ISO
 # before the transaction a rerun repeats).

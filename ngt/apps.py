@@ -19,7 +19,8 @@ class NgtConfig(AppConfig):
             registry,
         )
 
-        from . import demo, quiesce, services  # services declares the task kinds, for the web tier and workers alike
+        # services and restore declare the task kinds, for the web tier and workers alike
+        from . import demo, quiesce, restore, services
         from .filters import GUEST_TOOLS_CHOICES, filter_guest_tools
 
         registry.bulk_actions.add("guest-tools-mount", BulkAction(
@@ -29,7 +30,8 @@ class NgtConfig(AppConfig):
             registry.power_actions.add(action, PowerAction(
                 action, lambda actor, vm, action=action: services.request_guest_power(actor, vm, action),
                 offered=services.agent_linked))
-        registry.vm_hooks.add(self.name, VMHooks(deleting=services.forget_tools_iso, quiesce=quiesce.quiesce))
+        registry.vm_hooks.add(self.name, VMHooks(deleting=_forget, quiesce=quiesce.quiesce,
+                                                 snapshot_in_use=restore.snapshot_in_use))
         registry.vm_panels.add("guest-tools", Panel("Guest Tools", "guest-tools-panel", order=10))
         registry.vm_columns.add("guest-tools", Column("Guest Tools", "ngt/list_cell.html", ("guest_tools",), order=10))
         registry.vm_filters.add("guest_tools", Filter("Guest Tools", GUEST_TOOLS_CHOICES, filter_guest_tools))
@@ -38,6 +40,14 @@ class NgtConfig(AppConfig):
         registry.urls.add(self.name, "ngt.urls")
         registry.api_urls.add(self.name, "ngt.api.urls")
         post_migrate.connect(_make_key_file, sender=self)
+
+
+def _forget(vm) -> None:
+    """Before a VM goes: its tools ISO (which holds a private key) and its restore disks' overlays."""
+    from . import restore, services
+
+    services.forget_tools_iso(vm)
+    restore.forget_restore_disks(vm)
 
 
 def _make_key_file(apps=global_apps, **kwargs) -> None:

@@ -211,6 +211,18 @@ class Leader:
             self.hello_again(session, message)
         elif message["type"] == "reply" and message.get("id") in session.waiting:
             session.waiting.pop(message["id"]).set_result(message)
+        elif message["type"] == "ssr":
+            asyncio.ensure_future(self.restore(session, message))
+
+    async def restore(self, session: Session, message: dict) -> None:
+        """A self-service restore request of the guest, for its own VM (the session's), answered by a reply."""
+        try:
+            answer = await asyncio.to_thread(guest_state.restore_request, session.vm_uuid, message)
+        except Exception:  # the database or the hypervisor failed: the guest hears so, the session goes on
+            log.exception("ssr request of VM %s failed", session.vm_uuid)
+            answer = {"ok": False, "error": "the console failed to answer; see the Guest Tools Service log"}
+        if self.sessions.get(session.vm_uuid) is session:
+            session.agent.send({**answer, "id": message["id"], "type": "reply"})
 
     def release(self, session: Session) -> None:
         """The session ended (the agent or its proxy went away)."""

@@ -43,7 +43,8 @@ def decode(line: bytes) -> dict:
 
 # What the service reads in an agent's messages, by type; every other field is passed on as it came (a
 # reply's results go to the console as JSON) or ignored.
-AGENT_TEXT_FIELDS = {"hello": ("vm_uuid", "certificate_serial", "agent_version", "os", "hostname")}
+AGENT_TEXT_FIELDS = {"hello": ("vm_uuid", "certificate_serial", "agent_version", "os", "hostname"),
+                     "ssr": ("action", "snapshot")}
 AGENT_LIST_FIELDS = {"hello": ("ip_addresses", "capabilities")}
 
 

@@ -94,7 +94,8 @@ def test_a_running_vm_without_an_agent_gets_a_crash_consistent_snapshot(disk_vm,
 
     snapshot = take(actor, run_tasks, disk_vm, "live")
 
-    assert (snapshot.consistent, snapshot.consistency_note) == (False, snapshots.NO_AGENT)
+    assert not snapshot.consistent
+    assert snapshot.consistency_note.startswith("crash-consistent: ")  # why, in the quiesce hook's words
 
 
 def test_revert_brings_the_old_content_back_and_the_snapshots_form_a_tree(disk_vm, actor, run_tasks):
