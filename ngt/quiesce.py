@@ -6,6 +6,8 @@ import contextlib
 import time
 from collections.abc import Iterator
 
+from redis.exceptions import RedisError
+
 from console.core.registry import Consistency
 from console.models import VM
 
@@ -32,21 +34,30 @@ def quiesce(vm: VM, consistency: Consistency) -> Iterator[None]:
         yield
         return
     asked = time.monotonic()
-    frozen = commands.send_command(str(vm.uuid), "freeze", timeout=FREEZE_REPLY_SECONDS,
-                                   arguments={"timeout": FREEZE_SECONDS})
+    try:
+        frozen = commands.send_command(str(vm.uuid), "freeze", timeout=FREEZE_REPLY_SECONDS,
+                                       arguments={"timeout": FREEZE_SECONDS})
+    except (RedisError, OSError) as exc:  # the snapshot is still taken, crash-consistent
+        consistency.note = f"crash-consistent: the Guest Tools Service could not be reached ({exc})"
+        yield
+        return
     if frozen is None or not frozen.get("ok"):
         why = f"no answer within {FREEZE_REPLY_SECONDS} s" if frozen is None else frozen.get("error", "refused")
         consistency.note = f"crash-consistent: the guest did not freeze ({why})"
         # Unanswered, it may freeze late: the agent's thaw waits for that freeze and undoes it, rather than the
         # guest staying frozen until its watchdog's deadline (a thaw of a guest that is not frozen does nothing).
-        commands.send_command(str(vm.uuid), "thaw", timeout=THAW_REPLY_SECONDS)
+        with contextlib.suppress(RedisError, OSError):
+            commands.send_command(str(vm.uuid), "thaw", timeout=THAW_REPLY_SECONDS)
         yield
         return
     try:
         yield
     finally:
         held = time.monotonic() - asked < FREEZE_SECONDS
-        thawed = commands.send_command(str(vm.uuid), "thaw", timeout=THAW_REPLY_SECONDS)
+        try:
+            thawed = commands.send_command(str(vm.uuid), "thaw", timeout=THAW_REPLY_SECONDS)
+        except (RedisError, OSError):
+            thawed = None  # the guest's watchdog thaws it
         mounts = ", ".join(frozen.get("frozen") or []) or "no filesystems"
         if thawed is not None and thawed.get("thawed_by_watchdog") or not held:
             consistency.consistent = False

@@ -17,6 +17,7 @@ from defusedxml.ElementTree import fromstring
 
 from console.core import tasks
 from console.core.drivers import get_driver
+from console.core.errors import Conflict
 from console.core.models import AuditEvent, Task
 from console.models import VM, Image, Snapshot
 from console.services import power, processes, snapshots, vms
@@ -60,7 +61,8 @@ else
   wait_linked
   wait_listed before
   say attach "$(facet-guest-tools ssr attach before 2>&1 | tr '\\n' ' ')"
-  say restored "$(cat /mnt/facet-restore/before/*/root/facet-test.txt 2>&1 | tr '\\n' ' ')"
+  say restored "$(cat /mnt/facet-restore/before/*/root/facet-test.txt 2>/dev/null | tr '\\n' ' ')"
+  say filesystems "$(ls /mnt/facet-restore/before | tr '\\n' ' ')"
   say current "$(cat $FILE)"
   say detach "$(facet-guest-tools ssr detach before 2>&1 | tr '\\n' ' ')"
   say mounted "$(grep -c facet-restore /proc/mounts)"
@@ -150,7 +152,7 @@ def test_a_consistent_snapshot_reverts_and_restores_files_in_the_guest(
         vm.refresh_from_db()
         assert vm.disks.get().disk_format == "qcow2" and snapshot.size_bytes > 0
 
-        with pytest.raises(Exception, match="running state"):
+        with pytest.raises(Conflict, match="running state"):
             snapshots.request_revert(actor, snapshot)
         run(snapshots.request_revert(actor, snapshot, confirm=True), run_tasks)
         assert driver.state(vm) == "on"
