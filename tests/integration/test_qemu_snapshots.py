@@ -41,8 +41,8 @@ STEP_SECONDS = 240
 # Test-only: the guest's side of the story, a unit started at every boot (cloud-init runs only on the first).
 GUEST_SCRIPT = """\
 #!/bin/sh
-exec > /dev/ttyS0 2>&1
-say() { echo "FACET-TEST $1: $2"; }
+# Each report opens the serial port anew: the getty started meanwhile hangs up whoever had it open.
+say() { echo "FACET-TEST $1: $2" > /dev/ttyS0; }
 FILE=/root/facet-test.txt
 wait_linked() { n=0; until facet-guest-tools status >/dev/null 2>&1 || [ $n -ge 300 ]; do sleep 1; n=$((n+1)); done; }
 wait_listed() { n=0; until facet-guest-tools ssr list 2>/dev/null | grep -q "^$1 " || [ $n -ge 600 ]; do
