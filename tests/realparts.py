@@ -18,7 +18,7 @@ from django.db import connection
 from console.celery import app
 from console.services import processes
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[1]  # the repository (this file is tests/realparts.py)
 
 
 def wait_for(predicate, timeout: float, what: str, interval: float = 0.1):
