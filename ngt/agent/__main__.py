@@ -211,7 +211,10 @@ class Agent:
         if kind in ("reply", "heartbeat_ack"):
             return None
         if kind == "ssr_unmount":
-            return protocol.reply(message, unmounted=restore.unmount(str(message.get("snapshot") or "")))
+            try:
+                return protocol.reply(message, unmounted=restore.unmount(str(message.get("snapshot") or "")))
+            except (restore.RestoreError, OSError, subprocess.SubprocessError) as exc:
+                return protocol.error(message, f"ssr_unmount failed: {exc}")
         if kind == "get_info":
             return protocol.reply(message, agent_version=AGENT_VERSION, **guest.facts(self.cloud_init_dir))
         if kind == "customization_status":
