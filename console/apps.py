@@ -18,6 +18,7 @@ class ConsoleConfig(AppConfig):
             images,
             metrics,
             power,
+            snapshots,
             templates,
             vm_devices,
             vm_edit,
@@ -28,6 +29,7 @@ class ConsoleConfig(AppConfig):
 
         bulk.register_bulk_actions()
         registry.vm_panels.add("performance", Panel("Performance", "vm-performance", order=5))
+        registry.vm_panels.add("snapshots", Panel("Snapshots", "snapshot-panel", order=30))
         for order, (label, url_name, icon) in enumerate([
             ("Dashboard", "dashboard", "grid"), ("VMs", "vm-list", "server"), ("Templates", "template-list", "copy"),
             ("Images", "image-list", "disc"), ("Networks", "network-list", "network"),

@@ -239,6 +239,7 @@ CELERY_BEAT_SCHEDULE = {
     "sweep-tools-isos": {"task": "facet.ngt.sweep_tools_isos", "schedule": 600.0},
     "sample-metrics": {"task": "facet.metrics.sample", "schedule": FACET_METRICS_INTERVAL_SECONDS},
     "roll-up-metrics": {"task": "facet.metrics.roll_up", "schedule": 300.0},
+    "expire-restore-disks": {"task": "facet.ngt.expire_restore_disks", "schedule": 60.0},
 }
 # A tools ISO no CD-ROM references is deleted by the sweep once it is older than this (a mount writes its ISO
 # before the transaction a rerun repeats).

@@ -21,7 +21,8 @@ class NgtConfig(AppConfig):
             registry,
         )
 
-        from . import demo, identity, services  # services declares the task kinds, for web tier and workers
+        # services and restore declare the task kinds, for the web tier and workers alike
+        from . import demo, identity, quiesce, restore, services
         from .api.serializers import GuestToolsOptionSerializer
         from .filters import GUEST_TOOLS_CHOICES, filter_guest_tools
         from .forms import GuestToolsFields
@@ -41,7 +42,8 @@ class NgtConfig(AppConfig):
             template="ngt/form_section.html"))
         registry.vm_hooks.add("guest_tools", VMHooks(  # the name of the option its `check` receives
             check=identity.check_new_vm, created=identity.record, defined=identity.mount_new_identity,
-            deleting=services.forget_tools_iso, made_template=services.leave_identity))
+            deleting=_forget, made_template=services.leave_identity, quiesce=quiesce.quiesce,
+            snapshot_in_use=restore.snapshot_in_use))
         registry.host_hooks.add(self.name, HostHooks(state_changed=services.host_state_changed))
         registry.vm_panels.add("guest-tools", Panel("Guest Tools", "guest-tools-panel", order=10,
                                                     pending=services.link_pending))
@@ -52,6 +54,14 @@ class NgtConfig(AppConfig):
         registry.urls.add(self.name, "ngt.urls")
         registry.api_urls.add(self.name, "ngt.api.urls")
         post_migrate.connect(_make_key_file, sender=self)
+
+
+def _forget(vm) -> None:
+    """Before a VM goes: its tools ISO (which holds a private key) and its restore disks' overlays."""
+    from . import restore, services
+
+    services.forget_tools_iso(vm)
+    restore.forget_restore_disks(vm)
 
 
 def _make_key_file(apps=global_apps, **kwargs) -> None:

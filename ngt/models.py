@@ -105,3 +105,22 @@ class GuestTools(models.Model):
         if self.link_active:
             return "link active"
         return "ISO mounted" if self.iso_mounted else "enabled"
+
+
+class RestoreDisk(models.Model):
+    """A snapshot attached read-only to its own VM for self-service restore: one disk per disk of the snapshot
+    (`serials`), each a new overlay over the snapshot's file, detached by the guest or at `expires_at`."""
+
+    vm = models.ForeignKey(VM, on_delete=models.CASCADE, related_name="restore_disks")
+    snapshot = models.ForeignKey("console.Snapshot", on_delete=models.PROTECT, related_name="restore_disks")
+    serials = models.JSONField(default=list, help_text="The disks' serials, as the guest sees them")
+    file_names = models.JSONField(default=list, help_text="Their overlay files, in the snapshot's container")
+    attached_at = models.DateTimeField(auto_now_add=True)
+    expires_at = models.DateTimeField(db_index=True)
+
+    class Meta:
+        ordering = ["attached_at", "id"]
+        constraints = [models.UniqueConstraint(fields=["snapshot"], name="one_restore_disk_per_snapshot")]
+
+    def __str__(self) -> str:
+        return f"{self.snapshot.name} on {self.vm.name}"

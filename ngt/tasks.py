@@ -2,9 +2,15 @@
 
 from celery import shared_task
 
+from . import restore
 from .sweep import sweep_tools_isos
 
 
 @shared_task(name="facet.ngt.sweep_tools_isos")
 def sweep() -> int:
     return len(sweep_tools_isos())
+
+
+@shared_task(name="facet.ngt.expire_restore_disks")
+def expire_restore_disks() -> int:
+    return restore.expire()

@@ -22,6 +22,14 @@ from .authority import CaUnavailable, open_authority
 from .models import CAPABILITIES, TOOLS_VERSION, CertificateAuthority, GuestTools, VMCertificate
 
 CAPABILITY_LABELS = {"self-service-restore": "Self-service restore", "vss-snapshot": "VSS snapshots"}
+CAPABILITY_HELP = {
+    "self-service-restore": "Users inside the guest list this VM's snapshots and attach one read-only "
+                            "(facet-guest-tools ssr list|attach|detach): it is mounted under "
+                            "/mnt/facet-restore/SNAPSHOT/ to copy files back, and detached after an hour.",
+    "vss-snapshot": "Snapshots of the running VM are application-consistent: the agent runs the guest's "
+                    "pre-freeze hooks, freezes its writable filesystems while the disks are snapshotted, then thaws "
+                    "and runs the post-thaw hooks (it thaws by itself after 30 s whatever happens).",
+}
 OPERATIONS = {
     "enable": services.request_enable,
     "mount": services.request_mount,
@@ -56,7 +64,8 @@ def guest_tools_panel(request, uuid):
     state = services.state_of(vm)
     return render(request, "ngt/panel.html", {
         "vm": vm, "state": state,
-        "capabilities": [(name, CAPABILITY_LABELS[name], name in state.capabilities) for name in CAPABILITIES],
+        "capabilities": [(name, CAPABILITY_LABELS[name], name in state.capabilities, CAPABILITY_HELP[name])
+                         for name in CAPABILITIES],
         "cdrom": vm.cdroms.filter(purpose=services.GUEST_TOOLS).exclude(iso_path="").first(),
         "busy": Task.objects.filter(entity_uuid=vm.uuid, kind__in=services.KINDS, status__in=services.ACTIVE).first(),
     })

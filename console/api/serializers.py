@@ -9,7 +9,7 @@ from console.core.errors import InvalidRequest
 from console.core.models import ApiToken, AuditEvent, Task
 from console.core.registry import registry
 
-from ..models import VM, CdRom, Cluster, Host, Image, Network, Nic, StorageContainer, VirtualDisk
+from ..models import VM, CdRom, Cluster, Host, Image, Network, Nic, Snapshot, StorageContainer, VirtualDisk
 from ..services.hosts import check_driver_uri
 from ..services.networks import check_addressing
 
@@ -199,6 +199,8 @@ class CloneSerializer(serializers.Serializer):
     power_on = serializers.BooleanField(default=False)
     hostname = serializers.CharField(max_length=63, required=False, allow_blank=True, default="",
                                      help_text="Defaults to the name")
+    snapshot = by_uuid(Snapshot.objects.all(), required=False, allow_null=True,
+                       help_text="A snapshot of the source VM: the clone's disks are the snapshot's")
 
     def get_fields(self):
         return with_vm_options(super().get_fields())

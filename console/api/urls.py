@@ -3,7 +3,7 @@ from rest_framework.routers import DefaultRouter
 
 from console.core.registry import registry
 
-from . import views
+from . import snapshots, views
 
 # Every basename starts with "api-": the HTML pages' URL names are "vm-list", "image-list"... and a route
 # named like one of them made the API root link to the page instead of the API.
@@ -18,6 +18,7 @@ router.register("tasks", views.TaskViewSet, basename="api-task")
 router.register("audit", views.AuditEventViewSet, basename="api-audit")
 router.register("tokens", views.TokenViewSet, basename="api-token")
 router.register("users", views.UserViewSet, basename="api-user")
+router.register(r"vms/(?P<uuid>[0-9a-fA-F-]{36})/snapshots", snapshots.SnapshotViewSet, basename="api-snapshot")
 
 urlpatterns = [
     path("auth/token/", views.ObtainToken.as_view(), name="obtain-token"),

@@ -309,7 +309,7 @@ class VMViewSet(ByUuid, mixins.ListModelMixin, mixins.RetrieveModelMixin, viewse
         data = valid(s.CloneSerializer, request)
         return accepted(vms.request_clone(Actor.from_request(request), self.get_object(), data["name"],
                                           host=data.get("host"), linked=data["linked"], power_on=data["power_on"],
-                                          hostname=data["hostname"],
+                                          hostname=data["hostname"], snapshot=data.get("snapshot"),
                                           options=s.vm_options(data)))
 
     @extend_schema(request=None, responses={202: s.TaskSerializer})

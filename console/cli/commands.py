@@ -226,6 +226,18 @@ TOKEN_TABLE = o.table(
     ("UUID", o.field("uuid")), ("NAME", o.field("name")), ("USER", o.field("user")), ("HINT", o.field("hint")),
     ("CREATED", o.when("created_at")), ("LAST-USED", o.when("last_used_at")), ("REVOKED", o.when("revoked_at")))
 
+SNAPSHOT_ID = Key("snapshot-id", "UUID", "the snapshot's uuid (see snapshot list)", v.uuid_text)
+SNAPSHOT_TABLE = o.table(
+    ("NAME", lambda s: "  " * s.get("depth", 0) + s["name"] + (" *" if s.get("is_current") else "")),
+    ("UUID", o.field("uuid")), ("STATE", o.field("state")), ("CONSISTENT", o.flag("consistent")),
+    ("SIZE", o.size("size_bytes")), ("CREATED", o.when("created_at")), ("NOTE", o.field("consistency_note")))
+
+
+def show_snapshot_tree(snapshots: list[dict], out) -> None:
+    """The tree as the API lists it (each after its parent), indented by depth; `*` marks the current one."""
+    SNAPSHOT_TABLE(snapshots, out)
+
+
 NOUNS: dict[str, Noun] = {
     "vm": Noun("virtual machines", {
         "list": Verb("list VMs (50 a page unless page-size or --all)", "GET", "/vms/",
@@ -255,7 +267,9 @@ NOUNS: dict[str, Noun] = {
         "clone": task_verb("clone a VM or template", "POST", "/vms/{vm-id}/clone/", required=(VM_ID, NEW_NAME),
                            optional=(Key("linked", "BOOL", "linked clone: disks start as overlays of the source's",
                                          v.boolean), POWER_ON, HOST_UUID,
-                                     Key("hostname", "NAME", "the clone's hostname (default: from its name)"))),
+                                     Key("hostname", "NAME", "the clone's hostname (default: from its name)"),
+                                     Key("snapshot", "UUID", "clone this snapshot of the VM (its disks as they "
+                                                             "were)", v.uuid_text))),
         "bulk-clone": task_verb(
             "clone a VM or template many times, each clone with its own name, host, addresses and values "
             "(one parent task, a child per clone; --wait shows its progress)", "POST", "/vms/{vm-id}/bulk-clone/",
@@ -285,6 +299,19 @@ NOUNS: dict[str, Noun] = {
         "eject-iso": task_verb("eject the ISO of a CD-ROM", "POST", "/vms/{vm-id}/eject-iso/",
                                required=(VM_ID, SLOT)),
         **VM_DAY2,
+    }),
+    "snapshot": Noun("a VM's snapshots (disk-only; consistent when its Guest Tools agent froze the guest)", {
+        "list": Verb("list a VM's snapshots as a tree (* marks the one its disks stand on)", "GET",
+                     "/vms/{vm-id}/snapshots/", required=(VM_ID,), present=show_snapshot_tree),
+        "create": task_verb("take a snapshot of a VM's disks", "POST", "/vms/{vm-id}/snapshots/",
+                            required=(VM_ID, Key("name", "NAME", "the snapshot's name, unique for the VM")),
+                            optional=(Key("description", "TEXT", "free text"),)),
+        "revert": task_verb("revert a VM's disks to a snapshot (a running VM is powered off and on again)", "POST",
+                            "/vms/{vm-id}/snapshots/{snapshot-id}/revert/", required=(VM_ID, SNAPSHOT_ID),
+                            optional=(Key("confirm", "BOOL", "true: revert a running VM, losing its running "
+                                                             "state", v.boolean),)),
+        "delete": task_verb("delete a snapshot, merging its files with what stands on them", "DELETE",
+                            "/vms/{vm-id}/snapshots/{snapshot-id}/", required=(VM_ID, SNAPSHOT_ID)),
     }),
     "task": Noun("tasks: the changes to the cluster and their progress", {
         "list": Verb("list tasks, newest first", "GET", "/tasks/", optional=(

@@ -109,6 +109,15 @@ class NewVM:
     source: Any = None  # the VM or template a clone is made from
 
 
+@dataclass
+class Consistency:
+    """What a snapshot records of its guest's state: `consistent` when the guest's filesystems were frozen (or
+    the VM was off) while its disks were snapshotted, and the `note` that says how, or why not."""
+
+    consistent: bool
+    note: str
+
+
 @dataclass(frozen=True)
 class VMHooks:
     """What an app does along a VM's life; every hook is optional.
@@ -127,6 +136,9 @@ class VMHooks:
       alone and must not reach its clones. May return a note for the task's message.
     - `guest_reported(reports)`: the guests' own result of their first-boot customization, relayed by an app
       that talks to guests: a list of `GuestReport`.
+    - `quiesce(vm, consistency)`: a context manager around the moment a running VM's disks are snapshotted (in
+      the worker): it freezes the guest where it can, thaws it on leaving, and sets the `Consistency` it gets.
+    - `snapshot_in_use(snapshot)`: why the snapshot may not be deleted or merged now ("" when it may).
     """
 
     check: Callable[..., Any] | None = None
@@ -137,6 +149,8 @@ class VMHooks:
     removing_nic: Callable[..., None] | None = None
     made_template: Callable[..., str | None] | None = None
     guest_reported: Callable[..., None] | None = None
+    quiesce: Callable[..., Any] | None = None
+    snapshot_in_use: Callable[..., str] | None = None
 
 
 @dataclass(frozen=True)

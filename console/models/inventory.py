@@ -246,9 +246,11 @@ class VirtualDisk(models.Model):
 
     @property
     def disk_format(self) -> str:
-        """A linked clone's disk is a qcow2 overlay of its base; every other disk is a raw copy or a new raw
-        file. Known from the row, because the guest writes the file's first bytes."""
-        return self.file_format or (DiskFormat.QCOW2 if self.backing_file else DiskFormat.RAW)
+        """A linked clone's disk is a qcow2 overlay of its base, and so is a disk's overlay on a snapshot (a
+        `.qcow2` file); every other disk is a raw copy or a new raw file. Known from the row, because the guest
+        writes the file's first bytes."""
+        return self.file_format or (DiskFormat.QCOW2 if self.backing_file or self.file_name.endswith(".qcow2")
+                                    else DiskFormat.RAW)
 
 
 class Nic(models.Model):

@@ -21,6 +21,7 @@ from console.core.units import iec
 
 from ..models import VM, CdRom, Cluster, Host, Image, Network, Nic, StorageContainer, VirtualDisk
 from ..models.inventory import MAX_VCPUS, DiskFormat, hostname_validator, name_validator
+from ..models.snapshots import Snapshot, SnapshotDisk
 from . import addressing
 
 MIN_DISK_BYTES = 1024**2
@@ -251,9 +252,11 @@ class CloneTarget:
 
 def request_clone(actor: Actor, source: VM, name: str, *, host: Host | None = None, linked: bool = False,
                   power_on: bool = False, parent: Task | None = None, hostname: str = "",
-                  options: dict[str, Any] | None = None) -> Task:
-    """Clone a VM or template: same shape, new uuid, new MACs, new static IPs from the pools."""
+                  options: dict[str, Any] | None = None, snapshot: Snapshot | None = None) -> Task:
+    """Clone a VM or template: same shape, new uuid, new MACs, new static IPs from the pools. From a snapshot
+    of the VM, its disks are those of the snapshot (a linked clone is then an overlay of the snapshot's files)."""
     check_clone_source(source)
+    _clone_sources(source, snapshot)  # checked now; read again under the source's lock when written
     check_new_name(source.cluster, name)
     if hostname:
         check_field(hostname_validator, hostname, "hostname")
@@ -269,7 +272,8 @@ def request_clone(actor: Actor, source: VM, name: str, *, host: Host | None = No
     nic_specs = [NicSpec(network=n.network, ip="auto" if n.ip else None) for n in source.nics.all()]
     target = CloneTarget(name=name, host=target_host, hostname=hostname or hostname_from(name),
                          nics=_new_nics(None, source.cluster, nic_specs), checked=checked)
-    return write_clones(actor, source, [target], linked=linked, power_on=power_on, parent=parent)[0]
+    return write_clones(actor, source, [target], linked=linked, power_on=power_on, parent=parent,
+                        snapshot=snapshot)[0]
 
 
 def check_clone_source(source: VM) -> None:
@@ -278,19 +282,20 @@ def check_clone_source(source: VM) -> None:
 
 
 def write_clones(actor: Actor, source: VM, targets: list[CloneTarget], *, linked: bool, power_on: bool,
-                 parent: Task | None = None) -> list[Task]:
+                 parent: Task | None = None, snapshot: Snapshot | None = None) -> list[Task]:
     """Write the clones' rows and a `vm.clone` task each (on its host's queue), a few statements for any number
     of clones. Everything was checked; a name, MAC or address another request took meanwhile is a Conflict and
     nothing is written. The source is locked and checked again first: a delete of it waits, or has marked it
-    deleting."""
+    deleting. From a snapshot of the source, the clones' disks are made from its files."""
     try:
         with transaction.atomic():
             source = locked_vm(source)
             check_clone_source(source)
-            disks = list(source.disks.select_related("container"))
+            files_of = _clone_sources(source, snapshot)
+            disks = [d for d in source.disks.select_related("container") if d.pk in files_of]
             cdroms = list(source.cdroms.all())
-            params = {"disk_sources": {str(d.index): str(d.path) for d in disks},
-                      "disk_formats": {str(d.index): d.disk_format for d in disks}, "linked": linked,
+            params = {"disk_sources": {str(d.index): str(d.container.resolve(files_of[d.pk][0])) for d in disks},
+                      "disk_formats": {str(d.index): files_of[d.pk][1] for d in disks}, "linked": linked,
                       "power_on": power_on, "source": str(source.uuid)}
             clones = VM.objects.bulk_create([
                 VM(cluster=source.cluster, name=t.name, host=t.host, vcpus=source.vcpus,
@@ -305,7 +310,8 @@ def write_clones(actor: Actor, source: VM, targets: list[CloneTarget], *, linked
             Nic.objects.bulk_create([nic for t in targets for nic in t.nics], batch_size=500)
             VirtualDisk.objects.bulk_create([
                 VirtualDisk(vm=vm, index=d.index, size_bytes=d.size_bytes, container=d.container,
-                            file_name=disk_file_name(vm, d.index), backing_file=d.file_name if linked else "")
+                            file_name=disk_file_name(vm, d.index),
+                            backing_file=files_of[d.pk][0] if linked else "")
                 for vm in clones for d in disks], batch_size=500)
             CdRom.objects.bulk_create([
                 CdRom(vm=vm, slot=c.slot, image=c.image, iso_path=c.iso_path if c.purpose == "image" else "",
@@ -315,11 +321,24 @@ def write_clones(actor: Actor, source: VM, targets: list[CloneTarget], *, linked
                 tell_created(vm, target.checked)
             tasks = create_tasks(actor, "vm.clone", [(vm, vm.host.queue, params) for vm in clones], parent=parent)
             audit.record_each(actor, "vm.clone", [
-                (vm, {"task": str(task.uuid), "source": str(source.uuid), "linked": linked})
+                (vm, {"task": str(task.uuid), "source": str(source.uuid), "linked": linked,
+                      **({"snapshot": str(snapshot.uuid)} if snapshot else {})})
                 for vm, task in zip(clones, tasks, strict=True)])
     except IntegrityError as exc:
         raise Conflict(f"another request changed the inventory at the same time ({exc}); try again") from None
     return tasks
+
+
+def _clone_sources(source: VM, snapshot: Snapshot | None) -> dict[int, tuple[str, str]]:
+    """By disk id, the file (and its format) a clone's disk is made from: the source's current disks, or the
+    snapshot's files."""
+    if snapshot is None:
+        return {d.pk: (d.file_name, d.disk_format) for d in source.disks.all()}
+    if snapshot.vm_id != source.pk:
+        raise InvalidRequest({"snapshot": [f"snapshot {snapshot.name} is not a snapshot of {source.name}"]})
+    if snapshot.state not in (Snapshot.State.READY, Snapshot.State.REVERTING):
+        raise Conflict({"snapshot": [f"snapshot {snapshot.name} is {snapshot.state}"]})
+    return {layer.disk_id: (layer.file_name, layer.disk_format) for layer in snapshot.disks.all()}
 
 
 def check_with_hooks(new_vm: NewVM, options: dict[str, Any]) -> dict[str, Any]:
@@ -411,6 +430,8 @@ def _remove_everywhere(vm: VM) -> None:
         deleting(vm)
     for disk in vm.disks.select_related("container"):
         driver.delete_disk(disk.path)
+    for layer in SnapshotDisk.objects.filter(snapshot__vm=vm).select_related("disk__container"):
+        driver.delete_disk(layer.path)
     disk_dirs = {disk.path.parent for disk in vm.disks.select_related("container")}
     vm.delete()
     for directory in disk_dirs:
@@ -435,8 +456,9 @@ def request_delete(actor: Actor, vm: VM, parent: Task | None = None) -> Task:
         vm = locked_vm(vm)
         if vm.power_state in (VM.PowerState.CREATING, VM.PowerState.DELETING):
             raise Conflict({"vm": [f"VM {vm.name} is {vm.power_state}; wait for it to finish"]})
-        file_names = vm.disks.values_list("file_name", flat=True)
-        dependents = VirtualDisk.objects.filter(~Q(vm=vm), backing_file__in=list(file_names))
+        file_names = [*vm.disks.values_list("file_name", flat=True),
+                      *SnapshotDisk.objects.filter(snapshot__vm=vm).values_list("file_name", flat=True)]
+        dependents = VirtualDisk.objects.filter(~Q(vm=vm), backing_file__in=file_names)
         if dependents.exists():
             names = ", ".join(sorted({d.vm.name for d in dependents.select_related("vm")[:5]}))
             raise Conflict({"vm": [f"the disks of {vm.name} back linked clones ({names}); delete those first"]})

@@ -2,7 +2,7 @@ from django.contrib.auth import views as auth_views
 from django.urls import path
 
 from ..forms.login import LoginForm
-from . import access, dashboard, hosts, insight, inventory, tasks, vm_day2, vms
+from . import access, dashboard, hosts, insight, inventory, snapshots, tasks, vm_day2, vms
 
 UUID = "<uuid:uuid>"
 
@@ -28,6 +28,10 @@ urlpatterns = [
     path(f"vms/{UUID}/console/", insight.vm_console, name="vm-console"),
     path(f"vms/{UUID}/console/ticket/", insight.vm_console_ticket, name="vm-console-ticket"),
     path(f"vms/{UUID}/performance/", insight.vm_performance, name="vm-performance"),
+    path(f"vms/{UUID}/snapshots/", snapshots.snapshot_panel, name="snapshot-panel"),
+    path(f"vms/{UUID}/snapshots/new/", snapshots.snapshot_create, name="snapshot-create"),
+    path(f"vms/{UUID}/snapshots/<uuid:snapshot>/revert/", snapshots.snapshot_revert, name="snapshot-revert"),
+    path(f"vms/{UUID}/snapshots/<uuid:snapshot>/delete/", snapshots.snapshot_delete, name="snapshot-delete"),
     path("templates/", vms.template_list, name="template-list"),
     path("images/", inventory.image_list, name="image-list"),
     path("images/upload-check/", inventory.image_upload_check, name="image-upload-check"),

@@ -26,7 +26,7 @@ from ..forms.vms import (
     vm_spec,
     with_options,
 )
-from ..models import VM, Image, Network, Nic
+from ..models import VM, Image, Network, Nic, Snapshot
 from ..services import bulk, cdroms, power, templates, vms
 
 
@@ -255,16 +255,19 @@ def label_rows(disks, nics) -> None:
 @role_required(OPERATOR)
 def vm_clone(request, uuid):
     source = get_object_or_404(VM.objects.select_related("host", "cluster"), uuid=uuid)
+    chosen = as_uuid(request.POST.get("snapshot") or request.GET.get("snapshot") or "")
+    snapshot = get_object_or_404(Snapshot, vm=source, uuid=chosen) if chosen else None
     form = with_options(CloneForm)(request.POST or None, initial={"name": f"{source.name}-clone"})
     if request.method == "POST" and form.is_valid():
         try:
-            task = vms.request_clone(actor(request), source, form.cleaned_data["name"], **clone_options(form))
+            task = vms.request_clone(actor(request), source, form.cleaned_data["name"], snapshot=snapshot,
+                                     **clone_options(form))
         except ServiceError as error:
             show_service_error(error, form)
         else:
             return task_started(request, task, reverse("vm-detail", args=[task.entity_uuid]))
     status = 400 if request.method == "POST" else 200
-    return render(request, "console/clone_form.html", {"form": form, "source": source,
+    return render(request, "console/clone_form.html", {"form": form, "source": source, "snapshot": snapshot,
                                                        "option_templates": option_templates()}, status=status)
 
 

@@ -21,12 +21,13 @@ import time
 import tty
 from pathlib import Path
 
-from . import AGENT_VERSION, config, guest, protocol
+from . import AGENT_VERSION, config, freeze, guest, protocol, restore
 
 log = logging.getLogger("facet-guest-tools")
 SERIAL_PORT = "/dev/virtio-ports/org.facet.guest_tools.0"
 STATE_DIR = "/run/facet-guest-tools"
 POWER_COMMANDS = {"shutdown": ["systemctl", "poweroff"], "reboot": ["systemctl", "reboot"]}
+SLOW_COMMANDS = ("freeze", "thaw")
 POWER_DELAY = 1.0  # seconds between the reply to shutdown/reboot and the deed, so the reply gets out
 BACKOFF_BASE, BACKOFF_CAP = 1.0, 5.0
 
@@ -72,6 +73,10 @@ class Agent:
     def __init__(self, options: argparse.Namespace) -> None:
         self.options = options
         self.state: dict = {"agent_version": AGENT_VERSION, "connected": False}
+        self.freezer = freeze.Freezer(options.fsfreeze_command.split(), Path(options.hooks_dir),
+                                      Path(options.state_dir))
+        self.writer: asyncio.StreamWriter | None = None  # the session's, while there is one
+        self.pending: dict[str, asyncio.Future] = {}  # our requests to the service, by id
 
     def discover(self) -> config.AgentConfig | None:
         media = Path(self.options.media) if self.options.media else None
@@ -97,6 +102,8 @@ class Agent:
         return reader, writer, f"tls {agent_config.cluster_vip}:{agent_config.port}"
 
     async def run(self) -> None:
+        self.freezer.thaw_leftovers()
+        await self.serve_restore()
         failures = 0
         while True:
             agent_config = self.discover()
@@ -122,6 +129,7 @@ class Agent:
         log.info("connected over %s as VM %s", transport, agent_config.vm_uuid)
         self.save_state(connected=True, transport=transport, vm_uuid=agent_config.vm_uuid,
                         certificate_serial=agent_config.certificate_serial, since=time.time())
+        self.writer = writer
         tasks = [asyncio.ensure_future(job) for job in (
             self.read(agent_config, reader, writer), self.heartbeats(agent_config, writer),
             self.rescan(agent_config))]
@@ -131,6 +139,11 @@ class Agent:
                 task.result()  # raises what ended the session
             raise ConnectionResetError("the service closed the connection")
         finally:
+            self.writer = None
+            for future in self.pending.values():
+                if not future.done():
+                    future.set_result({"ok": False, "error": "the link to the console ended"})
+            self.pending.clear()
             for task in tasks:
                 task.cancel()
             writer.close()
@@ -180,7 +193,10 @@ class Agent:
             except protocol.ProtocolError as exc:
                 log.warning("ignoring a line from the service: %s", exc)
                 continue
-            answer = self.answer(agent_config, message)
+            if message["type"] in SLOW_COMMANDS:  # subprocesses: heartbeats go on meanwhile
+                answer = await asyncio.get_running_loop().run_in_executor(None, self.answer, agent_config, message)
+            else:
+                answer = self.answer(agent_config, message)
             if answer is not None:
                 writer.write(protocol.encode(answer))
                 await writer.drain()
@@ -197,16 +213,91 @@ class Agent:
         if kind == "refused":
             log.error("the service refused this agent: %s", message.get("reason", ""))
             raise ConnectionRefusedError(message.get("reason", "refused"))
+        if kind == "reply" and message["id"] in self.pending:
+            self.pending.pop(message["id"]).set_result(message)
+            return None
         if kind in ("reply", "heartbeat_ack"):
             return None
+        if kind == "ssr_unmount":
+            try:
+                return protocol.reply(message, unmounted=restore.unmount(str(message.get("snapshot") or "")))
+            except (restore.RestoreError, OSError, subprocess.SubprocessError) as exc:
+                return protocol.error(message, f"ssr_unmount failed: {exc}")
         if kind == "get_info":
             return protocol.reply(message, agent_version=AGENT_VERSION, **guest.facts(self.cloud_init_dir))
         if kind == "customization_status":
             return protocol.reply(message, **guest.customization_status(self.cloud_init_dir))
+        if kind in ("freeze", "thaw"):
+            return self.freeze_or_thaw(message)
         if kind in POWER_COMMANDS:
             asyncio.get_running_loop().call_later(POWER_DELAY, self.power, kind)
             return protocol.reply(message, accepted=kind)
         return protocol.error(message, f"unknown command {kind!r}")
+
+    async def serve_restore(self) -> None:
+        """The socket `facet-guest-tools ssr` talks to (root only)."""
+        path = Path(self.options.state_dir) / restore.SOCKET_NAME
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.unlink(missing_ok=True)
+        server = await asyncio.start_unix_server(self.restore_client, str(path))
+        os.chmod(path, 0o600)
+        self.restore_server = server  # kept for the life of the agent
+
+    async def restore_client(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            line = await asyncio.wait_for(reader.readline(), 10)
+            request = json.loads(line) if line else {}
+            answer = await self.restore_request(str(request.get("action", "")), str(request.get("snapshot") or ""))
+        except (ValueError, AttributeError, asyncio.TimeoutError) as exc:  # noqa: UP041
+            answer = {"ok": False, "error": f"not a request: {exc}"}
+        writer.write(json.dumps(answer).encode() + b"\n")
+        with contextlib.suppress(OSError):
+            await writer.drain()
+        writer.close()
+
+    async def restore_request(self, action: str, name: str) -> dict:
+        loop = asyncio.get_running_loop()
+        try:
+            if name:
+                restore.checked_name(name)
+            if action == "detach":  # unmounted before the disk goes
+                await loop.run_in_executor(None, restore.unmount, name)
+            answer = await self.ask_service({"type": "ssr", "action": action, "snapshot": name})
+            if action == "attach" and answer.get("ok"):
+                log.info("snapshot %s attached as %s: mounting it read-only", name, ", ".join(answer["serials"]))
+                answer["mounted"] = await loop.run_in_executor(None, restore.mount, name, answer["serials"])
+            log.info("ssr %s %s: %s", action, name, "done" if answer.get("ok") else answer.get("error"))
+            return answer
+        except (restore.RestoreError, OSError, subprocess.SubprocessError) as exc:
+            return {"ok": False, "error": str(exc)}
+
+    async def ask_service(self, message: dict) -> dict:
+        if self.writer is None:
+            return {"ok": False, "error": "the agent has no link to the console now"}
+        message["id"] = protocol.next_id()
+        future = self.pending[message["id"]] = asyncio.get_running_loop().create_future()
+        self.writer.write(protocol.encode(message))
+        await self.writer.drain()
+        try:
+            return await asyncio.wait_for(future, restore.REQUEST_SECONDS)
+        except asyncio.TimeoutError:  # noqa: UP041
+            self.pending.pop(message["id"], None)
+            return {"ok": False, "error": f"the console did not answer within {restore.REQUEST_SECONDS} s"}
+
+    def freeze_or_thaw(self, message: dict) -> dict:
+        if "vss-snapshot" not in self.discovered_capabilities():
+            return protocol.error(message, "the vss-snapshot capability is off for this VM")
+        try:
+            if message["type"] == "freeze":
+                return protocol.reply(message, **self.freezer.freeze(message.get("timeout", 30)))
+            return protocol.reply(message, **self.freezer.thaw())
+        except (freeze.FreezeError, OSError, ValueError, TypeError) as exc:
+            log.error("%s failed: %s", message["type"], exc)
+            return protocol.error(message, f"{message['type']} failed: {exc}")
+
+    def discovered_capabilities(self) -> tuple:
+        found = self.discover()
+        return found.capabilities if found else ()
 
     def power(self, action: str) -> None:
         command = [self.options.power_command, action] if self.options.power_command else POWER_COMMANDS[action]
@@ -232,7 +323,12 @@ def print_status(options: argparse.Namespace) -> int:
 def parse(argv: list[str]) -> argparse.Namespace:
     env = os.environ.get
     parser = argparse.ArgumentParser(prog="facet-guest-tools", description=__doc__.splitlines()[0])
-    parser.add_argument("command", nargs="?", default="run", choices=("run", "status"))
+    parser.add_argument("command", nargs="?", default="run", choices=("run", "status", "ssr", "thaw-watchdog"))
+    parser.add_argument("ssr", nargs="*", metavar="list|attach SNAPSHOT|detach [SNAPSHOT]",
+                        help="self-service restore: the VM's snapshots, mounted read-only under "
+                             f"{restore.RESTORE_ROOT}/SNAPSHOT/")
+    parser.add_argument("--mount", action="append", default=[], help=argparse.SUPPRESS)  # thaw-watchdog's
+    parser.add_argument("--after", type=float, default=30.0, help=argparse.SUPPRESS)
     parser.add_argument("--config-dir", default=env("FACET_GUEST_TOOLS_CONFIG_DIR", str(config.INSTALLED_DIR)))
     parser.add_argument("--media", default=env("FACET_GUEST_TOOLS_MEDIA", ""),
                         help="a directory standing for the tools ISO (else the FACET_TOOLS device)")
@@ -242,6 +338,10 @@ def parse(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--cloud-init-dir", default=env("FACET_CLOUD_INIT_DIR", str(guest.CLOUD_INIT_DIR)))
     parser.add_argument("--power-command", default=env("FACET_GUEST_TOOLS_POWER_COMMAND", ""),
                         help="run as PROGRAM shutdown|reboot instead of systemctl poweroff|reboot")
+    parser.add_argument("--fsfreeze-command", default=env("FACET_GUEST_TOOLS_FSFREEZE", "fsfreeze"),
+                        help="the program run as PROGRAM -f|-u MOUNT to freeze and thaw (vss-snapshot)")
+    parser.add_argument("--hooks-dir", default=env("FACET_GUEST_TOOLS_HOOKS_DIR", freeze.HOOKS_DIR),
+                        help="executables run with freeze before a consistent snapshot and thaw after it")
     parser.add_argument("--heartbeat", type=float, default=float(env("FACET_GUEST_TOOLS_HEARTBEAT", "10")))
     parser.add_argument("--scan", type=float, default=float(env("FACET_GUEST_TOOLS_SCAN", "30")))
     return parser.parse_args(argv)
@@ -251,6 +351,15 @@ def main(argv: list[str] | None = None) -> int:
     options = parse(sys.argv[1:] if argv is None else argv)
     if options.command == "status":
         return print_status(options)
+    if options.command == "ssr":
+        action, *rest = options.ssr or ["list"]
+        if action not in ("list", "attach", "detach") or len(rest) > 1:
+            print("usage: facet-guest-tools ssr list | attach SNAPSHOT | detach [SNAPSHOT]", file=sys.stderr)
+            return 2
+        return restore.command(action, rest[0] if rest else "", Path(options.state_dir))
+    if options.command == "thaw-watchdog":
+        return freeze.watchdog(options.after, options.fsfreeze_command.split(), Path(options.hooks_dir),
+                               Path(options.state_dir), options.mount)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
     with contextlib.suppress(KeyboardInterrupt):
         asyncio.run(Agent(options).run())

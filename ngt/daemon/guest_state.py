@@ -16,7 +16,7 @@ from console.core import audit
 from console.core.actors import Actor
 from console.core.registry import GuestReport, registry
 from console.models import VM
-from ngt import services
+from ngt import restore, services
 from ngt.models import GuestTools, VMCertificate
 
 log = logging.getLogger("ngt.daemon")
@@ -183,3 +183,9 @@ def relay_customization(results: dict[int, tuple[str, str]]) -> None:
 def running_vms(host_name: str) -> list[VM]:
     close_old_connections()
     return list(VM.objects.filter(host__name=host_name, power_state=VM.PowerState.ON).select_related("host"))
+
+
+def restore_request(vm_uuid: str, message: dict) -> dict:
+    """A self-service restore request (ngt/restore.py), in the leader's thread."""
+    close_old_connections()
+    return restore.handle(vm_uuid, message)

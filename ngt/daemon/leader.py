@@ -64,6 +64,19 @@ def fact_text(value, longest: int) -> str:
     return str(value).replace("\x00", "")[:longest]
 
 
+def command_details(command: dict) -> tuple[dict, float]:
+    """A console command's further fields for the agent, and how long to wait for its reply (at most
+    COMMAND_TIMEOUT); a stream entry of an older console has neither."""
+    try:
+        arguments = json.loads(command.get("arguments") or "{}")
+        timeout = float(command.get("timeout") or commands.COMMAND_TIMEOUT)
+    except (ValueError, TypeError):
+        arguments, timeout = {}, commands.COMMAND_TIMEOUT
+    if not isinstance(arguments, dict):
+        arguments = {}
+    return arguments, max(0.1, min(timeout, commands.COMMAND_TIMEOUT))
+
+
 class IdentityChecks:
     """Hellos' identity checks, answered together: while one batch is in the database the next one gathers,
     so a reconnect storm costs a few queries per batch instead of two per hello in a thread of their own
@@ -209,6 +222,18 @@ class Leader:
             self.customization[session.vm_id] = (message["status"], message.get("message", ""))
         elif message["type"] == "reply" and message.get("id") in session.waiting:
             session.waiting.pop(message["id"]).set_result(message)
+        elif message["type"] == "ssr":
+            asyncio.ensure_future(self.restore(session, message))
+
+    async def restore(self, session: Session, message: dict) -> None:
+        """A self-service restore request of the guest, for its own VM (the session's), answered by a reply."""
+        try:
+            answer = await asyncio.to_thread(guest_state.restore_request, session.vm_uuid, message)
+        except Exception:  # the database or the hypervisor failed: the guest hears so, the session goes on
+            log.exception("ssr request of VM %s failed", session.vm_uuid)
+            answer = {"ok": False, "error": "the console failed to answer; see the Guest Tools Service log"}
+        if self.sessions.get(session.vm_uuid) is session:
+            session.agent.send({**answer, "id": message["id"], "type": "reply"})
 
     def release(self, session: Session) -> None:
         """The session ended (the agent or its proxy went away)."""
@@ -267,12 +292,13 @@ class Leader:
             answer = {"ok": False, "error": "the agent of this VM has no link"}
         else:
             future = session.waiting[command["id"]] = asyncio.get_running_loop().create_future()
-            session.agent.send({"id": command["id"], "type": command["type"]})
+            arguments, timeout = command_details(command)
+            session.agent.send({**arguments, "id": command["id"], "type": command["type"]})
             try:
-                answer = await asyncio.wait_for(future, commands.COMMAND_TIMEOUT)
+                answer = await asyncio.wait_for(future, timeout)
             except TimeoutError:
                 session.waiting.pop(command["id"], None)
-                answer = {"ok": False, "error": f"no reply within {commands.COMMAND_TIMEOUT} s"}
+                answer = {"ok": False, "error": f"no reply within {timeout:g} s"}
         key = commands.REPLY_PREFIX + command["id"]
         await self.redis.lpush(key, json.dumps(answer))
         await self.redis.expire(key, commands.COMMAND_TIMEOUT * 2)

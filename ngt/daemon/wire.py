@@ -44,7 +44,7 @@ def decode(line: bytes) -> dict:
 # What the service reads in an agent's messages, by type; every other field is passed on as it came (a
 # reply's results go to the console as JSON) or ignored.
 AGENT_TEXT_FIELDS = {"hello": ("vm_uuid", "certificate_serial", "agent_version", "os", "hostname"),
-                     "customization": ("message",)}
+                     "customization": ("message",), "ssr": ("action", "snapshot")}
 AGENT_LIST_FIELDS = {"hello": ("ip_addresses", "capabilities")}
 # What a guest may say of its customization (cloud-init's result); `unknown` it keeps to itself.
 CUSTOMIZATION_STATES = ("running", "succeeded", "failed")

@@ -116,7 +116,10 @@ def test_any_message_from_the_service_is_answered_or_refused(tmp_path, message):
         message = protocol.decode(json.dumps(message).encode())
     except protocol.ProtocolError:
         return
-    agent = agent_main.Agent(Namespace(state_dir=str(tmp_path / "state"), cloud_init_dir=str(tmp_path / "ci")))
+    # No configuration: a freeze is refused (vss-snapshot off) before any fsfreeze could run on this machine.
+    agent = agent_main.Agent(Namespace(state_dir=str(tmp_path / "state"), cloud_init_dir=str(tmp_path / "ci"),
+                                       media=str(tmp_path / "media"), config_dir=str(tmp_path / "etc"),
+                                       fsfreeze_command="false", hooks_dir=str(tmp_path / "hooks.d")))
     agent_config = config.AgentConfig("0f3e", "127.0.0.10", 2074, "c", "01", "", (), "1.0.0", tmp_path)
 
     async def answer():

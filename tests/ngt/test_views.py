@@ -26,7 +26,8 @@ def test_the_panel_replaces_the_placeholder_and_a_viewer_gets_no_forms(client, v
 def test_an_operator_mounts_from_the_panel_without_javascript(client, vm, operator, run_tasks):
     client.force_login(operator)
     html = panel(client, vm).content.decode()
-    assert "needs snapshots" in html and 'name="config_only"' in html and "csrfmiddlewaretoken" in html
+    assert "mounted under /mnt/facet-restore/SNAPSHOT/" in html and "freezes its writable filesystems" in html
+    assert 'name="config_only"' in html and "csrfmiddlewaretoken" in html
     answer = client.post(f"/vms/{vm.uuid}/guest-tools/mount/", {"config_only": "on"})
     assert answer.status_code == 302 and answer["Location"] == f"/vms/{vm.uuid}/"
     task = Task.objects.get(kind="ngt.mount")

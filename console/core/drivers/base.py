@@ -1,4 +1,5 @@
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
@@ -35,6 +36,17 @@ def new_cdrom_slot(used: set[int], running: bool) -> int | None:
 
 class DriverError(Exception):
     """The hypervisor refused or failed an operation; the message is shown to the administrator."""
+
+
+@dataclass(frozen=True)
+class DiskLayer:
+    """One disk's step in a snapshot operation: the VM's disk `index` gets the new qcow2 `overlay`, backed by
+    `backing` (of `backing_format`, as the database records it)."""
+
+    index: int
+    backing: Path
+    backing_format: str
+    overlay: Path
 
 
 class Driver(Protocol):
@@ -87,3 +99,15 @@ class Driver(Protocol):
     def console_target(self, vm, kind: str) -> ConsoleTarget: ...
     def serial_log(self, vm, limit: int) -> bytes: ...
     def domain_counters(self, vms: list) -> dict: ...
+    # Snapshots (disk-only, external qcow2 overlays; libvirt_snapshots.py, sim_snapshots.py). Each is idempotent.
+    # The VM's disks move to the layers' overlays, made over their current files (live and atomic when it runs).
+    def snapshot_disks(self, vm, layers: list[DiskLayer]) -> None: ...
+    # A VM that is off: its disks move to new overlays over a snapshot's files (the old top files are the caller's).
+    def revert_disks(self, vm, layers: list[DiskLayer]) -> None: ...
+    # `layer.overlay`'s data is written into its backing file; when the overlay is the VM's disk now (`active`),
+    # the disk moves to the backing file, else the files built on the overlay (`above`) are rebased onto it.
+    # A running VM's chain is committed by QEMU, anything else by qemu-img.
+    def commit_disk(self, vm, layer: DiskLayer, active: bool, above: list[Path]) -> None: ...
+    def disk_usage(self, path: Path) -> int: ...
+    # A read-only disk (a new overlay over `layer.backing`, so the snapshot's own file is never opened for write).
+    def attach_readonly_layer(self, vm, layer: DiskLayer, serial: str) -> None: ...

@@ -17,7 +17,7 @@ def create_sparse(path: Path, size_bytes: int) -> None:
         handle.truncate(size_bytes)
 
 
-def _data_extents(fd: int, size: int):
+def data_extents(fd: int, size: int):
     """(start, end) of the regions holding data; holes are skipped so a copy stays sparse."""
     offset = 0
     while offset < size:
@@ -41,7 +41,7 @@ def copy_sparse(source: Path, target: Path, progress: ProgressCallback) -> None:
     size = source.stat().st_size
     with open(source, "rb") as src, open(partial, "wb") as dst:
         dst.truncate(size)
-        for start, end in _data_extents(src.fileno(), size):
+        for start, end in data_extents(src.fileno(), size):
             position = start
             while position < end:
                 length = min(CHUNK, end - position)

@@ -19,6 +19,7 @@ from . import files, libvirt_network, qemu_img, shown_uri, without_uri_secrets
 from .base import CDROM_SLOTS, COLD_CDROM_SLOTS, POWER_TRANSITIONS, DriverError, ProgressCallback, new_cdrom_slot
 from .libvirt_devices import LibvirtDevices
 from .libvirt_insight import CONSOLE_LOG_DIR, LibvirtInsight, console_log_path  # noqa: F401  (tests read the log dir here)
+from .libvirt_snapshots import LibvirtSnapshots
 
 CHANNEL_NAME = "org.facet.guest_tools.0"
 IDE_SLOTS = COLD_CDROM_SLOTS  # one IDE controller: two buses of two units
@@ -152,7 +153,7 @@ def _libvirt_errors(method):
     return wrapper
 
 
-class LibvirtDriver(LibvirtDevices, LibvirtInsight):
+class LibvirtDriver(LibvirtDevices, LibvirtInsight, LibvirtSnapshots):
     def __init__(self, uri: str) -> None:
         self.uri = uri
 

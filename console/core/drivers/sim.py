@@ -13,9 +13,10 @@ from . import files
 from .base import POWER_TRANSITIONS, DriverError, ProgressCallback, new_cdrom_slot
 from .sim_devices import SimDevices, definition_of
 from .sim_insight import SimInsight
+from .sim_snapshots import SimSnapshots
 
 
-class SimDriver(SimDevices, SimInsight):
+class SimDriver(SimDevices, SimInsight, SimSnapshots):
     def __init__(self, uri: str) -> None:
         query = parse_qs(urlsplit(uri).query)
         self.delay = float(query.get("delay", ["0"])[0])
