@@ -18,7 +18,7 @@ from console.core import access
 from console.core.actors import Actor
 from console.core.models import Task
 from console.models import CdRom, Cluster
-from containers.models import DockerHost, VolumeGroup
+from containers.models import DockerHost, VolumeGroup, VolumeGroupAttachment
 from customization.models import CustomizationScript
 
 CHECKS = [not_a_server_error, status_code_conformance, content_type_conformance, response_schema_conformance]
@@ -75,6 +75,10 @@ def test_refusals_are_documented_json(call, vm, cluster):
     assert call("GET", "/api/v1/vms/", query={"page": 9}).status_code == 404  # no such page
     assert call("POST", "/api/v1/vms/{uuid}/power/", uuid=vm.uuid, body={"action": "fly"}).status_code == 400
     assert call("POST", "/api/v1/vms/{uuid}/eject-iso/", uuid=vm.uuid, body={"slot": 0}).status_code in (400, 409)
+    group = VolumeGroup.objects.create(cluster=cluster, name="busy", container=cluster.storage_containers.get(),
+                                       state=VolumeGroup.State.READY)
+    VolumeGroupAttachment.objects.create(group=group, vm=vm)  # being attached: its task is still to run
+    assert call("POST", "/api/v1/volume-groups/{uuid}/detach/", uuid=group.uuid, body={}).status_code == 423
 
 
 def test_a_url_nothing_serves_and_a_body_django_will_not_parse_answer_json_under_the_api(call, api, vm):

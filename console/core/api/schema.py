@@ -1,6 +1,6 @@
 """The API schema's generator: drf-spectacular's, plus the errors each operation may answer. Its own only names
 the success; a client (and the schema fuzzer, tests/console/test_api_fuzz.py) must learn from the schema that a
-change can be refused (400, 409), that a uuid or a page can be missing (404), and that a token can be refused
+change can be refused (400, 409) or asked again later (423), that a uuid or a page can be missing (404), and that a token can be refused
 (401) or not allowed (403). It also says how a token is sent."""
 
 from drf_spectacular.extensions import OpenApiAuthenticationExtension
@@ -35,6 +35,7 @@ class AutoSchema(SpectacularAutoSchema):
             errors["400"] = "The request is not valid: a message per field"
             errors["409"] = "The request conflicts with the current state (a record still in use, a VM powered on...)"
             errors["413"] = "The request body is over the limit"
+            errors["423"] = "Another change of the same thing is under way: ask again once it has ended"
         elif self._is_list_view():
             errors["400"] = "A filter's value is not valid"
         if "{" in self.path:
