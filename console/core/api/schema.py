@@ -1,7 +1,7 @@
 """The API schema's generator: drf-spectacular's, plus the errors each operation may answer. Its own only names
 the success; a client (and the schema fuzzer, tests/console/test_api_fuzz.py) must learn from the schema that a
-change can be refused (400, 409) or asked again later (423), that a uuid or a page can be missing (404), and that a token can be refused
-(401) or not allowed (403). It also says how a token is sent."""
+change can be refused (400, 409) or asked again later (423), that a uuid or a page can be missing (404), and that
+a token can be refused (401) or not allowed (403). It also says how a token is sent."""
 
 from drf_spectacular.extensions import OpenApiAuthenticationExtension
 from drf_spectacular.openapi import AutoSchema as SpectacularAutoSchema
