@@ -8,6 +8,10 @@ class ConsoleConfig(AppConfig):
     verbose_name = "Facet inventory"
 
     def ready(self) -> None:
+        # Facet's Celery app, made the current one in every Django process (web, workers, commands): the kernel
+        # sends tasks through `celery.current_app`, which in a web process was Celery's default (AMQP on
+        # localhost), so every task waited for the reaper. The `facet` CLI loads no Django, hence no Celery.
+        from . import celery  # noqa: F401
         from .core.registry import NavItem, Panel, VMHooks, registry
         from .services import (  # noqa: F401  (their task kinds)
             adopt,

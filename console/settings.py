@@ -256,7 +256,7 @@ REST_FRAMEWORK = {
         "console.core.api.filters.StableOrderingFilter",
     ],
     "DEFAULT_PAGINATION_CLASS": "console.core.api.pagination.Pagination",
-    "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
+    "DEFAULT_SCHEMA_CLASS": "console.core.api.schema.AutoSchema",
     "EXCEPTION_HANDLER": "console.core.api.errors.exception_handler",
     # Behind a reverse proxy, FACET_NUM_PROXIES=1 makes login limits and the audit log use the client's address
     # it forwards (console/core/actors.py client_address); without it, X-Forwarded-For is ignored.

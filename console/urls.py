@@ -8,6 +8,10 @@ from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 from console.core.registry import registry
 from console.forms.login import AdminLoginForm
 
+handler400 = "console.core.api.errors.bad_request"
+handler403 = "console.core.api.errors.permission_denied"
+handler404 = "console.core.api.errors.not_found"
+handler500 = "console.core.api.errors.server_error"
 admin.site.login_form = AdminLoginForm  # limited by the shared login counter, as the console's own login
 
 urlpatterns = [

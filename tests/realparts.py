@@ -1,5 +1,5 @@
-"""Real parts for integration and browser tests: a redis-server on a private unix socket and Celery worker and beat
-processes sharing the test database file."""
+"""Real parts for integration and browser tests: a redis-server on a private unix socket, and Celery worker and beat
+and gunicorn web processes sharing the test database file."""
 
 import contextlib
 import os
@@ -32,6 +32,12 @@ def wait_for(predicate, timeout: float, what: str, interval: float = 0.1):
             return result
         time.sleep(interval)
     raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
 
 
 @pytest.fixture(scope="session")
@@ -93,6 +99,12 @@ class Processes:
 
     def beat(self, **env: str) -> subprocess.Popen:
         return self.start("beat", processes.beat_command(self.log_dir / "beat-schedule"), "beat: Starting", **env)
+
+    def web(self, workers: int = 1, **env: str) -> str:
+        """A gunicorn web process on a free loopback port, as `manage.py serve` starts it; answers its URL."""
+        port = free_port()
+        self.start("web", processes.web_command(port, workers=workers), "Booting worker", **env)
+        return f"http://127.0.0.1:{port}"
 
     @staticmethod
     def kill(process: subprocess.Popen) -> None:

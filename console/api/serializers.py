@@ -117,7 +117,7 @@ class DiskSerializer(serializers.ModelSerializer):
 
 
 class CdRomSerializer(serializers.ModelSerializer):
-    image = serializers.SlugRelatedField(slug_field="uuid", read_only=True)
+    image = serializers.SlugRelatedField(slug_field="uuid", read_only=True, allow_null=True)
 
     class Meta:
         model = CdRom
@@ -132,8 +132,8 @@ class HostRefSerializer(serializers.ModelSerializer):
 
 class VMSerializer(serializers.ModelSerializer):
     cluster = serializers.SlugRelatedField(slug_field="uuid", read_only=True)
-    host = HostRefSerializer(read_only=True)
-    parent = serializers.SlugRelatedField(slug_field="uuid", read_only=True)
+    host = HostRefSerializer(read_only=True, allow_null=True)
+    parent = serializers.SlugRelatedField(slug_field="uuid", read_only=True, allow_null=True)
     nics = NicSerializer(many=True, read_only=True)
     disks = DiskSerializer(many=True, read_only=True)
     cdroms = CdRomSerializer(many=True, read_only=True)
@@ -263,8 +263,8 @@ class TaskChildSerializer(serializers.ModelSerializer):
 
 class TaskSerializer(serializers.ModelSerializer):
     entity = serializers.SerializerMethodField()
-    parent = serializers.SlugRelatedField(slug_field="uuid", read_only=True)
-    created_by = serializers.SlugRelatedField(slug_field="username", read_only=True)
+    parent = serializers.SlugRelatedField(slug_field="uuid", read_only=True, allow_null=True)
+    created_by = serializers.SlugRelatedField(slug_field="username", read_only=True, allow_null=True)
 
     class Meta:
         model = Task

@@ -3,7 +3,7 @@
 from django.contrib.auth import authenticate
 from django.db import transaction
 from django.db.models import Prefetch
-from drf_spectacular.utils import OpenApiParameter, extend_schema
+from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
 from rest_framework import mixins, status, viewsets
 from rest_framework.decorators import action
 from rest_framework.exceptions import AuthenticationFailed, NotFound, ValidationError
@@ -16,6 +16,7 @@ from console.core import access, audit
 from console.core.actors import Actor, client_address
 from console.core.api.authentication import ApiTokenAuthentication
 from console.core.api.permissions import AdminOnly
+from console.core.api.schema import ERROR_BODY
 from console.core.models import ApiToken, AuditEvent, Task
 from console.core.tasks import request_cancel, rerun
 
@@ -449,7 +450,9 @@ class ObtainToken(APIView):
     permission_classes = [AllowAny]
     throttle_classes = [LoginThrottle]
 
-    @extend_schema(request=s.ObtainTokenSerializer, responses={201: {"type": "object"}})
+    @extend_schema(request=s.ObtainTokenSerializer, responses={
+        201: {"type": "object"}, 429: OpenApiResponse(ERROR_BODY, "Too many login attempts from this address: "
+                                                                 "the Retry-After header says when to try again")})
     def post(self, request):
         data = valid(s.ObtainTokenSerializer, request)
         user = authenticate(request, username=data["username"], password=data["password"])

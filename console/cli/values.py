@@ -5,13 +5,14 @@ import ipaddress
 import re
 import uuid
 from collections.abc import Callable
-from decimal import Decimal, InvalidOperation
+from fractions import Fraction
 from typing import Any
 
 Parser = Callable[[str], Any]
 
 UNITS = {"": 1, "K": 1024, "M": 1024**2, "G": 1024**3, "T": 1024**4, "P": 1024**5}
-_SIZE = re.compile(r"(\d+(?:\.\d+)?)\s*([KMGTP]?)(?:i?B)?", re.IGNORECASE)
+# ASCII only: Unicode-aware, `\d` takes other scripts' digits and a case-insensitive K takes the Kelvin sign.
+_SIZE = re.compile(r"(\d+(?:\.\d+)?)\s*([KMGTP]?)(?:i?B)?", re.IGNORECASE | re.ASCII)
 _TRUE = {"true", "yes", "y", "on", "1"}
 _FALSE = {"false", "no", "n", "off", "0"}
 
@@ -25,13 +26,10 @@ def text(value: str) -> str:
 def size(value: str) -> int:
     """`10G`, `512M`, `1T`, `1.5G`, `10GiB`; a bare number is bytes."""
     match = _SIZE.fullmatch(value.strip())
-    try:
-        number = Decimal(match.group(1)) * UNITS[match.group(2).upper()] if match else None
-    except InvalidOperation:
-        number = None
-    if number is None:
+    if match is None:
         raise ValueError(f"{value!r} is not a size; write it like 512M, 10G or 1T (K = 1024 bytes)")
-    if number != number.to_integral_value() or number <= 0:
+    number = Fraction(match.group(1)) * UNITS[match.group(2).upper()]  # exact, however many digits
+    if number.denominator != 1 or number <= 0:
         raise ValueError(f"{value!r} is not a positive whole number of bytes")
     return int(number)
 

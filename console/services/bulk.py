@@ -4,8 +4,10 @@
 from collections.abc import Mapping
 from typing import Any
 
+from django import forms
 from django.db import transaction
 from django.db.models import QuerySet
+from django_filters import Filter
 
 from console.core import audit
 from console.core.actors import Actor
@@ -58,6 +60,9 @@ def vms_matching(filters: Mapping[str, Any], *, everything: bool = False, among:
     for key, value in filters.items():
         if not _plain(value) and not (isinstance(value, list) and all(_plain(item) for item in value)):
             raise InvalidRequest({"filter": [f"{key}: give a text, number, true/false or a list of them"]})
+        if isinstance(value, list) and not _takes_many(filterset_class.base_filters[key]):
+            # One value per key, as the list's query string gives it (a list made the form widget fail: a 500).
+            raise InvalidRequest({"filter": [f"{key}: give one value, not a list"]})
     if all(_empty(value) for value in filters.values()) and not everything:
         raise InvalidRequest({"filter": ['an empty filter names every VM; send "all": true if that is meant']})
     filterset = filterset_class(data=filters, queryset=VM.objects.all() if among is None else among)
@@ -65,6 +70,10 @@ def vms_matching(filters: Mapping[str, Any], *, everything: bool = False, among:
         raise InvalidRequest({"filter": [f"{key}: {' '.join(problems)}"
                                          for key, problems in filterset.errors.items()]})
     return filterset.qs
+
+
+def _takes_many(filter_: Filter) -> bool:
+    return issubclass(filter_.field_class, forms.MultipleChoiceField)
 
 
 def _plain(value: Any) -> bool:

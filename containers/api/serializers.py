@@ -34,7 +34,7 @@ class VolumeGroupSerializer(serializers.ModelSerializer):
     disks = VolumeGroupDiskSerializer(many=True, read_only=True)
     size_bytes = serializers.IntegerField(read_only=True)
     attachment = AttachmentField(source="*", read_only=True)
-    created_by_host = serializers.SlugRelatedField(slug_field="name", read_only=True,
+    created_by_host = serializers.SlugRelatedField(slug_field="name", read_only=True, allow_null=True,
                                                    help_text="The Docker host whose plugin created it")
     shared_with = serializers.SlugRelatedField(slug_field="name", many=True, read_only=True,
                                                help_text="Docker hosts an Admin shared it with")
@@ -81,7 +81,7 @@ class DetachSerializer(serializers.Serializer):
 
 
 class DockerHostSerializer(serializers.ModelSerializer):
-    vm = serializers.SlugRelatedField(slug_field="uuid", read_only=True)
+    vm = serializers.SlugRelatedField(slug_field="uuid", read_only=True, allow_null=True)
     containers_seen = serializers.SlugRelatedField(slug_field="name", many=True, read_only=True)
 
     class Meta:

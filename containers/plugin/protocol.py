@@ -7,7 +7,9 @@ from dataclasses import dataclass
 
 CONTENT_TYPE = "application/vnd.docker.plugins.v1.2+json"
 NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{1,62}$")  # Docker's rule, within the console's 63 characters
-SIZE = re.compile(r"^(\d+)\s*([KMGT]?)(?:i?B)?$", re.IGNORECASE)
+# ASCII only: Unicode-aware, `\d` takes other scripts' digits and a case-insensitive K takes the Kelvin sign.
+SIZE = re.compile(r"^(\d+)\s*([KMGT]?)(?:i?B)?$", re.IGNORECASE | re.ASCII)
+WHOLE = re.compile(r"^\d+$", re.ASCII)
 UNITS = {"": 1, "K": 1024, "M": 1024**2, "G": 1024**3, "T": 1024**4}
 DEFAULT_SIZE = 10 * 1024**3
 MIN_SIZE = 1024**2
@@ -46,7 +48,7 @@ def parse_request(endpoint: str, body: bytes) -> dict:
         raise ProtocolError(f"unknown endpoint {endpoint}")
     try:
         request = json.loads(body) if body.strip() else {}
-    except ValueError:
+    except (ValueError, RecursionError):  # RecursionError: arrays nested thousands deep
         raise ProtocolError("the request is not JSON") from None
     request = {} if request is None else request
     if not isinstance(request, dict):
@@ -80,7 +82,7 @@ def create_options(opts: dict | None, default_container: str) -> CreateOptions:
     if "size" in opts and "sizeMb" in opts:
         raise ProtocolError("give size or sizeMb, not both")
     if "sizeMb" in opts:
-        if not str(opts["sizeMb"]).strip().isdigit():
+        if not WHOLE.match(str(opts["sizeMb"]).strip()):
             raise ProtocolError(f"sizeMb {opts['sizeMb']!r} is not a whole number of MiB")
         size = int(opts["sizeMb"]) * 1024**2
     else:

@@ -10,7 +10,7 @@ from ..services.lifecycle import CustomizationRequest
 class ScriptMetadataSerializer(serializers.ModelSerializer):
     """What a Viewer sees of a saved script: never its content, which may hold passwords."""
 
-    owner = serializers.SlugRelatedField(slug_field="username", read_only=True)
+    owner = serializers.SlugRelatedField(slug_field="username", read_only=True, allow_null=True)
 
     class Meta:
         model = CustomizationScript
@@ -105,7 +105,7 @@ class VMCustomizationSerializer(serializers.ModelSerializer):
     """Give it `may_read_secrets` in its context: below Operator, the key-values' values are masked."""
 
     vm = serializers.SlugRelatedField(slug_field="uuid", read_only=True)
-    script = serializers.SlugRelatedField(slug_field="uuid", read_only=True)
+    script = serializers.SlugRelatedField(slug_field="uuid", read_only=True, allow_null=True)
     key_values = serializers.SerializerMethodField()
 
     class Meta:

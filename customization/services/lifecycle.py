@@ -202,6 +202,8 @@ def check_key_values(values: object) -> dict[str, str]:
         if not isinstance(value, str | int | float | bool) or len(str(value)) > MAX_VALUE:
             raise InvalidRequest({f"{FIELD}.key_values": [f"{key}: give a text value of at most {MAX_VALUE} "
                                                           "characters"]})
+        if reason := sysprep.unwritable(str(value)):  # an answer file could not hold it (cloud-init's YAML neither)
+            raise InvalidRequest({f"{FIELD}.key_values": [f"{key}: {reason}"]})
         checked[key] = str(value)
     return checked
 

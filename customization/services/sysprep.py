@@ -9,6 +9,8 @@ from xml.sax.saxutils import escape
 from defusedxml import DefusedXmlException
 from defusedxml.ElementTree import DefusedXMLParser
 
+from console.core.errors import InvalidRequest
+
 from .content import ERROR, INFO, WARNING, Validation
 
 NS = "urn:schemas-microsoft-com:unattend"
@@ -17,6 +19,15 @@ PASSES = ("windowsPE", "offlineServicing", "generalize", "specialize", "auditSys
 ARCHITECTURES = ("x86", "amd64", "arm64", "ia64", "wow64")
 COMPUTER_NAME_MAX = 15  # NetBIOS
 PLACEHOLDER = re.compile(r"\{\{\s*([A-Za-z_][A-Za-z0-9_]*)\s*\}\}")
+# What XML 1.0 cannot hold, even escaped: control characters but tab and newlines, lone surrogates, U+FFFE/FFFF.
+UNWRITABLE = re.compile("[^\t\n\r\x20-\ud7ff\ue000-\ufffd\U00010000-\U0010ffff]")
+
+
+def unwritable(value: str) -> str | None:
+    """Why an answer file cannot hold this text, or None when it can."""
+    found = UNWRITABLE.search(value)
+    return None if found is None else (f"holds a character an answer file cannot ({found[0]!r}, character "
+                                       f"{found.start() + 1}); give text without control characters")
 
 
 class _PositionedTree(ET.TreeBuilder):
@@ -159,8 +170,19 @@ def _text(parent: ET.Element, path: str, value: str) -> ET.Element:
     return element
 
 
+def _check_writable(answers: Answers) -> None:
+    refused = {}
+    for name, value in vars(answers).items():
+        for text in value if isinstance(value, list) else [value]:
+            if reason := unwritable(text):
+                refused[name] = [reason]
+    if refused:
+        raise InvalidRequest(refused)
+
+
 def generate(answers: Answers) -> str:
-    """An unattend.xml from the guided fields."""
+    """An unattend.xml from the guided fields; InvalidRequest names a field it cannot hold."""
+    _check_writable(answers)
     ET.register_namespace("", NS)
     ET.register_namespace("wcm", WCM)
     root = ET.Element(f"{{{NS}}}unattend")

@@ -8,8 +8,10 @@ class GuestToolsSerializer(serializers.ModelSerializer):
     vm_name = serializers.CharField(source="vm.name", read_only=True)
     available_version = serializers.CharField(read_only=True)
     upgrade_available = serializers.BooleanField(read_only=True)
-    certificate_serial = serializers.CharField(source="certificate.serial", default=None, read_only=True)
-    certificate_not_after = serializers.DateTimeField(source="certificate.not_after", default=None, read_only=True)
+    certificate_serial = serializers.CharField(source="certificate.serial", default=None, read_only=True,
+                                               allow_null=True)
+    certificate_not_after = serializers.DateTimeField(source="certificate.not_after", default=None, read_only=True,
+                                                      allow_null=True)
 
     class Meta:
         model = GuestTools

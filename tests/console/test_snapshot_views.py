@@ -43,7 +43,7 @@ def test_a_viewer_sees_the_tree_without_the_buttons(client, viewer, disk_vm):
 def test_take_a_snapshot_from_the_panel_and_a_bad_name_says_why(client, admin, disk_vm, run_tasks):
     client.force_login(admin)
     answer = client.post(f"/vms/{disk_vm.uuid}/snapshots/new/", {"name": "third"}, follow=True)
-    assert "Task started: snapshot.create" in answer.content.decode()
+    assert "Task started: Take Snapshot" in answer.content.decode()
     answer = client.post(f"/vms/{disk_vm.uuid}/snapshots/new/", {"name": "bad name"}, follow=True)
     assert "Snapshot name:" in answer.content.decode()
 

@@ -1,7 +1,10 @@
 """Tasks through a real redis-server and real Celery worker and beat processes."""
 
 import pytest
+import requests
 
+from console.core import access
+from console.core.actors import Actor
 from console.core.models import SimDomain, Task
 from console.models import VM, Host, Image
 from console.services import vms
@@ -54,6 +57,22 @@ def test_clone_end_to_end(cluster, actor, celery_processes):
     clone = VM.objects.get(name="clone-1")
     assert clone.power_state == "on" and clone.parent == source
     assert clone.disks.get().path.read_bytes()[:10] == b"bootsector"
+
+
+def test_a_task_asked_for_through_the_web_process_reaches_the_worker_at_once(cluster, admin, celery_processes):
+    """A web process hands its tasks to the broker itself: no beat runs here, whose reaper would send a task the
+    web left queued (it did, up to FACET_REAP_INTERVAL_SECONDS later, after logging that it could not)."""
+    celery_processes.worker()
+    url = celery_processes.web()
+    key = access.create_token(Actor(user=admin), admin, "web")[1]
+
+    answer = requests.post(f"{url}/api/v1/vms/", json={"name": "from-the-web", "vcpus": 1, "memory_bytes": GiB},
+                           headers={"Authorization": f"Token {key}"}, timeout=60)
+
+    assert answer.status_code == 202, answer.text
+    task = Task.objects.get(uuid=answer.json()["uuid"])
+    assert wait_until_ended(task, timeout=30).status == "succeeded", task.error
+    assert VM.objects.get(name="from-the-web").power_state == "off"
 
 
 def test_a_worker_following_hosts_runs_the_tasks_of_a_host_added_after_it_started(cluster, actor,

@@ -1,6 +1,9 @@
 from collections import defaultdict
+from collections.abc import Callable
 
 from django.db.models import ProtectedError, RestrictedError
+from django.http import JsonResponse
+from django.views import defaults
 from rest_framework.response import Response
 from rest_framework.views import exception_handler as drf_exception_handler
 
@@ -35,3 +38,22 @@ def still_used(exc: ProtectedError | RestrictedError) -> str:
         shown = ", ".join(str(o) for o in sorted(objects, key=lambda o: o.pk)[:NAMES_SHOWN])
         parts.append(f"{len(objects)} {kind} ({shown}{', ...' if len(objects) > NAMES_SHOWN else ''})")
     return f"still used by {' and '.join(parts)}; delete or move those first"
+
+
+def _json_under_api(page: Callable, status: int, detail: str) -> Callable:
+    """A handler of Django's own errors (console/urls.py handler400...): under /api/ JSON, as every other API
+    answer, not an HTML page."""
+
+    def handler(request, exception=None):  # Django passes `exception` by name, and none to a 500's handler
+        if request.path.startswith("/api/"):
+            return JsonResponse({"detail": detail}, status=status)
+        return page(request) if exception is None else page(request, exception)
+
+    return handler
+
+
+# A body Django refuses to parse (more than DATA_UPLOAD_MAX_NUMBER_FIELDS form fields...), a URL nothing serves.
+bad_request = _json_under_api(defaults.bad_request, 400, "The request could not be read.")
+permission_denied = _json_under_api(defaults.permission_denied, 403, "You may not do this.")
+not_found = _json_under_api(defaults.page_not_found, 404, "Not found.")
+server_error = _json_under_api(defaults.server_error, 500, "Server error.")
