@@ -19,9 +19,8 @@ from console.models import VM
 
 from . import services
 from .authority import CaUnavailable, open_authority
-from .models import CAPABILITIES, TOOLS_VERSION, CertificateAuthority, GuestTools, VMCertificate
+from .models import CAPABILITIES, CAPABILITY_LABELS, TOOLS_VERSION, CertificateAuthority, GuestTools, VMCertificate
 
-CAPABILITY_LABELS = {"self-service-restore": "Self-service restore", "vss-snapshot": "VSS snapshots"}
 OPERATIONS = {
     "enable": services.request_enable,
     "mount": services.request_mount,

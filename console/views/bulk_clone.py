@@ -26,7 +26,7 @@ from ..forms.bulk_clone import (
 )
 from ..models import VM
 from ..services import vms
-from ..services.bulk_clone import Plan, pattern_names, plan_bulk_clone, request_bulk_clone
+from ..services.bulk_clone import Plan, max_clones, pattern_names, plan_bulk_clone, request_bulk_clone
 
 REVIEW_ROWS = 200  # the review lists this many clones, then says how many more
 PICKER_SIZE = 20
@@ -143,13 +143,16 @@ def bulk_clone_preview(request):
     form.is_valid()
     index = _posted_step(request)
     step = wizard_steps()[index]
+    names = _pattern_names(form) if step.key == "names" else []  # before the problems are put on the form
     problems, plan = check_until(form, index)
     about = set(step.fields) - set(registry.vm_options[step.option].form.base_fields if step.option else ())
+    mine = [p for p in problems if p.step == index and (p.field is None or p.field in about)]
     context = {"step": step, "plan": plan, "form": form,
-               "problems": [p for p in problems if p.step == index and (p.field is None or p.field in about)],
+               "problems": [(form.fields[p.field].label if p.field else "", p.message) for p in mine],
                "earlier": [p for p in problems if p.step < index]}
-    if step.key == "names" and not problems:
-        context["names"] = [clone.name for clone in plan.clones] if plan else _pattern_names(form)
+    if step.key == "names":
+        context["names"] = [clone.name for clone in plan.clones] if plan else names
+        context["names_free"] = not problems
     if step.key == "placement":
         context["hosts"] = _hosts(_source(form), plan)
     if step.option and plan is not None:
@@ -162,13 +165,16 @@ def bulk_clone_preview(request):
 
 
 def _pattern_names(form) -> list[str]:
-    """The pattern's names when the plan waits on a later step: with the later steps at their defaults, only
-    the placement and the addresses are checked after the names, so these were found free."""
+    """The pattern's names when the plan does not hold: a name is taken (the preview says which), or the plan
+    waits on a later step (with the later steps at their defaults only the placement and the addresses are
+    checked after the names, so these were found free)."""
     data = form.cleaned_data
     try:
-        return pattern_names(data["name_pattern"], data["start_index"], data["count"])
+        if 0 < data["count"] <= max_clones():
+            return pattern_names(data["name_pattern"], data["start_index"], data["count"])
     except (KeyError, ServiceError):
-        return []
+        pass
+    return []
 
 
 def _hosts(source: VM | None, plan: Plan | None) -> list[tuple]:

@@ -12,6 +12,7 @@ from console.core.models import AuditEvent, Task
 from console.models import VM, Host, Network, Nic
 from console.services import templates, vms
 from ngt import services as guest_tools
+from ngt.models import GuestTools
 from tests.conftest import make_user
 
 GiB, MiB = 1024**3, 1024**2
@@ -155,6 +156,7 @@ def test_the_names_preview_shows_the_first_and_last_names_and_a_taken_one(oscar,
     text = preview(oscar, "names", data(gold, count="20", start_index="0"))
     assert "gives &#x27;web-012&#x27; for n=12, and a VM of that name exists" in text
     assert "choose another pattern or start index" in text
+    assert "<code>web-000</code> … <code>web-019</code>" in text and "names free" not in text
     before = made()
     response = post(oscar, "names", data(gold, count="20", start_index="0"))
     assert response.status_code == 400 and shown_step(response) == "names"
@@ -252,6 +254,14 @@ def test_guest_tools_are_on_by_default_when_the_source_has_them(oscar, gold, act
     assert [label for label, on in review.context["options"] if on] == ["Guest Tools"]
     off = post(oscar, "power", data(gold, guest_tools_mount="no"))
     assert [label for label, on in off.context["options"] if on] == []
+    # The capabilities chosen ride along to the review, and the clones get them.
+    values = data(gold, guest_tools_capabilities=["vss-snapshot"])
+    power = post(oscar, "option-guest_tools", values)
+    assert shown_step(power) == "power"
+    assert '<input type="hidden" name="guest_tools_capabilities" value="vss-snapshot"' in power.content.decode()
+    post(oscar, "review", values, go="submit")
+    run_tasks()
+    assert {tuple(state.capabilities) for state in GuestTools.objects.filter(vm__parent=gold)} == {("vss-snapshot",)}
 
 
 def test_linked_clones_of_a_running_vm_are_refused_at_their_step(oscar, cluster, actor, run_tasks):
