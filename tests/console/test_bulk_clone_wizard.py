@@ -299,6 +299,7 @@ def test_the_review_shows_the_totals_and_the_plan_and_submit_makes_it(oscar, gol
     page = oscar.get(response["Location"]).content.decode()
     assert "Task started: Bulk Clone gold" in page and "Bulk Clone" in page and "Children" in page
     assert "Cancel the children not started" in page
+    assert "vm.bulk-clone" not in page and "Bulk Clone" in oscar.get("/tasks/").content.decode()
 
 
 def test_a_name_taken_between_the_review_and_the_submit_goes_back_to_its_step(oscar, gold, actor, run_tasks):
