@@ -48,10 +48,6 @@ def wizard_steps() -> tuple[Step, ...]:
             Step("review", "Review"))
 
 
-def step_named(key: str) -> Step | None:
-    return next((step for step in wizard_steps() if step.key == key), None)
-
-
 def step_index(key: str) -> int:
     return [step.key for step in wizard_steps()].index(key)
 

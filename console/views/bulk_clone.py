@@ -109,7 +109,6 @@ def _render(request, form, index: int, status: int = 200, plan: Plan | None = No
     context = {
         "form": form, "steps": steps, "step": step, "index": index, "source": source,
         "title": "Deploy VMs" if source is None or source.is_template else f"Clone {source.name} many times",
-        "fields": [form[name] for name in step.fields if name in form.fields],
         "hidden": [form[name] for name in form.fields if name not in shown and name != "per_clone_file"],
         "option_template": registry.vm_options[step.option].template if step.option else "",
         "csv_lines": csv_lines(form) if step.per_clone else [],
