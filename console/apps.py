@@ -16,6 +16,7 @@ class ConsoleConfig(AppConfig):
         from .services import (  # noqa: F401  (their task kinds)
             adopt,
             bulk,
+            bulk_clone,
             cdroms,
             hosts,
             image_import,

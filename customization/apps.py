@@ -16,7 +16,7 @@ class CustomizationConfig(AppConfig):
             api_field=lambda: CustomizationSpecSerializer(required=False, allow_null=True),
             from_api=customization_request, form=CustomizationFields,
             from_form=lambda form: form.customization_request(), template="customization/form_section.html",
-            unknown_keys=lifecycle.unknown_keys, per_clone=lifecycle.per_clone))
+            unknown_keys=lifecycle.unknown_keys, per_clone=lifecycle.per_clone, label="Customization", order=10))
         registry.vm_hooks.add(self.name, VMHooks(
             check=lifecycle.check_new_vm, created=lifecycle.record, defined=lifecycle.attach_media,
             powered=lifecycle.power_changed, deleting=lifecycle.discard,

@@ -39,7 +39,7 @@ class NgtConfig(AppConfig):
         registry.vm_options.add("guest_tools", VMOption(
             api_field=lambda: GuestToolsOptionSerializer(required=False, allow_null=True),
             from_api=identity.from_api, form=GuestToolsFields, from_form=identity.form_request,
-            template="ngt/form_section.html"))
+            template="ngt/form_section.html", label="Guest Tools", order=20))
         registry.vm_hooks.add("guest_tools", VMHooks(  # the name of the option its `check` receives
             check=identity.check_new_vm, created=identity.record, defined=identity.mount_new_identity,
             deleting=_forget, made_template=services.leave_identity, quiesce=quiesce.quiesce,

@@ -2,7 +2,7 @@
 
 from django import forms
 
-from .models import CAPABILITIES
+from .models import CAPABILITIES, CAPABILITY_LABELS
 
 
 class GuestToolsFields(forms.Form):
@@ -12,5 +12,5 @@ class GuestToolsFields(forms.Form):
             ("yes", "Mount a tools ISO with a new certificate"),
             ("no", "None")])
     guest_tools_capabilities = forms.MultipleChoiceField(
-        label="Capabilities", required=False, choices=[(name, name) for name in CAPABILITIES],
+        label="Capabilities", required=False, choices=[(name, CAPABILITY_LABELS[name]) for name in CAPABILITIES],
         widget=forms.CheckboxSelectMultiple, help_text="Default: the source's")

@@ -11,6 +11,7 @@ from console.models import VM, Cluster
 TOOLS_VERSION = "1.0.0"
 # DESIGN.md's two capabilities, as the platform we re-create names them.
 CAPABILITIES = ("self-service-restore", "vss-snapshot")
+CAPABILITY_LABELS = {"self-service-restore": "Self-service restore", "vss-snapshot": "VSS snapshots"}  # for people
 
 
 def version_key(version: str) -> tuple[int, ...]:

@@ -19,9 +19,8 @@ from console.models import VM
 
 from . import services
 from .authority import CaUnavailable, open_authority
-from .models import CAPABILITIES, TOOLS_VERSION, CertificateAuthority, GuestTools, VMCertificate
+from .models import CAPABILITIES, CAPABILITY_LABELS, TOOLS_VERSION, CertificateAuthority, GuestTools, VMCertificate
 
-CAPABILITY_LABELS = {"self-service-restore": "Self-service restore", "vss-snapshot": "VSS snapshots"}
 CAPABILITY_HELP = {
     "self-service-restore": "Users inside the guest list this VM's snapshots and attach one read-only "
                             "(facet-guest-tools ssr list|attach|detach): it is mounted under "

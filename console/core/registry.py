@@ -193,6 +193,9 @@ class VMOption:
     # `per_clone(value, key_values)` is the value for one clone. An option without them takes no keys.
     unknown_keys: Callable[..., list[str]] | None = None
     per_clone: Callable[[Any, dict[str, str]], Any] | None = None
+    # The bulk clone wizard gives each option a step of its own, named `label`, in `order`.
+    label: str = ""
+    order: int = 50
 
 
 @dataclass(frozen=True)

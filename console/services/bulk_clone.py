@@ -188,6 +188,14 @@ def request_bulk_clone(actor: Actor, request: BulkCloneRequest) -> Task:
     return parent
 
 
+def bulk_clone_label(task: Task) -> str:
+    """How pages name the parent task (the API and the CLI keep its kind)."""
+    return "Bulk Clone"
+
+
+registry.task_labels.add("vm.bulk-clone", bulk_clone_label)
+
+
 def _check_count(count: int) -> None:
     limit = max_clones()
     if isinstance(count, bool) or not isinstance(count, int) or not 1 <= count <= limit:
@@ -307,7 +315,7 @@ def _names(request: BulkCloneRequest, rows: list[Row]) -> list[str]:
                                         f"{request.source.cluster.name}")
             raise InvalidRequest({"name_pattern": [
                 f"gives {name!r} for n={request.start_index + i}, and a VM of that name exists "
-                f"({len(taken)} of the names are taken); choose another pattern or start_index"]})
+                f"({len(taken)} of the names are taken); choose another pattern or start index"]})
     return names
 
 

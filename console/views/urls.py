@@ -2,7 +2,7 @@ from django.contrib.auth import views as auth_views
 from django.urls import path
 
 from ..forms.login import LoginForm
-from . import access, dashboard, hosts, insight, inventory, snapshots, tasks, vm_day2, vms
+from . import access, bulk_clone, dashboard, hosts, insight, inventory, snapshots, tasks, vm_day2, vms
 
 UUID = "<uuid:uuid>"
 
@@ -14,6 +14,9 @@ urlpatterns = [
     path("vms/", vms.vm_list, name="vm-list"),
     path("vms/new/", vms.vm_create, name="vm-create"),
     path("vms/bulk/", vms.vm_bulk, name="vm-bulk"),
+    path("vms/bulk-clone/", bulk_clone.bulk_clone_wizard, name="vm-bulk-clone"),
+    path("vms/bulk-clone/preview/", bulk_clone.bulk_clone_preview, name="vm-bulk-clone-preview"),
+    path("vms/bulk-clone/sources/", bulk_clone.bulk_clone_sources, name="vm-bulk-clone-sources"),
     path(f"vms/{UUID}/", vms.vm_detail, name="vm-detail"),
     path(f"vms/{UUID}/power/", vms.vm_power, name="vm-power"),
     path(f"vms/{UUID}/clone/", vms.vm_clone, name="vm-clone"),
