@@ -211,8 +211,8 @@ class Cluster:
         from cryptography.hazmat.primitives.asymmetric import ec
 
         from console.models import VM
-        from ngt import authority
         from ngt.models import GuestTools, VMCertificate
+        from ngt.services import authority
 
         directory = self.scratch / "agents"
         directory.mkdir(mode=0o700)

@@ -40,10 +40,10 @@ from django.core.management import call_command  # noqa: E402
 
 from console.models import VM, Cluster, Host  # noqa: E402
 from console.services import processes  # noqa: E402
-from ngt import authority  # noqa: E402
 from ngt.daemon import commands  # noqa: E402
 from ngt.daemon.instance import TLS_READ_BUFFER  # noqa: E402
 from ngt.models import GuestTools, VMCertificate  # noqa: E402
+from ngt.services import authority  # noqa: E402
 
 ADDRESS, VIP, PORT = "127.77.0.2", "127.77.0.10", 2074
 HANDSHAKES_AT_ONCE = 100

@@ -36,9 +36,9 @@ from console.core.models import SimDomain, Task  # noqa: E402
 from console.models import VM, CdRom, Cluster, Host, StorageContainer  # noqa: E402
 from console.services import processes  # noqa: E402
 from console.services.bulk import request_bulk  # noqa: E402
-from ngt import authority, services, tools_iso  # noqa: E402
 from ngt.agent.packaging.build import build as build_packages  # noqa: E402
 from ngt.models import GuestTools  # noqa: E402
+from ngt.services import authority, guest_tools, tools_iso  # noqa: E402
 
 TARGET_RATIO = 10.0
 
@@ -108,7 +108,7 @@ def bulk_mount(count: int, concurrency: int) -> dict:
                 "status": parent.status,
                 "failed": children.filter(status="failed").count(),
                 "mounted": GuestTools.objects.filter(iso_mounted=True).count(),
-                "isos": len(list((SCRATCH / "container" / services.ISO_DIRECTORY).glob("*.iso")))}
+                "isos": len(list((SCRATCH / "container" / guest_tools.ISO_DIRECTORY).glob("*.iso")))}
     finally:
         if worker is not None:
             stop(worker)
@@ -120,7 +120,7 @@ def one_vm_files() -> dict[str, bytes]:
     for a key that only this benchmark sees)."""
     vm = VM.objects.select_related("cluster").first()
     signer = authority.open_authority(authority.authority_for(vm.cluster))
-    return services.new_tools_files(vm, signer, [], config_only=False)[1]
+    return guest_tools.new_tools_files(vm, signer, [], config_only=False)[1]
 
 
 def medians(builds: dict[str, Callable[[], object]], seconds: float, batch: int = 10) -> dict[str, float]:
@@ -209,7 +209,7 @@ def main() -> int:
     args = parser.parse_args()
     try:
         call_command("migrate", verbosity=0)
-        build_packages(services.guest_tools_packages())
+        build_packages(guest_tools.guest_tools_packages())
         make_vms(args.vms)
         print(f"data dir {SCRATCH}: {args.vms} VMs made; bulk mount through a real worker ...", flush=True)
         mount = bulk_mount(args.vms, args.concurrency)

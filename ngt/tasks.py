@@ -2,8 +2,8 @@
 
 from celery import shared_task
 
-from . import restore
-from .sweep import sweep_tools_isos
+from ngt.services import restore
+from ngt.services.sweep import sweep_tools_isos
 
 
 @shared_task(name="facet.ngt.sweep_tools_isos")

@@ -16,9 +16,9 @@ from console.core.errors import ServiceError
 from console.core.models import Task
 from console.core.views import actor, paginate, refuse, role_required, task_started
 from console.models import VM
+from ngt.services import guest_tools
+from ngt.services.authority import CaUnavailable, open_authority
 
-from . import services
-from .authority import CaUnavailable, open_authority
 from .models import CAPABILITIES, CAPABILITY_LABELS, TOOLS_VERSION, CertificateAuthority, GuestTools, VMCertificate
 
 CAPABILITY_HELP = {
@@ -30,10 +30,10 @@ CAPABILITY_HELP = {
                     "and runs the post-thaw hooks (it thaws by itself after 30 s whatever happens).",
 }
 OPERATIONS = {
-    "enable": services.request_enable,
-    "mount": services.request_mount,
-    "unmount": services.request_unmount,
-    "disable": services.request_disable,
+    "enable": guest_tools.request_enable,
+    "mount": guest_tools.request_mount,
+    "unmount": guest_tools.request_unmount,
+    "disable": guest_tools.request_disable,
 }
 EXPIRY_WARNING = timedelta(days=30)
 
@@ -60,13 +60,14 @@ def _vm(uuid) -> VM:
 @role_required()
 def guest_tools_panel(request, uuid):
     vm = _vm(uuid)
-    state = services.state_of(vm)
+    state = guest_tools.state_of(vm)
     return render(request, "ngt/panel.html", {
         "vm": vm, "state": state,
         "capabilities": [(name, CAPABILITY_LABELS[name], name in state.capabilities, CAPABILITY_HELP[name])
                          for name in CAPABILITIES],
-        "cdrom": vm.cdroms.filter(purpose=services.GUEST_TOOLS).exclude(iso_path="").first(),
-        "busy": Task.objects.filter(entity_uuid=vm.uuid, kind__in=services.KINDS, status__in=services.ACTIVE).first(),
+        "cdrom": vm.cdroms.filter(purpose=guest_tools.GUEST_TOOLS).exclude(iso_path="").first(),
+        "busy": Task.objects.filter(entity_uuid=vm.uuid, kind__in=guest_tools.KINDS,
+                                    status__in=guest_tools.ACTIVE).first(),
     })
 
 
@@ -91,7 +92,7 @@ def guest_tools_capabilities(request, uuid):
     vm = _vm(uuid)
     back = reverse("vm-detail", args=[vm.uuid])
     try:
-        state = services.set_capabilities(actor(request), vm, request.POST.getlist("capabilities"))
+        state = guest_tools.set_capabilities(actor(request), vm, request.POST.getlist("capabilities"))
     except ServiceError as error:
         return refuse(request, error, back)
     chosen = ", ".join(state.capabilities) or "none"

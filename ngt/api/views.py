@@ -11,8 +11,8 @@ from console.api.views import accepted, valid
 from console.core.actors import Actor
 from console.models import VM
 from console.services.vms import default_cluster
+from ngt.services import authority, guest_tools
 
-from .. import authority, services
 from ..daemon.commands import leader_location
 from ..models import GuestTools
 from . import serializers as s
@@ -38,13 +38,13 @@ class GuestToolsDetail(APIView):
     serializer_class = s.GuestToolsSerializer
 
     def get(self, request, uuid):
-        return Response(s.GuestToolsSerializer(services.state_of(vm_or_404(uuid))).data)
+        return Response(s.GuestToolsSerializer(guest_tools.state_of(vm_or_404(uuid))).data)
 
     @extend_schema(request=s.CapabilitiesSerializer, responses={200: s.GuestToolsSerializer})
     def patch(self, request, uuid):
         data = valid(s.CapabilitiesSerializer, request)
-        state = services.set_capabilities(Actor.from_request(request), vm_or_404(uuid), data["capabilities"])
-        return Response(s.GuestToolsSerializer(services.state_of(state.vm)).data)
+        state = guest_tools.set_capabilities(Actor.from_request(request), vm_or_404(uuid), data["capabilities"])
+        return Response(s.GuestToolsSerializer(guest_tools.state_of(state.vm)).data)
 
 
 class GuestToolsOperation(APIView):
@@ -59,15 +59,15 @@ class GuestToolsOperation(APIView):
 
 
 class Enable(GuestToolsOperation):
-    operation = staticmethod(services.request_enable)
+    operation = staticmethod(guest_tools.request_enable)
 
 
 class Unmount(GuestToolsOperation):
-    operation = staticmethod(services.request_unmount)
+    operation = staticmethod(guest_tools.request_unmount)
 
 
 class Disable(GuestToolsOperation):
-    operation = staticmethod(services.request_disable)
+    operation = staticmethod(guest_tools.request_disable)
 
 
 class Mount(APIView):
@@ -76,7 +76,7 @@ class Mount(APIView):
     @extend_schema(request=s.MountSerializer, responses={202: TaskSerializer})
     def post(self, request, uuid):
         data = valid(s.MountSerializer, request)
-        return accepted(services.request_mount(Actor.from_request(request), vm_or_404(uuid), data["config_only"]))
+        return accepted(guest_tools.request_mount(Actor.from_request(request), vm_or_404(uuid), data["config_only"]))
 
 
 class CertificateAuthorityDetail(APIView):

@@ -10,7 +10,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-from ngt.authority import CLOCK_SKEW, Signer
+from ngt.services.authority import CLOCK_SKEW, Signer
 
 SERVICE_ORGANIZATION = "Facet Guest Tools Service"  # what the leader asks of a proxy's certificate
 SERVER_CERTIFICATE_DAYS = 30  # made again at every start: short-lived is free

@@ -16,8 +16,8 @@ from console.core import audit
 from console.core.actors import Actor
 from console.core.registry import GuestReport, registry
 from console.models import VM
-from ngt import restore, services
 from ngt.models import GuestTools, VMCertificate
+from ngt.services import guest_tools, restore
 
 log = logging.getLogger("ngt.daemon")
 # A JSON list of ids as one bound parameter, expanded by the database (SQLite: JSON1, which JSONField needs).
@@ -167,7 +167,7 @@ def linked(vm_uuid: str, serial: str) -> None:
     """After a hello: the ISO whose serial the agent linked with is no longer needed."""
     close_old_connections()
     vm = VM.objects.filter(uuid=vm_uuid).select_related("host").first()
-    if vm is not None and services.release_tools_iso(vm, serial):
+    if vm is not None and guest_tools.release_tools_iso(vm, serial):
         log.info("VM %s linked with certificate %s: its tools ISO is ejected and deleted", vm.name, serial)
 
 
@@ -186,6 +186,6 @@ def running_vms(host_name: str) -> list[VM]:
 
 
 def restore_request(vm_uuid: str, message: dict) -> dict:
-    """A self-service restore request (ngt/restore.py), in the leader's thread."""
+    """A self-service restore request (ngt/services/restore.py), in the leader's thread."""
     close_old_connections()
     return restore.handle(vm_uuid, message)

@@ -21,7 +21,7 @@ from django.conf import settings
 from console.core.drivers import DriverError, driver_for
 from console.models import Host
 from console.services.hosts import beat_guest_tools
-from ngt import authority
+from ngt.services import authority
 
 from . import commands, guest_state, wire
 from .certificates import server_identity

@@ -11,8 +11,8 @@ import pytest
 from console.core.models import AuditEvent, Task
 from console.models import VM, Host, Network, Nic
 from console.services import templates, vms
-from ngt import services as guest_tools
 from ngt.models import GuestTools
+from ngt.services import guest_tools as guest_tools
 from tests.conftest import make_user
 
 GiB, MiB = 1024**3, 1024**2

@@ -10,8 +10,8 @@ from console.core.actors import Actor
 from console.core.models import Task
 from console.models import VM, Host, Network
 from console.services import templates, vms
-from ngt import services as guest_tools
 from ngt.models import GuestTools
+from ngt.services import guest_tools as guest_tools
 from tests.conftest import make_user
 from tests.e2e.test_first_hour import API_LABEL, FIELD_PREFIX, PAGE_WORDS, PRODUCT_NAMES, TASK_KIND, TEMPLATE_SYNTAX
 

@@ -15,9 +15,9 @@ from console.core.models import Task
 from console.models import VM, Image
 from console.services import power, processes, vms
 from customization.services.lifecycle import CustomizationRequest
-from ngt import services
 from ngt.daemon import commands
 from ngt.models import GuestTools
+from ngt.services import guest_tools
 from tests.guest_image import ensure_guest_image
 from tests.integration.conftest import cluster_image, domain_name, serial_console
 from tests.ngt import conftest as ngt_fixtures
@@ -65,7 +65,7 @@ def test_a_debian_guest_installs_the_tools_links_and_shuts_down_through_its_agen
                       options={"customization": customization})
     task = run(vms.request_create_vm(actor, spec), run_tasks)
     vm = VM.objects.select_related("host").get(uuid=task.entity_uuid)
-    run(services.request_mount(actor, vm), run_tasks)
+    run(guest_tools.request_mount(actor, vm), run_tasks)
     tools_iso = Path(vm.cdroms.get(purpose="guest-tools").iso_path)
 
     address = free_vip()
@@ -90,7 +90,7 @@ def test_a_debian_guest_installs_the_tools_links_and_shuts_down_through_its_agen
         assert str(tools_iso) not in media  # ejected from the running guest
         assert not vm.cdroms.filter(purpose="guest-tools").exists()
 
-        run(services.request_guest_power(actor, vm, "guest-shutdown"), run_tasks)
+        run(guest_tools.request_guest_power(actor, vm, "guest-shutdown"), run_tasks)
         wait_for(lambda: driver.state(vm) == "off", SHUTDOWN_SECONDS, "the guest to power itself off")
     except AssertionError:
         print(f"--- serial console of {vm.name}\n{serial_console(vm)[-8000:]}")

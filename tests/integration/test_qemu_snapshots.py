@@ -22,8 +22,8 @@ from console.core.models import AuditEvent, Task
 from console.models import VM, Image, Snapshot
 from console.services import power, processes, snapshots, vms
 from customization.services.lifecycle import CustomizationRequest
-from ngt import services
 from ngt.models import GuestTools, RestoreDisk
+from ngt.services import guest_tools
 from tests.guest_image import ensure_guest_image
 from tests.integration.conftest import cluster_image, domain_name, serial_console
 from tests.ngt import conftest as ngt_fixtures
@@ -132,8 +132,8 @@ def test_a_consistent_snapshot_reverts_and_restores_files_in_the_guest(
     spec = vms.VMSpec(name=domain_name("snap"), vcpus=2, memory_bytes=GiB, image=image,
                       options={"customization": CustomizationRequest(content=cloud_config())})
     vm = VM.objects.select_related("host").get(uuid=run(vms.request_create_vm(actor, spec), run_tasks).entity_uuid)
-    services.set_capabilities(actor, vm, ["self-service-restore", "vss-snapshot"])
-    run(services.request_mount(actor, vm), run_tasks)
+    guest_tools.set_capabilities(actor, vm, ["self-service-restore", "vss-snapshot"])
+    run(guest_tools.request_mount(actor, vm), run_tasks)
     celery_processes.start("service-qemu-1", processes.guest_tools_service_command(vm.host.name)
                            + f" --address {free_vip()}", "leading:")
     run(power.request_power(actor, vm, "power-on"), run_tasks)

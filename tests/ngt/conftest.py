@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from ngt import services
 from ngt.agent.packaging.build import build
+from ngt.services import guest_tools
 
 
 @pytest.fixture(autouse=True)
@@ -35,7 +35,7 @@ def built_packages(tmp_path_factory) -> Path:
 @pytest.fixture
 def guest_tools_packages(built_packages, settings) -> Path:
     """The packages in this test's data directory, where tools ISOs take their installer/ from."""
-    target = services.guest_tools_packages()
+    target = guest_tools.guest_tools_packages()
     target.parent.mkdir(parents=True, exist_ok=True)
     target.symlink_to(built_packages)
     return target

@@ -16,10 +16,10 @@ from pathlib import Path
 
 import pytest
 
-from ngt import authority, services
 from ngt.agent import AGENT_VERSION, config, guest, protocol
 from ngt.daemon.certificates import server_identity
 from ngt.models import TOOLS_VERSION
+from ngt.services import authority, guest_tools
 from tests.ngt.conftest import iso_file
 from tests.realparts import wait_for
 
@@ -121,7 +121,7 @@ def mounted_vm(vm, actor, run_tasks, tmp_path):
     """A VM whose tools ISO was mounted, the ISO's config/ extracted to a directory standing for the disc."""
     vm.cluster.virtual_ip = free_vip()
     vm.cluster.save()
-    services.request_mount(actor, vm)
+    guest_tools.request_mount(actor, vm)
     run_tasks()
     vm.refresh_from_db()
     return vm, extract_media(vm, tmp_path / "media")

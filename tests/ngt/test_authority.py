@@ -7,15 +7,15 @@ import pytest
 from django.core.management import CommandError, call_command
 
 from console.core.models import AuditEvent, Task
-from ngt import authority, services
 from ngt.models import CertificateAuthority, VMCertificate
+from ngt.services import authority, guest_tools
 from tests.ngt.conftest import iso_file
 
 PASSPHRASE = "correct horse battery staple"
 
 
 def mount(actor, vm, run_tasks) -> Path:
-    services.request_mount(actor, vm)
+    guest_tools.request_mount(actor, vm)
     run_tasks()
     return Path(vm.cdroms.get(purpose="guest-tools").iso_path)
 
@@ -42,14 +42,14 @@ def test_a_lost_or_damaged_key_file_is_a_clear_error_and_leaves_nothing(vm, acto
         ca_key_file.unlink()
         authority.key_encryption_key(create=True)
     with pytest.raises(authority.CaUnavailable, match="guest_tools_ca import") as caught:
-        services.request_mount(actor, vm)
+        guest_tools.request_mount(actor, vm)
     assert caught.value.status_code == 503
     assert not Task.objects.filter(kind="ngt.mount").exists() and not VMCertificate.objects.exists()
     assert not vm.cdroms.filter(purpose="guest-tools").exists()
 
 
 def test_a_key_file_damaged_after_the_request_fails_the_task_and_leaves_nothing(vm, actor, run_tasks, ca_key_file):
-    task = services.request_mount(actor, vm)
+    task = guest_tools.request_mount(actor, vm)
     ca_key_file.write_text("not a key")
     run_tasks()
     task.refresh_from_db()

@@ -22,10 +22,10 @@ from console.core.errors import Conflict
 from console.core.models import AuditEvent, SimDomain
 from console.models import VM
 from console.services import processes, vms
-from ngt import services
 from ngt.agent import AGENT_VERSION
 from ngt.daemon import commands
 from ngt.models import GuestTools
+from ngt.services import guest_tools
 from tests.ngt import test_agent
 from tests.ngt.test_agent import REPOSITORY, free_vip, start_agent, stop
 from tests.realparts import wait_for
@@ -137,7 +137,7 @@ def test_refusals_leave_the_linked_agent_served(service, mounted_vm, tmp_path, a
         assert commands.send_command(str(vm.uuid), "get_info", timeout=10, client=service.client)["ok"]
         assert state(vm).link_active
 
-        services.request_mount(actor, vm)  # the agent's certificate is revoked; a new session with it is refused
+        guest_tools.request_mount(actor, vm)  # the agent's certificate is revoked; a new session with it is refused
         run_tasks()
         third = tmp_path / "third"
         third.mkdir()
@@ -200,7 +200,7 @@ def test_a_remount_on_a_running_vm_relinks_over_the_same_channel(short_data_dir,
     wait_for(lambda: state(vm).link_active and not state(vm).iso_mounted, 20, "the link over serial")
     first = state(vm).certificate.serial
 
-    services.request_mount(actor, vm)  # a new pair: the guest installs it and speaks with it on the same port
+    guest_tools.request_mount(actor, vm)  # a new pair: the guest installs it and speaks with it on the same port
     run_tasks()
     second = state(vm).certificate.serial
     iso = Path(vm.cdroms.get(purpose="guest-tools").iso_path)
@@ -227,14 +227,14 @@ def test_guest_shutdown_succeeds_only_once_the_vm_is_off(service, mounted_vm, tm
     SimDomain.objects.filter(uuid=vm.uuid).update(power_state="on")
     VM.objects.filter(pk=vm.pk).update(power_state=VM.PowerState.ON)
     with pytest.raises(Conflict, match="has no link"):
-        services.request_guest_power(actor, vm, "guest-shutdown")
+        guest_tools.request_guest_power(actor, vm, "guest-shutdown")
     service("host-1", "leading:")
     agent = start_agent(tmp_path, media)
     power_log = tmp_path / "power.log"
     try:
         wait_for(lambda: state(vm).link_active, 20, "the link")
         # The guest says yes and runs its shutdown command, but the VM stays on (a stuck guest).
-        stuck = services.request_guest_power(actor, vm, "guest-shutdown")
+        stuck = guest_tools.request_guest_power(actor, vm, "guest-shutdown")
         run_tasks()
         stuck.refresh_from_db()
         assert stuck.status == "failed"
@@ -249,7 +249,7 @@ def test_guest_shutdown_succeeds_only_once_the_vm_is_off(service, mounted_vm, tm
         settings.FACET_GUEST_SHUTDOWN_SECONDS = 20
         guest = threading.Thread(target=guest_powers_off)
         guest.start()
-        task = services.request_guest_power(actor, vm, "guest-shutdown")
+        task = guest_tools.request_guest_power(actor, vm, "guest-shutdown")
         run_tasks()
         guest.join()
         task.refresh_from_db()
@@ -273,7 +273,7 @@ def test_a_clone_talks_as_itself_once_its_iso_is_mounted(service, mounted_vm, tm
         vms.request_clone(actor, VM.objects.get(pk=template.pk), "web-2")
         run_tasks()
         clone = VM.objects.get(name="web-2")
-        services.request_mount(actor, clone)
+        guest_tools.request_mount(actor, clone)
         run_tasks()
         agent = start_agent(tmp_path, test_agent.extract_media(clone, tmp_path / "clone-media"))
         wait_for(lambda: state(clone).link_active, 20, "the clone to link as itself")

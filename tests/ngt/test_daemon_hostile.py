@@ -18,9 +18,9 @@ from hypothesis import strategies as st
 from console.core.models import AuditEvent
 from console.models import VM
 from console.services import vms
-from ngt import authority, services
 from ngt.daemon import commands, gate, guest_state, leader, wire
 from ngt.daemon.certificates import server_identity
+from ngt.services import authority, guest_tools
 from tests.ngt import test_agent, test_daemon
 from tests.ngt.test_agent import free_vip
 from tests.ngt.test_daemon import raw_session, refusals, state
@@ -101,7 +101,7 @@ def test_a_malformed_message_through_a_proxys_link_ends_only_its_session(service
     vms.request_create_vm(actor, vms.VMSpec(name="web-2", vcpus=1, memory_bytes=2**30))
     run_tasks()
     second = VM.objects.get(name="web-2")
-    services.request_mount(actor, second)
+    guest_tools.request_mount(actor, second)
     run_tasks()
     second_media = test_agent.extract_media(second, tmp_path / "media-2")
     service("host-1", "leading:")
@@ -128,14 +128,14 @@ def tls_opening(vm, serial: str) -> dict:
 @pytest.mark.parametrize("revocation", ["disable", "remount"])
 def test_a_revoked_certificates_session_is_hung_up_within_a_flush(vm, actor, run_tasks, redis_url, monkeypatch,
                                                                    revocation):
-    services.request_mount(actor, vm)
+    guest_tools.request_mount(actor, vm)
     run_tasks()
     serial = state(vm).certificate.serial
     agent = RecordingAgent()
     hello = {"id": "h1", "type": "hello", "vm_uuid": str(vm.uuid), "certificate_serial": serial}
 
     def revoke() -> None:
-        (services.request_disable if revocation == "disable" else services.request_mount)(actor, vm)
+        (guest_tools.request_disable if revocation == "disable" else guest_tools.request_mount)(actor, vm)
         run_tasks()
 
     async def scenario(the_leader) -> None:
@@ -163,10 +163,10 @@ def test_a_revoked_certificates_session_is_hung_up_within_a_flush(vm, actor, run
 
 @pytest.mark.django_db(transaction=True)
 def test_stale_serials_are_revoked_and_unknown_ones(vm, actor, run_tasks):
-    services.request_mount(actor, vm)
+    guest_tools.request_mount(actor, vm)
     run_tasks()
     first = state(vm).certificate.serial
-    services.request_mount(actor, vm)
+    guest_tools.request_mount(actor, vm)
     run_tasks()
     current = state(vm).certificate.serial
     assert guest_state.stale_serials([first, current, "00ff"]) == [first, "00ff"]

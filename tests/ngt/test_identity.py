@@ -17,8 +17,8 @@ from console.models import VM
 from console.services import templates, vms
 from customization.models import VMCustomization
 from customization.services.lifecycle import CustomizationRequest
-from ngt import identity, services
 from ngt.models import GuestTools, VMCertificate
+from ngt.services import guest_tools, identity
 from tests.ngt.conftest import iso_file
 from tests.ngt.test_services import iso_paths, mount, tools_iso
 
@@ -64,7 +64,7 @@ def golden(actor, run_tasks, cluster, capabilities=("vss-snapshot",)) -> VM:
     vms.request_create_vm(actor, vms.VMSpec(name="golden", vcpus=1, memory_bytes=GiB, disk_sizes=[MiB]))
     run_tasks()
     source = VM.objects.get(name="golden")
-    services.set_capabilities(actor, source, list(capabilities))
+    guest_tools.set_capabilities(actor, source, list(capabilities))
     mount(actor, source, run_tasks)
     make_template(actor, source, run_tasks)
     return source
@@ -170,7 +170,7 @@ def test_a_failed_clone_leaves_no_tools_iso_nor_valid_certificate(cluster, actor
             run_tasks()
     task.refresh_from_db()
     assert task.status == "failed" and not VM.objects.filter(name="web-1").exists()
-    directory = Path(source.disks.first().path).parents[2] / services.ISO_DIRECTORY
+    directory = Path(source.disks.first().path).parents[2] / guest_tools.ISO_DIRECTORY
     assert not list(directory.glob("*.iso"))
     assert not VMCertificate.objects.filter(revoked=False).exists()
 

@@ -3,8 +3,8 @@
 import socket
 
 from console.core.registry import Consistency
-from ngt import quiesce
 from ngt.models import GuestTools
+from ngt.services import quiesce
 
 
 def closed_port() -> int:

@@ -1,4 +1,4 @@
-"""Self-service restore, the console's side (`ngt/restore.py` as the leader calls it for an agent's `ssr`
+"""Self-service restore, the console's side (`ngt/services/restore.py` as the leader calls it for an agent's `ssr`
 request) on the sim hypervisor, whose disks are real files: list, attach, detach, expiry, and every refusal."""
 
 from datetime import timedelta
@@ -11,8 +11,8 @@ from console.core.errors import Conflict
 from console.core.models import AuditEvent, SimDomain, Task
 from console.models import VM, Image, Snapshot
 from console.services import snapshots, vms
-from ngt import restore, services
 from ngt.models import RestoreDisk
+from ngt.services import guest_tools, restore
 
 MiB = 1024**2
 
@@ -28,7 +28,7 @@ def guest_vm(cluster, actor, run_tasks, monkeypatch):
     for name in ("monday", "tuesday"):
         snapshots.request_create(actor, vm, name)
         run_tasks()
-    services.set_capabilities(actor, vm, ["self-service-restore"])
+    guest_tools.set_capabilities(actor, vm, ["self-service-restore"])
     return vm
 
 
@@ -73,7 +73,7 @@ def actor_of():
 
 
 def test_refused_when_the_capability_is_off(guest_vm, actor):
-    services.set_capabilities(actor, guest_vm, ["vss-snapshot"])
+    guest_tools.set_capabilities(actor, guest_vm, ["vss-snapshot"])
     answer = ask(guest_vm, "list")
     assert answer == {"ok": False, "error": "the self-service-restore capability is off for this VM; an "
                                             "administrator turns it on in the VM's Guest Tools panel"}

@@ -13,7 +13,7 @@ from django.core.management import call_command
 from django.db import connection
 
 from console.core.models import Task
-from ngt import services
+from ngt.services import guest_tools
 from tests.integration.test_worker import wait_until_ended
 from tests.ngt.conftest import iso_file
 
@@ -50,7 +50,7 @@ def database_bytes() -> bytes:
 
 
 def test_the_private_key_is_only_in_the_iso(vm, actor, run_tasks):
-    task = services.request_mount(actor, vm)
+    task = guest_tools.request_mount(actor, vm)
     run_tasks()
     iso = Path(vm.cdroms.get(purpose="guest-tools").iso_path)
     traces = key_traces(iso)
@@ -72,7 +72,7 @@ def test_through_a_real_worker_the_key_is_not_in_its_log(cluster, actor, celery_
     created = vms.request_create_vm(actor, vms.VMSpec(name="logged", vcpus=1, memory_bytes=1024**3))
     assert wait_until_ended(created).status == "succeeded", created.error
     vm = VM.objects.get(name="logged")
-    task = services.request_mount(actor, vm)
+    task = guest_tools.request_mount(actor, vm)
     assert wait_until_ended(task).status == "succeeded", task.error
     iso = Path(vm.cdroms.get(purpose="guest-tools").iso_path)
     traces = key_traces(iso)

@@ -12,9 +12,9 @@ from console.core.models import AuditEvent, SimDomain, Task
 from console.core.tasks import rerun
 from console.models import VM, CdRom
 from console.services import bulk, vms
-from ngt import services
 from ngt.agent import AGENT_VERSION
 from ngt.models import GuestTools, VMCertificate
+from ngt.services import guest_tools
 from tests.ngt.conftest import iso_file
 
 GiB = 1024**3
@@ -25,7 +25,7 @@ def tools_iso(vm: VM) -> Path:
 
 
 def mount(actor, vm: VM, run_tasks, **options) -> Task:
-    task = services.request_mount(actor, vm, **options)
+    task = guest_tools.request_mount(actor, vm, **options)
     run_tasks()
     task.refresh_from_db()
     assert task.status == "succeeded", task.error
@@ -33,7 +33,7 @@ def mount(actor, vm: VM, run_tasks, **options) -> Task:
 
 
 def test_enable_creates_the_state_and_the_ca_without_an_iso(vm, actor, run_tasks, ca_key_file):
-    task = services.request_enable(actor, vm)
+    task = guest_tools.request_enable(actor, vm)
     run_tasks()
     task.refresh_from_db()
     assert task.status == "succeeded", task.error
@@ -73,7 +73,7 @@ def test_remount_issues_a_new_pair_revokes_the_old_and_deletes_the_old_iso(vm, a
 def test_unmount_ejects_and_deletes_the_iso_and_keeps_the_certificate(vm, actor, run_tasks):
     mount(actor, vm, run_tasks)
     iso = tools_iso(vm)
-    services.request_unmount(actor, vm)
+    guest_tools.request_unmount(actor, vm)
     run_tasks()
     assert not iso.exists()
     assert SimDomain.objects.get(uuid=vm.uuid).cdroms == {}
@@ -85,7 +85,7 @@ def test_unmount_ejects_and_deletes_the_iso_and_keeps_the_certificate(vm, actor,
 def test_disable_unmounts_and_revokes(vm, actor, run_tasks):
     mount(actor, vm, run_tasks)
     iso = tools_iso(vm)
-    services.request_disable(actor, vm)
+    guest_tools.request_disable(actor, vm)
     run_tasks()
     state = GuestTools.objects.get(vm=vm)
     assert not state.enabled and not state.iso_mounted and state.certificate is None
@@ -97,7 +97,7 @@ def test_a_template_is_refused(vm, actor):
     VM.objects.filter(pk=vm.pk).update(is_template=True)
     vm.refresh_from_db()
     with pytest.raises(Conflict, match="template"):
-        services.request_mount(actor, vm)
+        guest_tools.request_mount(actor, vm)
 
 
 def test_a_running_vm_whose_cd_rom_holds_its_customization_media_gets_a_hot_plugged_drive(vm, actor, run_tasks,
@@ -120,7 +120,7 @@ def test_a_running_vm_whose_hot_pluggable_slots_are_full_is_a_409_that_says_what
     VM.objects.filter(pk=vm.pk).update(power_state="on")
     vm.refresh_from_db()
     with pytest.raises(Conflict) as caught:
-        services.request_mount(actor, vm)
+        guest_tools.request_mount(actor, vm)
     assert caught.value.status_code == 409
     assert caught.value.errors["slot"] == [
         "VM web-1 is on and has no empty CD-ROM (" + "; ".join(
@@ -138,15 +138,15 @@ def test_a_vm_that_is_off_gets_a_cd_rom_added(vm, actor, run_tasks, cluster):
 
 
 def test_a_second_mount_while_one_is_queued_is_refused(vm, actor):
-    services.request_mount(actor, vm)
+    guest_tools.request_mount(actor, vm)
     with pytest.raises(Conflict, match="already queued"):
-        services.request_mount(actor, vm)
+        guest_tools.request_mount(actor, vm)
 
 
 def test_unknown_capability_is_refused_and_known_ones_reach_ngt_json(vm, actor, run_tasks):
     with pytest.raises(InvalidRequest, match="unknown capability 'backup'"):
-        services.set_capabilities(actor, vm, ["backup"])
-    services.set_capabilities(actor, vm, ["vss-snapshot", "self-service-restore", "vss-snapshot"])
+        guest_tools.set_capabilities(actor, vm, ["backup"])
+    guest_tools.set_capabilities(actor, vm, ["vss-snapshot", "self-service-restore", "vss-snapshot"])
     assert GuestTools.objects.get(vm=vm).capabilities == ["self-service-restore", "vss-snapshot"]
     mount(actor, vm, run_tasks)
     assert b'"vss-snapshot"' in iso_file(tools_iso(vm), "config/ngt.json")
@@ -154,9 +154,9 @@ def test_unknown_capability_is_refused_and_known_ones_reach_ngt_json(vm, actor, 
 
 def test_unmount_and_disable_say_when_there_is_nothing_to_do(vm, actor):
     with pytest.raises(Conflict, match="no Guest Tools ISO is mounted"):
-        services.request_unmount(actor, vm)
+        guest_tools.request_unmount(actor, vm)
     with pytest.raises(Conflict, match="not enabled"):
-        services.request_disable(actor, vm)
+        guest_tools.request_disable(actor, vm)
 
 
 def refusing_insert(self, vm, slot, path):
@@ -165,7 +165,7 @@ def refusing_insert(self, vm, slot, path):
 
 def test_a_failed_insert_leaves_no_iso_and_no_certificate(vm, actor, run_tasks, monkeypatch):
     monkeypatch.setattr(SimDriver, "insert_cdrom", refusing_insert)
-    task = services.request_mount(actor, vm)
+    task = guest_tools.request_mount(actor, vm)
     run_tasks()
     task.refresh_from_db()
     assert task.status == "failed" and "see the worker log, error id" in task.error  # not a DriverError
@@ -178,7 +178,7 @@ def test_a_failed_insert_leaves_no_iso_and_no_certificate(vm, actor, run_tasks, 
 def test_a_failed_mount_can_be_rerun(vm, actor, run_tasks, monkeypatch):
     working_insert = SimDriver.insert_cdrom
     monkeypatch.setattr(SimDriver, "insert_cdrom", refusing_insert)
-    task = services.request_mount(actor, vm)
+    task = guest_tools.request_mount(actor, vm)
     run_tasks()
     monkeypatch.setattr(SimDriver, "insert_cdrom", working_insert)
     rerun(actor, Task.objects.get(pk=task.pk))

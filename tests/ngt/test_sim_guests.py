@@ -12,8 +12,8 @@ from console.services import demo
 from customization.models import VMCustomization
 from customization.services import lifecycle
 from customization.services.lifecycle import CustomizationRequest
-from ngt import demo as ngt_demo
 from ngt.models import GuestTools
+from ngt.services import demo as ngt_demo
 from tests.ngt import test_daemon
 from tests.ngt.test_agent import REPOSITORY
 from tests.ngt.test_daemon import state

@@ -8,7 +8,7 @@ from console.core import tasks
 from console.core.drivers import files
 from console.models import VM, Snapshot, VirtualDisk
 from console.services import snapshots
-from ngt import quiesce, services
+from ngt.services import guest_tools, quiesce
 from tests.ngt import test_agent, test_daemon
 from tests.ngt.test_agent import extract_media, start_agent, stop
 from tests.realparts import wait_for
@@ -31,8 +31,8 @@ def running_vm(mounted_vm, actor, run_tasks, tmp_path, settings, redis_url, monk
     from console.core.models import SimDomain
     SimDomain.objects.filter(uuid=vm.uuid).update(power_state="on")
     VM.objects.filter(pk=vm.pk).update(power_state="on")
-    services.set_capabilities(actor, vm, ["vss-snapshot"])
-    services.request_mount(actor, vm)
+    guest_tools.set_capabilities(actor, vm, ["vss-snapshot"])
+    guest_tools.request_mount(actor, vm)
     run_tasks()
     script = tmp_path / "fsfreeze"
     script.write_text(f"#!/bin/sh\n[ -e {tmp_path}/slow ] && [ \"$1\" = -f ] && sleep 4\n"
@@ -60,7 +60,7 @@ def test_a_linked_agent_makes_the_snapshot_consistent(service, running_vm, tmp_p
     service("host-1", "leading:")
     agent = start_agent(tmp_path, media, **options)
     try:
-        wait_for(lambda: services.state_of(vm).link_active, 20, "the link")
+        wait_for(lambda: guest_tools.state_of(vm).link_active, 20, "the link")
         snapshot = take(actor, run_tasks, vm, "consistent")
         assert snapshot.consistent, snapshot.consistency_note
         assert snapshot.consistency_note.startswith("application-consistent: the agent froze /")
@@ -68,7 +68,7 @@ def test_a_linked_agent_makes_the_snapshot_consistent(service, running_vm, tmp_p
         assert frozen >= 1 and frozen == thawed
         assert "guest frozen" in test_agent.agent_log(tmp_path) and "guest thawed" in test_agent.agent_log(tmp_path)
 
-        services.set_capabilities(actor, vm, [])
+        guest_tools.set_capabilities(actor, vm, [])
         snapshot = take(actor, run_tasks, vm, "capability-off")
         assert (snapshot.consistent, snapshot.consistency_note) == (
             False, "crash-consistent: the vss-snapshot capability is off")
@@ -86,7 +86,7 @@ def test_a_freeze_never_answered_is_crash_consistent_and_thawed(service, running
     service("host-1", "leading:")
     agent = start_agent(tmp_path, media, **options)
     try:
-        wait_for(lambda: services.state_of(vm).link_active, 20, "the link")
+        wait_for(lambda: guest_tools.state_of(vm).link_active, 20, "the link")
         snapshot = take(actor, run_tasks, vm, "late")
         assert not snapshot.consistent
         assert snapshot.consistency_note.startswith("crash-consistent: the guest did not freeze (no ")

@@ -6,7 +6,8 @@ from pathlib import Path
 
 from django.conf import settings
 
-from ngt import services, tasks
+from ngt import tasks
+from ngt.services import guest_tools
 from tests.ngt.test_services import mount, tools_iso
 
 AN_HOUR_AGO = time.time() - 3600
@@ -20,7 +21,7 @@ def remount_killed_before_the_old_iso_is_removed(actor, vm, run_tasks, monkeypat
     """A remount whose worker dies right after its commit: the previous ISO stays on disk."""
     old = tools_iso(vm)
     with monkeypatch.context() as patch:
-        patch.setattr(services.tools_iso, "remove_iso", lambda path: None)  # killed before it runs
+        patch.setattr(guest_tools.tools_iso, "remove_iso", lambda path: None)  # killed before it runs
         mount(actor, vm, run_tasks)
     assert old.is_file() and tools_iso(vm) != old
     return old
@@ -48,7 +49,7 @@ def test_the_sweep_keeps_a_young_iso_and_one_a_queued_mount_may_give_back(vm, ac
     assert tasks.sweep() == 0  # younger than the grace period: a mount may be writing it
     age(old)
     in_cdrom = tools_iso(vm)
-    services.request_mount(actor, vm)  # queued: if it fails, its CD-ROM gets `in_cdrom` back
+    guest_tools.request_mount(actor, vm)  # queued: if it fails, its CD-ROM gets `in_cdrom` back
     age(in_cdrom)
     assert tasks.sweep() == 1
     assert not old.exists() and in_cdrom.is_file()

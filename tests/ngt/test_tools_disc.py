@@ -16,9 +16,9 @@ from pathlib import Path
 import pycdlib
 import pytest
 
-from ngt import services
 from ngt.agent import config
 from ngt.models import VMCertificate
+from ngt.services import guest_tools
 from tests.ngt.test_agent_packaging import INSTALLED, run_agent
 from tests.ngt.test_services import mount, tools_iso
 
@@ -123,8 +123,8 @@ def test_the_agent_installed_from_the_disc_links_its_identity(disc, vm, tmp_path
 
 def test_the_packages_on_the_disc_are_the_ones_built(disc, tmp_path):
     with disc_contents(disc, tmp_path / "media") as media:
-        for built in services.guest_tools_packages().glob("*/**/*"):
+        for built in guest_tools.guest_tools_packages().glob("*/**/*"):
             if built.is_file():
-                relative = built.relative_to(services.guest_tools_packages())
+                relative = built.relative_to(guest_tools.guest_tools_packages())
                 assert (media / "installer" / relative).read_bytes() == built.read_bytes(), relative
         assert b"install.sh" in (media / "installer/README").read_bytes()

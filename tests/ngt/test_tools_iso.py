@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from ngt import tools_iso
+from ngt.services import tools_iso
 
 
 def names(image: bytes, tmp_path: Path) -> set[str]:

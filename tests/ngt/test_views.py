@@ -6,8 +6,8 @@ from pathlib import Path
 from django.utils import timezone
 
 from console.core.models import Task
-from ngt import services
 from ngt.models import GuestTools, VMCertificate
+from ngt.services import guest_tools
 
 
 def panel(client, vm):
@@ -60,7 +60,7 @@ def test_a_viewer_may_not_post(client, vm, viewer):
 
 def test_the_guest_tools_page_lists_vms_by_state_with_the_ca_and_expiring_certificates(client, vm, actor, viewer,
                                                                                        run_tasks):
-    services.request_mount(actor, vm)
+    guest_tools.request_mount(actor, vm)
     run_tasks()
     VMCertificate.objects.update(not_after=timezone.now() + timedelta(days=3))
     GuestTools.objects.update(installed_version="0.9.0")
@@ -74,7 +74,7 @@ def test_the_guest_tools_page_lists_vms_by_state_with_the_ca_and_expiring_certif
 
 
 def test_the_page_says_when_the_ca_key_does_not_open(client, vm, actor, viewer, run_tasks, ca_key_file):
-    services.request_enable(actor, vm)
+    guest_tools.request_enable(actor, vm)
     run_tasks()
     ca_key_file.write_text("garbage")
     client.force_login(viewer)

@@ -12,7 +12,7 @@ from console.core import audit
 from console.core.actors import Actor
 from console.core.errors import ServiceError
 from console.models import Cluster
-from ngt import authority
+from ngt.services import authority
 
 MIN_PASSPHRASE = 12
 

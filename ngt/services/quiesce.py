@@ -11,8 +11,8 @@ from redis.exceptions import RedisError
 from console.core.registry import Consistency
 from console.models import VM
 
-from .daemon import commands
-from .models import GuestTools
+from ..daemon import commands
+from ..models import GuestTools
 
 CAPABILITY = "vss-snapshot"
 # The agent thaws by itself this long after freezing, whatever the console does: the snapshot must be taken

@@ -19,10 +19,17 @@ from console.core.errors import InvalidRequest
 from console.core.registry import NewVM
 from console.models import VM
 from console.services.cdroms import free_slot
+from ngt.services import authority, tools_iso
+from ngt.services.guest_tools import (
+    GUEST_TOOLS,
+    check_authority,
+    checked_capabilities,
+    new_iso_path,
+    new_tools_files,
+    state_of,
+)
 
-from . import authority, tools_iso
-from .models import GuestTools, VMCertificate
-from .services import GUEST_TOOLS, check_authority, checked_capabilities, new_iso_path, new_tools_files, state_of
+from ..models import GuestTools, VMCertificate
 
 FIELD = "guest_tools"
 

@@ -28,7 +28,7 @@ from django.db import transaction
 from console.core.errors import ServiceError
 from console.models import VM, Cluster
 
-from .models import CertificateAuthority
+from ..models import CertificateAuthority
 
 log = logging.getLogger(__name__)
 CA_YEARS = 10

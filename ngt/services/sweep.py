@@ -15,9 +15,8 @@ from django.conf import settings
 
 from console.core.models import Task
 from console.models import CdRom, StorageContainer
-
-from . import tools_iso
-from .services import ACTIVE, ISO_DIRECTORY
+from ngt.services import tools_iso
+from ngt.services.guest_tools import ACTIVE, ISO_DIRECTORY
 
 log = logging.getLogger(__name__)
 

@@ -23,8 +23,8 @@ from console.core.models import Task
 from console.core.tasks import Progress, create_task, run_here, task_kind
 from console.models import VM, Snapshot
 
-from .daemon import commands
-from .models import GuestTools, RestoreDisk
+from ..daemon import commands
+from ..models import GuestTools, RestoreDisk
 
 CAPABILITY = "self-service-restore"
 ACTIONS = ("list", "attach", "detach")

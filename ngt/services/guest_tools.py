@@ -25,10 +25,10 @@ from console.models import VM, CdRom, Cluster, StorageContainer
 from console.services.cdroms import free_slot
 from console.services.power import BUSY_STATES
 from console.services.vms import tell_powered
+from ngt.services import authority, tools_iso
 
-from . import authority, tools_iso
-from .daemon import commands
-from .models import CAPABILITIES, TOOLS_VERSION, GuestTools, VMCertificate
+from ..daemon import commands
+from ..models import CAPABILITIES, TOOLS_VERSION, GuestTools, VMCertificate
 
 GUEST_TOOLS = CdRom.Purpose.GUEST_TOOLS
 ISO_DIRECTORY = "guest-tools"

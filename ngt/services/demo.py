@@ -6,9 +6,9 @@ from django.db import transaction
 from console.core.actors import Actor
 from console.core.tasks import run_here, sending_together
 from console.models import VM, Cluster
+from ngt.services import guest_tools
 
-from . import services
-from .models import GuestTools
+from ..models import GuestTools
 
 DEMO_GUESTS = 3
 
@@ -25,5 +25,5 @@ def mount_guest_tools(cluster: Cluster) -> str:
         return ""
     with transaction.atomic(), sending_together(deliver=run_here):
         for vm in chosen:
-            services.request_mount(Actor.system(), vm)
+            guest_tools.request_mount(Actor.system(), vm)
     return f"Guest Tools mounted on {', '.join(vm.name for vm in chosen)} (their simulated guests link once served)"
