@@ -121,7 +121,7 @@ def test_image_upload_shows_progress_then_the_hash_and_refuses_a_fake_iso(page, 
     fake.write_bytes(b"not an iso at all" * 100)
     log_in(page)
     page.goto("/images/")
-    page.get_by_label("Name").fill("uploaded-iso")
+    page.locator("#upload-form").get_by_label("Name").fill("uploaded-iso")
     page.get_by_label("Kind").select_option("iso")
     page.get_by_label("File").set_input_files(str(fake))
     page.get_by_role("button", name="Upload").click()

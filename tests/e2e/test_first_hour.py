@@ -43,7 +43,8 @@ def fleet(cluster, monkeypatch, run_tasks):
     demo.seed(6)
     admin = make_user("admin-e2e", "Admin")
     actor = Actor(user=admin)
-    bulk.request_bulk(actor, "power-off", VM.objects.filter(is_template=False, power_state="on")[:2])
+    two_running = VM.objects.filter(is_template=False, power_state="on").values_list("pk", flat=True)[:2]
+    bulk.request_bulk(actor, "power-off", VM.objects.filter(pk__in=list(two_running)))
     run_tasks()
     with monkeypatch.context() as patch:
         patch.setattr("console.core.drivers.sim.SimDriver.create", _refuse)
@@ -244,12 +245,12 @@ def test_uploads_are_checked_before_the_file_goes_and_forms_keep_their_values(pa
     page.goto("/images/")
     uploads = []
     page.on("request", lambda request: uploads.append(request.url) if "/images/upload/" in request.url else None)
-    page.get_by_label("Name").fill("fresh")
+    page.locator("#upload-form").get_by_label("Name").fill("fresh")
     page.get_by_label("File").set_input_files(str(empty))
     page.get_by_role("button", name="Upload").click()
     expect(page.locator("#upload-result")).to_contain_text("empty.iso is empty (0 bytes)")
     existing = Image.objects.first().name
-    page.get_by_label("Name").fill(existing)
+    page.locator("#upload-form").get_by_label("Name").fill(existing)
     page.get_by_label("File").set_input_files(str(disk))
     page.get_by_role("button", name="Upload").click()
     expect(page.locator("#upload-result")).to_contain_text(f"Name: an image named '{existing}' already exists")
