@@ -320,10 +320,12 @@ class UserSerializer(serializers.ModelSerializer):
 
 class VMDetailSerializer(VMSerializer):
     """One VM, with what its edit form needs: the changes waiting for a power cycle, the maxima the running
-    guest can grow to, the boot order and the version (also its ETag)."""
+    guest can grow to, the boot order, whether it is restarted elsewhere when its host fails, and the version
+    (also its ETag)."""
 
     class Meta(VMSerializer.Meta):
-        fields = [*VMSerializer.Meta.fields, "max_vcpus", "max_memory_bytes", "pending", "boot_order", "version"]
+        fields = [*VMSerializer.Meta.fields, "max_vcpus", "max_memory_bytes", "pending", "boot_order",
+                  "high_availability", "version"]
 
 
 class VMUpdateSerializer(serializers.Serializer):
@@ -333,6 +335,8 @@ class VMUpdateSerializer(serializers.Serializer):
     memory_bytes = serializers.IntegerField(required=False)
     boot_order = serializers.ListField(child=serializers.CharField(), required=False,
                                        help_text="e.g. [\"hd\", \"cdrom\"]: hd, cdrom, network")
+    high_availability = serializers.BooleanField(
+        required=False, help_text="Restarted on another host when its host fails (if its disks are reachable there)")
 
 
 class DiskAddSerializer(serializers.Serializer):

@@ -231,8 +231,8 @@ class VMViewSet(ByUuid, mixins.ListModelMixin, mixins.RetrieveModelMixin, viewse
 
     @extend_schema(request=s.VMUpdateSerializer, responses={202: s.TaskSerializer})
     def partial_update(self, request, uuid=None):
-        """Edit name, description, vCPUs, memory, boot order. Send the ETag of your GET as If-Match: an edit
-        of a VM changed since is refused with 412."""
+        """Edit name, description, vCPUs, memory, boot order, high availability. Send the ETag of your GET as
+        If-Match: an edit of a VM changed since is refused with 412."""
         data = valid(s.VMUpdateSerializer, request)
         vm = self.get_object()
         task = vm_edit.request_update(Actor.from_request(request), vm, data,

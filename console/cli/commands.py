@@ -169,7 +169,9 @@ VM_DAY2 = {
         optional=(Key("name", "NAME", "a new name"), Key("description", "TEXT", "free text"),
                   Key("vcpus", "N", "virtual CPUs, up to the host's", v.integer(1, 256)),
                   Key("memory", "SIZE", "memory, e.g. 4G", v.size, field="memory_bytes"),
-                  Key("boot-order", "DEV[,DEV]", "hd, cdrom, network in order", v.listed(v.text)))),
+                  Key("boot-order", "DEV[,DEV]", "hd, cdrom, network in order", v.listed(v.text)),
+                  Key("high-availability", "BOOL", "true: restarted on another host when its host fails",
+                      v.boolean, field="high_availability"))),
     "disk-add": task_verb(
         "add a disk: empty (size=), or a copy or linked clone of a disk image (image=)", "POST", "/vms/{vm-id}/disks/",
         optional=(Key("size", "SIZE", "the disk's size, e.g. 20G", v.size, field="size_bytes"),

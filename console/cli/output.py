@@ -132,6 +132,7 @@ def show_vm(vm: dict, out: TextIO) -> None:
         ("Host", f"{host.get('name')} ({host.get('uuid')})" if host else None), ("Cluster", vm.get("cluster")),
         ("vCPUs", vm.get("vcpus")), ("Memory", format_size(vm.get("memory_bytes"))),
         ("Guest OS", vm.get("guest_os")), ("Template", "yes" if vm.get("is_template") else "no"),
+        ("HA", {True: "yes: restarted elsewhere if its host fails", False: "no"}.get(vm.get("high_availability"))),
         ("Hostname", vm.get("hostname")), ("Description", vm.get("description")), ("Parent", vm.get("parent")),
         ("Created", when("created_at")(vm)), ("Updated", when("updated_at")(vm)),
     ], out)

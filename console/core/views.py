@@ -54,7 +54,8 @@ def task_started(request, task: Task, next_url: str):
 FIELD_LABELS = {"size_bytes": "Size", "memory_bytes": "Memory", "vcpus": "vCPUs", "uuids": "Selection",
                 "vm": "VM", "vm_id": "VM", "slot": "CD-ROM slot", "container": "Storage container",
                 "storage_container": "Storage container", "ip": "IP address", "mac": "MAC address",
-                "docker_host": "Docker host", "index": "Disk"}
+                "docker_host": "Docker host", "index": "Disk",
+                "high_availability": "High availability"}
 
 
 def field_label(field: str) -> str:

@@ -1,7 +1,8 @@
-"""Edit a VM: name, description, vCPUs, memory, boot order. Hot where the hypervisor and the guest allow it
-(vCPUs up to the maximum the VM was started with, memory through the balloon up to its maximum), else
-written to the definition and shown as pending until the VM next powers off. Every edit raises the VM's
-`version`, the API's ETag: an edit made against an older version is refused (412)."""
+"""Edit a VM: name, description, vCPUs, memory, boot order, high availability. Hot where the hypervisor and
+the guest allow it (vCPUs up to the maximum the VM was started with, memory through the balloon up to its
+maximum), else written to the definition and shown as pending until the VM next powers off. Every edit raises
+the VM's `version`, the API's ETag: an edit made against an older version is refused (412). High availability
+is Facet's own (console/services/hosts.py reads it when a host fails): it takes effect at once, running or not."""
 
 import logging
 from typing import Any
@@ -21,7 +22,7 @@ from ..models.inventory import MAX_VCPUS
 from .power import BUSY_STATES
 from .vms import MIN_MEMORY_BYTES, check_new_name, memory_in_use
 
-EDITABLE = ("name", "description", "vcpus", "memory_bytes", "boot_order")
+EDITABLE = ("name", "description", "vcpus", "memory_bytes", "boot_order", "high_availability")
 HARDWARE = ("vcpus", "memory_bytes")
 BOOT_DEVICES = ("hd", "cdrom", "network")
 MAX_DESCRIPTION = 255
@@ -56,6 +57,14 @@ def check_boot_order(value: Any) -> list[str]:
     return order
 
 
+def check_high_availability(vm: VM, value: Any) -> None:
+    if not isinstance(value, bool):
+        raise InvalidRequest({"high_availability": ["give true or false"]})
+    if value and vm.is_template:
+        raise InvalidRequest({"high_availability": [
+            f"{vm.name} is a template and never runs; mark the VMs made from it instead"]})
+
+
 def shown(vm: VM, field: str) -> Any:
     """What a field will be once the pending changes apply (what an edit form starts from)."""
     return vm.pending.get(field, getattr(vm, field))
@@ -71,6 +80,8 @@ def _check(vm: VM, changes: dict[str, Any]) -> dict[str, Any]:
         raise InvalidRequest({"description": [f"at most {MAX_DESCRIPTION} characters"]})
     if "boot_order" in changes:
         changes["boot_order"] = ",".join(check_boot_order(changes["boot_order"]))
+    if "high_availability" in changes:
+        check_high_availability(vm, changes["high_availability"])
     host = vm.host
     if "vcpus" in changes:
         vcpus = changes["vcpus"]

@@ -19,11 +19,14 @@ def vm_edit_page(request, uuid):
     vm = get_object_or_404(VM.objects.select_related("host", "cluster"), uuid=uuid)
     initial = {"name": vm.name, "description": vm.description, "vcpus": vm_edit.shown(vm, "vcpus"),
                "memory_gib": vm_edit.shown(vm, "memory_bytes") / GiB, "boot_order": vm.boot_order,
-               "version": vm.version}
+               "high_availability": vm.high_availability, "version": vm.version}
     form = VMEditForm(request.POST or None, initial=initial)
     if request.method == "POST" and form.is_valid():
         try:
-            task = vm_edit.request_update(actor(request), vm, form.changes(), form.cleaned_data["version"])
+            changes = form.changes()
+            if vm.is_template:  # a template never runs: its form has no high-availability box to read
+                del changes["high_availability"]
+            task = vm_edit.request_update(actor(request), vm, changes, form.cleaned_data["version"])
         except ServiceError as error:
             for key, problems in error.errors.items():
                 field = FIELD_OF_KEY.get(key, key)

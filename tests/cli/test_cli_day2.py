@@ -44,3 +44,16 @@ def test_host_unmanaged_lists_the_hosts_foreign_domains(facet, world):  # noqa: 
     code, out, err = facet("host", "unmanaged", f"host-id={Host.objects.get().uuid}")
     assert code == 0, err
     assert "legacy" in out and "yes" in out
+
+
+def test_vm_update_marks_a_vm_for_high_availability_and_vm_get_shows_it(facet, world):  # noqa: F811
+    db = VM.objects.get(name="db-01")
+    code, out, err = facet("vm", "update", f"vm-id={db.uuid}", "high-availability=true")
+    assert code == 0, err
+    db.refresh_from_db()
+    assert db.high_availability and Task.objects.get(kind="vm.update").params["hardware"] == []
+    code, out, err = facet("vm", "get", f"vm-id={db.uuid}")
+    assert code == 0, err
+    assert "HA:          yes: restarted elsewhere if its host fails" in out
+    code, out, err = facet("vm", "update", f"vm-id={db.uuid}", "high-availability=maybe")
+    assert code == 2 and "high-availability" in err and "true or false" in err

@@ -49,7 +49,7 @@ def test_edit_pending_change_and_disk_and_nic_rows(page, running_vm, run_tasks, 
     page.get_by_label("vCPUs").fill("2")
     page.get_by_label("Memory (GiB)").fill("4")
     page.get_by_role("button", name="Save").click()
-    expect(page.get_by_text("Task started: vm.update")).to_be_visible()
+    expect(page.get_by_text("Task started: Edit VM web-1")).to_be_visible()
     run_tasks()
     page.reload()
     expect(page.locator("#pending-change")).to_contain_text("2 vCPUs, 4 GiB of memory")
