@@ -8,6 +8,7 @@ from rest_framework.decorators import action
 from rest_framework.response import Response
 
 from console.core.actors import Actor
+from console.core.api.lookups import UUID_PATTERN
 
 from ..models import VM, Snapshot
 from ..services import snapshots
@@ -41,7 +42,7 @@ class RevertSerializer(serializers.Serializer):
 
 class SnapshotViewSet(viewsets.ViewSet):
     lookup_field = "snapshot"
-    lookup_value_regex = "[0-9a-fA-F-]{36}"
+    lookup_value_regex = UUID_PATTERN
 
     def _vm(self, uuid) -> VM:
         return get_object_or_404(VM.objects.select_related("host", "cluster"), uuid=uuid)

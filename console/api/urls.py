@@ -1,6 +1,7 @@
 from django.urls import include, path
 from rest_framework.routers import DefaultRouter
 
+from console.core.api.lookups import UUID_PATTERN
 from console.core.registry import registry
 
 from . import snapshots, views
@@ -18,7 +19,7 @@ router.register("tasks", views.TaskViewSet, basename="api-task")
 router.register("audit", views.AuditEventViewSet, basename="api-audit")
 router.register("tokens", views.TokenViewSet, basename="api-token")
 router.register("users", views.UserViewSet, basename="api-user")
-router.register(r"vms/(?P<uuid>[0-9a-fA-F-]{36})/snapshots", snapshots.SnapshotViewSet, basename="api-snapshot")
+router.register(rf"vms/(?P<uuid>{UUID_PATTERN})/snapshots", snapshots.SnapshotViewSet, basename="api-snapshot")
 
 urlpatterns = [
     path("auth/token/", views.ObtainToken.as_view(), name="obtain-token"),

@@ -15,6 +15,7 @@ from rest_framework.views import APIView
 from console.core import access, audit
 from console.core.actors import Actor, client_address
 from console.core.api.authentication import ApiTokenAuthentication
+from console.core.api.lookups import UUID_PATTERN
 from console.core.api.permissions import AdminOnly
 from console.core.api.schema import ERROR_BODY
 from console.core.models import ApiToken, AuditEvent, Task
@@ -68,7 +69,7 @@ class StreamedBody(BaseParser):
 
 class ByUuid:
     lookup_field = "uuid"
-    lookup_value_regex = "[0-9a-fA-F-]{36}"
+    lookup_value_regex = UUID_PATTERN
 
 
 class AuditedModelViewSet(ByUuid, viewsets.ModelViewSet):
@@ -352,7 +353,11 @@ class VMViewSet(ByUuid, mixins.ListModelMixin, mixins.RetrieveModelMixin, viewse
         data = valid(s.EjectIsoSerializer, request)
         return accepted(cdroms.request_eject(Actor.from_request(request), self.get_object(), data["slot"]))
 
-    @extend_schema(request=s.BulkSerializer, responses={202: s.TaskSerializer})
+    @extend_schema(request=None, responses={200: OpenApiResponse(description=(
+        "{vm, since, step, time: [...], cpu_percent: [...], memory_bytes: [...], ...}: one figure per time, "
+        "null where no sample was taken"))}, parameters=[
+        OpenApiParameter("since", str, description="an ISO 8601 time, or a span back: 90m, 24h, 30d (default 1h)"),
+        OpenApiParameter("step", int, description="seconds per figure (default: from the span)")])
     @action(detail=True, methods=["get"])
     def metrics(self, request, uuid=None):
         """The VM's usage per `step` seconds since `since` (see services/metrics.py); null where no sample
@@ -363,6 +368,7 @@ class VMViewSet(ByUuid, mixins.ListModelMixin, mixins.RetrieveModelMixin, viewse
         return Response({"vm": str(vm.uuid), "since": series.since, "step": series.step,
                          "time": series.times, **series.figures})
 
+    @extend_schema(request=s.BulkSerializer, responses={202: s.TaskSerializer})
     @action(detail=False, methods=["post"])
     def bulk(self, request):
         data = valid(s.BulkSerializer, request)
