@@ -72,7 +72,8 @@ def test_a_vm_on_real_qemu_runs_and_changes_its_devices(qemu_cluster, actor, run
     # A media change in the running guest: test_qemu_guest.py ejects the tools ISO once the guest is up (here
     # the BIOS may still be probing the drive, and a tray it closes right after libvirt opened it fails the
     # change).
-    with pytest.raises(DriverError, match="has no CD-ROM drive in slot 1 and is running; power it off first"):
+    with pytest.raises(DriverError, match=r"no CD-ROM drive in slot 1: the IDE bus \(slots 0 to 3\) takes a new "
+                                          r"drive only while the VM is off"):
         driver.insert_cdrom(vm, 1, iso.path)
 
     driver.attach_disk(vm, volume, "vg1-disk0")  # hot plugged into the running guest
