@@ -50,7 +50,8 @@ pytestmark = [pytest.mark.slow, pytest.mark.django_db(transaction=True)]
 MiB = 1024**2
 SEED = int(os.environ.get("FACET_FAULT_SEED", "14"))
 PARTS = ("worker", "beat", "web", "guest-tools", "plugin")
-ROUNDS = 2 * len(PARTS)
+KILLS_EACH = 2
+CLONES = 16
 ENV = {"FACET_TASK_MAX_ATTEMPTS": "10",  # a task may be hit by several kills; it must still finish
        "FACET_TOOLS_ISO_SWEEP_GRACE_SECONDS": "5"}
 short_data_dir = test_daemon.short_data_dir  # the fixture: the sim guests' channel sockets need short paths
@@ -88,7 +89,7 @@ class Installation:
         self.running: dict[str, object] = {}
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
-        self.kills: list[tuple[str, str]] = []
+        self.kills: list[str] = []
 
     def start(self, part: str) -> None:
         if part == "worker":
@@ -167,18 +168,45 @@ def source_vm(installation: Installation, key: str) -> VM:
     return source
 
 
-class Loop:
-    """What each round does before its kill lands; records what was asked for."""
+class Traffic:
+    """Clones, remounts, Docker volumes and a volume group's attach and detach, asked for without pause (each
+    loop bounded in count) while parts are killed under them; records what was asked for."""
 
     def __init__(self, installation: Installation, key: str, source: VM, plugged: Plugged, rng: random.Random):
         self.installation = installation
         self.key = key
         self.source = source
         self.plugged = plugged
-        self.rng = rng
+        self.rng = random.Random(rng.random())  # its own: the threads draw from it in no fixed order
+        self.stop = threading.Event()
         self.clones: list[str] = []
         self.volumes: list[str] = []
         self.errors: list[str] = []
+        self.threads = [threading.Thread(target=self.loop, args=(action, rounds), daemon=True) for action, rounds in (
+            (self.clone, CLONES), (self.remount, 40), (self.docker_volume, 60), (self.attach_or_detach, 40))]
+
+    def start(self) -> None:
+        for thread in self.threads:
+            thread.start()
+
+    def finish(self) -> None:
+        self.stop.set()
+        for thread in self.threads:
+            thread.join(120)
+            assert not thread.is_alive(), "a traffic loop did not end"
+
+    def loop(self, action, rounds: int) -> None:
+        for n in range(rounds):
+            if self.stop.is_set():
+                return
+            action(n)
+            self.stop.wait(0.3)
+
+    def asked(self, what: str, answer: requests.Response | None, *expected: int) -> None:
+        if answer is None:
+            self.errors.append(f"{what}: no answer in time")
+        elif answer.status_code not in (202, *expected):
+            self.errors.append(f"{what}: {answer.status_code} {answer.text}")
 
     def clone(self, n: int) -> None:
         name = f"clone-{n:02}"
@@ -186,39 +214,35 @@ class Loop:
         answer = api(self.installation, self.key, "POST", f"vms/{self.source.uuid}/clone/", {
             "name": name, "power_on": True, "customization": {"content": CLOUD_CONFIG}})
         # 409: a first try the killed web tier committed (its answer lost) made the name taken.
-        if answer is None or answer.status_code not in (202, 409):
-            self.errors.append(f"clone {name}: {answer and answer.text}")
+        self.asked(f"clone {name}", answer, 409)
 
-    def mount(self, n: int) -> None:
-        clones = list(VM.objects.filter(parent=self.source, guest_tools__enabled=True))
-        if not clones:
-            return self.clone(n)
-        target = self.rng.choice(clones)
-        answer = api(self.installation, self.key, "POST", f"vms/{target.uuid}/guest-tools/mount/",
-                     {"config_only": True})
-        if answer is None or answer.status_code not in (202, 409):  # 409: a Guest Tools task already on it
-            self.errors.append(f"mount {target.name}: {answer and answer.text}")
+    def remount(self, n: int) -> None:
+        clone = VM.objects.filter(parent=self.source, guest_tools__enabled=True).order_by("?").first()
+        if clone is not None:  # 409, 423: a Guest Tools task, or another change of the VM, is still on it
+            answer = api(self.installation, self.key, "POST", f"vms/{clone.uuid}/guest-tools/mount/",
+                         {"config_only": True})
+            self.asked(f"mount {clone.name}", answer, 409, 423)
 
-    def attach(self, n: int) -> None:
-        """A Docker volume through the plugin (create, mount, and on every other round unmount and remove),
-        and a volume group attached to (or detached from) a clone through the worker."""
+    def docker_volume(self, n: int) -> None:
+        """Create and mount, as `docker run -v` does; on three rounds of four, unmount and remove too. The
+        plugin or the console may be down at any step: Docker shows the error, and the next round goes on."""
         name = f"vol-{n:02}"
         self.volumes.append(name)
-        for endpoint, body in (("Create", {"Opts": {"size": "8M"}}), ("Mount", {"ID": f"c{n}"})):
-            self.plugged.call(endpoint, Name=name, **body)
-        if n % 2:
+        self.plugged.call("Create", Name=name, Opts={"size": "8M"})
+        self.plugged.call("Mount", Name=name, ID=f"c{n}")
+        if n % 4:
             self.plugged.call("Unmount", Name=name, ID=f"c{n}")
             self.plugged.call("Remove", Name=name)
+
+    def attach_or_detach(self, n: int) -> None:
         group = VolumeGroup.objects.filter(name="shared").first()
         clone = VM.objects.filter(parent=self.source).order_by("?").first()
         if group is None or clone is None:
-            return None
+            return
         attached = VolumeGroupAttachment.objects.filter(group=group).exists()
         action, body = ("detach", {}) if attached else ("attach", {"vm": str(clone.uuid)})
         answer = api(self.installation, self.key, "POST", f"volume-groups/{group.uuid}/{action}/", body)
-        if answer is None or answer.status_code not in (202, 409):  # 409: the previous change still under way
-            self.errors.append(f"{action} shared: {answer and answer.text}")
-        return None
+        self.asked(f"{action} shared", answer, 409, 423)  # the previous change, or the VM's, is still under way
 
 
 def quiet(timeout: float) -> None:
@@ -264,35 +288,38 @@ def test_sigkills_at_random_points_of_clone_mount_and_attach_loops_leave_nothing
     source = source_vm(installation, key)
     answer = api(installation, key, "POST", "volume-groups/", {"name": "shared", "size_bytes": 4 * MiB})
     assert answer is not None and answer.status_code == 202, answer and answer.text
-    loop = Loop(installation, key, source, Plugged(plugin.socket), rng)
+    traffic = Traffic(installation, key, source, Plugged(plugin.socket), rng)
 
-    schedule = list(PARTS) * (ROUNDS // len(PARTS))
+    schedule = list(PARTS) * KILLS_EACH
     rng.shuffle(schedule)
     try:
-        for n, part in enumerate(schedule):
-            action = rng.choice([loop.clone, loop.clone, loop.mount, loop.attach])
-            worker = threading.Thread(target=action, args=(n,), daemon=True)
-            worker.start()
-            time.sleep(rng.uniform(0, 1.5))
+        traffic.start()
+        for part in schedule:
+            time.sleep(rng.uniform(0.5, 2.5))
+            if part == "worker":  # somewhere inside a task, where a kill does harm, if one comes in 10 s
+                running = Task.objects.filter(status="running")
+                deadline = time.monotonic() + 10
+                while not running.exists() and time.monotonic() < deadline:
+                    time.sleep(0.05)
+                time.sleep(rng.uniform(0, 1.0))
             installation.kill(part)
-            installation.kills.append((action.__name__, part))
+            installation.kills.append(part)
             time.sleep(rng.uniform(0, 0.5))
             installation.start(part)
-            worker.join(90)
-            assert not worker.is_alive(), f"round {n} ({action.__name__}) did not end"
+        traffic.finish()
 
         quiet(90)
-        assert not loop.errors, loop.errors
-        check_clones(source, loop.clones)
+        assert not traffic.errors, traffic.errors
+        check_clones(source, traffic.clones)
         check_files(container)
         check_attachments(plugin, namespace, docker_host)
         check_guest_tools(source)
-        print(f"FACET_FAULT_SEED={SEED}: kills {installation.kills}; {len(set(loop.clones))} clones, "
-              f"{len(loop.volumes)} Docker volumes; requeued: "
+        print(f"FACET_FAULT_SEED={SEED}: kills {installation.kills}; {len(set(traffic.clones))} clones, "
+              f"{len(traffic.volumes)} Docker volumes; requeued: "
               f"{list(Task.objects.filter(attempts__gt=1).values_list('kind', 'attempts'))}; linked: "
               f"{GuestTools.objects.filter(link_active=True).count()}")
     except BaseException:
-        print(f"FACET_FAULT_SEED={SEED}; kills (during, part): {installation.kills}", file=sys.stderr)
+        print(f"FACET_FAULT_SEED={SEED}; kills: {installation.kills}", file=sys.stderr)
         print(plugin.logs(), file=sys.stderr)
         raise
 
