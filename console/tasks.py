@@ -1,16 +1,33 @@
 """Celery entry points: thin wrappers that hand over to the services."""
 
-from celery import shared_task
+import logging
 
-from console.core.tasks import execute, execute_batch, fail_here, reap_stale
+from celery import shared_task
+from celery.signals import task_received
+
+from console.core.tasks import execute, execute_batch, fail_here, reap_stale, received
 
 from .models import Host
 from .services import hosts, images, metrics
+
+log = logging.getLogger(__name__)
 
 
 @shared_task(name="facet.task.run")
 def run_task(task_uuid: str, attempt: int) -> None:
     execute(task_uuid, attempt)
+
+
+@task_received.connect
+def note_received(request=None, **_) -> None:
+    """The worker's consumer took a task message: its Facet tasks beat from now on (console.core.tasks.received)."""
+    try:
+        if request.name == "facet.task.run":
+            received([(request.args[0], request.args[1])])
+        elif request.name == "facet.task.run_batch":
+            received([(task_uuid, attempt) for task_uuid, attempt in request.args[0]])
+    except Exception:  # never stop the consumer: without the mark, the hour-long redelivery still comes
+        log.exception("could not note the receipt of %s", getattr(request, "id", "a message"))
 
 
 @shared_task(name="facet.task.fail")

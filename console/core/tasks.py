@@ -278,6 +278,18 @@ def _claim(task_uuid: str, attempt: int) -> Task | None:
         return task
 
 
+def received(items: list[tuple[str, int]]) -> None:
+    """A worker took these tasks' message from the broker (Celery's `task_received`, in the worker's consumer,
+    before a pool process claims them). The message now waits only in the broker's unacked set, which gives it
+    back after the hour-long visibility timeout: a worker killed before its claim would leave the tasks queued
+    that long. Their heartbeat from now on lets the reaper send them again once it is stale; the claim (or a
+    batch's own heartbeat) takes over in a moment, and a live worker's late claim of a task sent again is
+    dropped as a stale delivery."""
+    if items:
+        mine = functools.reduce(operator.or_, (Q(uuid=task_uuid, attempts=attempt) for task_uuid, attempt in items))
+        Task.objects.filter(mine, status=Status.QUEUED).update(heartbeat_at=timezone.now())
+
+
 def execute(task_uuid: str, attempt: int, in_batch: bool = False) -> Task | None:
     """Run one delivery of a task: what the Celery task `facet.task.run` does. (Celery's Django fixup
     closes stale database connections around each task.) In a batch, the batch beats for it and rolls its
@@ -559,7 +571,8 @@ def reap_stale() -> dict[str, int]:
                 fail_where_it_ran(task, f"worker lost: no heartbeat for {settings.FACET_TASK_STALE_SECONDS:.0f} s, "
                                         f"{task.attempts} attempts made")
                 failed += 1
-    # A batch's tasks its worker never started: they beat while they waited, and their message went with it.
+    # Tasks a lost worker took from the broker and never started (a batch's, or one it was about to claim):
+    # they beat from the moment it received them, and their message went with it.
     orphaned = Task.objects.filter(status=Status.QUEUED, heartbeat_at__lt=cutoff, children__isnull=True)
     for task in orphaned:
         with transaction.atomic():

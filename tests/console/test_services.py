@@ -448,6 +448,31 @@ def test_the_reaper_resends_a_lost_batch_s_tasks_that_never_started(cluster, act
     assert task.status == "queued" and task.attempts == 2 and "before it started" in task.message
 
 
+def test_a_task_a_lost_worker_took_before_starting_it_is_sent_again(cluster, actor, settings):
+    """Found by the fault loop (tests/integration/test_fault_loops.py, FACET_FAULT_SEED=3): a worker SIGKILLed
+    between taking a task's message and claiming it left the task queued until the broker's visibility
+    timeout (an hour). The worker's consumer fires Celery's `task_received`, here sent as the worker sends it
+    (the request stands for Celery's: its name and args are what the handler reads)."""
+    import time
+    from types import SimpleNamespace
+
+    from celery.signals import task_received
+
+    import console.tasks  # noqa: F401  (what a worker imports: the Celery tasks and the signal's handler)
+    from console.core.tasks import reap_stale
+
+    settings.FACET_TASK_STALE_SECONDS = 0.5
+    task = vms.request_create_vm(actor, vms.VMSpec(name="taken", vcpus=1, memory_bytes=GiB))
+    Task.objects.filter(pk=task.pk).update(celery_id="taken-by-a-worker")
+    task_received.send(sender=None, request=SimpleNamespace(name="facet.task.run", args=[str(task.uuid), 1]))
+    assert reap_stale()["requeued"] == 0  # a worker that lives claims it in a moment
+
+    time.sleep(0.6)  # and this one never does
+    assert reap_stale()["requeued"] == 1
+    task.refresh_from_db()
+    assert task.status == "queued" and task.attempts == 2 and "before it started" in task.message
+
+
 def test_media_of_other_apps_is_not_ejected_behind_their_back(cluster, actor, run_tasks):
     vm = create(actor, run_tasks)
     iso = Image.objects.get(name="rescue-iso")
