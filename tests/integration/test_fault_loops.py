@@ -40,7 +40,7 @@ from containers.services import docker_hosts
 from customization.models import VMCustomization
 from ngt.daemon import commands
 from ngt.models import GuestTools
-from ngt.sweep import sweep_tools_isos
+from ngt.services.sweep import sweep_tools_isos
 from tests.containers.realdocker import Namespace, Plugin, missing_parts, release_devices, short_tempdir
 from tests.ngt import test_daemon
 from tests.ngt.test_agent import REPOSITORY, free_vip
