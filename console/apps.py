@@ -8,6 +8,11 @@ class ConsoleConfig(AppConfig):
     verbose_name = "Facet inventory"
 
     def ready(self) -> None:
+        # Every Django process sends tasks through Celery's current app: the web and ASGI tiers, the Guest Tools
+        # Service (a customization result queues the media's removal), management commands. Without the facet
+        # app loaded that is Celery's default (amqp://localhost): every send fails, and the task waits for the
+        # reaper to send it again 30 s later (or for ever where no beat runs).
+        from . import celery  # noqa: F401
         from .core.registry import NavItem, Panel, VMHooks, registry
         from .services import (  # noqa: F401  (their task kinds)
             adopt,
