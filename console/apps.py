@@ -8,9 +8,10 @@ class ConsoleConfig(AppConfig):
     verbose_name = "Facet inventory"
 
     def ready(self) -> None:
-        # Facet's Celery app, made the current one in every Django process (web, workers, commands): the kernel
-        # sends tasks through `celery.current_app`, which in a web process was Celery's default (AMQP on
-        # localhost), so every task waited for the reaper. The `facet` CLI loads no Django, hence no Celery.
+        # Every Django process sends tasks through Celery's current app: the web and ASGI tiers, the Guest Tools
+        # Service (a customization result queues the media's removal), management commands. Without the facet
+        # app loaded that is Celery's default (amqp://localhost): every send fails, and the task waits for the
+        # reaper to send it again 30 s later (or for ever where no beat runs).
         from . import celery  # noqa: F401
         from .core.registry import NavItem, Panel, VMHooks, registry
         from .services import (  # noqa: F401  (their task kinds)
