@@ -31,9 +31,9 @@ from console.models import VM, Host
 from console.services import power, processes, templates, vms
 from customization.models import VMCustomization
 from customization.services.lifecycle import CustomizationRequest
-from ngt import services
 from ngt.daemon import commands
 from ngt.models import GuestTools, VMCertificate
+from ngt.services import guest_tools
 from tests.browser import OUTPUT
 from tests.guest_image import ensure_guest_image
 from tests.integration.conftest import cluster_image, domain_name, serial_console
@@ -195,7 +195,7 @@ def test_a_template_with_guest_tools_bulk_clones_into_linked_customized_vms(
 
         # 2. Shut down by its agent, made a template: its certificate is revoked.
         golden.refresh_from_db()
-        ended(services.request_guest_power(actor, golden, "guest-shutdown"), SHUTDOWN_SECONDS)
+        ended(guest_tools.request_guest_power(actor, golden, "guest-shutdown"), SHUTDOWN_SECONDS)
         golden.refresh_from_db()
         assert golden.power_state == VM.PowerState.OFF
         ended(templates.request_make_template(actor, golden), TASK_SECONDS)
