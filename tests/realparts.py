@@ -1,6 +1,8 @@
 """Real parts for integration and browser tests: a redis-server on a private unix socket, and Celery worker and beat
 and gunicorn web processes sharing the test database file."""
 
+import asyncio
+import concurrent.futures
 import contextlib
 import os
 import shlex
@@ -158,3 +160,11 @@ def asgi_server(application):
     finally:
         server.should_exit = True
         thread.join(10)
+
+
+def run_coroutine(coroutine):
+    """Run a coroutine to its end on a new event loop in a thread of its own: once a browser test has started
+    Playwright, its sync API keeps an event loop marked running in the main thread for the rest of the
+    session, and `asyncio.run` there refuses to start."""
+    with concurrent.futures.ThreadPoolExecutor(max_workers=1) as pool:
+        return pool.submit(asyncio.run, coroutine).result()

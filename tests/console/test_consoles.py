@@ -14,6 +14,7 @@ from django.urls import reverse
 from console.core.models import AuditEvent, SimDomain
 from console.models import VM, ConsoleSession, Host
 from tests.realparts import asgi_server as serve_asgi
+from tests.realparts import run_coroutine
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -52,7 +53,7 @@ async def _read_until(connection, text: bytes, timeout: float = 5) -> bytes:
 
 
 def run(coroutine):
-    return asyncio.run(coroutine)
+    return run_coroutine(coroutine)
 
 
 ORIGIN = {"origin": "http://127.0.0.1:8000"}

@@ -2,7 +2,6 @@
 so no link on it is followed, sizes are capped, and its configuration is taken only with the installed CA;
 any line from the service is a message or a clean refusal (hypothesis)."""
 
-import asyncio
 import json
 import os
 import ssl
@@ -15,6 +14,7 @@ from hypothesis import strategies as st
 from ngt.agent import __main__ as agent_main
 from ngt.agent import config, protocol
 from tests.ngt.test_agent import write_media
+from tests.realparts import run_coroutine
 
 
 def installed_key(installed) -> str:
@@ -126,7 +126,7 @@ def test_any_message_from_the_service_is_answered_or_refused(tmp_path, message):
         return agent.answer(agent_config, message)
 
     try:
-        answer = asyncio.run(answer())
+        answer = run_coroutine(answer())
     except ConnectionRefusedError:
         assert message["type"] == "refused"
         return

@@ -12,6 +12,7 @@ from ngt.daemon import commands
 from ngt.daemon.instance import AddressTaken, instance_for
 from ngt.daemon.proxy import AGENT_PORT
 from tests.ngt.test_agent import free_vip
+from tests.realparts import run_coroutine
 
 
 def listening(address: str) -> socket.socket:
@@ -25,7 +26,7 @@ def start(host: Host, vip: str, redis_url: str, settings) -> None:
     settings.REDIS_URL = redis_url
     commands.redis_client(redis_url).delete(commands.LEASE_KEY)  # this installation has no leader
     instance = instance_for(host.name, free_vip(), vip)
-    asyncio.run(asyncio.wait_for(instance.run(), 10))
+    run_coroutine(asyncio.wait_for(instance.run(), 10))
 
 
 def test_a_second_service_on_the_same_cluster_address_is_refused(cluster, redis_url, settings):
@@ -39,4 +40,4 @@ def test_a_taken_own_address_is_refused(cluster, redis_url, settings):
     settings.REDIS_URL = redis_url
     commands.redis_client(redis_url).delete(commands.LEASE_KEY)
     with listening(address), pytest.raises(AddressTaken, match=rf"{address}:2074 is taken by another process"):
-        asyncio.run(asyncio.wait_for(instance_for(host.name, address, free_vip()).run(), 10))
+        run_coroutine(asyncio.wait_for(instance_for(host.name, address, free_vip()).run(), 10))

@@ -26,7 +26,7 @@ from tests.ngt.test_agent import free_vip
 from tests.ngt.test_daemon import raw_session, refusals, state
 from tests.ngt.test_daemon_hello import RecordingAgent
 from tests.ngt.test_daemon_state import run_with_leader
-from tests.realparts import wait_for
+from tests.realparts import run_coroutine, wait_for
 
 mounted_vm = test_agent.mounted_vm  # the fixtures, shared
 service = test_daemon.service
@@ -307,7 +307,7 @@ async def read_all(data: bytes) -> list:
 @example(b'{"type": "hello"}' + b" " * wire.MAX_LINE + b"\n")
 @example(b'{"type": "x"}\n\xff\xfe\n')
 def test_any_bytes_from_an_agent_are_messages_or_a_clean_refusal(data):
-    for message in asyncio.run(read_all(data)):
+    for message in run_coroutine(read_all(data)):
         assert isinstance(message, dict) and isinstance(message["type"], str)
 
 
@@ -330,7 +330,7 @@ def test_any_message_the_check_lets_through_the_leader_reads_without_failing(mes
         the_leader.receive(session, message)
         assert the_leader.sessions.get("vm-a") is session
 
-    asyncio.run(run())
+    run_coroutine(run())
     assert not agent.hung_up and all(answer["type"] != "refused" for answer in agent.sent)
 
 
