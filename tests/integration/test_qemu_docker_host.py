@@ -21,7 +21,7 @@ from defusedxml.ElementTree import fromstring
 from console.core.models import Task
 from console.models import VM, Network
 from containers.models import DockerHost, VolumeGroup, VolumeGroupAttachment
-from containers.services import docker_host_user_data, docker_hosts, volume_groups
+from containers.services import docker_host_user_data, docker_hosts, shares, volume_groups
 from tests.guest_image import DOCKER_HOST, ensure_guest_image
 from tests.integration.conftest import cluster_image, domain_name, serial_console
 from tests.realparts import wait_for
@@ -152,6 +152,8 @@ def test_a_docker_host_vm_keeps_a_volume_between_containers_through_hot_plug(
         assert VolumeGroup.objects.get(pk=group.pk).used_bytes > 0
 
         volume_groups.request_create(actor, DONE_VOLUME, MiB, docker_volume=DONE_VOLUME, fstype="ext4", wait=True)
+        # Made in the console, not by this host: its key reaches the volume once an Admin shares it.
+        shares.share(actor, VolumeGroup.objects.get(name=DONE_VOLUME), host)
         assert reported(vm, "exit", 120) == "0"
         assert reports(vm)["mounted_after"] == "0"
         wait_for(lambda: not VolumeGroupAttachment.objects.filter(group=group).exists(), 60, "the last detach")
