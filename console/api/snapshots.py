@@ -17,8 +17,8 @@ from .views import accepted, valid
 
 
 class SnapshotSerializer(serializers.ModelSerializer):
-    parent = serializers.SlugRelatedField(slug_field="uuid", read_only=True)
-    created_by = serializers.SlugRelatedField(slug_field="username", read_only=True)
+    parent = serializers.SlugRelatedField(slug_field="uuid", read_only=True, allow_null=True)
+    created_by = serializers.SlugRelatedField(slug_field="username", read_only=True, allow_null=True)
     depth = serializers.SerializerMethodField(help_text="Its place in the tree: 0 for a snapshot with no parent")
 
     class Meta:

@@ -355,7 +355,8 @@ class VMViewSet(ByUuid, mixins.ListModelMixin, mixins.RetrieveModelMixin, viewse
 
     @extend_schema(request=None, responses={200: OpenApiResponse(description=(
         "{vm, since, step, time: [...], cpu_percent: [...], memory_bytes: [...], ...}: one figure per time, "
-        "null where no sample was taken"))}, parameters=[
+        "null where no sample was taken")), 400: OpenApiResponse(description="a bad since or step, named")},
+        parameters=[
         OpenApiParameter("since", str, description="an ISO 8601 time, or a span back: 90m, 24h, 30d (default 1h)"),
         OpenApiParameter("step", int, description="seconds per figure (default: from the span)")])
     @action(detail=True, methods=["get"])
