@@ -53,7 +53,7 @@ def request_insert(actor: Actor, vm: VM, image: Image, slot: int | None = None) 
     if image.kind != Image.Kind.ISO:
         raise InvalidRequest({"image": [f"{image.name} is a disk image, not an ISO"]})
     with transaction.atomic():
-        vm = VM.objects.select_for_update().select_related("host").get(pk=vm.pk)  # checked again, locked
+        vm = VM.objects.select_for_update(of=("self",)).select_related("host").get(pk=vm.pk)  # checked again, locked
         if vm.power_state in BUSY_STATES:
             raise Conflict({"vm": [f"VM {vm.name} is {vm.power_state}; wait for it to finish"]})
         if slot is None:

@@ -236,7 +236,7 @@ def request_create_vm(actor: Actor, spec: VMSpec) -> Task:
 def locked_vm(vm: VM) -> VM:
     """The VM read again under a row lock held until the transaction ends (PostgreSQL; SQLite's IMMEDIATE
     transactions already hold the whole database's write lock): check-then-act on it inside."""
-    return VM.objects.select_for_update().select_related("host", "cluster").get(pk=vm.pk)
+    return VM.objects.select_for_update(of=("self",)).select_related("host", "cluster").get(pk=vm.pk)
 
 
 @dataclass
