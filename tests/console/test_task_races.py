@@ -31,6 +31,7 @@ def running_create(actor, attempt: int = 1) -> Task:
     return task
 
 
+@pytest.mark.skipif(connection.vendor != "sqlite", reason="holds SQLite's own file lock with sqlite3")
 def test_a_heartbeat_survives_a_locked_database(cluster, actor, settings):
     """One refused beat ended the heartbeat for good, and the reaper then gave the task to a second worker."""
     settings.FACET_TASK_HEARTBEAT_SECONDS = 0.05
