@@ -136,3 +136,12 @@ def test_settings(settings, tmp_path):
     """Fast password hashing, and a data directory of the test's own (the demo seed writes disk files)."""
     settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
     settings.DATA_DIR = tmp_path / "data"
+
+
+@pytest.fixture
+def disk_vm(cluster, actor, run_tasks):
+    """web-1, a VM made from the cluster's disk image (its disk holds data), created by its task."""
+    vms.request_create_vm(actor, vms.VMSpec(name="web-1", vcpus=1, memory_bytes=256 * MiB,
+                                            image=Image.objects.get(name="base-disk")))
+    run_tasks()
+    return VM.objects.get(name="web-1")

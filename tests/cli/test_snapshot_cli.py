@@ -2,20 +2,9 @@
 
 import json
 
-import pytest
-
-from console.models import VM, Image, Snapshot
-from console.services import vms
+from console.models import Snapshot
 
 MiB = 1024**2
-
-
-@pytest.fixture
-def disk_vm(cluster, actor, run_tasks):
-    vms.request_create_vm(actor, vms.VMSpec(name="web-1", vcpus=1, memory_bytes=256 * MiB,
-                                            image=Image.objects.get(name="base-disk")))
-    run_tasks()
-    return VM.objects.get(name="web-1")
 
 
 def test_create_list_revert_and_delete(facet_as_admin, disk_vm, run_tasks):

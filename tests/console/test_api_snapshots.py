@@ -4,19 +4,10 @@ import uuid
 
 import pytest
 
-from console.models import VM, Image, Snapshot
-from console.services import vms
+from console.models import VM, Snapshot
 from tests.conftest import client_for
 
 MiB = 1024**2
-
-
-@pytest.fixture
-def disk_vm(cluster, actor, run_tasks):
-    vms.request_create_vm(actor, vms.VMSpec(name="web-1", vcpus=1, memory_bytes=256 * MiB,
-                                            image=Image.objects.get(name="base-disk")))
-    run_tasks()
-    return VM.objects.get(name="web-1")
 
 
 def url(vm, *rest) -> str:
