@@ -4,8 +4,6 @@ import json
 
 from console.models import Snapshot
 
-MiB = 1024**2
-
 
 def test_create_list_revert_and_delete(facet_as_admin, disk_vm, run_tasks):
     facet = facet_as_admin
