@@ -270,14 +270,15 @@ def attach_media(vm: VM) -> None:
     files = media_files(customization.datasource, content, instance)
     path = iso_path(vm)
     _write_private(path, build_iso(customization.datasource, files))
-    cdrom = free_slot(vm, CdRom.Purpose.CUSTOMIZATION)  # the VM is being created: a drive may be added
-    cdrom.iso_path, cdrom.image, cdrom.purpose = str(path), None, CdRom.Purpose.CUSTOMIZATION
-    cdrom.save()
-    customization.iso_path, customization.cdrom_slot = str(path), cdrom.slot
-    customization.media_files = [{"path": name, "size": len(data)} for name, data in sorted(files.items())]
-    customization.status = Status.MEDIA_ATTACHED
-    customization.sealed_values = ""  # in the media now, and nowhere else
-    customization.save()
+    with transaction.atomic():  # free_slot locks the VM's row until the slot is filled
+        cdrom = free_slot(vm, CdRom.Purpose.CUSTOMIZATION)  # the VM is being created: a drive may be added
+        cdrom.iso_path, cdrom.image, cdrom.purpose = str(path), None, CdRom.Purpose.CUSTOMIZATION
+        cdrom.save()
+        customization.iso_path, customization.cdrom_slot = str(path), cdrom.slot
+        customization.media_files = [{"path": name, "size": len(data)} for name, data in sorted(files.items())]
+        customization.status = Status.MEDIA_ATTACHED
+        customization.sealed_values = ""  # in the media now, and nowhere else
+        customization.save()
 
 
 def _write_private(path: Path, data: bytes) -> None:

@@ -3,7 +3,6 @@ each test runs `main([...])` the way an administrator types it and checks what t
 
 import io
 import json
-import os
 import stat
 
 import pytest
@@ -488,8 +487,6 @@ def golden(world, monkeypatch):
     return vm
 
 
-@pytest.mark.skipif(os.environ.get("FACET_DATABASE_URL", "").startswith("postgres"), reason=(
-    "KNOWN FAILURE on PostgreSQL, not yet understood (found at the end of the 2026-12-04 session): to fix"))
 def test_bulk_clone_with_a_csv_and_a_script_waits_with_progress_and_exits_0(world, golden, facet, monkeypatch,
                                                                             tmp_path):
     table = tmp_path / "clones.csv"

@@ -4,7 +4,6 @@ customization app (its `guest_reported` VM hook), which ends the customization a
 
 import asyncio
 import json
-import os
 from pathlib import Path
 
 import pytest
@@ -122,8 +121,6 @@ def test_reports_of_vms_without_customization_under_way_are_left_alone(customize
 
 
 @pytest.mark.django_db(transaction=True)  # the leader's thread uses a connection of its own
-@pytest.mark.skipif(os.environ.get("FACET_DATABASE_URL", "").startswith("postgres"), reason=(
-    "KNOWN FAILURE on PostgreSQL, not yet understood (found at the end of the 2026-12-04 session): to fix"))
 def test_the_leader_relays_a_guests_result_at_its_next_flush(customized, monkeypatch):
     agent = RecordingAgent()
     GuestTools.objects.create(vm=customized, enabled=True)
