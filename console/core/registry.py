@@ -64,11 +64,17 @@ class TaskKind:
 
     `discard(task)` makes a task of this kind cancellable while it waits: it drops what the request wrote for
     a task that never started (rows only: no hypervisor call, as it runs in the web tier). A kind without it
-    runs to its end even when its bulk is cancelled."""
+    runs to its end even when its bulk is cancelled.
+
+    `run_batch(work)` does the work of several tasks of the kind at once (a bulk clone's batch of ten, set-wise:
+    a query per table for the batch instead of per task): `work` is a list of (task, progress), and it answers
+    each task's message, in order. It must leave every task as `run` would (a task may run again from the
+    top): a worker runs a batch's tasks through it together, and when it raises, each task alone through `run`."""
 
     run: Callable[..., str | None]
     undo: Callable[..., None] | None = None
     discard: Callable[..., None] | None = None
+    run_batch: Callable[..., list[str]] | None = None
 
 
 @dataclass(frozen=True)
@@ -126,8 +132,9 @@ class VMHooks:
       of the `VMOption` registered under the same name as these hooks, or None) and return what `created`
       records. Raises ServiceError to refuse.
     - `created(vm, checked)`: inside the create or clone transaction, with what `check` returned.
-    - `defined(vm)`: in the worker, once the VM's disks are made and before the hypervisor defines it: media
-      the app puts in CD-ROM rows (adding drives) are in the domain from its start, and inserted.
+    - `defined(vms)`: in the worker, once the VMs' disks are made and before the hypervisor defines them: media
+      the app puts in CD-ROM rows (adding drives) are in the domain from its start, and inserted. A list: a
+      create task's one VM, or a batch of clones (each VM with its host, cluster, disks and NICs read already).
     - `powered(changes)`: after power states changed, a list of (vm, new state).
     - `deleting(vm)`: before the VM's domain and rows go (a delete, or an undone create).
     - `removing_nic(vm, remaining)`: before a NIC is removed, leaving `remaining` NICs; raises ServiceError

@@ -20,7 +20,8 @@ from celery import current_app
 from django.apps import apps
 from django.conf import settings
 from django.db import connections, transaction
-from django.db.models import Count, Q
+from django.db.models import Count, Q, Value
+from django.db.models.functions import Coalesce
 from django.utils import timezone
 
 from . import audit
@@ -76,16 +77,17 @@ class Progress:
 
 RunFunction = Callable[[Task, Progress], str | None]
 UndoFunction = Callable[[Task], None]
+BatchFunction = Callable[[list[tuple[Task, Progress]]], list[str]]
 
 
 def task_kind(name: str, undo: UndoFunction | None = None, label: str | Callable[[Task], str] = "",
-              discard: UndoFunction | None = None):
+              discard: UndoFunction | None = None, run_batch: BatchFunction | None = None):
     """Declare the decorated function as the work of tasks of this kind (a second declaration of a kind is
     an error at start-up); `label` is how pages name such a task ("Clone VM" for "vm.clone"); `discard`
-    makes its queued tasks cancellable (see `TaskKind`)."""
+    makes its queued tasks cancellable, and `run_batch` runs a batch of them at once (see `TaskKind`)."""
 
     def register(run: RunFunction) -> RunFunction:
-        registry.task_kinds.add(name, TaskKind(run=run, undo=undo, discard=discard))
+        registry.task_kinds.add(name, TaskKind(run=run, undo=undo, discard=discard, run_batch=run_batch))
         if label:
             registry.task_labels.add(name, label)
         return run
@@ -298,6 +300,11 @@ def execute(task_uuid: str, attempt: int, in_batch: bool = False) -> Task | None
     if task is None:
         log.info("dropping stale delivery of task %s (attempt %s)", task_uuid, attempt)
         return None
+    _run_claimed(task, in_batch)
+    return task
+
+
+def _run_claimed(task: Task, in_batch: bool) -> None:
     kind = registry.task_kinds[task.kind]
     heartbeat = None if in_batch else Heartbeat(Q(pk=task.pk, status=Status.RUNNING, attempts=task.attempts),
                                                 str(task.pk))
@@ -316,20 +323,24 @@ def execute(task_uuid: str, attempt: int, in_batch: bool = False) -> Task | None
     finally:
         if heartbeat:
             heartbeat.stop()
-        progress.end_stage()
-        if progress.stages:
-            stage_log.info("task %s (%s) stages: %s", task.uuid, task.kind,
-                           ", ".join(f"{name} {seconds * 1000:.1f} ms" for name, seconds in progress.stages.items()))
-    return task
+        _log_stages(progress, f"task {task.uuid} ({task.kind})")
+
+
+def _log_stages(progress: Progress, what: str) -> None:
+    progress.end_stage()
+    if progress.stages:
+        stage_log.info("%s stages: %s", what,
+                       ", ".join(f"{name} {seconds * 1000:.1f} ms" for name, seconds in progress.stages.items()))
 
 
 ROLL_UP_SECONDS = 1.0  # a batch brings its parents up to date this often, and at its end
 
 
 def execute_batch(items: list[tuple[str, int]]) -> None:
-    """Run a batch's tasks one after the other, as `facet.task.run_batch` does. From the moment the batch
-    arrives its waiting tasks beat too: if this worker dies, the reaper sends the ones it never started
-    again (their message went with the worker) and requeues the one it was running."""
+    """Run a batch's tasks, as `facet.task.run_batch` does: those of a kind with a `run_batch` together (claimed
+    at once), the others one after the other. From the moment the batch arrives its waiting tasks beat too: if
+    this worker dies, the reaper sends the ones it never started again (their message went with the worker)
+    and requeues those it was running."""
     mine = functools.reduce(operator.or_, (Q(uuid=task_uuid, attempts=attempt) for task_uuid, attempt in items))
     Task.objects.filter(mine, status=Status.QUEUED).update(heartbeat_at=timezone.now())
     heartbeat = Heartbeat(mine & Q(status__in=[Status.QUEUED, Status.RUNNING]), f"batch-{items[0][0]}")
@@ -337,7 +348,14 @@ def execute_batch(items: list[tuple[str, int]]) -> None:
     parents: set[int] = set()
     rolled_up = time.monotonic()
     try:
+        together = _claim_together(mine)
+        for tasks in together.values():
+            _run_together(tasks)
+            parents.update(task.parent_id for task in tasks if task.parent_id)
+        ran = {(str(task.uuid), task.attempts) for tasks in together.values() for task in tasks}
         for task_uuid, attempt in items:
+            if (task_uuid, attempt) in ran:
+                continue
             task = execute(task_uuid, attempt, in_batch=True)
             if task is not None and task.parent_id:
                 parents.add(task.parent_id)
@@ -347,6 +365,42 @@ def execute_batch(items: list[tuple[str, int]]) -> None:
     finally:
         heartbeat.stop()
         _roll_up_all(parents)
+
+
+def _claim_together(mine: Q) -> dict[str, list[Task]]:
+    """Claim, as `_claim` claims one, a batch's queued tasks (at their attempt) whose kind runs in batches; by
+    kind. A redelivered or requeued task is not among them (`execute` then drops it as stale)."""
+    kinds = [name for name, kind in registry.task_kinds.items() if kind.run_batch]
+    with transaction.atomic():
+        tasks = list(Task.objects.select_for_update().filter(mine, status=Status.QUEUED, kind__in=kinds).order_by("id"))
+        if tasks:
+            now = timezone.now()
+            Task.objects.filter(pk__in=[task.pk for task in tasks]).update(
+                status=Status.RUNNING, heartbeat_at=now, started_at=Coalesce("started_at", Value(now)))
+            for task in tasks:
+                task.status, task.heartbeat_at, task.started_at = Status.RUNNING, now, task.started_at or now
+    by_kind: dict[str, list[Task]] = {}
+    for task in tasks:
+        by_kind.setdefault(task.kind, []).append(task)
+    return by_kind
+
+
+def _run_together(tasks: list[Task]) -> None:
+    """Run claimed tasks of one kind through its `run_batch`. Should it raise, every task runs again alone from
+    the top (`run` is idempotent), which ends each with its own outcome: a failure then undoes that task only."""
+    kind = registry.task_kinds[tasks[0].kind]
+    progresses = [Progress(task) for task in tasks]
+    try:
+        messages = kind.run_batch(list(zip(tasks, progresses, strict=True)))
+    except Exception:
+        log.warning("a batch of %d %s tasks stopped on an error; running each alone", len(tasks), tasks[0].kind,
+                    exc_info=True)
+        for task in tasks:
+            _run_claimed(task, in_batch=True)
+        return
+    for task, message in zip(tasks, messages, strict=True):
+        finish(task, Status.SUCCEEDED, message=message or "Done", roll_up_parent=False)
+    _log_stages(progresses[0], f"batch of {len(tasks)} tasks from {tasks[0].uuid} ({tasks[0].kind})")
 
 
 def _roll_up_all(parents: set[int]) -> None:

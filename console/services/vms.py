@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from django.db import IntegrityError, transaction
-from django.db.models import Count, Q, Sum
+from django.db.models import Count, Prefetch, Q, Sum
 
 from console.core import audit
 from console.core.actors import Actor
@@ -366,16 +366,54 @@ def _vm_of(task: Task) -> VM | None:
     return VM.objects.select_related("host", "cluster").filter(uuid=task.entity_uuid).first()
 
 
-def _provision(task: Task, progress: Progress) -> str:
-    """Make the disks, define the VM, insert its media and power it on if asked. Safe to rerun."""
-    vm = _vm_of(task)
-    if vm is None:
+def _provision(work: list[tuple[Task, Progress]]) -> list[str]:
+    """Make the disks, define the VMs, insert their media and power them on if asked: one create or clone
+    task, or a batch of clones with a query per table for all of them (the hooks too). Safe to rerun."""
+    found = {vm.uuid: vm for vm in VM.objects.filter(uuid__in=[task.entity_uuid for task, _ in work])
+             .select_related("host", "cluster")
+             .prefetch_related(Prefetch("disks", VirtualDisk.objects.select_related("container")),
+                               Prefetch("nics", Nic.objects.select_related("network")))}
+    if len(found) < len(work):
         raise Conflict("the VM was deleted before it was created")
+    vms = [found[task.entity_uuid] for task, _ in work]
+    progresses = [progress for _, progress in work]
+    _stage(progresses, 0, "Disks")
+    for (task, progress), vm in zip(work, vms, strict=True):
+        _make_disks(task, vm, progress)
+    # The apps' media first (a tools ISO, customization media): they fill CD-ROM rows, adding drives, so that
+    # the hypervisor defines the VM with every drive and medium at once (an IDE drive cannot be added later
+    # to a running guest).
+    _stage(progresses, 82, "Preparing media")
+    for defined in registry.hooks("defined"):
+        defined(vms)
+    _stage(progresses, 88, "Defining the VM")
+    for vm in vms:
+        driver_for(vm).create(vm)
+    _stage(progresses, 92, "Inserting media")
+    by_pk = {vm.pk: vm for vm in vms}
+    for cdrom in CdRom.objects.filter(vm__in=vms).exclude(iso_path="").order_by("vm_id", "slot"):
+        vm = by_pk[cdrom.vm_id]
+        driver_for(vm).insert_cdrom(vm, cdrom.slot, Path(cdrom.iso_path))
+    powering = [(task, vm) for (task, _), vm in zip(work, vms, strict=True) if task.params.get("power_on")]
+    _stage([progress for (task, progress) in work if task.params.get("power_on")], 95, "Powering on")
+    states = {vm.pk: driver_for(vm).power(vm, "power-on") if task.params.get("power_on") else driver_for(vm).state(vm)
+              for (task, _), vm in zip(work, vms, strict=True)}
+    for state in set(states.values()):
+        VM.objects.filter(pk__in=[pk for pk, each in states.items() if each == state]).update(power_state=state)
+    tell_powered([(vm, states[vm.pk]) for _, vm in powering])
+    return [f"{vm.name} created" + (" and powered on" if states[vm.pk] == "on" else "") for vm in vms]
+
+
+def _stage(progresses: list[Progress], percent: float, name: str) -> None:
+    for progress in progresses:
+        progress.stage(percent, name)
+
+
+def _make_disks(task: Task, vm: VM, progress: Progress) -> None:
     driver = driver_for(vm)
-    disks = list(vm.disks.select_related("container"))
+    disks = list(vm.disks.all())
     sources = task.params.get("disk_sources", {})
     formats = task.params.get("disk_formats", {})  # a source named with no format is read as raw
-    progress.stage(0, "Disks")
     for n, disk in enumerate(disks):
         step = progress.part(80 * n / len(disks), 80 * (n + 1) / len(disks), f"Disks: preparing disk {disk.index}")
         source = sources.get(str(disk.index))
@@ -386,24 +424,6 @@ def _provision(task: Task, progress: Progress) -> str:
                 driver.create_disk(disk.path, disk.size_bytes, disk.disk_format)  # grows the copy to the size
         else:
             driver.create_disk(disk.path, disk.size_bytes, disk.disk_format)
-    # The apps' media first (a tools ISO, customization media): they fill CD-ROM rows, adding drives, so that
-    # the hypervisor defines the VM with every drive and medium at once (an IDE drive cannot be added later
-    # to a running guest).
-    progress.stage(82, "Preparing media")
-    for defined in registry.hooks("defined"):
-        defined(vm)
-    progress.stage(88, "Defining the VM")
-    driver.create(vm)
-    progress.stage(92, "Inserting media")
-    for cdrom in vm.cdroms.exclude(iso_path=""):
-        driver.insert_cdrom(vm, cdrom.slot, Path(cdrom.iso_path))
-    if task.params.get("power_on"):
-        progress.stage(95, "Powering on")
-    state = driver.power(vm, "power-on") if task.params.get("power_on") else driver.state(vm)
-    VM.objects.filter(pk=vm.pk).update(power_state=state)
-    if task.params.get("power_on"):
-        tell_powered([(vm, state)])
-    return f"{vm.name} created" + (" and powered on" if state == "on" else "")
 
 
 def undo_create(task: Task) -> None:
@@ -439,14 +459,14 @@ def _remove_everywhere(vm: VM) -> None:
             directory.rmdir()
 
 
-@task_kind("vm.create", undo=undo_create, label="Create VM", discard=forget_created)
+@task_kind("vm.create", undo=undo_create, label="Create VM", discard=forget_created, run_batch=_provision)
 def run_create(task: Task, progress: Progress) -> str:
-    return _provision(task, progress)
+    return _provision([(task, progress)])[0]
 
 
-@task_kind("vm.clone", undo=undo_create, label="Clone VM", discard=forget_created)
+@task_kind("vm.clone", undo=undo_create, label="Clone VM", discard=forget_created, run_batch=_provision)
 def run_clone(task: Task, progress: Progress) -> str:
-    return _provision(task, progress)
+    return _provision([(task, progress)])[0]
 
 
 def request_delete(actor: Actor, vm: VM, parent: Task | None = None) -> Task:

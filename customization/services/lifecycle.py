@@ -31,7 +31,7 @@ from console.core.registry import GuestReport, NewVM
 from console.core.tasks import Progress, create_task, task_kind
 from console.models import VM, CdRom, Cluster
 from console.models.inventory import hostname_validator
-from console.services.cdroms import free_slot
+from console.services.cdroms import fill_slots
 
 from ..models import CustomizationScript, Datasource, Kind, VMCustomization
 from . import sealed, sources, sysprep
@@ -246,39 +246,61 @@ def phone_home_base() -> str:
 
 
 def iso_path(vm: VM) -> Path:
-    disk = vm.disks.select_related("container").first()
+    disk = next(iter(vm.disks.all()), None)  # the first by index (the model's order), prefetched in a batch
     container = disk.container if disk else vm.cluster.storage_containers.first()
     if container is None:
         raise Conflict({FIELD: ["the cluster has no storage container for the customization media"]})
     return container.resolve(f"vms/{vm.uuid}/customization.iso")
 
 
-def attach_media(vm: VM) -> None:
-    """Build the VM's media and put them in a CD-ROM row (the create task inserts its CD-ROMs next).
-    A rerun after the media were built keeps them."""
-    customization = VMCustomization.objects.filter(vm=vm).first()
-    if customization is None or customization.ended:
+def attach_media(vms: list[VM]) -> None:
+    """Build each VM's media and put them in a CD-ROM row (the create task inserts its CD-ROMs next), with a
+    query per table for a batch of clones. A rerun after the media were built keeps them."""
+    customizations = {c.vm_id: c for c in VMCustomization.objects.filter(vm__in=vms)}
+    todo = [(vm, customizations[vm.pk]) for vm in vms if _needs_media(customizations.get(vm.pk))]
+    if not todo:
         return
-    if customization.iso_path and Path(customization.iso_path).is_file():
-        return
+    written: list[Path] = []
+    try:
+        for vm, customization in todo:
+            customization.iso_path = str(_build_media(vm, customization))
+            written.append(Path(customization.iso_path))
+        _record_media(todo)
+    except BaseException:
+        for path in written:
+            path.unlink(missing_ok=True)  # the database rolled back: a rerun builds them again
+        raise
+
+
+def _needs_media(customization: VMCustomization | None) -> bool:
+    return customization is not None and not customization.ended and not (
+        customization.iso_path and Path(customization.iso_path).is_file())
+
+
+def _build_media(vm: VM, customization: VMCustomization) -> Path:
     base = phone_home_base() if customization.kind == Kind.CLOUD_INIT else ""
     url = base + reverse("customization-phone-home", args=[customization.new_report_token()]) if base else ""
-    instance = Instance(uuid=str(vm.uuid), name=vm.name, hostname=vm.hostname,
-                        key_values=customization.key_values, nics=list(vm.nics.select_related("network")),
-                        phone_home_url=url)
+    instance = Instance(uuid=str(vm.uuid), name=vm.name, hostname=vm.hostname, key_values=customization.key_values,
+                        nics=list(vm.nics.all()), phone_home_url=url)
     content = sealed.fill(customization.content, sealed.unseal(customization.sealed_values))
     files = media_files(customization.datasource, content, instance)
     path = iso_path(vm)
     _write_private(path, build_iso(customization.datasource, files))
-    with transaction.atomic():  # free_slot locks the VM's row until the slot is filled
-        cdrom = free_slot(vm, CdRom.Purpose.CUSTOMIZATION)  # the VM is being created: a drive may be added
-        cdrom.iso_path, cdrom.image, cdrom.purpose = str(path), None, CdRom.Purpose.CUSTOMIZATION
-        cdrom.save()
-        customization.iso_path, customization.cdrom_slot = str(path), cdrom.slot
-        customization.media_files = [{"path": name, "size": len(data)} for name, data in sorted(files.items())]
-        customization.status = Status.MEDIA_ATTACHED
-        customization.sealed_values = ""  # in the media now, and nowhere else
-        customization.save()
+    customization.media_files = [{"path": name, "size": len(data)} for name, data in sorted(files.items())]
+    return path
+
+
+def _record_media(todo: list[tuple[VM, VMCustomization]]) -> None:
+    with transaction.atomic():  # fill_slots locks the VMs' rows until the slots are filled
+        slots = fill_slots({vm: customization.iso_path for vm, customization in todo},
+                           CdRom.Purpose.CUSTOMIZATION)  # being created: drives may be added
+        for vm, customization in todo:
+            customization.cdrom_slot, customization.status = slots[vm.pk], Status.MEDIA_ATTACHED
+            customization.sealed_values = ""  # in the media now, and nowhere else
+            VMCustomization.objects.filter(pk=customization.pk).update(
+                iso_path=customization.iso_path, cdrom_slot=customization.cdrom_slot,
+                media_files=customization.media_files, status=customization.status, sealed_values="",
+                report_token_hash=customization.report_token_hash, updated_at=timezone.now())
 
 
 def _write_private(path: Path, data: bytes) -> None:
@@ -322,15 +344,16 @@ def power_changed(changes: list[tuple[VM, str]]) -> None:
     """Power-on with the media in starts the customization; a power-off before any report ends it as
     `unknown` (never a made-up success) and removes the media."""
     states = {vm.pk: state for vm, state in changes}
-    active = VMCustomization.objects.filter(vm_id__in=states, status__in=VMCustomization.ACTIVE)
-    for customization in active.select_related("vm__host"):
-        state = states[customization.vm_id]
-        if state == VM.PowerState.ON and customization.status == Status.MEDIA_ATTACHED:
-            VMCustomization.objects.filter(pk=customization.pk, status=Status.MEDIA_ATTACHED).update(
-                status=Status.RUNNING)
-        elif state == VM.PowerState.OFF and _end(customization, Status.UNKNOWN,
-                                                 "the VM powered off before its guest reported"):
-            _queue_removal(customization, Actor.system())
+    # Powered on with the media in: one statement for a batch of clones.
+    VMCustomization.objects.filter(
+        vm_id__in=[pk for pk, state in states.items() if state == VM.PowerState.ON],
+        status=Status.MEDIA_ATTACHED).update(status=Status.RUNNING)
+    off = [pk for pk, state in states.items() if state == VM.PowerState.OFF]
+    if off:
+        active = VMCustomization.objects.filter(vm_id__in=off, status__in=VMCustomization.ACTIVE)
+        for customization in active.select_related("vm__host"):
+            if _end(customization, Status.UNKNOWN, "the VM powered off before its guest reported"):
+                _queue_removal(customization, Actor.system())
 
 
 def _queue_removal(customization: VMCustomization, actor: Actor) -> None:

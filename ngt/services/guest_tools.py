@@ -119,7 +119,7 @@ def run_enable(task: Task, progress: Progress) -> str:
 
 
 def container_of(vm: VM) -> StorageContainer:
-    disk = vm.disks.select_related("container").order_by("index").first()
+    disk = next(iter(vm.disks.all()), None)  # the first by index (the model's order), prefetched in a batch
     container = disk.container if disk else vm.cluster.storage_containers.order_by("id").first()
     if container is None:
         raise Conflict({"vm": [f"VM {vm.name} has no storage container to hold its tools ISO"]})

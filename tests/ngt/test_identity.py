@@ -155,7 +155,7 @@ def test_a_rerun_of_the_clone_task_issues_no_second_certificate(cluster, actor, 
     source = golden(actor, run_tasks, cluster)
     vm = clone(actor, source, "web-1", run_tasks)
     first = GuestTools.objects.get(vm=vm).certificate
-    identity.mount_new_identity(vm)
+    identity.mount_new_identity([vm])
     assert VMCertificate.objects.filter(vm=vm).count() == 1 and GuestTools.objects.get(vm=vm).certificate == first
 
 
