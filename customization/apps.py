@@ -18,7 +18,7 @@ class CustomizationConfig(AppConfig):
             from_form=lambda form: form.customization_request(), template="customization/form_section.html",
             unknown_keys=lifecycle.unknown_keys, per_clone=lifecycle.per_clone, label="Customization", order=10))
         registry.vm_hooks.add(self.name, VMHooks(
-            check=lifecycle.check_new_vm, created=lifecycle.record, defined=lifecycle.attach_media,
+            check=lifecycle.check_new_vms, created=lifecycle.record, defined=lifecycle.attach_media,
             powered=lifecycle.power_changed, deleting=lifecycle.discard,
             removing_nic=lifecycle.check_nic_removal, guest_reported=lifecycle.guest_reported))
         registry.vm_panels.add("customization", Panel("Customization", "customization-panel", order=20,

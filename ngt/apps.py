@@ -42,7 +42,7 @@ class NgtConfig(AppConfig):
             from_api=identity.from_api, form=GuestToolsFields, from_form=identity.form_request,
             template="ngt/form_section.html", label="Guest Tools", order=20))
         registry.vm_hooks.add("guest_tools", VMHooks(  # the name of the option its `check` receives
-            check=identity.check_new_vm, created=identity.record, defined=identity.mount_new_identity,
+            check=identity.check_new_vms, created=identity.record, defined=identity.mount_new_identity,
             deleting=_forget, made_template=guest_tools.leave_identity, quiesce=quiesce.quiesce,
             snapshot_in_use=restore.snapshot_in_use))
         registry.host_hooks.add(self.name, HostHooks(state_changed=guest_tools.host_state_changed))

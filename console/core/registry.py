@@ -128,10 +128,11 @@ class Consistency:
 class VMHooks:
     """What an app does along a VM's life; every hook is optional.
 
-    - `check(new_vm, option)`: before anything is written, validate the app's part of the request (the value
-      of the `VMOption` registered under the same name as these hooks, or None) and return what `created`
-      records. Raises ServiceError to refuse.
-    - `created(vm, checked)`: inside the create or clone transaction, with what `check` returned.
+    - `check(new_vms, options)`: before anything is written, validate the app's part of the request of each
+      new VM (the value of the `VMOption` registered under the same name as these hooks, or None) and return,
+      in order, what `created` records. Raises ServiceError to refuse. Lists: a create's one VM, or every
+      clone of a bulk clone (so that what they share is checked once).
+    - `created(made)`: inside the create or clone transaction, a list of (vm, what `check` returned).
     - `defined(vms)`: in the worker, once the VMs' disks are made and before the hypervisor defines them: media
       the app puts in CD-ROM rows (adding drives) are in the domain from its start, and inserted. A list: a
       create task's one VM, or a batch of clones (each VM with its host, cluster, disks and NICs read already).

@@ -156,9 +156,9 @@ def plan_bulk_clone(request: BulkCloneRequest) -> Plan:
     hostnames = [_hostname(row, name) for row, name in zip(rows, names, strict=True)]
     extra_keys = sorted({key for row in rows for key in row.values if key not in KNOWN_COLUMNS})
     options = _per_clone_options(request, rows, extra_keys, names[0], hostnames[0])
-    checked = [vms.check_with_hooks(NewVM(cluster=source.cluster, name=name, hostname=hostname,
-                                          guest_os=source.guest_os, source=source), clone_options)
-               for name, hostname, clone_options in zip(names, hostnames, options, strict=True)]
+    checked = vms.check_all_with_hooks([NewVM(cluster=source.cluster, name=name, hostname=hostname,
+                                              guest_os=source.guest_os, source=source)
+                                        for name, hostname in zip(names, hostnames, strict=True)], options)
     hosts = _placement(request)
     nics = _nics(source, rows)
     clones = [PlannedClone(n=request.start_index + i, name=names[i], hostname=hostnames[i], host=hosts[i],

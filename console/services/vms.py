@@ -223,7 +223,7 @@ def request_create_vm(actor: Actor, spec: VMSpec) -> Task:
             iso = image if image is not None and image.kind == Image.Kind.ISO else None
             CdRom.objects.create(vm=vm, slot=0, image=iso, iso_path=str(iso.path) if iso else "",
                                  purpose=CdRom.Purpose.IMAGE if iso else CdRom.Purpose.NONE)
-            tell_created(vm, checked)
+            tell_created([(vm, checked)])
             task = create_task(actor, "vm.create", vm, queue=host.queue,
                                params={"disk_sources": sources, "disk_formats": formats,
                                        "power_on": spec.power_on})
@@ -317,8 +317,7 @@ def write_clones(actor: Actor, source: VM, targets: list[CloneTarget], *, linked
                 CdRom(vm=vm, slot=c.slot, image=c.image, iso_path=c.iso_path if c.purpose == "image" else "",
                       purpose=c.purpose if c.purpose == "image" else "")
                 for vm in clones for c in cdroms], batch_size=500)
-            for vm, target in zip(clones, targets, strict=True):
-                tell_created(vm, target.checked)
+            tell_created([(vm, target.checked) for vm, target in zip(clones, targets, strict=True)])
             tasks = create_tasks(actor, "vm.clone", [(vm, vm.host.queue, params) for vm in clones], parent=parent)
             audit.record_each(actor, "vm.clone", [
                 (vm, {"task": str(task.uuid), "source": str(source.uuid), "linked": linked,
@@ -344,16 +343,27 @@ def _clone_sources(source: VM, snapshot: Snapshot | None) -> dict[int, tuple[str
 def check_with_hooks(new_vm: NewVM, options: dict[str, Any]) -> dict[str, Any]:
     """Every app's check of its part of a create or clone request, before anything is written; what each
     returns, by app, for `tell_created`."""
-    unknown = set(options) - set(registry.vm_options)
+    return check_all_with_hooks([new_vm], [options])[0]
+
+
+def check_all_with_hooks(new_vms: list[NewVM], options: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """`check_with_hooks` of many new VMs (a bulk clone's), each app's hook called once for all of them."""
+    unknown = set().union(*options) - set(registry.vm_options)
     if unknown:
         raise InvalidRequest({name: ["unknown option"] for name in sorted(unknown)})
-    return {app: hooks.check(new_vm, options.get(app)) for app, hooks in registry.vm_hooks.items() if hooks.check}
+    checked: list[dict[str, Any]] = [{} for _ in new_vms]
+    for app, hooks in registry.vm_hooks.items():
+        if hooks.check:
+            for each, value in zip(checked, hooks.check(new_vms, [asked.get(app) for asked in options]), strict=True):
+                each[app] = value
+    return checked
 
 
-def tell_created(vm: VM, checked: dict[str, Any]) -> None:
+def tell_created(made: list[tuple[VM, dict[str, Any]]]) -> None:
+    """The apps' `created` hooks, once for all the VMs a request made."""
     for app, hooks in registry.vm_hooks.items():
         if hooks.created:
-            hooks.created(vm, checked.get(app))
+            hooks.created([(vm, checked.get(app)) for vm, checked in made])
 
 
 def tell_powered(changes: list[tuple[VM, str]]) -> None:

@@ -12,6 +12,7 @@ import ipaddress
 import os
 import re
 import uuid
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -74,10 +75,11 @@ class Prepared:
     sealed_values: dict[str, str] = field(default_factory=dict)
 
 
-def check_new_vm(new_vm: NewVM, request: CustomizationRequest | None) -> Prepared | None:
-    """The VM hook before a create or clone writes anything: `prepare` for the VM about to be made."""
-    return prepare(request, cluster=new_vm.cluster, guest_os=new_vm.guest_os, hostname=new_vm.hostname,
-                   name=new_vm.name, is_template=new_vm.is_template)
+def check_new_vms(new_vms: list[NewVM], requests: list[CustomizationRequest | None]) -> list[Prepared | None]:
+    """The VM hook before a create or clone writes anything: `prepare` for each VM about to be made."""
+    return [prepare(request, cluster=new_vm.cluster, guest_os=new_vm.guest_os, hostname=new_vm.hostname,
+                    name=new_vm.name, is_template=new_vm.is_template)
+            for new_vm, request in zip(new_vms, requests, strict=True)]
 
 
 def prepare(request: CustomizationRequest | None, *, cluster: Cluster, guest_os: str, hostname: str,
@@ -218,16 +220,17 @@ def _check_hostname(kind: str, text: str, hostname: str, name: str) -> None:
             f"{hostname!r} has {len(hostname)}: give a shorter hostname"]})
 
 
-def record(vm: VM, prepared: Prepared | None) -> VMCustomization | None:
-    """Store the copy beside the new VM's rows (inside the request's transaction)."""
-    if prepared is None:
-        return None
-    if prepared.script is not None:
-        CustomizationScript.objects.filter(pk=prepared.script.pk).update(usage_count=F("usage_count") + 1)
-    return VMCustomization.objects.create(
+def record(made: list[tuple[VM, Prepared | None]]) -> None:
+    """Store each copy beside its new VM's rows (inside the request's transaction), in one statement for all."""
+    made = [(vm, prepared) for vm, prepared in made if prepared is not None]
+    uses = Counter(prepared.script.pk for _, prepared in made if prepared.script is not None)
+    for script_pk, count in uses.items():
+        CustomizationScript.objects.filter(pk=script_pk).update(usage_count=F("usage_count") + count)
+    VMCustomization.objects.bulk_create([VMCustomization(
         vm=vm, kind=prepared.kind, datasource=prepared.datasource, format=prepared.format,
         content=prepared.content, source=prepared.source[:300], script=prepared.script,
         key_values=prepared.key_values, sealed_values=sealed.seal(prepared.sealed_values))
+        for vm, prepared in made], batch_size=500)
 
 
 def phone_home_base() -> str:

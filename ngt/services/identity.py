@@ -67,10 +67,22 @@ def from_api(value: dict | GuestToolsRequest | None) -> GuestToolsRequest | None
     return GuestToolsRequest(mount=mount, capabilities=capabilities)
 
 
-def check_new_vm(new_vm: NewVM, request: GuestToolsRequest | None) -> Plan | None:
-    """The VM hook before a create or clone writes anything: whether the new VM gets its own identity."""
-    request = from_api(request) or GuestToolsRequest()  # callers in code may give the API's object
-    source = state_of(new_vm.source) if new_vm.source is not None else None
+def check_new_vms(new_vms: list[NewVM], requests: list[GuestToolsRequest | None]) -> list[Plan | None]:
+    """The VM hook before a create or clone writes anything: whether each new VM gets its own identity. The
+    sources' Guest Tools are read, and each cluster's CA checked, once for all (a bulk clone's thousand)."""
+    sources: dict[int, GuestTools] = {}
+    for source in {new_vm.source.pk: new_vm.source for new_vm in new_vms if new_vm.source is not None}.values():
+        sources[source.pk] = state_of(source)
+    plans = [_plan(new_vm, from_api(request) or GuestToolsRequest(),  # callers in code may give the API's object
+                   sources[new_vm.source.pk] if new_vm.source is not None else None)
+             for new_vm, request in zip(new_vms, requests, strict=True)]
+    mounting = {new_vm.cluster.pk: new_vm.cluster for new_vm, plan in zip(new_vms, plans, strict=True) if plan}
+    for cluster in mounting.values():
+        check_authority(cluster)  # a CA that cannot sign fails the request, not the task
+    return plans
+
+
+def _plan(new_vm: NewVM, request: GuestToolsRequest, source: GuestTools | None) -> Plan | None:
     mount = request.mount if request.mount is not None else bool(source and source.enabled)
     try:
         capabilities = checked_capabilities(
@@ -84,15 +96,14 @@ def check_new_vm(new_vm: NewVM, request: GuestToolsRequest | None) -> Plan | Non
             raise InvalidRequest({f"{FIELD}.mount": [
                 "a template never runs: its clones get Guest Tools, each with an identity of its own"]})
         return None
-    check_authority(new_vm.cluster)  # a CA that cannot sign fails the request, not the task
     return Plan(capabilities=capabilities)
 
 
-def record(vm: VM, plan: Plan | None) -> None:
+def record(made: list[tuple[VM, Plan | None]]) -> None:
     """The VM hook inside the create or clone transaction: Guest Tools enabled, no certificate yet; the task
-    mounts (`mount_new_identity`)."""
-    if plan is not None:
-        GuestTools.objects.create(vm=vm, enabled=True, capabilities=plan.capabilities)
+    mounts (`mount_new_identity`). One statement for all the VMs."""
+    GuestTools.objects.bulk_create([GuestTools(vm=vm, enabled=True, capabilities=plan.capabilities)
+                                    for vm, plan in made if plan is not None], batch_size=500)
 
 
 def mount_new_identity(vms: list[VM]) -> None:

@@ -61,8 +61,8 @@ def test_a_sim_guests_cloud_init_result_reaches_the_console_over_serial(short_da
     broker, and without a beat's reaper the media stayed)."""
     vm, _ = mounted_vm
     settings.PUBLIC_URL = "http://127.0.0.1:8000"
-    lifecycle.record(vm, lifecycle.prepare(CustomizationRequest(content="#cloud-config\nruncmd: [[\"false\"]]\n"),
-                                           cluster=vm.cluster, guest_os="linux", hostname="web-1", name="web-1"))
+    lifecycle.record([(vm, lifecycle.prepare(CustomizationRequest(content="#cloud-config\nruncmd: [[\"false\"]]\n"),
+                                             cluster=vm.cluster, guest_os="linux", hostname="web-1", name="web-1"))])
     lifecycle.attach_media([vm])
     VM.objects.filter(pk=vm.pk).update(power_state=VM.PowerState.ON)
     VMCustomization.objects.filter(vm=vm).update(status="running")
