@@ -462,15 +462,22 @@ def _end(task: Task, while_in: tuple[str, ...], status: str, message: str | None
         fields["percent"] = 100
     if message is not None:
         fields["message"] = message[:255]
+    if not (task.parent_id and roll_up_parent):
+        return _write_end(task, while_in, fields)  # one statement (a batch's task: the batch rolls up)
     with transaction.atomic():
-        if not Task.objects.filter(pk=task.pk, status__in=while_in, attempts=task.attempts).update(**fields):
-            log.warning("task %s attempt %s is no longer running; its end (%s) is dropped",
-                        task.uuid, task.attempts, status)
+        if not _write_end(task, while_in, fields):
             return False
-        for name, value in fields.items():
-            setattr(task, name, value)
-        if task.parent_id and roll_up_parent:
-            roll_up(task.parent_id)
+        roll_up(task.parent_id)
+    return True
+
+
+def _write_end(task: Task, while_in: tuple[str, ...], fields: dict) -> bool:
+    if not Task.objects.filter(pk=task.pk, status__in=while_in, attempts=task.attempts).update(**fields):
+        log.warning("task %s attempt %s is no longer running; its end (%s) is dropped",
+                    task.uuid, task.attempts, fields["status"])
+        return False
+    for name, value in fields.items():
+        setattr(task, name, value)
     return True
 
 

@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from django.db import IntegrityError, transaction
-from django.db.models import Count, Prefetch, Q, Sum
+from django.db.models import Count, Prefetch, Q, Sum, prefetch_related_objects
 
 from console.core import audit
 from console.core.actors import Actor
@@ -397,13 +397,14 @@ def _provision(work: list[tuple[Task, Progress]]) -> list[str]:
     for defined in registry.hooks("defined"):
         defined(vms)
     _stage(progresses, 88, "Defining the VM")
+    prefetch_related_objects(vms, Prefetch("cdroms", CdRom.objects.order_by("slot")))  # as the hooks left them
     for vm in vms:
         driver_for(vm).create(vm)
     _stage(progresses, 92, "Inserting media")
-    by_pk = {vm.pk: vm for vm in vms}
-    for cdrom in CdRom.objects.filter(vm__in=vms).exclude(iso_path="").order_by("vm_id", "slot"):
-        vm = by_pk[cdrom.vm_id]
-        driver_for(vm).insert_cdrom(vm, cdrom.slot, Path(cdrom.iso_path))
+    for vm in vms:
+        for cdrom in vm.cdroms.all():
+            if cdrom.iso_path:
+                driver_for(vm).insert_cdrom(vm, cdrom.slot, Path(cdrom.iso_path))
     powering = [(task, vm) for (task, _), vm in zip(work, vms, strict=True) if task.params.get("power_on")]
     _stage([progress for (task, progress) in work if task.params.get("power_on")], 95, "Powering on")
     states = {vm.pk: driver_for(vm).power(vm, "power-on") if task.params.get("power_on") else driver_for(vm).state(vm)

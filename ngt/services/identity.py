@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from django.db import transaction
+from django.db.models import OuterRef, Subquery
 from django.utils import timezone
 
 from console.core import audit
@@ -143,10 +144,10 @@ def _record_identities(made: list[tuple[VM, authority.IssuedCertificate, Path]],
         certificates = VMCertificate.objects.bulk_create([
             VMCertificate(vm=vm, serial=issued.serial, certificate_pem=issued.pem, not_before=issued.not_before,
                           not_after=issued.not_after) for vm, issued, _ in made])
-        now = timezone.now()
-        for (vm, _, _), certificate in zip(made, certificates, strict=True):
-            GuestTools.objects.filter(pk=states[vm.pk].pk).update(iso_mounted=True, certificate=certificate,
-                                                                  updated_at=now)
+        # Each VM's state points at its new certificate: one statement for the batch.
+        GuestTools.objects.filter(pk__in=[states[vm.pk].pk for vm, _, _ in made]).update(
+            iso_mounted=True, updated_at=timezone.now(), certificate=Subquery(VMCertificate.objects.filter(
+                pk__in=[certificate.pk for certificate in certificates], vm_id=OuterRef("vm_id")).values("pk")))
         fill_slots({vm: str(path) for vm, _, path in made}, GUEST_TOOLS)  # being created: drives may be added
 
 

@@ -32,11 +32,14 @@ class SimDriver(SimDevices, SimInsight, SimSnapshots):
             raise DriverError(f"VM {vm.name} is not defined on the hypervisor") from None
 
     def create(self, vm) -> None:
+        """Defined with its CD-ROMs' media, as libvirt defines a domain from the VM's rows."""
         self._pause()
         host_name = vm.host.name if vm.host else ""
-        domain, made = SimDomain.objects.get_or_create(uuid=vm.uuid, defaults={"host_name": host_name,
-                                                                                "definition": definition_of(vm)})
-        if not made and domain.host_name != host_name:
+        domain = SimDomain.objects.filter(uuid=vm.uuid).first()
+        if domain is None:  # (one task's run at a time defines its VM: no other creates it meanwhile)
+            SimDomain.objects.create(uuid=vm.uuid, host_name=host_name, definition=definition_of(vm), cdroms={
+                str(cdrom.slot): cdrom.iso_path for cdrom in vm.cdroms.all() if cdrom.iso_path})
+        elif domain.host_name != host_name:
             # Defined anew on another host (its own failed): a new domain there starts off.
             domain.host_name, domain.power_state = host_name, "off"
             domain.save(update_fields=["host_name", "power_state"])
@@ -93,8 +96,9 @@ class SimDriver(SimDevices, SimInsight, SimSnapshots):
         if not files.is_iso9660(iso_path):
             raise DriverError(f"{iso_path} is not an ISO 9660 image")
         domain = self._domain(vm)
-        domain.cdroms[str(slot)] = str(iso_path)
-        domain.save(update_fields=["cdroms"])
+        if domain.cdroms.get(str(slot)) != str(iso_path):
+            domain.cdroms[str(slot)] = str(iso_path)
+            domain.save(update_fields=["cdroms"])
 
     def new_cdrom_slot(self, used: set[int], running: bool) -> int | None:
         return new_cdrom_slot(used, running)  # the buses of a libvirt VM, so that the sim teaches the same rules
