@@ -56,15 +56,13 @@ class SimDriver(SimDevices, SimInsight, SimSnapshots):
 
     def power(self, vm, action: str) -> str:
         self._pause()
-        domain = self._domain(vm)
         allowed, result = POWER_TRANSITIONS[action]
+        if SimDomain.objects.filter(uuid=vm.uuid, power_state__in=allowed).update(power_state=result):
+            return result
+        domain = self._domain(vm)  # not defined, already there, or in a state the action does not apply to
         if domain.power_state == result and action in ("power-on", "power-off", "shutdown", "pause", "resume"):
             return result  # already there: repeating the call is harmless
-        if domain.power_state not in allowed:
-            raise DriverError(f"cannot {action} a VM that is {domain.power_state}")
-        domain.power_state = result
-        domain.save(update_fields=["power_state"])
-        return result
+        raise DriverError(f"cannot {action} a VM that is {domain.power_state}")
 
     def state(self, vm) -> str:
         domain = SimDomain.objects.filter(uuid=vm.uuid).only("power_state").first()
