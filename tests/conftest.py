@@ -9,7 +9,7 @@ from console.core import access
 from console.core.actors import Actor
 from console.core.drivers import files
 from console.core.models import Task
-from console.core.tasks import execute
+from console.core.tasks.running import execute
 from console.models import VM, Cluster, Host, Image, Network, StorageContainer
 from console.services import vms
 from console.services.demo import demo_iso_bytes
@@ -96,7 +96,7 @@ def vm(cluster, actor, run_tasks):
 def facet_as_admin(monkeypatch, tmp_path, capsys, live_server, admin, cluster):
     """Run the `facet` CLI against the live test console with an Admin's token; tasks stay queued (no
     broker here: `run_tasks` runs them). Answers (exit code, stdout, stderr)."""
-    monkeypatch.setattr("console.core.tasks.send", lambda task: None)
+    monkeypatch.setattr("console.core.tasks.sending.send", lambda task: None)
     monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "config"))
     monkeypatch.setenv("FACET_URL", live_server.url)
     monkeypatch.setenv("FACET_TOKEN", access.create_token(Actor(user=admin), admin, "cli")[1])

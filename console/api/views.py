@@ -19,7 +19,7 @@ from console.core.api.lookups import UUID_PATTERN
 from console.core.api.permissions import AdminOnly
 from console.core.api.schema import ERROR_BODY
 from console.core.models import ApiToken, AuditEvent, Task
-from console.core.tasks import request_cancel, rerun
+from console.core.tasks.control import request_cancel, rerun
 
 from ..filtersets import AuditEventFilterSet, TaskFilterSet, vm_filterset
 from ..models import VM, CdRom, Cluster, Host, Image, Network, Nic, StorageContainer, VirtualDisk

@@ -15,7 +15,7 @@ from .access import has_role
 from .actors import Actor
 from .errors import ServiceError
 from .models import Task
-from .tasks import task_label
+from .tasks.kinds import task_label
 
 PAGE_SIZES = (25, 50, 100, 200)
 

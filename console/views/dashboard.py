@@ -4,7 +4,7 @@ from django.shortcuts import render
 from console.core.access import ADMIN, has_role
 from console.core.drivers import shown_uri
 from console.core.models import Task
-from console.core.tasks import link_entities
+from console.core.tasks.entities import link_entities
 from console.core.views import role_required
 
 from ..models import VM, Host, StorageContainer

@@ -9,7 +9,7 @@ import yaml
 from console.core.actors import Actor
 from console.core.errors import Busy, Conflict, InvalidRequest
 from console.core.models import AuditEvent, SimDomain, Task
-from console.core.tasks import execute
+from console.core.tasks.running import execute
 from console.models import VM, Image, Network
 from console.services import vms
 from containers.models import DockerHost, VolumeGroup, VolumeGroupAttachment

@@ -7,7 +7,7 @@ import pytest
 
 from console.core.actors import Actor
 from console.core.models import SimDomain, Task
-from console.core.tasks import request_cancel
+from console.core.tasks.control import request_cancel
 from console.models import VM, Host, Network, Nic
 from console.services import vms
 from console.services.bulk_clone import BulkCloneRequest, request_bulk_clone

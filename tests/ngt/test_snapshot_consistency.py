@@ -4,8 +4,8 @@ nothing stays frozen. fsfreeze is a logging script here (tests/ngt/test_agent_fr
 
 import pytest
 
-from console.core import tasks
 from console.core.drivers import files
+from console.core.tasks import sending
 from console.models import VM, Snapshot, VirtualDisk
 from console.services import snapshots
 from ngt.services import guest_tools, quiesce
@@ -23,7 +23,7 @@ def running_vm(mounted_vm, actor, run_tasks, tmp_path, settings, redis_url, monk
     """web-1 with a disk, on, Guest Tools remounted with vss-snapshot, and a fake fsfreeze for its agent."""
     vm, _ = mounted_vm
     settings.REDIS_URL = redis_url
-    monkeypatch.setattr(tasks, "send", lambda task: None)
+    monkeypatch.setattr(sending, "send", lambda task: None)
     container = vm.cluster.storage_containers.get()
     VirtualDisk.objects.create(vm=vm, index=0, size_bytes=8 * MiB, container=container,
                                file_name=f"vms/{vm.uuid}/disk0.raw")
