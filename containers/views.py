@@ -12,7 +12,16 @@ from django.views.decorators.http import require_POST
 from console.core.access import ADMIN, OPERATOR
 from console.core.errors import ServiceError
 from console.core.models import AuditEvent, Task
-from console.core.views import actor, as_uuid, form_refused, paginate, refuse, role_required, task_started
+from console.core.views import (
+    actor,
+    as_uuid,
+    confirm_then_start,
+    form_refused,
+    paginate,
+    refuse,
+    role_required,
+    task_started,
+)
 from console.models import VM
 
 from . import forms
@@ -155,16 +164,11 @@ def volume_group_grow(request, uuid):
 @role_required(OPERATOR)
 def volume_group_delete(request, uuid):
     group = get_object_or_404(VolumeGroup, uuid=uuid)
-    if request.method != "POST":
-        return render(request, "console/confirm.html", {
-            "title": f"Delete {group.name}?", "action": reverse("volume-group-delete", args=[uuid]),
-            "button": "Delete volume group", "text": "Its disk files are deleted. This cannot be undone.",
-            "back": reverse("volume-group-detail", args=[uuid])})
-    try:
-        task = volume_groups.request_delete(actor(request), group)
-    except ServiceError as error:
-        return refuse(request, error, reverse("volume-group-detail", args=[uuid]))
-    return task_started(request, task, reverse("volume-groups"))
+    return confirm_then_start(request, {
+        "title": f"Delete {group.name}?", "action": reverse("volume-group-delete", args=[uuid]),
+        "button": "Delete volume group", "text": "Its disk files are deleted. This cannot be undone.",
+    }, lambda: volume_groups.request_delete(actor(request), group), back=reverse("volume-group-detail", args=[uuid]),
+        done=reverse("volume-groups"))
 
 
 @require_POST
