@@ -33,6 +33,8 @@ from urllib.parse import quote
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))  # this checkout's console, whatever the virtualenv has installed
+from tests.waiting import wait_for  # noqa: E402  (found through the path above)
+
 SUBNET, CONTROL, VIP, GUESTS = "10.77.0", "10.77.0.1", "10.77.0.50", "10.77.0.100"
 HOSTS = ("host-1", "host-2", "host-3")
 PG_PORT, REDIS_PORT = 5432, 6379
@@ -43,16 +45,6 @@ def sh(*command: str, check: bool = True) -> str:
     if check and done.returncode:
         raise RuntimeError(f"{' '.join(command)}: {done.stderr.strip()}")
     return done.stdout
-
-
-def wait_for(predicate, timeout: float, what: str, interval: float = 0.2):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        result = predicate()
-        if result:
-            return result
-        time.sleep(interval)
-    raise TimeoutError(f"timed out after {timeout} s waiting for {what}")
 
 
 class Network:
