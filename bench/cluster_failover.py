@@ -183,7 +183,7 @@ class Cluster:
         cluster = Cluster.objects.create(name="bench", virtual_ip=VIP)
         storage = self.scratch / "storage"
         storage.mkdir()
-        container = StorageContainer.objects.create(cluster=cluster, name="shared", path=str(storage))
+        storage_container = StorageContainer.objects.create(cluster=cluster, name="shared", path=str(storage))
         for number, name in enumerate(HOSTS):
             Host.objects.create(cluster=cluster, name=name, address=f"{SUBNET}.{11 + number}", driver_uri="sim://",
                                 cpus=64, memory_bytes=2**40)
@@ -193,7 +193,7 @@ class Cluster:
                                    power_state="off", high_availability=number % 10 == 0)
             SimDomain.objects.create(uuid=vm.uuid, host_name=host.name)
             if vm.high_availability:  # on the shared storage container: reachable from every host
-                disk = VirtualDisk.objects.create(vm=vm, index=0, size_bytes=2**20, container=container,
+                disk = VirtualDisk.objects.create(vm=vm, index=0, size_bytes=2**20, storage_container=storage_container,
                                                   file_name=f"{vm.uuid}/disk0.raw")
                 files.create_sparse(disk.path, 2**20)
         self.write_agents(cluster)

@@ -63,7 +63,7 @@ def volume_group_create(request):
         data = form.cleaned_data
         try:
             task = volume_groups.request_create(actor(request), data["name"], data["size_gib"] * GiB,
-                                                disk_count=data["disk_count"], container=data["container"],
+                                                disk_count=data["disk_count"], storage_container=data["container"],
                                                 description=data["description"])
         except ServiceError as error:
             for field, problems in error.errors.items():
@@ -284,7 +284,8 @@ def docker_host_detail(request, uuid):
     host = get_object_or_404(DockerHost.objects.select_related("vm", "created_by"), uuid=uuid)
     return render(request, "containers/docker_host_detail.html", {
         "host": host, "groups": VolumeGroup.objects.filter(attachment__docker_host=host).select_related(
-            "container", "attachment"), "containers_seen": host.containers_seen.all(), **history(host)})
+            "storage_container", "attachment"),
+        "storage_containers_seen": host.storage_containers_seen.all(), **history(host)})
 
 
 @role_required(ADMIN)

@@ -70,7 +70,7 @@ class StorageContainerSerializer(serializers.ModelSerializer):
 
 
 class ImageSerializer(serializers.ModelSerializer):
-    container = serializers.SlugRelatedField(slug_field="uuid", read_only=True)
+    container = serializers.SlugRelatedField(source="storage_container", slug_field="uuid", read_only=True)
 
     class Meta:
         model = Image
@@ -109,7 +109,7 @@ class NicSerializer(serializers.ModelSerializer):
 
 
 class DiskSerializer(serializers.ModelSerializer):
-    container = serializers.SlugRelatedField(slug_field="uuid", read_only=True)
+    container = serializers.SlugRelatedField(source="storage_container", slug_field="uuid", read_only=True)
 
     class Meta:
         model = VirtualDisk

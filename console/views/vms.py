@@ -183,7 +183,7 @@ def vm_detail(request, uuid):
     pending = _pending(vm)
     response = render(request, "console/vm_detail_live.html" if live else "console/vm_detail.html", {
         "vm": vm,
-        "disks": vm.disks.select_related("container"),
+        "disks": vm.disks.select_related("storage_container"),
         "nics": vm.nics.select_related("network"),
         "cdroms": vm.cdroms.select_related("image"),
         "isos": Image.objects.filter(kind=Image.Kind.ISO),

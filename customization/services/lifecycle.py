@@ -246,11 +246,11 @@ def phone_home_base() -> str:
 
 
 def iso_path(vm: VM) -> Path:
-    disk = vm.disks.select_related("container").first()
-    container = disk.container if disk else vm.cluster.storage_containers.first()
-    if container is None:
+    disk = vm.disks.select_related("storage_container").first()
+    storage_container = disk.storage_container if disk else vm.cluster.storage_containers.first()
+    if storage_container is None:
         raise Conflict({FIELD: ["the cluster has no storage container for the customization media"]})
-    return container.resolve(f"vms/{vm.uuid}/customization.iso")
+    return storage_container.resolve(f"vms/{vm.uuid}/customization.iso")
 
 
 def attach_media(vm: VM) -> None:

@@ -50,10 +50,10 @@ def world(transactional_db, live_server, tmp_path, monkeypatch):
                                cpus=16, memory_bytes=64 * GiB)
     root = tmp_path / "container"
     root.mkdir()
-    container = StorageContainer.objects.create(cluster=cluster, name="default", path=str(root))
+    storage_container = StorageContainer.objects.create(cluster=cluster, name="default", path=str(root))
     network = Network.objects.create(cluster=cluster, name="lan", vlan=10, cidr="10.20.0.0/24",
                                      gateway="10.20.0.1", pool_start="10.20.0.10", pool_end="10.20.0.50")
-    iso = Image.objects.create(cluster=cluster, name="rescue-iso", kind="iso", container=container,
+    iso = Image.objects.create(cluster=cluster, name="rescue-iso", kind="iso", storage_container=storage_container,
                                file_name="images/rescue.iso", size_bytes=64 * 1024)
     web = VM.objects.create(cluster=cluster, name="web-01", hostname="web-01", host=host, vcpus=2,
                             memory_bytes=4 * GiB, power_state="on")

@@ -56,11 +56,11 @@ def test_create_from_disk_image_copies_the_image_and_defines_the_vm(cluster, act
 
 def qcow2_image(cluster, virtual_size: int) -> Image:
     """A qcow2 image file as an upload leaves it: a few hundred bytes for a disk of `virtual_size`."""
-    container = cluster.storage_containers.get()
-    path = container.resolve("images/cloud.raw")  # uploads are named .raw whatever their format
+    storage_container = cluster.storage_containers.get()
+    path = storage_container.resolve("images/cloud.raw")  # uploads are named .raw whatever their format
     header = b"QFI\xfb" + (3).to_bytes(4, "big") + bytes(8) + bytes(4) + (16).to_bytes(4, "big")
     path.write_bytes(header + virtual_size.to_bytes(8, "big") + bytes(480))
-    return Image.objects.create(cluster=cluster, name="cloud", kind="disk", container=container,
+    return Image.objects.create(cluster=cluster, name="cloud", kind="disk", storage_container=storage_container,
                                 file_name="images/cloud.raw", size_bytes=path.stat().st_size,
                                 disk_format="qcow2")
 

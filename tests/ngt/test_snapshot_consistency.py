@@ -24,10 +24,10 @@ def running_vm(mounted_vm, actor, run_tasks, tmp_path, settings, redis_url, monk
     vm, _ = mounted_vm
     settings.REDIS_URL = redis_url
     monkeypatch.setattr(sending, "send", lambda task: None)
-    container = vm.cluster.storage_containers.get()
-    VirtualDisk.objects.create(vm=vm, index=0, size_bytes=8 * MiB, container=container,
+    storage_container = vm.cluster.storage_containers.get()
+    VirtualDisk.objects.create(vm=vm, index=0, size_bytes=8 * MiB, storage_container=storage_container,
                                file_name=f"vms/{vm.uuid}/disk0.raw")
-    files.create_sparse(container.resolve(f"vms/{vm.uuid}/disk0.raw"), 8 * MiB)
+    files.create_sparse(storage_container.resolve(f"vms/{vm.uuid}/disk0.raw"), 8 * MiB)
     from console.core.models import SimDomain
     SimDomain.objects.filter(uuid=vm.uuid).update(power_state="on")
     VM.objects.filter(pk=vm.pk).update(power_state="on")
