@@ -12,10 +12,10 @@ from pathlib import Path
 import pytest
 from defusedxml.ElementTree import fromstring
 
-from console.core import tasks
 from console.core.drivers import get_driver
 from console.core.drivers.libvirt import CONSOLE_LOG_DIR
 from console.core.models import Task
+from console.core.tasks import sending
 from console.models import VM, Snapshot
 from console.services import power, snapshots, vms
 from tests.integration.conftest import domain_name
@@ -116,7 +116,7 @@ def chain_is_linked(vm: VM) -> None:
 ])
 def test_snapshots_of_a_running_vm_are_merged_by_block_commits_and_lose_no_data(
         qemu_cluster, actor, run_tasks, monkeypatch, order):
-    monkeypatch.setattr(tasks, "send", lambda task: None)  # run_tasks runs them here
+    monkeypatch.setattr(sending, "send", lambda task: None)  # run_tasks runs them here
     spec = vms.VMSpec(name=domain_name("commit"), vcpus=1, memory_bytes=128 * MiB, disk_sizes=[16 * MiB],
                       power_on=True)
     vm = VM.objects.select_related("host").get(uuid=run(vms.request_create_vm(actor, spec), run_tasks).entity_uuid)
