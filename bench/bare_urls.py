@@ -27,7 +27,7 @@ class BarePagination(PageNumberPagination):
 class BareVMList(generics.ListAPIView):
     queryset = VM.objects.select_related("cluster", "host", "parent").prefetch_related(
         Prefetch("nics", queryset=Nic.objects.select_related("network")),
-        "disks__container", "cdroms__image")
+        "disks__storage_container", "cdroms__image")
     serializer_class = VMSerializer
     pagination_class = BarePagination
     authentication_classes = [ApiTokenAuthentication]

@@ -58,12 +58,12 @@ def make_template(hosts: int, clones: int) -> tuple[VM, str]:
         Host.objects.create(cluster=cluster, name=f"bench-{n + 1}", driver_uri="sim://", cpus=64,
                             memory_bytes=1024**4)
     container_dir = SCRATCH / "container"
-    container = StorageContainer.objects.create(cluster=cluster, name="default", path=str(container_dir))
+    storage_container = StorageContainer.objects.create(cluster=cluster, name="default", path=str(container_dir))
     network = Network.objects.create(cluster=cluster, name="lan", cidr="10.8.0.0/16", gateway="10.8.0.1",
                                      pool_start="10.8.0.10", pool_end="10.8.250.250", dns_servers="10.8.0.53")
     template = VM.objects.create(cluster=cluster, name="golden", host=Host.objects.first(), vcpus=1,
                                  memory_bytes=64 * 1024**2, is_template=True, power_state="off", hostname="golden")
-    disk = VirtualDisk.objects.create(vm=template, index=0, size_bytes=1024**2, container=container,
+    disk = VirtualDisk.objects.create(vm=template, index=0, size_bytes=1024**2, storage_container=storage_container,
                                       file_name=f"vms/{template.uuid}/disk0.raw")
     files.create_sparse(disk.path, disk.size_bytes)
     with open(disk.path, "r+b") as handle:

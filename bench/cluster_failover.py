@@ -33,6 +33,8 @@ from urllib.parse import quote
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))  # this checkout's console, whatever the virtualenv has installed
+from tests.waiting import wait_for  # noqa: E402  (found through the path above)
+
 SUBNET, CONTROL, VIP, GUESTS = "10.77.0", "10.77.0.1", "10.77.0.50", "10.77.0.100"
 HOSTS = ("host-1", "host-2", "host-3")
 PG_PORT, REDIS_PORT = 5432, 6379
@@ -43,16 +45,6 @@ def sh(*command: str, check: bool = True) -> str:
     if check and done.returncode:
         raise RuntimeError(f"{' '.join(command)}: {done.stderr.strip()}")
     return done.stdout
-
-
-def wait_for(predicate, timeout: float, what: str, interval: float = 0.2):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        result = predicate()
-        if result:
-            return result
-        time.sleep(interval)
-    raise TimeoutError(f"timed out after {timeout} s waiting for {what}")
 
 
 class Network:
@@ -191,7 +183,7 @@ class Cluster:
         cluster = Cluster.objects.create(name="bench", virtual_ip=VIP)
         storage = self.scratch / "storage"
         storage.mkdir()
-        container = StorageContainer.objects.create(cluster=cluster, name="shared", path=str(storage))
+        storage_container = StorageContainer.objects.create(cluster=cluster, name="shared", path=str(storage))
         for number, name in enumerate(HOSTS):
             Host.objects.create(cluster=cluster, name=name, address=f"{SUBNET}.{11 + number}", driver_uri="sim://",
                                 cpus=64, memory_bytes=2**40)
@@ -201,7 +193,7 @@ class Cluster:
                                    power_state="off", high_availability=number % 10 == 0)
             SimDomain.objects.create(uuid=vm.uuid, host_name=host.name)
             if vm.high_availability:  # on the shared storage container: reachable from every host
-                disk = VirtualDisk.objects.create(vm=vm, index=0, size_bytes=2**20, container=container,
+                disk = VirtualDisk.objects.create(vm=vm, index=0, size_bytes=2**20, storage_container=storage_container,
                                                   file_name=f"{vm.uuid}/disk0.raw")
                 files.create_sparse(disk.path, 2**20)
         self.write_agents(cluster)

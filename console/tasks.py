@@ -5,7 +5,8 @@ import logging
 from celery import shared_task
 from celery.signals import task_received
 
-from console.core.tasks import execute, execute_batch, fail_here, reap_stale, received
+from console.core.tasks.reaper import fail_here, reap_stale
+from console.core.tasks.running import execute, execute_batch, received
 
 from .models import Host
 from .services import hosts, images, metrics
@@ -20,7 +21,8 @@ def run_task(task_uuid: str, attempt: int) -> None:
 
 @task_received.connect
 def note_received(request=None, **_) -> None:
-    """The worker's consumer took a task message: its Facet tasks beat from now on (console.core.tasks.received)."""
+    """The worker's consumer took a task message: its Facet tasks beat from now on
+    (console.core.tasks.running.received)."""
     try:
         if request.name == "facet.task.run":
             received([(request.args[0], request.args[1])])

@@ -45,8 +45,9 @@ class DockerHost(models.Model):
     problem = models.TextField(blank=True, help_text="Why the host was refused")
     key_hash = models.CharField(max_length=64, unique=True)
     key_hint = models.CharField(max_length=16)
-    probe_nonce = models.CharField(max_length=64, help_text="Written into each container; the plugin reads it back")
-    containers_seen = models.ManyToManyField(StorageContainer, blank=True, related_name="docker_hosts")
+    probe_nonce = models.CharField(max_length=64,
+                                   help_text="Written into each storage container; the plugin reads it back")
+    storage_containers_seen = models.ManyToManyField(StorageContainer, blank=True, related_name="docker_hosts")
     docker_version = models.CharField(max_length=64, blank=True)
     plugin_version = models.CharField(max_length=64, blank=True)
     last_contact_at = models.DateTimeField(null=True, blank=True)
@@ -72,14 +73,14 @@ class DockerHost(models.Model):
     def generate_key(cls) -> str:
         return cls.KEY_PREFIX + secrets.token_urlsafe(32)
 
-    def probe_file(self, container: StorageContainer) -> Path:
-        return container.resolve(f".facet-probes/{self.uuid}")
+    def probe_file(self, storage_container: StorageContainer) -> Path:
+        return storage_container.resolve(f".facet-probes/{self.uuid}")
 
 
 class VolumeGroupQuerySet(models.QuerySet):
     def with_details(self) -> "VolumeGroupQuerySet":
-        """What lists and pages show of each group: its container, disks and attachment, in fixed queries."""
-        return self.select_related("container", "attachment__vm", "attachment__docker_host").prefetch_related(
+        """What lists and pages show of each group: its storage container, disks and attachment, in fixed queries."""
+        return self.select_related("storage_container", "attachment__vm", "attachment__docker_host").prefetch_related(
             "disks", "shared_with")
 
     def reachable_by(self, host: DockerHost) -> "VolumeGroupQuerySet":
@@ -100,7 +101,7 @@ class VolumeGroup(models.Model):
     cluster = models.ForeignKey(Cluster, on_delete=models.PROTECT, related_name="volume_groups")
     name = models.CharField(max_length=63, validators=[name_validator])
     description = models.CharField(max_length=255, blank=True)
-    container = models.ForeignKey(StorageContainer, on_delete=models.PROTECT, related_name="volume_groups")
+    storage_container = models.ForeignKey(StorageContainer, on_delete=models.PROTECT, related_name="volume_groups")
     state = models.CharField(max_length=8, choices=State.choices, default=State.CREATING)
     docker_volume = models.CharField(max_length=63, blank=True, help_text="The Docker volume it backs, if any")
     fstype = models.CharField(max_length=8, blank=True, help_text="Filesystem the plugin makes (ext4, xfs)")
@@ -150,7 +151,7 @@ class VolumeGroupDisk(models.Model):
 
     @property
     def path(self) -> Path:
-        return self.group.container.resolve(self.file_name)
+        return self.group.storage_container.resolve(self.file_name)
 
 
 class VolumeGroupAttachment(models.Model):

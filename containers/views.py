@@ -12,7 +12,16 @@ from django.views.decorators.http import require_POST
 from console.core.access import ADMIN, OPERATOR
 from console.core.errors import ServiceError
 from console.core.models import AuditEvent, Task
-from console.core.views import actor, as_uuid, form_refused, paginate, refuse, role_required, task_started
+from console.core.views import (
+    actor,
+    as_uuid,
+    confirm_then_start,
+    form_refused,
+    paginate,
+    refuse,
+    role_required,
+    task_started,
+)
 from console.models import VM
 
 from . import forms
@@ -54,7 +63,7 @@ def volume_group_create(request):
         data = form.cleaned_data
         try:
             task = volume_groups.request_create(actor(request), data["name"], data["size_gib"] * GiB,
-                                                disk_count=data["disk_count"], container=data["container"],
+                                                disk_count=data["disk_count"], storage_container=data["container"],
                                                 description=data["description"])
         except ServiceError as error:
             for field, problems in error.errors.items():
@@ -155,16 +164,11 @@ def volume_group_grow(request, uuid):
 @role_required(OPERATOR)
 def volume_group_delete(request, uuid):
     group = get_object_or_404(VolumeGroup, uuid=uuid)
-    if request.method != "POST":
-        return render(request, "console/confirm.html", {
-            "title": f"Delete {group.name}?", "action": reverse("volume-group-delete", args=[uuid]),
-            "button": "Delete volume group", "text": "Its disk files are deleted. This cannot be undone.",
-            "back": reverse("volume-group-detail", args=[uuid])})
-    try:
-        task = volume_groups.request_delete(actor(request), group)
-    except ServiceError as error:
-        return refuse(request, error, reverse("volume-group-detail", args=[uuid]))
-    return task_started(request, task, reverse("volume-groups"))
+    return confirm_then_start(request, {
+        "title": f"Delete {group.name}?", "action": reverse("volume-group-delete", args=[uuid]),
+        "button": "Delete volume group", "text": "Its disk files are deleted. This cannot be undone.",
+    }, lambda: volume_groups.request_delete(actor(request), group), back=reverse("volume-group-detail", args=[uuid]),
+        done=reverse("volume-groups"))
 
 
 @require_POST
@@ -280,7 +284,8 @@ def docker_host_detail(request, uuid):
     host = get_object_or_404(DockerHost.objects.select_related("vm", "created_by"), uuid=uuid)
     return render(request, "containers/docker_host_detail.html", {
         "host": host, "groups": VolumeGroup.objects.filter(attachment__docker_host=host).select_related(
-            "container", "attachment"), "containers_seen": host.containers_seen.all(), **history(host)})
+            "storage_container", "attachment"),
+        "storage_containers_seen": host.storage_containers_seen.all(), **history(host)})
 
 
 @role_required(ADMIN)

@@ -115,7 +115,7 @@ class RestoreDisk(models.Model):
     vm = models.ForeignKey(VM, on_delete=models.CASCADE, related_name="restore_disks")
     snapshot = models.ForeignKey("console.Snapshot", on_delete=models.PROTECT, related_name="restore_disks")
     serials = models.JSONField(default=list, help_text="The disks' serials, as the guest sees them")
-    file_names = models.JSONField(default=list, help_text="Their overlay files, in the snapshot's container")
+    file_names = models.JSONField(default=list, help_text="Their overlay files, in the snapshot's storage container")
     attached_at = models.DateTimeField(auto_now_add=True)
     expires_at = models.DateTimeField(db_index=True)
 

@@ -9,7 +9,7 @@ from console.core import access
 from console.core.actors import Actor
 from console.core.drivers import files
 from console.core.models import Task
-from console.core.tasks import execute
+from console.core.tasks.running import execute
 from console.models import VM, Cluster, Host, Image, Network, StorageContainer
 from console.services import vms
 from console.services.demo import demo_iso_bytes
@@ -25,21 +25,21 @@ def cluster(db, tmp_path):
     cluster = Cluster.objects.create(name="test", virtual_ip="127.0.0.10")
     container_dir = tmp_path / "container"
     container_dir.mkdir()
-    container = StorageContainer.objects.create(cluster=cluster, name="default", path=str(container_dir))
+    storage_container = StorageContainer.objects.create(cluster=cluster, name="default", path=str(container_dir))
     for number in (1, 2):
         Host.objects.create(cluster=cluster, name=f"host-{number}", address=f"127.0.0.{number + 1}",
                             cpus=8, memory_bytes=16 * GiB)
     Network.objects.create(cluster=cluster, name="lan", vlan=10, cidr="10.0.0.0/24", gateway="10.0.0.1",
                            pool_start="10.0.0.100", pool_end="10.0.0.102")
-    disk = container.resolve("images/base.raw")
+    disk = storage_container.resolve("images/base.raw")
     files.create_sparse(disk, 8 * MiB)
     with open(disk, "r+b") as handle:  # some data, so a full copy has something to copy
         handle.write(b"bootsector" * 100)
-    Image.objects.create(cluster=cluster, name="base-disk", kind="disk", container=container,
+    Image.objects.create(cluster=cluster, name="base-disk", kind="disk", storage_container=storage_container,
                          file_name="images/base.raw", size_bytes=8 * MiB)
-    iso = container.resolve("images/tools.iso")
+    iso = storage_container.resolve("images/tools.iso")
     iso.write_bytes(demo_iso_bytes())
-    Image.objects.create(cluster=cluster, name="rescue-iso", kind="iso", container=container,
+    Image.objects.create(cluster=cluster, name="rescue-iso", kind="iso", storage_container=storage_container,
                          file_name="images/tools.iso", size_bytes=iso.stat().st_size)
     return cluster
 
@@ -96,7 +96,7 @@ def vm(cluster, actor, run_tasks):
 def facet_as_admin(monkeypatch, tmp_path, capsys, live_server, admin, cluster):
     """Run the `facet` CLI against the live test console with an Admin's token; tasks stay queued (no
     broker here: `run_tasks` runs them). Answers (exit code, stdout, stderr)."""
-    monkeypatch.setattr("console.core.tasks.send", lambda task: None)
+    monkeypatch.setattr("console.core.tasks.sending.send", lambda task: None)
     monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "config"))
     monkeypatch.setenv("FACET_URL", live_server.url)
     monkeypatch.setenv("FACET_TOKEN", access.create_token(Actor(user=admin), admin, "cli")[1])

@@ -13,7 +13,6 @@ import subprocess
 import sys
 import tempfile
 import threading
-import time
 from pathlib import Path
 
 import pytest
@@ -22,18 +21,9 @@ from django.db import connection
 
 from console.celery import app
 from console.services import processes
+from tests.waiting import wait_for
 
 ROOT = Path(__file__).resolve().parents[1]  # the checkout: its code, not whatever the venv points at
-
-
-def wait_for(predicate, timeout: float, what: str, interval: float = 0.1):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        result = predicate()
-        if result:
-            return result
-        time.sleep(interval)
-    raise AssertionError(f"timed out after {timeout} s waiting for {what}")
 
 
 def free_port() -> int:

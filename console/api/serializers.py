@@ -70,7 +70,7 @@ class StorageContainerSerializer(serializers.ModelSerializer):
 
 
 class ImageSerializer(serializers.ModelSerializer):
-    container = serializers.SlugRelatedField(slug_field="uuid", read_only=True)
+    container = serializers.SlugRelatedField(source="storage_container", slug_field="uuid", read_only=True)
 
     class Meta:
         model = Image
@@ -109,7 +109,7 @@ class NicSerializer(serializers.ModelSerializer):
 
 
 class DiskSerializer(serializers.ModelSerializer):
-    container = serializers.SlugRelatedField(slug_field="uuid", read_only=True)
+    container = serializers.SlugRelatedField(source="storage_container", slug_field="uuid", read_only=True)
 
     class Meta:
         model = VirtualDisk
@@ -351,11 +351,8 @@ class DiskGrowSerializer(serializers.Serializer):
     size_bytes = serializers.IntegerField()
 
 
-class NicAddSerializer(serializers.Serializer):
-    network = by_uuid(Network.objects.all())
-    ip = serializers.CharField(required=False, allow_null=True, allow_blank=True,
-                               help_text="Omit for DHCP, 'auto' for the next free pool address, or an address")
-    mac = serializers.CharField(required=False, allow_null=True, allow_blank=True)
+class NicAddSerializer(NicSpecSerializer):
+    pass  # a NIC added to a VM has the fields it has at create; its own class keeps its name in the API schema
 
 
 class NicUpdateSerializer(serializers.Serializer):

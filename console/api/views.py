@@ -19,7 +19,7 @@ from console.core.api.lookups import UUID_PATTERN
 from console.core.api.permissions import AdminOnly
 from console.core.api.schema import ERROR_BODY
 from console.core.models import ApiToken, AuditEvent, Task
-from console.core.tasks import request_cancel, rerun
+from console.core.tasks.control import request_cancel, rerun
 
 from ..filtersets import AuditEventFilterSet, TaskFilterSet, vm_filterset
 from ..models import VM, CdRom, Cluster, Host, Image, Network, Nic, StorageContainer, VirtualDisk
@@ -150,7 +150,7 @@ class NetworkViewSet(AuditedModelViewSet):
 
 class ImageViewSet(ByUuid, mixins.ListModelMixin, mixins.RetrieveModelMixin, mixins.DestroyModelMixin,
                    viewsets.GenericViewSet):
-    queryset = Image.objects.select_related("container")
+    queryset = Image.objects.select_related("storage_container")
     serializer_class = s.ImageSerializer
     filterset_fields = ["kind"]
     ordering_fields = ["name", "size_bytes", "created_at"]
@@ -160,15 +160,15 @@ class ImageViewSet(ByUuid, mixins.ListModelMixin, mixins.RetrieveModelMixin, mix
     @action(detail=False, methods=["post"], parser_classes=[StreamedBody])
     def upload(self, request):
         """Upload an image as the raw request body: `?name=NAME&kind=disk|iso[&container=UUID]`."""
-        container = None
+        storage_container = None
         if request.query_params.get("container"):
-            container = StorageContainer.objects.filter(uuid=request.query_params["container"]).first()
-            if container is None:
+            storage_container = StorageContainer.objects.filter(uuid=request.query_params["container"]).first()
+            if storage_container is None:
                 raise ValidationError({"container": ["no storage container has this uuid"]})
         length = request.META.get("CONTENT_LENGTH")
         task = images.receive_upload(
             Actor.from_request(request), request._request, name=request.query_params.get("name", ""),
-            kind=request.query_params.get("kind", ""), container=container,
+            kind=request.query_params.get("kind", ""), storage_container=storage_container,
             content_length=int(length) if length and length.isdigit() else None)
         return Response(s.TaskSerializer(task).data, status=status.HTTP_201_CREATED)
 
@@ -188,7 +188,7 @@ class ImageViewSet(ByUuid, mixins.ListModelMixin, mixins.RetrieveModelMixin, mix
 class VMViewSet(ByUuid, mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.GenericViewSet):
     queryset = VM.objects.select_related("cluster", "host", "parent").prefetch_related(
         Prefetch("nics", queryset=Nic.objects.select_related("network")),
-        Prefetch("disks", queryset=VirtualDisk.objects.select_related("container")),
+        Prefetch("disks", queryset=VirtualDisk.objects.select_related("storage_container")),
         Prefetch("cdroms", queryset=CdRom.objects.select_related("image")))
     serializer_class = s.VMSerializer
     ordering_fields = ["name", "power_state", "vcpus", "memory_bytes", "created_at", "host__name", "guest_os"]
@@ -210,7 +210,7 @@ class VMViewSet(ByUuid, mixins.ListModelMixin, mixins.RetrieveModelMixin, viewse
         data = valid(s.VMCreateSerializer, request)
         spec = vms.VMSpec(
             name=data["name"], vcpus=data["vcpus"], memory_bytes=data["memory_bytes"], cluster=data.get("cluster"),
-            host=data.get("host"), image=data.get("image"), container=data.get("container"),
+            host=data.get("host"), image=data.get("image"), storage_container=data.get("container"),
             disk_sizes=[d["size_bytes"] for d in data["disks"]],
             nics=[vms.NicSpec(network=n["network"], ip=n.get("ip") or None, mac=n.get("mac") or None)
                   for n in data["nics"]],
@@ -244,7 +244,7 @@ class VMViewSet(ByUuid, mixins.ListModelMixin, mixins.RetrieveModelMixin, viewse
         return response
 
     def _disk(self, vm: VM, index: str) -> VirtualDisk:
-        disk = vm.disks.select_related("container", "vm").filter(index=int(index)).first()
+        disk = vm.disks.select_related("storage_container", "vm").filter(index=int(index)).first()
         if disk is None:
             raise NotFound(f"VM {vm.name} has no disk {index}")
         return disk

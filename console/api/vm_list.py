@@ -33,7 +33,7 @@ VM_COLUMNS = ("id", "uuid", "name", "hostname", "description", "cluster__uuid", 
 # JSON key -> column, in VMSerializer's nested serializers' field order.
 NIC_COLUMNS = {"index": "index", "network": "network__uuid", "network_name": "network__name", "mac": "mac",
                "ip": "ip"}
-DISK_COLUMNS = {"uuid": "uuid", "index": "index", "size_bytes": "size_bytes", "container": "container__uuid",
+DISK_COLUMNS = {"uuid": "uuid", "index": "index", "size_bytes": "size_bytes", "container": "storage_container__uuid",
                 "file_name": "file_name", "backing_file": "backing_file"}
 CDROM_COLUMNS = {"slot": "slot", "iso_path": "iso_path", "purpose": "purpose", "image": "image__uuid"}
 

@@ -9,13 +9,13 @@ from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.core.exceptions import PermissionDenied
 from django.core.paginator import Paginator
-from django.shortcuts import redirect
+from django.shortcuts import redirect, render
 
 from .access import has_role
 from .actors import Actor
 from .errors import ServiceError
 from .models import Task
-from .tasks import task_label
+from .tasks.kinds import task_label
 
 PAGE_SIZES = (25, 50, 100, 200)
 
@@ -47,6 +47,19 @@ def task_started(request, task: Task, next_url: str):
     about = f" {task.entity_name}" if task.entity_uuid else ""  # a bulk task's label says it all
     messages.success(request, f"Task started: {task_label(task)}{about}", extra_tags=f"task:{task.uuid}")
     return redirect(next_url)
+
+
+def confirm_then_start(request, page: dict, start: Callable[[], Task], back: str, done: str | None = None):
+    """A change that asks first: on GET its confirmation page (`console/confirm.html`: `page` gives the title,
+    text, button, the action to post to and any hidden fields); on the confirming POST, `start()` asks for the
+    task, refused back to `back` or started and on to `done` (`back` unless given)."""
+    if request.method != "POST":
+        return render(request, "console/confirm.html", {**page, "back": back})
+    try:
+        task = start()
+    except ServiceError as error:
+        return refuse(request, error, back)
+    return task_started(request, task, done or back)
 
 
 # How messages name a service's fields when the page gives no label of its own: people read "Size", not

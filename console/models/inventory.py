@@ -88,13 +88,13 @@ class StorageContainer(models.Model):
 
     class Meta:
         ordering = ["name"]
-        constraints = [models.UniqueConstraint(fields=["cluster", "name"], name="container_name_per_cluster")]
+        constraints = [models.UniqueConstraint(fields=["cluster", "name"], name="storage_container_name_per_cluster")]
 
     def __str__(self) -> str:
         return self.name
 
     def resolve(self, relative: str) -> Path:
-        """Absolute path of a file in this container, refusing anything that leaves it."""
+        """Absolute path of a file in this storage container, refusing anything that leaves it."""
         root = Path(self.path).resolve()
         target = (root / relative).resolve()
         if target != root and root not in target.parents:
@@ -116,7 +116,7 @@ class Image(models.Model):
     cluster = models.ForeignKey(Cluster, on_delete=models.PROTECT, related_name="images")
     name = models.CharField(max_length=63, validators=[name_validator])
     kind = models.CharField(max_length=8, choices=Kind.choices)
-    container = models.ForeignKey(StorageContainer, on_delete=models.PROTECT, related_name="images")
+    storage_container = models.ForeignKey(StorageContainer, on_delete=models.PROTECT, related_name="images")
     file_name = models.CharField(max_length=255)
     size_bytes = models.PositiveBigIntegerField(default=0)
     sha256 = models.CharField(max_length=64, blank=True)
@@ -134,7 +134,7 @@ class Image(models.Model):
 
     @property
     def path(self) -> Path:
-        return self.container.resolve(self.file_name)
+        return self.storage_container.resolve(self.file_name)
 
 
 class Network(models.Model):
@@ -227,7 +227,7 @@ class VirtualDisk(models.Model):
     vm = models.ForeignKey(VM, on_delete=models.CASCADE, related_name="disks")
     index = models.PositiveSmallIntegerField()
     size_bytes = models.PositiveBigIntegerField()
-    container = models.ForeignKey(StorageContainer, on_delete=models.PROTECT, related_name="disks")
+    storage_container = models.ForeignKey(StorageContainer, on_delete=models.PROTECT, related_name="disks")
     file_name = models.CharField(max_length=255)
     backing_file = models.CharField(max_length=255, blank=True, help_text="Base file of a linked clone")
     # Set where the file's format is not what the row implies (an adopted domain's standalone qcow2 disk).
@@ -242,7 +242,7 @@ class VirtualDisk(models.Model):
 
     @property
     def path(self) -> Path:
-        return self.container.resolve(self.file_name)
+        return self.storage_container.resolve(self.file_name)
 
     @property
     def disk_format(self) -> str:

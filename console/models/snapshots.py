@@ -62,4 +62,4 @@ class SnapshotDisk(models.Model):
 
     @property
     def path(self):
-        return self.disk.container.resolve(self.file_name)
+        return self.disk.storage_container.resolve(self.file_name)

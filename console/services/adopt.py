@@ -41,12 +41,12 @@ def _network_of(host: Host, nic: dict) -> Network | None:
     return None
 
 
-def _container_of(host: Host, path: str) -> tuple[StorageContainer, str] | None:
-    for container in host.cluster.storage_containers.all():
-        root = Path(container.path).resolve()
+def _storage_container_of(host: Host, path: str) -> tuple[StorageContainer, str] | None:
+    for storage_container in host.cluster.storage_containers.all():
+        root = Path(storage_container.path).resolve()
         target = Path(path).resolve()
         if root in target.parents:
-            return container, str(target.relative_to(root))
+            return storage_container, str(target.relative_to(root))
     return None
 
 
@@ -57,9 +57,9 @@ def examine(host: Host, domain: dict) -> list[str]:
     for number, disk in enumerate(disks):
         if not disk["path"]:
             problems.append(f"disks[{number}] has no file")
-        elif _container_of(host, disk["path"]) is None:
+        elif _storage_container_of(host, disk["path"]) is None:
             problems.append(f"disks[{number}] ({disk['path']}) is outside every storage container of cluster "
-                            f"{host.cluster.name}; move it into one, or add a container holding it")
+                            f"{host.cluster.name}; move it into one, or add a storage container holding it")
     if len([d for d in domain["disks"] if d["device"] == "cdrom"]) > IDE_SLOTS:
         problems.append(f"the domain has more than {IDE_SLOTS} CD-ROMs")
     for number, nic in enumerate(domain["nics"]):
@@ -100,10 +100,10 @@ def request_adopt(actor: Actor, host: Host, domain_uuid: str, name: str = "") ->
                 description=f"Adopted from {host.name}")
             disks = [d for d in domain["disks"] if d["device"] == "disk"]
             for index, disk in enumerate(disks):
-                container, relative = _container_of(host, disk["path"])
+                storage_container, relative = _storage_container_of(host, disk["path"])
                 path = Path(disk["path"])
                 size = (files.qcow2_virtual_size(path) if disk["format"] == "qcow2" else None) or path.stat().st_size
-                VirtualDisk.objects.create(vm=vm, index=index, size_bytes=size, container=container,
+                VirtualDisk.objects.create(vm=vm, index=index, size_bytes=size, storage_container=storage_container,
                                            file_name=relative, file_format=disk["format"])
             for slot, cdrom in enumerate(d for d in domain["disks"] if d["device"] == "cdrom"):
                 image = next((i for i in Image.objects.filter(kind=Image.Kind.ISO) if cdrom["path"]

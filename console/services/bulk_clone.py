@@ -23,7 +23,7 @@ The interface (the API, the CLI and the wizard stand on it; keep it stable):
 - `request_bulk_clone(actor, request) -> Task`: plans again, then in one transaction writes a parent task
   (`vm.bulk-clone`) and each clone's rows with its `vm.clone` child task exactly as `vms.request_clone` makes
   it, on the queue of its host. The parent's percent and message roll up from the children; cancel it with
-  `console.core.tasks.request_cancel` (clones not started yet are dropped, made ones kept).
+  `console.core.tasks.control.request_cancel` (clones not started yet are dropped, made ones kept).
 """
 
 import csv

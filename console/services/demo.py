@@ -1,4 +1,4 @@
-"""The demo cluster that `make run` seeds: three sim hosts, a container, a network, two images, two
+"""The demo cluster that `make run` seeds: three sim hosts, a storage container, a network, two images, two
 templates and a fleet of VMs. Bulk inserts, so `--vms 10000` takes seconds."""
 
 import io
@@ -53,28 +53,29 @@ def _infrastructure() -> tuple[Cluster, list[Host], StorageContainer, Network, I
         for i in (1, 2, 3)]
     root = Path(settings.DATA_DIR) / "containers" / "default"
     root.mkdir(parents=True, exist_ok=True)
-    container, _ = StorageContainer.objects.get_or_create(cluster=cluster, name="default",
+    storage_container, _ = StorageContainer.objects.get_or_create(cluster=cluster, name="default",
                                                           defaults={"path": str(root), "capacity_bytes": 2 * 1024**4})
     network, _ = Network.objects.get_or_create(cluster=cluster, name="vlan10-servers", defaults={
         "vlan": 10, "cidr": "10.10.0.0/16", "gateway": "10.10.0.1", "dns_servers": "10.10.0.2",
         "pool_start": "10.10.1.1", "pool_end": "10.10.200.254"})
-    disk = container.resolve("images/demo-linux.raw")
+    disk = storage_container.resolve("images/demo-linux.raw")
     files.create_sparse(disk, 2 * GiB)
     disk_image, _ = Image.objects.get_or_create(cluster=cluster, name="demo-linux-disk", defaults={
-        "kind": "disk", "container": container, "file_name": "images/demo-linux.raw", "size_bytes": 2 * GiB})
-    iso_path = container.resolve("images/demo-rescue.iso")
+        "kind": "disk", "storage_container": storage_container, "file_name": "images/demo-linux.raw",
+        "size_bytes": 2 * GiB})
+    iso_path = storage_container.resolve("images/demo-rescue.iso")
     if not iso_path.exists():
         iso_path.write_bytes(demo_iso_bytes())
     iso_image, _ = Image.objects.get_or_create(cluster=cluster, name="demo-rescue-iso", defaults={
-        "kind": "iso", "container": container, "file_name": "images/demo-rescue.iso",
+        "kind": "iso", "storage_container": storage_container, "file_name": "images/demo-rescue.iso",
         "size_bytes": iso_path.stat().st_size})
-    return cluster, hosts, container, network, disk_image, iso_image
+    return cluster, hosts, storage_container, network, disk_image, iso_image
 
 
 def seed(vm_count: int = 60) -> dict:
     """Create what is missing of the demo cluster; running it again adds nothing that exists."""
     with transaction.atomic():
-        cluster, hosts, container, network, disk_image, iso_image = _infrastructure()
+        cluster, hosts, storage_container, network, disk_image, iso_image = _infrastructure()
         templates = [("tpl-debian-12", VM.GuestOS.LINUX, 2, 2 * GiB),
                      ("tpl-windows-2022", VM.GuestOS.WINDOWS, 4, 8 * GiB)]
         specs = [(name, os_, cpus, memory, True, "off", None) for name, os_, cpus, memory in templates]
@@ -90,11 +91,11 @@ def seed(vm_count: int = 60) -> dict:
                for name, os_, cpus, memory, template, state, host in specs if name not in known]
         VM.objects.bulk_create(new, batch_size=1000)
         new = list(VM.objects.filter(cluster=cluster, name__in=[vm.name for vm in new]))
-        _attach_devices(new, container, network, disk_image)
+        _attach_devices(new, storage_container, network, disk_image)
     return {"cluster": cluster.name, "vms_added": len(new), "vms": VM.objects.filter(cluster=cluster).count()}
 
 
-def _attach_devices(vms: list[VM], container: StorageContainer, network: Network, base: Image) -> None:
+def _attach_devices(vms: list[VM], storage_container: StorageContainer, network: Network, base: Image) -> None:
     """Disks as linked clones of the demo image (sparse files), a NIC each, an empty CD-ROM, sim domains."""
     taken = set(Nic.objects.values_list("mac", flat=True))
     used_ips = set(Nic.objects.filter(network=network, ip__isnull=False).values_list("ip", flat=True))
@@ -104,8 +105,8 @@ def _attach_devices(vms: list[VM], container: StorageContainer, network: Network
     disks, nics, cdroms, domains = [], [], [], []
     for vm in vms:
         file_name = f"vms/{vm.uuid}/disk0.raw"
-        files.create_sparse(container.resolve(file_name), 0)
-        disks.append(VirtualDisk(vm=vm, index=0, size_bytes=base.size_bytes, container=container,
+        files.create_sparse(storage_container.resolve(file_name), 0)
+        disks.append(VirtualDisk(vm=vm, index=0, size_bytes=base.size_bytes, storage_container=storage_container,
                                  file_name=file_name, backing_file=base.file_name))
         # Most demo VMs have a static address from the pool; every fourth uses DHCP.
         ip = next(free_ips, None) if vm.pk % 4 else None

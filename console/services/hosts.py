@@ -252,7 +252,7 @@ def run_restart_elsewhere(task: Task, progress: Progress) -> str:
     target = Host.objects.get(name=task.params["target"])
     if vm.host_id == target.pk and vm.power_state == VM.PowerState.ON:
         return f"{vm.name} runs on {target.name}"
-    unreachable = [str(disk.path) for disk in vm.disks.select_related("container") if not disk.path.is_file()]
+    unreachable = [str(disk.path) for disk in vm.disks.select_related("storage_container") if not disk.path.is_file()]
     if unreachable:
         raise ServiceError(f"host {target.name} cannot reach the disks of VM {vm.name}: {', '.join(unreachable[:3])}")
     failed = vm.host

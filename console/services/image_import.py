@@ -83,7 +83,7 @@ def request_import(actor: Actor, url: str, *, name: str = "", kind: str = "", sh
     storage_container = check_new_image(cluster, name, kind, storage_container)
     with transaction.atomic():
         task = create_task(actor, "image.import", None, params={
-            "url": url, "name": name, "kind": kind, "sha256": sha256, "container": str(storage_container.uuid),
+            "url": url, "name": name, "kind": kind, "sha256": sha256, "storage_container": str(storage_container.uuid),
             "file": f"{uuid.uuid4()}"})
         task.entity_type, task.entity_name = "image", name
         task.save(update_fields=["entity_type", "entity_name"])
@@ -126,11 +126,12 @@ def _open(url: str) -> http.client.HTTPResponse:
 
 
 def _paths(task: Task) -> tuple[StorageContainer, Path, Path]:
-    container = StorageContainer.objects.get(uuid=task.params["container"])
+    storage_container = StorageContainer.objects.get(uuid=task.params["storage_container"])
     stem = task.params["file"]
     if not re.fullmatch(r"[0-9a-f-]{36}", stem):
         raise Conflict("the task's file name is not one it made")
-    return container, container.resolve(f"{UPLOADS_DIR}/{stem}.part"), container.resolve(f"{UPLOADS_DIR}/{stem}.conv")
+    partial = storage_container.resolve(f"{UPLOADS_DIR}/{stem}.part")
+    return storage_container, partial, storage_container.resolve(f"{UPLOADS_DIR}/{stem}.conv")
 
 
 def _download(task: Task, partial: Path, progress: Progress) -> tuple[int, str]:
@@ -168,9 +169,9 @@ def undo_import(task: Task) -> None:
 
 @task_kind("image.import", undo=undo_import, label="Import Image")
 def run_import(task: Task, progress: Progress) -> str:
-    container, partial, converted = _paths(task)
+    storage_container, partial, converted = _paths(task)
     kind, name = task.params["kind"], task.params["name"]
-    if Image.objects.filter(cluster=container.cluster, name=name).exists():
+    if Image.objects.filter(cluster=storage_container.cluster, name=name).exists():
         raise Conflict({"name": [f"an image named {name!r} already exists"]})
     size, sha256 = _download(task, partial, progress)
     if task.params["sha256"] and sha256 != task.params["sha256"]:
@@ -196,12 +197,13 @@ def run_import(task: Task, progress: Progress) -> str:
     except DriverError as exc:
         raise Conflict({"url": [str(exc)]}) from None
     file_name = f"{UPLOADS_DIR}/{task.params['file']}.{'iso' if kind == Image.Kind.ISO else disk_format}"
-    target = container.resolve(file_name)
+    target = storage_container.resolve(file_name)
     final.rename(target)
     files.remove(partial)
     try:
         with transaction.atomic():
-            image = Image.objects.create(cluster=container.cluster, name=name, kind=kind, container=container,
+            image = Image.objects.create(cluster=storage_container.cluster, name=name, kind=kind,
+                                         storage_container=storage_container,
                                          file_name=file_name, size_bytes=target.stat().st_size, sha256=sha256,
                                          disk_format=disk_format, created_by=task.created_by)
             Task.objects.filter(pk=task.pk).update(entity_uuid=image.uuid)

@@ -27,25 +27,27 @@ UPLOADS_DIR = "images"
 log = logging.getLogger(__name__)
 
 
-def check_new_image(cluster: Cluster, name: str, kind: str, container: StorageContainer | None) -> StorageContainer:
+def check_new_image(cluster: Cluster, name: str, kind: str,
+                    storage_container: StorageContainer | None) -> StorageContainer:
     check_field(name_validator, name, "name")
     if kind not in Image.Kind.values:
         raise InvalidRequest({"kind": [f"choose one of {', '.join(Image.Kind.values)}"]})
     if Image.objects.filter(cluster=cluster, name=name).exists():
         raise Conflict({"name": [f"an image named {name!r} already exists"]})
-    container = container or cluster.storage_containers.first()
-    if container is None:
+    storage_container = storage_container or cluster.storage_containers.first()
+    if storage_container is None:
         raise InvalidRequest({"container": ["the cluster has no storage container"]})
-    if container.cluster_id != cluster.id:
-        raise InvalidRequest({"container": [f"container {container.name} is not in cluster {cluster.name}"]})
-    return container
+    if storage_container.cluster_id != cluster.id:
+        raise InvalidRequest({"container": [
+            f"storage container {storage_container.name} is not in cluster {cluster.name}"]})
+    return storage_container
 
 
-def check_upload(cluster: Cluster, name: str, kind: str, container: StorageContainer | None,
+def check_upload(cluster: Cluster, name: str, kind: str, storage_container: StorageContainer | None,
                  size: int | None) -> StorageContainer:
-    """Everything an upload can be refused for before its first byte: the name, kind and container, and the
+    """Everything an upload can be refused for before its first byte: the name, kind and storage container, and the
     file's size (given by the Content-Length, or by the page before it sends the file)."""
-    container = check_new_image(cluster, name, kind, container)
+    storage_container = check_new_image(cluster, name, kind, storage_container)
     limit = settings.FACET_IMAGE_UPLOAD_LIMIT
     if size is None:
         raise InvalidRequest({"file": ["send the image with a Content-Length header"]})
@@ -53,8 +55,8 @@ def check_upload(cluster: Cluster, name: str, kind: str, container: StorageConta
         raise InvalidRequest({"file": ["the file is empty (0 bytes): choose the image file itself"]})
     if size > limit:
         raise TooLarge({"file": [f"{iec(size)} is over the upload limit of {iec(limit)}"]})
-    check_free_space(container, size, "file")
-    return container
+    check_free_space(storage_container, size, "file")
+    return storage_container
 
 
 def inspect_format(path: Path, kind: str) -> str:
@@ -71,17 +73,17 @@ def inspect_format(path: Path, kind: str) -> str:
 
 
 def receive_upload(actor: Actor, stream: BinaryIO, *, name: str, kind: str, content_length: int | None,
-                   container: StorageContainer | None = None) -> Task:
-    """Stream an upload into the container. The file appears under its final name only once complete
+                   storage_container: StorageContainer | None = None) -> Task:
+    """Stream an upload into the storage container. The file appears under its final name only once complete
     and checked; a cut-off, oversized or malformed upload leaves no file and no image, only a failed task."""
     cluster = default_cluster()
-    container = check_upload(cluster, name, kind, container, content_length)
+    storage_container = check_upload(cluster, name, kind, storage_container, content_length)
     file_name = f"{UPLOADS_DIR}/{uuid.uuid4()}.{'iso' if kind == Image.Kind.ISO else 'raw'}"
-    target = container.resolve(file_name)
+    target = storage_container.resolve(file_name)
     target.parent.mkdir(parents=True, exist_ok=True)
     partial = target.with_name(target.name + ".part")
     task = create_task(actor, "image.upload", None, enqueue=False, params={
-        "name": name, "kind": kind, "container": str(container.uuid), "partial": partial.name})
+        "name": name, "kind": kind, "storage_container": str(storage_container.uuid), "partial": partial.name})
     task.entity_type, task.entity_name, task.status = "image", name, Task.Status.RUNNING
     task.save()
     progress = Progress(task)
@@ -103,7 +105,7 @@ def receive_upload(actor: Actor, stream: BinaryIO, *, name: str, kind: str, cont
         disk_format = inspect_format(partial, kind)
         partial.rename(target)
         with transaction.atomic():
-            image = Image.objects.create(cluster=cluster, name=name, kind=kind, container=container,
+            image = Image.objects.create(cluster=cluster, name=name, kind=kind, storage_container=storage_container,
                                          file_name=file_name, size_bytes=received, sha256=digest.hexdigest(),
                                          disk_format=disk_format, created_by=actor.user)
             task.entity_uuid = image.uuid
@@ -123,7 +125,7 @@ def delete_image(actor: Actor, image: Image) -> None:
     if users.exists():
         names = ", ".join(sorted({c.vm.name for c in users[:5]}))
         raise Conflict({"image": [f"{image.name} is inserted in CD-ROMs of {names}; eject it first"]})
-    if VirtualDisk.objects.filter(container=image.container, backing_file=image.file_name).exists():
+    if VirtualDisk.objects.filter(storage_container=image.storage_container, backing_file=image.file_name).exists():
         raise Conflict({"image": [f"{image.name} is the base of linked-clone disks; delete those VMs first"]})
     with transaction.atomic():
         audit.record(actor, "image.delete", image)
@@ -133,11 +135,11 @@ def delete_image(actor: Actor, image: Image) -> None:
 
 
 def _partial_of(task: Task) -> Path | None:
-    container = StorageContainer.objects.filter(uuid=task.params.get("container")).first()
+    storage_container = StorageContainer.objects.filter(uuid=task.params.get("storage_container")).first()
     name = task.params.get("partial", "")
-    if container is None or not name.endswith(".part") or "/" in name:
+    if storage_container is None or not name.endswith(".part") or "/" in name:
         return None
-    return container.resolve(f"{UPLOADS_DIR}/{name}")
+    return storage_container.resolve(f"{UPLOADS_DIR}/{name}")
 
 
 def undo_upload(task: Task) -> None:
@@ -158,13 +160,13 @@ def sweep_partial_uploads() -> int:
     """Remove `.part` files of uploads that nobody writes any more (their web process was killed): older than
     the reaper's silence limit and named by no running upload. Returns how many went."""
     cutoff = time.time() - 2 * settings.FACET_TASK_STALE_SECONDS
-    running = {(t.params.get("container"), t.params.get("partial"))
+    running = {(t.params.get("storage_container"), t.params.get("partial"))
                for t in Task.objects.filter(kind="image.upload", status=Task.Status.RUNNING)}
     removed = 0
-    for container in StorageContainer.objects.all():
-        for partial in Path(container.path, UPLOADS_DIR).glob("*.part"):
+    for storage_container in StorageContainer.objects.all():
+        for partial in Path(storage_container.path, UPLOADS_DIR).glob("*.part"):
             try:
-                if partial.stat().st_mtime < cutoff and (str(container.uuid), partial.name) not in running:
+                if partial.stat().st_mtime < cutoff and (str(storage_container.uuid), partial.name) not in running:
                     partial.unlink()
                     removed += 1
                     log.info("removed %s, left by an upload that was cut off", partial)

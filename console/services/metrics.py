@@ -11,7 +11,9 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from django.conf import settings
-from django.db.models import Avg, BigIntegerField, ExpressionWrapper, F, Max, Q
+from django.db import connection
+from django.db.models import Avg, BigIntegerField, ExpressionWrapper, F, FloatField, Max, Q
+from django.db.models.functions import Cast
 from django.utils import timezone
 
 from console.core.drivers import DriverError, get_driver
@@ -164,13 +166,25 @@ def series(subject, since: datetime, step: int, until: datetime | None = None) -
         rows = rows.filter(Q(resolution=ROLLUP, at_ms__lt=tail) | Q(resolution=RAW, at_ms__gte=tail))
     # Averaged per step by the database: integer division puts each sample in its step.
     slots = (rows.annotate(slot=ExpressionWrapper((F("at_ms") - origin) / width, output_field=BigIntegerField()))
-             .values("slot").annotate(**{name: Avg(name) for name in FIGURES}).order_by())
-    figures = {name: [None] * count for name in FIGURES}
-    for row in slots:
-        if 0 <= row["slot"] < count:
-            for name in FIGURES:
-                figures[name][row["slot"]] = row[name]
+             .values("slot").annotate(**{name: Cast(Avg(name), FloatField()) for name in FIGURES}).order_by()
+             .values_list("slot", *FIGURES))
+    averaged = [row for row in _fetch_plain(slots) if 0 <= row[0] < count]
+    figures = {}
+    for column, name in enumerate(FIGURES, start=1):
+        figures[name] = [None] * count
+        for row in averaged:
+            figures[name][row[0]] = row[column]
     return Series(since, step, [since + timedelta(seconds=step * i) for i in range(count)], figures)
+
+
+def _fetch_plain(queryset) -> list[tuple]:
+    """The rows as the database driver gives them. A 30-day series at 5-minute steps is 8,640 rows of eight
+    numbers: Django's per-value converters took more time than the query. Every figure is cast to a float in
+    SQL, so both backends give floats (PostgreSQL would give an integer column's average as a decimal)."""
+    sql, params = queryset.query.sql_with_params()
+    with connection.cursor() as cursor:
+        cursor.execute(sql, params)
+        return cursor.fetchall()
 
 
 def period_series(subject, period: str) -> Series:

@@ -69,7 +69,7 @@ def _snapshot_of(task: Task) -> Snapshot | None:
 
 
 def _layers_of(snapshot: Snapshot) -> list[SnapshotDisk]:
-    return list(snapshot.disks.select_related("disk__container"))
+    return list(snapshot.disks.select_related("disk__storage_container"))
 
 
 def _usage(snapshot: Snapshot) -> int:
@@ -115,9 +115,10 @@ def run_create(task: Task, progress: Progress) -> str:
         return f"snapshot {snapshot.name} already taken"
     vm = snapshot.vm
     driver = driver_for(vm)
-    disks = list(vm.disks.select_related("container", "vm").order_by("index"))
+    disks = list(vm.disks.select_related("storage_container", "vm").order_by("index"))
     tag = snapshot.uuid.hex[:12]
-    layers = [DiskLayer(d.index, d.path, d.disk_format, d.container.resolve(overlay_name(d, tag))) for d in disks]
+    layers = [DiskLayer(d.index, d.path, d.disk_format, d.storage_container.resolve(overlay_name(d, tag)))
+              for d in disks]
     state = driver.state(vm)
     consistency = Consistency(True, "the VM was off") if state == "off" else Consistency(False, NO_AGENT)
     progress(20, f"Taking the snapshot of {len(disks)} disk(s)")
@@ -184,13 +185,13 @@ def run_revert(task: Task, progress: Progress) -> str:
     driver = driver_for(vm)
     tag = "r" + task.uuid.hex[:11]  # the same on a rerun, so a rerun finds what it made
     layers = {layer.disk_id: layer for layer in _layers_of(snapshot)}
-    disks = [d for d in vm.disks.select_related("container", "vm").order_by("index") if d.pk in layers]
+    disks = [d for d in vm.disks.select_related("storage_container", "vm").order_by("index") if d.pk in layers]
     if driver.state(vm) != "off":
         progress(10, f"Powering off {vm.name}")
         VM.objects.filter(pk=vm.pk).update(power_state=driver.power(vm, "power-off"))
     progress(40, f"Reverting {len(disks)} disk(s) to {snapshot.name}")
     driver.revert_disks(vm, [DiskLayer(d.index, layers[d.pk].path, layers[d.pk].disk_format,
-                                       d.container.resolve(overlay_name(d, tag))) for d in disks])
+                                       d.storage_container.resolve(overlay_name(d, tag))) for d in disks])
     replaced = []
     with transaction.atomic():
         for disk in disks:
@@ -299,7 +300,7 @@ def _above(snapshot: Snapshot, child: Snapshot | None) -> dict[int, Path]:
     """By disk id, the file built on the snapshot's file: the child's, or the VM's current disk."""
     if child is not None:
         return {layer.disk_id: layer.path for layer in _layers_of(child)}
-    return {disk.pk: disk.path for disk in snapshot.vm.disks.select_related("container")}
+    return {disk.pk: disk.path for disk in snapshot.vm.disks.select_related("storage_container")}
 
 
 def _built_on_files(snapshot: Snapshot) -> dict[int, list[Path]]:
@@ -310,7 +311,7 @@ def _built_on_files(snapshot: Snapshot) -> dict[int, list[Path]]:
         for layer in _layers_of(child):
             found.setdefault(layer.disk_id, []).append(layer.path)
     if snapshot.is_current:
-        for disk in snapshot.vm.disks.select_related("container"):
+        for disk in snapshot.vm.disks.select_related("storage_container"):
             found.setdefault(disk.pk, []).append(disk.path)
     return found
 

@@ -17,13 +17,11 @@ from ..models import VM
 ACTIVE = (Task.Status.QUEUED, Task.Status.RUNNING)
 
 
-def _check_idle(vm: VM) -> None:
+def _start(actor: Actor, kind: str, vm: VM, is_template: bool) -> Task:
+    """Mark the VM (or unmark it) and write its task, once no other task works on it."""
     busy = Task.objects.filter(entity_uuid=vm.uuid, status__in=ACTIVE).order_by("id").first()
     if busy is not None:
         raise Conflict({"vm": [f"a task ({busy.kind}) is {busy.status} on {vm.name}; wait for it to end"]})
-
-
-def _start(actor: Actor, kind: str, vm: VM, is_template: bool) -> Task:
     with transaction.atomic():
         # Only the state this request saw: a power-on or another change in between refuses it.
         changed = VM.objects.filter(pk=vm.pk, is_template=not is_template, power_state=vm.power_state).update(
@@ -35,13 +33,19 @@ def _start(actor: Actor, kind: str, vm: VM, is_template: bool) -> Task:
     return task
 
 
+def _vm_of(task: Task) -> VM:
+    vm = VM.objects.select_related("host", "cluster").filter(uuid=task.entity_uuid).first()
+    if vm is None:
+        raise Conflict("the VM no longer exists")
+    return vm
+
+
 def request_make_template(actor: Actor, vm: VM) -> Task:
     if vm.is_template:
         raise Conflict({"vm": [f"{vm.name} is already a template"]})
     if vm.power_state != VM.PowerState.OFF:
         raise Conflict({"vm": [f"VM {vm.name} is {vm.power_state}: power it off (shut the guest down) before "
                                "making it a template"]})
-    _check_idle(vm)
     return _start(actor, "vm.make-template", vm, is_template=True)
 
 
@@ -51,9 +55,7 @@ def undo_make_template(task: Task) -> None:
 
 @task_kind("vm.make-template", undo=undo_make_template, label="Make Template")
 def run_make_template(task: Task, progress: Progress) -> str:
-    vm = VM.objects.select_related("host", "cluster").filter(uuid=task.entity_uuid).first()
-    if vm is None:
-        raise Conflict("the VM no longer exists")
+    vm = _vm_of(task)
     notes = []
     for made_template in registry.hooks("made_template"):
         progress(50, "Removing what belongs to this VM alone")
@@ -65,7 +67,6 @@ def run_make_template(task: Task, progress: Progress) -> str:
 def request_make_vm(actor: Actor, vm: VM) -> Task:
     if not vm.is_template:
         raise Conflict({"vm": [f"{vm.name} is a VM, not a template"]})
-    _check_idle(vm)
     return _start(actor, "vm.make-vm", vm, is_template=False)
 
 
@@ -75,7 +76,4 @@ def undo_make_vm(task: Task) -> None:
 
 @task_kind("vm.make-vm", undo=undo_make_vm, label="Make VM")
 def run_make_vm(task: Task, progress: Progress) -> str:
-    vm = VM.objects.filter(uuid=task.entity_uuid).first()
-    if vm is None:
-        raise Conflict("the VM no longer exists")
-    return f"{vm.name} is a VM again"
+    return f"{_vm_of(task).name} is a VM again"

@@ -47,7 +47,8 @@ def disk_serial(disk: VirtualDisk) -> str:
 
 def linked_clones_of(disk: VirtualDisk) -> list[str]:
     """The VMs whose disks are overlays of this one."""
-    users = VirtualDisk.objects.filter(~Q(vm=disk.vm), container=disk.container, backing_file=disk.file_name)
+    users = VirtualDisk.objects.filter(~Q(vm=disk.vm), storage_container=disk.storage_container,
+                                       backing_file=disk.file_name)
     return sorted({d.vm.name for d in users.select_related("vm")})
 
 
@@ -87,18 +88,18 @@ def request_add_disk(actor: Actor, vm: VM, *, size_bytes: int | None = None, ima
         raise InvalidRequest({"size_bytes": ["give the size of the new empty disk, or a disk image to copy"]})
     else:
         _check_size(size_bytes)
-    storage_container = storage_container or (image.container if image else None) or \
+    storage_container = storage_container or (image.storage_container if image else None) or \
         vm.cluster.storage_containers.first()
     if storage_container is None or storage_container.cluster_id != vm.cluster_id:
         raise InvalidRequest({"storage_container": [f"choose a storage container of cluster {vm.cluster.name}"]})
-    if linked and storage_container != image.container:
+    if linked and storage_container != image.storage_container:
         raise InvalidRequest({"storage_container": [
-            f"a linked clone lives beside its base: image {image.name} is in {image.container.name}"]})
+            f"a linked clone lives beside its base: image {image.name} is in {image.storage_container.name}"]})
     try:
         with transaction.atomic():
             index = (vm.disks.aggregate(top=Max("index"))["top"] or 0) + 1 if vm.disks.exists() else 0
             VirtualDisk.objects.create(
-                vm=vm, index=index, size_bytes=size_bytes, container=storage_container,
+                vm=vm, index=index, size_bytes=size_bytes, storage_container=storage_container,
                 file_name=disk_file_name(vm, index), backing_file=image.file_name if linked else "")
             task = create_task(actor, "vm.disk.add", vm, queue=vm.host.queue, params={
                 "index": index, "source": str(image.path) if image else "",
@@ -111,7 +112,7 @@ def request_add_disk(actor: Actor, vm: VM, *, size_bytes: int | None = None, ima
 
 
 def _disk_of(task: Task) -> VirtualDisk | None:
-    return VirtualDisk.objects.select_related("container", "vm__host").filter(
+    return VirtualDisk.objects.select_related("storage_container", "vm__host").filter(
         vm__uuid=task.entity_uuid, index=task.params["index"]).first()
 
 
@@ -208,7 +209,8 @@ def run_remove_disk(task: Task, progress: Progress) -> str:
     if task.params["keep"]:
         with transaction.atomic():
             Image.objects.create(cluster=vm.cluster, name=task.params["image_name"], kind=Image.Kind.DISK,
-                                 container=disk.container, file_name=disk.file_name, size_bytes=disk.size_bytes,
+                                 storage_container=disk.storage_container, file_name=disk.file_name,
+                                 size_bytes=disk.size_bytes,
                                  disk_format=disk.disk_format or DiskFormat.RAW)
             disk.delete()
         return f"disk {disk.index} detached from {vm.name}; its data is image {task.params['image_name']}"

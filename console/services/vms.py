@@ -44,7 +44,7 @@ class VMSpec:
     cluster: Cluster | None = None
     host: Host | None = None  # None: automatic placement
     image: Image | None = None
-    container: StorageContainer | None = None
+    storage_container: StorageContainer | None = None
     disk_sizes: list[int] = field(default_factory=list)
     nics: list[NicSpec] = field(default_factory=list)
     guest_os: str = VM.GuestOS.LINUX
@@ -162,23 +162,23 @@ def image_disk_size(image: Image) -> int:
         raise Conflict({"image": [f"the file of image {image.name} ({image.path}) is missing"]}) from None
 
 
-def check_free_space(container: StorageContainer, more_bytes: int, field_name: str = "size_bytes") -> None:
-    """Refuse sizes the container's filesystem cannot hold, even though disk files start sparse: a disk the
+def check_free_space(storage_container: StorageContainer, more_bytes: int, field_name: str = "size_bytes") -> None:
+    """Refuse sizes the storage container's filesystem cannot hold, even though disk files start sparse: a disk the
     guest may fill must fit, or the failure comes later, inside the guest, as an I/O error."""
     try:
-        free = shutil.disk_usage(container.path).free
+        free = shutil.disk_usage(storage_container.path).free
     except FileNotFoundError:
-        raise Conflict({"container": [f"the directory of storage container {container.name} "
-                                      f"({container.path}) is missing"]}) from None
+        raise Conflict({"container": [f"the directory of storage container {storage_container.name} "
+                                      f"({storage_container.path}) is missing"]}) from None
     if more_bytes > free:
         raise InvalidRequest({field_name: [
-            f"{iec(more_bytes)} is more than storage container {container.name} has free ({iec(free)})"]})
+            f"{iec(more_bytes)} is more than storage container {storage_container.name} has free ({iec(free)})"]})
 
 
-def _check_disks_fit(container: StorageContainer, sizes: list[int]) -> None:
+def _check_disks_fit(storage_container: StorageContainer, sizes: list[int]) -> None:
     """Every new disk of a VM fits together; the error names the first disk that does not."""
     for index in range(len(sizes)):
-        check_free_space(container, sum(sizes[:index + 1]), f"disks[{index}].size_bytes")
+        check_free_space(storage_container, sum(sizes[:index + 1]), f"disks[{index}].size_bytes")
 
 
 def disk_file_name(vm: VM, index: int) -> str:
@@ -193,8 +193,9 @@ def request_create_vm(actor: Actor, spec: VMSpec) -> Task:
     image = spec.image
     if image is not None and image.cluster_id != cluster.id:
         raise InvalidRequest({"image": [f"image {image.name} is not in cluster {cluster.name}"]})
-    container = spec.container or (image.container if image else cluster.storage_containers.first())
-    if container is None:
+    storage_container = (spec.storage_container or (image.storage_container if image else None)
+                         or cluster.storage_containers.first())
+    if storage_container is None:
         raise InvalidRequest({"container": ["the cluster has no storage container"]})
     checked = check_with_hooks(NewVM(cluster=cluster, name=spec.name, hostname=spec.hostname,
                                      guest_os=spec.guest_os, is_template=spec.is_template), spec.options)
@@ -208,7 +209,7 @@ def request_create_vm(actor: Actor, spec: VMSpec) -> Task:
                 f"image {image.name} holds a disk of {iec(minimum)}: the first disk needs at least that"]})
         sizes = sizes or [minimum]
         sources["0"], formats["0"] = str(image.path), image.disk_format
-    _check_disks_fit(container, sizes)
+    _check_disks_fit(storage_container, sizes)
     try:
         with transaction.atomic():
             vm = VM.objects.create(
@@ -218,7 +219,8 @@ def request_create_vm(actor: Actor, spec: VMSpec) -> Task:
                 description=spec.description, is_template=spec.is_template, source_image=image)
             Nic.objects.bulk_create(_new_nics(vm, cluster, spec.nics))
             VirtualDisk.objects.bulk_create(
-                VirtualDisk(vm=vm, index=i, size_bytes=size, container=container, file_name=disk_file_name(vm, i))
+                VirtualDisk(vm=vm, index=i, size_bytes=size, storage_container=storage_container,
+                            file_name=disk_file_name(vm, i))
                 for i, size in enumerate(sizes))
             iso = image if image is not None and image.kind == Image.Kind.ISO else None
             CdRom.objects.create(vm=vm, slot=0, image=iso, iso_path=str(iso.path) if iso else "",
@@ -265,10 +267,10 @@ def request_clone(actor: Actor, source: VM, name: str, *, host: Host | None = No
     target_host = place(source.cluster, host or (source.host if source.host and source.host.takes_vms else None),
                         source.vcpus, source.memory_bytes)
     if not linked:  # a linked clone's overlays start empty; a full copy needs the source's sizes
-        source_disks = list(source.disks.select_related("container"))
-        for container in {disk.container for disk in source_disks}:
-            needed = sum(disk.size_bytes for disk in source_disks if disk.container == container)
-            check_free_space(container, needed, "linked")
+        source_disks = list(source.disks.select_related("storage_container"))
+        for storage_container in {disk.storage_container for disk in source_disks}:
+            needed = sum(disk.size_bytes for disk in source_disks if disk.storage_container == storage_container)
+            check_free_space(storage_container, needed, "linked")
     nic_specs = [NicSpec(network=n.network, ip="auto" if n.ip else None) for n in source.nics.all()]
     target = CloneTarget(name=name, host=target_host, hostname=hostname or hostname_from(name),
                          nics=_new_nics(None, source.cluster, nic_specs), checked=checked)
@@ -292,9 +294,10 @@ def write_clones(actor: Actor, source: VM, targets: list[CloneTarget], *, linked
             source = locked_vm(source)
             check_clone_source(source)
             files_of = _clone_sources(source, snapshot)
-            disks = [d for d in source.disks.select_related("container") if d.pk in files_of]
+            disks = [d for d in source.disks.select_related("storage_container") if d.pk in files_of]
             cdroms = list(source.cdroms.all())
-            params = {"disk_sources": {str(d.index): str(d.container.resolve(files_of[d.pk][0])) for d in disks},
+            params = {"disk_sources": {str(d.index): str(d.storage_container.resolve(files_of[d.pk][0]))
+                                       for d in disks},
                       "disk_formats": {str(d.index): files_of[d.pk][1] for d in disks}, "linked": linked,
                       "power_on": power_on, "source": str(source.uuid)}
             clones = VM.objects.bulk_create([
@@ -309,7 +312,7 @@ def write_clones(actor: Actor, source: VM, targets: list[CloneTarget], *, linked
                     nic.vm = vm
             Nic.objects.bulk_create([nic for t in targets for nic in t.nics], batch_size=500)
             VirtualDisk.objects.bulk_create([
-                VirtualDisk(vm=vm, index=d.index, size_bytes=d.size_bytes, container=d.container,
+                VirtualDisk(vm=vm, index=d.index, size_bytes=d.size_bytes, storage_container=d.storage_container,
                             file_name=disk_file_name(vm, d.index),
                             backing_file=files_of[d.pk][0] if linked else "")
                 for vm in clones for d in disks], batch_size=500)
@@ -381,7 +384,7 @@ def _provision(work: list[tuple[Task, Progress]]) -> list[str]:
     task, or a batch of clones with a query per table for all of them (the hooks too). Safe to rerun."""
     found = {vm.uuid: vm for vm in VM.objects.filter(uuid__in=[task.entity_uuid for task, _ in work])
              .select_related("host", "cluster")
-             .prefetch_related(Prefetch("disks", VirtualDisk.objects.select_related("container")),
+             .prefetch_related(Prefetch("disks", VirtualDisk.objects.select_related("storage_container")),
                                Prefetch("nics", Nic.objects.select_related("network")))}
     if len(found) < len(work):
         raise Conflict("the VM was deleted before it was created")
@@ -459,11 +462,11 @@ def _remove_everywhere(vm: VM) -> None:
     driver.delete(vm)
     for deleting in registry.hooks("deleting"):
         deleting(vm)
-    for disk in vm.disks.select_related("container"):
+    for disk in vm.disks.select_related("storage_container"):
         driver.delete_disk(disk.path)
-    for layer in SnapshotDisk.objects.filter(snapshot__vm=vm).select_related("disk__container"):
+    for layer in SnapshotDisk.objects.filter(snapshot__vm=vm).select_related("disk__storage_container"):
         driver.delete_disk(layer.path)
-    disk_dirs = {disk.path.parent for disk in vm.disks.select_related("container")}
+    disk_dirs = {disk.path.parent for disk in vm.disks.select_related("storage_container")}
     vm.delete()
     for directory in disk_dirs:
         if directory.is_dir() and not any(directory.iterdir()):

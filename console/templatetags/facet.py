@@ -2,7 +2,7 @@ from pathlib import PurePath
 
 from django import template
 
-from console.core import tasks
+from console.core.tasks import kinds
 from console.core.units import iec
 
 register = template.Library()
@@ -46,7 +46,7 @@ def sort_link(current: str, field: str) -> str:
 @register.filter
 def task_label(task) -> str:
     """What people call the task: "Clone VM" for a `vm.clone` (the API and CLI keep the kind)."""
-    return tasks.task_label(task)
+    return kinds.task_label(task)
 
 
 @register.filter

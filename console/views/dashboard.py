@@ -4,7 +4,7 @@ from django.shortcuts import render
 from console.core.access import ADMIN, has_role
 from console.core.drivers import shown_uri
 from console.core.models import Task
-from console.core.tasks import link_entities
+from console.core.tasks.entities import link_entities
 from console.core.views import role_required
 
 from ..models import VM, Host, StorageContainer
@@ -40,7 +40,7 @@ def dashboard(request):
         sample.net_total = (sample.net_rx or 0) + (sample.net_tx or 0)
     states = dict(VM.objects.filter(is_template=False).values_list("power_state").annotate(n=Count("id")))
     total = sum(states.values())
-    containers = StorageContainer.objects.annotate(provisioned=Sum("disks__size_bytes"))
+    storage_containers = StorageContainer.objects.annotate(provisioned=Sum("disks__size_bytes"))
     return render(request, "console/dashboard.html", {
         "hosts": host_rows,
         "cpu_total": sum(h.cpus for h in hosts), "memory_total": sum(h.memory_bytes for h in hosts),
@@ -48,7 +48,8 @@ def dashboard(request):
         "donut": _donut(states, total),
         "vm_total": total,
         "template_count": VM.objects.filter(is_template=True).count(),
-        "containers": [{"container": c, "usage": bar(c.provisioned or 0, c.capacity_bytes)} for c in containers],
+        "storage_containers": [{"storage_container": c, "usage": bar(c.provisioned or 0, c.capacity_bytes)}
+                               for c in storage_containers],
         "top_vms": top_vms, "metrics_interval": metrics.interval(),
         "latest_tasks": link_entities(Task.objects.filter(parent__isnull=True).select_related("created_by")[:8]),
     })

@@ -22,8 +22,8 @@ from ..services.vms import default_cluster
 @role_required()
 def image_list(request):
     return render(request, "console/image_list.html", {
-        "images": Image.objects.select_related("container", "created_by"),
-        "containers": StorageContainer.objects.all(),
+        "images": Image.objects.select_related("storage_container", "created_by"),
+        "storage_containers": StorageContainer.objects.all(),
         "upload_limit": settings.FACET_IMAGE_UPLOAD_LIMIT,
     })
 
@@ -31,11 +31,12 @@ def image_list(request):
 @role_required(OPERATOR)
 def image_upload_check(request):
     """What the upload form asks before it sends a file: would the console take it (name free, size within
-    the limit and the container's free space, not empty)? The same checks run again on the upload itself."""
-    container = StorageContainer.objects.filter(uuid=as_uuid(request.GET.get("container"))).first()
+    the limit and the storage container's free space, not empty)? The same checks run again on the upload itself."""
+    storage_container = StorageContainer.objects.filter(uuid=as_uuid(request.GET.get("container"))).first()
     size = request.GET.get("size", "")
     try:
-        images.check_upload(default_cluster(), request.GET.get("name", ""), request.GET.get("kind", ""), container,
+        images.check_upload(default_cluster(), request.GET.get("name", ""), request.GET.get("kind", ""),
+                            storage_container,
                             int(size) if size.isdigit() else None)
     except ServiceError as error:
         problems = [f"{field_label(field)}: {problem}" if field != "detail" else problem
@@ -47,7 +48,7 @@ def image_upload_check(request):
 @require_POST
 @role_required(OPERATOR)
 def image_delete(request, uuid):
-    image = get_object_or_404(Image.objects.select_related("container"), uuid=uuid)
+    image = get_object_or_404(Image.objects.select_related("storage_container"), uuid=uuid)
     try:
         images.delete_image(actor(request), image)
     except ServiceError as error:
@@ -93,5 +94,6 @@ def network_create(request):
 
 @role_required()
 def storage_list(request):
-    containers = StorageContainer.objects.annotate(provisioned=Sum("disks__size_bytes"), disk_count=Count("disks"))
-    return render(request, "console/storage_list.html", {"containers": containers})
+    storage_containers = StorageContainer.objects.annotate(provisioned=Sum("disks__size_bytes"),
+                                                           disk_count=Count("disks"))
+    return render(request, "console/storage_list.html", {"storage_containers": storage_containers})

@@ -8,7 +8,7 @@ from django.views.decorators.http import require_POST
 from console.core.access import OPERATOR
 from console.core.errors import ServiceError
 from console.core.models import Task
-from console.core.views import actor, refuse, role_required, task_started
+from console.core.views import actor, confirm_then_start, refuse, role_required, task_started
 
 from ..models import VM, Snapshot
 from ..services import snapshots
@@ -50,39 +50,28 @@ def snapshot_create(request, uuid):
 def snapshot_revert(request, uuid, snapshot):
     target = _snapshot(uuid, snapshot)
     vm = target.vm
-    back = reverse("vm-detail", args=[vm.uuid])
     running = vm.power_state in (VM.PowerState.ON, VM.PowerState.PAUSED)
-    if request.method != "POST":
-        text = (f"The disks of {vm.name} go back to how they were at snapshot {target.name}; what was written "
-                "since, and is in no other snapshot, is lost.")
-        if running:
-            text += (f" {vm.name} is {vm.power_state}: it is powered off at once, losing its running state (what "
-                     "is in its memory and not yet on its disks), and powered on again after the revert.")
-        return render(request, "console/confirm.html", {
-            "title": f"Revert {vm.name} to {target.name}?", "text": text, "button": "Revert",
-            "action": reverse("snapshot-revert", args=[vm.uuid, target.uuid]), "back": back,
-            "hidden": {"confirm": "yes"} if running else {}})
-    try:
-        task = snapshots.request_revert(actor(request), target, confirm=request.POST.get("confirm") == "yes")
-    except ServiceError as error:
-        return refuse(request, error, back)
-    return task_started(request, task, back)
+    text = (f"The disks of {vm.name} go back to how they were at snapshot {target.name}; what was written "
+            "since, and is in no other snapshot, is lost.")
+    if running:
+        text += (f" {vm.name} is {vm.power_state}: it is powered off at once, losing its running state (what "
+                 "is in its memory and not yet on its disks), and powered on again after the revert.")
+    return confirm_then_start(request, {
+        "title": f"Revert {vm.name} to {target.name}?", "text": text, "button": "Revert",
+        "action": reverse("snapshot-revert", args=[vm.uuid, target.uuid]),
+        "hidden": {"confirm": "yes"} if running else {},
+    }, lambda: snapshots.request_revert(actor(request), target, confirm=request.POST.get("confirm") == "yes"),
+        back=reverse("vm-detail", args=[vm.uuid]))
 
 
 @role_required(OPERATOR)
 def snapshot_delete(request, uuid, snapshot):
     target = _snapshot(uuid, snapshot)
     vm = target.vm
-    back = reverse("vm-detail", args=[vm.uuid])
-    if request.method != "POST":
-        return render(request, "console/confirm.html", {
-            "title": f"Delete snapshot {target.name}?", "button": "Delete snapshot",
-            "text": f"{vm.name} can no longer be reverted to {target.name}. Its files are merged with what stands "
-                    "on them (the next snapshot, or the VM's current disks), which may take a while for large "
-                    "disks; the VM keeps running.",
-            "action": reverse("snapshot-delete", args=[vm.uuid, target.uuid]), "back": back})
-    try:
-        task = snapshots.request_delete(actor(request), target)
-    except ServiceError as error:
-        return refuse(request, error, back)
-    return task_started(request, task, back)
+    return confirm_then_start(request, {
+        "title": f"Delete snapshot {target.name}?", "button": "Delete snapshot",
+        "text": f"{vm.name} can no longer be reverted to {target.name}. Its files are merged with what stands "
+                "on them (the next snapshot, or the VM's current disks), which may take a while for large "
+                "disks; the VM keeps running.",
+        "action": reverse("snapshot-delete", args=[vm.uuid, target.uuid]),
+    }, lambda: snapshots.request_delete(actor(request), target), back=reverse("vm-detail", args=[vm.uuid]))

@@ -9,7 +9,9 @@ from console.core.access import OPERATOR
 from console.core.errors import ServiceError
 from console.core.models import Task
 from console.core.registry import registry
-from console.core.tasks import entity_gone, link_entities, request_cancel, rerun, task_label
+from console.core.tasks.control import request_cancel, rerun
+from console.core.tasks.entities import entity_gone, link_entities
+from console.core.tasks.kinds import task_label
 from console.core.views import actor, paginate, query_without, refuse, role_required
 
 from ..filtersets import TaskFilterSet

@@ -63,7 +63,7 @@ def vm_disk(request, uuid, operation):
                                                linked=request.POST.get("linked") == "on")
         else:
             index = request.POST.get("index", "")
-            disk = vm.disks.select_related("container", "vm").filter(
+            disk = vm.disks.select_related("storage_container", "vm").filter(
                 index=int(index) if index.isdigit() else -1).first()
             if disk is None:
                 raise InvalidRequest({"disk": [f"VM {vm.name} has no disk {index}"]})

@@ -13,7 +13,17 @@ from console.core.access import OPERATOR
 from console.core.errors import ServiceError
 from console.core.models import AuditEvent, Task
 from console.core.registry import registry
-from console.core.views import PAGE_SIZES, actor, as_uuid, paginate, query_without, refuse, role_required, task_started
+from console.core.views import (
+    PAGE_SIZES,
+    actor,
+    as_uuid,
+    confirm_then_start,
+    paginate,
+    query_without,
+    refuse,
+    role_required,
+    task_started,
+)
 
 from ..filtersets import vm_filterset
 from ..forms.vms import (
@@ -173,7 +183,7 @@ def vm_detail(request, uuid):
     pending = _pending(vm)
     response = render(request, "console/vm_detail_live.html" if live else "console/vm_detail.html", {
         "vm": vm,
-        "disks": vm.disks.select_related("container"),
+        "disks": vm.disks.select_related("storage_container"),
         "nics": vm.nics.select_related("network"),
         "cdroms": vm.cdroms.select_related("image"),
         "isos": Image.objects.filter(kind=Image.Kind.ISO),
@@ -213,16 +223,11 @@ def vm_power(request, uuid):
 @role_required(OPERATOR)
 def vm_delete(request, uuid):
     vm = get_object_or_404(VM.objects.select_related("host"), uuid=uuid)
-    if request.method != "POST":
-        return render(request, "console/confirm.html", {
-            "title": f"Delete {vm.name}?", "action": reverse("vm-delete", args=[uuid]), "button": "Delete VM",
-            "text": "The VM is powered off, and its disks are deleted. This cannot be undone.",
-            "back": reverse("vm-detail", args=[uuid])})
-    try:
-        task = vms.request_delete(actor(request), vm)
-    except ServiceError as error:
-        return refuse(request, error, reverse("vm-detail", args=[uuid]))
-    return task_started(request, task, reverse("vm-list"))
+    return confirm_then_start(request, {
+        "title": f"Delete {vm.name}?", "action": reverse("vm-delete", args=[uuid]), "button": "Delete VM",
+        "text": "The VM is powered off, and its disks are deleted. This cannot be undone.",
+    }, lambda: vms.request_delete(actor(request), vm), back=reverse("vm-detail", args=[uuid]),
+        done=reverse("vm-list"))
 
 
 @role_required(OPERATOR)

@@ -123,7 +123,7 @@ class PluginView(APIView):
         here = attachment is not None and attachment.docker_host_id == self.host.pk
         return {
             "name": group.docker_volume, "uuid": str(group.uuid), "state": group.state, "fstype": group.fstype,
-            "size_bytes": group.size_bytes, "container": group.container.name,
+            "size_bytes": group.size_bytes, "container": group.storage_container.name,
             "attached_to": Target.of(attachment).name if attachment else None,
             "attached_here": here,
             "devices": [self.device(group, disk) for disk in group.disks.all()],
@@ -133,7 +133,7 @@ class PluginView(APIView):
         found = {"serial": disk.serial, "size_bytes": disk.size_bytes}
         if self.host.kind == DockerHost.Kind.VM:
             return {**found, "path": f"/dev/disk/by-id/virtio-{disk.serial}", "loop": False}
-        return {**found, "path": str(group.container.resolve(disk.file_name)), "loop": True}
+        return {**found, "path": str(group.storage_container.resolve(disk.file_name)), "loop": True}
 
 
 class SelfView(PluginView):
@@ -148,7 +148,7 @@ class HelloView(PluginView):
         host = docker_hosts.hello(self.host, docker_version=data["docker_version"],
                                   plugin_version=data["plugin_version"], probes=data["probes"])
         return Response({"name": host.name, "state": host.state,
-                         "containers": [c.name for c in host.containers_seen.all()]})
+                         "containers": [c.name for c in host.storage_containers_seen.all()]})
 
 
 class VolumeListView(PluginView):
@@ -168,16 +168,17 @@ class VolumeListView(PluginView):
                 raise Conflict({"name": [f"Docker volume {data['name']} belongs to another Docker host; an Admin "
                                          f"may share it with {host.name}"]})
             return Response(self.describe(self.volume(data["name"])))
-        container = (docker_hosts.container_named(host, data["container"]) if data["container"]
+        storage_container = (docker_hosts.storage_container_named(host, data["container"]) if data["container"]
                      else host.cluster.storage_containers.first())
-        if container is None:
+        if storage_container is None:
             raise InvalidRequest({"container": ["the cluster has no storage container"]})
         # A registered machine attaches by loop device, so the console attaches it there within this request;
         # a VM needs its hypervisor, and its Mount asks for the attach.
         attach_here = data["attach"] and self.wait and host.kind == DockerHost.Kind.EXTERNAL
         task = volume_groups.request_create(
-            self.actor, data["name"], data["size_bytes"], container=container, docker_volume=data["name"],
-            fstype=data["fstype"], description=f"Docker volume from {host.name}", created_by_host=host,
+            self.actor, data["name"], data["size_bytes"], storage_container=storage_container,
+            docker_volume=data["name"], fstype=data["fstype"], description=f"Docker volume from {host.name}",
+            created_by_host=host,
             attach_to=Target(docker_host=host) if attach_here else None, wait=self.wait)
         return self.answer(task, data["name"])
 

@@ -29,8 +29,8 @@ class AttachmentField(serializers.Field):
 
 
 class VolumeGroupSerializer(serializers.ModelSerializer):
-    container = serializers.SlugRelatedField(slug_field="uuid", read_only=True)
-    container_name = serializers.CharField(source="container.name", read_only=True)
+    container = serializers.SlugRelatedField(source="storage_container", slug_field="uuid", read_only=True)
+    container_name = serializers.CharField(source="storage_container.name", read_only=True)
     disks = VolumeGroupDiskSerializer(many=True, read_only=True)
     size_bytes = serializers.IntegerField(read_only=True)
     attachment = AttachmentField(source="*", read_only=True)
@@ -82,7 +82,8 @@ class DetachSerializer(serializers.Serializer):
 
 class DockerHostSerializer(serializers.ModelSerializer):
     vm = serializers.SlugRelatedField(slug_field="uuid", read_only=True, allow_null=True)
-    containers_seen = serializers.SlugRelatedField(slug_field="name", many=True, read_only=True)
+    containers_seen = serializers.SlugRelatedField(source="storage_containers_seen", slug_field="name", many=True,
+                                                    read_only=True)
 
     class Meta:
         model = DockerHost
@@ -97,7 +98,7 @@ class DockerHostRegisterSerializer(serializers.Serializer):
 
 class DockerHostCreateSerializer(serializers.Serializer):
     name = serializers.CharField(max_length=63)
-    image = by_uuid(Image.objects.select_related("container", "cluster").filter(kind=Image.Kind.DISK))
+    image = by_uuid(Image.objects.select_related("storage_container", "cluster").filter(kind=Image.Kind.DISK))
     vcpus = serializers.IntegerField(min_value=1, max_value=256, default=2)
     memory_bytes = serializers.IntegerField(min_value=1, default=2 * 1024**3)
     network = by_uuid(Network.objects.all(), required=False, allow_null=True)

@@ -32,7 +32,7 @@ class VolumeGroupViewSet(ByUuid, mixins.ListModelMixin, mixins.RetrieveModelMixi
         data = valid(s.VolumeGroupCreateSerializer, request)
         return accepted(volume_groups.request_create(
             Actor.from_request(request), data["name"], data["size_bytes"], disk_count=data["disk_count"],
-            container=data.get("container"), description=data["description"]))
+            storage_container=data.get("container"), description=data["description"]))
 
     @extend_schema(request=s.GrowSerializer, responses={202: console_serializers.TaskSerializer})
     @action(detail=True, methods=["post"])
@@ -80,7 +80,7 @@ class VolumeGroupViewSet(ByUuid, mixins.ListModelMixin, mixins.RetrieveModelMixi
 
 
 class DockerHostViewSet(ByUuid, mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.GenericViewSet):
-    queryset = DockerHost.objects.select_related("vm").prefetch_related("containers_seen")
+    queryset = DockerHost.objects.select_related("vm").prefetch_related("storage_containers_seen")
     serializer_class = s.DockerHostSerializer
     write_role = ADMIN  # a Docker host holds a token that changes storage: Admins make and remove them
     filterset_class = DockerHostFilterSet

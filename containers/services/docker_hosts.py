@@ -43,8 +43,8 @@ def register(actor: Actor, name: str, address: str = "") -> tuple[DockerHost, st
     """Register an existing machine. It is ready once its plugin shows it reads the probe file written here
     into each storage container, i.e. that it sees the containers' directories. Returns the key, once."""
     host, key = _new_host(actor, name, DockerHost.Kind.EXTERNAL, address=address)
-    for container in host.cluster.storage_containers.all():
-        probe = host.probe_file(container)
+    for storage_container in host.cluster.storage_containers.all():
+        probe = host.probe_file(storage_container)
         probe.parent.mkdir(parents=True, exist_ok=True)
         probe.write_text(host.probe_nonce)
     audit.record(actor, "docker-host.register", host, address=address)
@@ -73,7 +73,7 @@ def request_create(actor: Actor, *, name: str, image: Image, vcpus: int, memory_
         # The key goes into the media alone: the stored content holds a placeholder (customization's sealed values).
         user_data = docker_host_user_data.render(host_name=name, console_url=settings.GUEST_CONSOLE_URL,
                                                  key=sealed.placeholder(KEY_NAME),
-                                                 default_container=image.container.name)
+                                                 default_storage_container=image.storage_container.name)
         spec = vms.VMSpec(name=name, vcpus=vcpus, memory_bytes=memory_bytes, cluster=image.cluster, image=image,
                           nics=[vms.NicSpec(network=network)], power_on=True,
                           description=f"Docker host {name}", options={"customization": CustomizationRequest(
@@ -103,8 +103,8 @@ def remove(actor: Actor, host: DockerHost) -> Task | None:
                                         "detach them first"]})
     with transaction.atomic():
         task = vms.request_delete(actor, host.vm) if host.vm else None
-        for container in host.cluster.storage_containers.all():
-            host.probe_file(container).unlink(missing_ok=True)
+        for storage_container in host.cluster.storage_containers.all():
+            host.probe_file(storage_container).unlink(missing_ok=True)
         audit.record(actor, "docker-host.remove", host, task=str(task.uuid) if task else None)
         host.delete()
     return task
@@ -120,7 +120,7 @@ def authenticate(key: str) -> DockerHost | None:
 
 
 def storage_containers(host: DockerHost) -> list[dict]:
-    """What the plugin needs to find disk files and the probe of each container."""
+    """What the plugin needs to find disk files and the probe of each storage container."""
     return [{"uuid": str(c.uuid), "name": c.name, "path": c.path, "probe": str(host.probe_file(c))}
             for c in host.cluster.storage_containers.all()]
 
@@ -139,7 +139,7 @@ def hello(host: DockerHost, *, docker_version: str, plugin_version: str, probes:
                             + ", ".join(f"{c.name} at {c.path}: {_probe_problem(probes.get(str(c.uuid)))}"
                                         for c in containers)
                             + "); mount them at the same paths (it attaches disk files by loop device)")
-        host.containers_seen.set(seen)
+        host.storage_containers_seen.set(seen)
     host.save()
     if host.state == DockerHost.State.REFUSED:
         raise Conflict({"docker_host": [f"Docker host {host.name} refused: {host.problem}"]})
@@ -169,9 +169,9 @@ def _probe_problem(read: str | None) -> str:
     return "probe file not found" if not read else "probe file holds another host's value"
 
 
-def container_named(host: DockerHost, name: str) -> StorageContainer:
-    container = host.cluster.storage_containers.filter(name=name).first()
-    if container is None:
+def storage_container_named(host: DockerHost, name: str) -> StorageContainer:
+    storage_container = host.cluster.storage_containers.filter(name=name).first()
+    if storage_container is None:
         known = ", ".join(host.cluster.storage_containers.values_list("name", flat=True))
         raise InvalidRequest({"container": [f"no storage container is named {name!r} (known: {known})"]})
-    return container
+    return storage_container

@@ -59,10 +59,10 @@ class Target:
                 raise Conflict({"docker_host": [f"Docker host {host.name} is not ready ({host.get_state_display()})"
                                                 + (f": {host.problem}" if host.problem else "")]})
             if (host.kind == DockerHost.Kind.EXTERNAL
-                    and not host.containers_seen.filter(pk=group.container_id).exists()):
+                    and not host.storage_containers_seen.filter(pk=group.storage_container_id).exists()):
                 raise Conflict({"docker_host": [
-                    f"Docker host {host.name} cannot see storage container {group.container.name} "
-                    f"({group.container.path}); it attaches disks by loop device over their files"]})
+                    f"Docker host {host.name} cannot see storage container {group.storage_container.name} "
+                    f"({group.storage_container.path}); it attaches disks by loop device over their files"]})
             if host.kind == DockerHost.Kind.VM and host.vm is None:
                 raise Conflict({"docker_host": [f"the VM of Docker host {host.name} no longer exists"]})
         vm = self.hypervisor_vm

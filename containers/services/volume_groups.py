@@ -42,7 +42,7 @@ def disk_file_name(group: VolumeGroup, index: int) -> str:
 
 def locked(group: VolumeGroup) -> VolumeGroup:
     """The group row locked for this transaction, so that two requests queue up."""
-    return VolumeGroup.objects.select_for_update().select_related("container").get(pk=group.pk)
+    return VolumeGroup.objects.select_for_update().select_related("storage_container").get(pk=group.pk)
 
 
 def attachment_of(group: VolumeGroup) -> VolumeGroupAttachment | None:
@@ -56,11 +56,11 @@ def check_ready(group: VolumeGroup) -> None:
 
 
 def disks_of(group: VolumeGroup) -> list[VolumeGroupDisk]:
-    return list(group.disks.select_related("group__container"))
+    return list(group.disks.select_related("group__storage_container"))
 
 
 def group_of(task: Task) -> VolumeGroup | None:
-    return VolumeGroup.objects.select_related("container").filter(uuid=task.entity_uuid).first()
+    return VolumeGroup.objects.select_related("storage_container").filter(uuid=task.entity_uuid).first()
 
 
 def asked_by_params(host: DockerHost | None) -> dict:
@@ -80,7 +80,7 @@ def succeeded(actor: Actor, kind: str, group: VolumeGroup, message: str, params:
 # --- create -------------------------------------------------------------------------------------------
 
 def request_create(actor: Actor, name: str, size_bytes: int, *, disk_count: int = 1,
-                   container: StorageContainer | None = None, description: str = "", docker_volume: str = "",
+                   storage_container: StorageContainer | None = None, description: str = "", docker_volume: str = "",
                    fstype: str = "", created_by_host: DockerHost | None = None, attach_to: Target | None = None,
                    wait: bool = False) -> Task:
     """A new group of `disk_count` sparse disks. `attach_to` (with `wait`, a registered machine only) attaches it
@@ -88,20 +88,20 @@ def request_create(actor: Actor, name: str, size_bytes: int, *, disk_count: int 
     request to attach it."""
     if attach_to is not None and (not wait or attach_to.hypervisor_vm is not None):
         raise ValueError("only a waited create attaches, and only to a registered machine")
-    cluster = container.cluster if container else default_cluster()
+    cluster = storage_container.cluster if storage_container else default_cluster()
     check_field(name_validator, name, "name")
     check_size(size_bytes)
     if not 1 <= disk_count <= MAX_DISKS:
         raise InvalidRequest({"disk_count": [f"a volume group has 1 to {MAX_DISKS} disks"]})
-    container = container or cluster.storage_containers.first()
-    if container is None:
+    storage_container = storage_container or cluster.storage_containers.first()
+    if storage_container is None:
         raise InvalidRequest({"container": ["the cluster has no storage container"]})
-    check_free_space(container, size_bytes * disk_count)
+    check_free_space(storage_container, size_bytes * disk_count)
     made: list[VolumeGroupDisk] = []
     try:
         with transaction.atomic():
             group = VolumeGroup.objects.create(
-                cluster=cluster, name=name, description=description, container=container,
+                cluster=cluster, name=name, description=description, storage_container=storage_container,
                 docker_volume=docker_volume, fstype=fstype, created_by=actor.user, created_by_host=created_by_host,
                 state=VolumeGroup.State.READY if wait else VolumeGroup.State.CREATING)
             disks = VolumeGroupDisk.objects.bulk_create(
@@ -207,7 +207,7 @@ def request_grow(actor: Actor, group: VolumeGroup, size_bytes: int, index: int =
         if size_bytes <= disk.size_bytes:
             raise InvalidRequest({"size_bytes": [f"disk {index} already holds {iec(disk.size_bytes)}; "
                                                  "a disk only grows"]})
-        check_free_space(group.container, size_bytes - disk.size_bytes)
+        check_free_space(group.storage_container, size_bytes - disk.size_bytes)
         previous = disk.size_bytes
         VolumeGroupDisk.objects.filter(pk=disk.pk).update(size_bytes=size_bytes)
         task = create_task(actor, "volume-group.grow", group, params={"index": index, "previous": previous})
@@ -222,7 +222,7 @@ def undo_grow(task: Task) -> None:
 
 @task_kind("volume-group.grow", undo=undo_grow, label="Grow volume group")
 def run_grow(task: Task, progress: Progress) -> str:
-    disk = VolumeGroupDisk.objects.select_related("group__container").get(
+    disk = VolumeGroupDisk.objects.select_related("group__storage_container").get(
         group__uuid=task.entity_uuid, index=task.params["index"])
     if not disk.path.is_file():
         raise Conflict(f"disk file {disk.path} has vanished; the volume group cannot grow")

@@ -250,10 +250,10 @@ def phone_home_base() -> str:
 
 def iso_path(vm: VM) -> Path:
     disk = next(iter(vm.disks.all()), None)  # the first by index (the model's order), prefetched in a batch
-    container = disk.container if disk else vm.cluster.storage_containers.first()
-    if container is None:
+    storage_container = disk.storage_container if disk else vm.cluster.storage_containers.first()
+    if storage_container is None:
         raise Conflict({FIELD: ["the cluster has no storage container for the customization media"]})
-    return container.resolve(f"vms/{vm.uuid}/customization.iso")
+    return storage_container.resolve(f"vms/{vm.uuid}/customization.iso")
 
 
 def attach_media(vms: list[VM]) -> None:

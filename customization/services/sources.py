@@ -32,29 +32,29 @@ def read_bounded(stream: BinaryIO, field: str, declared_length: int | None = Non
 
 
 def parse_storage_path(value: str, field: str) -> tuple[str, str]:
-    """`facet://CONTAINER/path/in/it` as (container name, relative path), refusing `..` outright."""
+    """`facet://CONTAINER/path/in/it` as (storage container name, relative path), refusing `..` outright."""
     if not value.startswith(SCHEME):
         raise InvalidRequest({field: [f"give a path as {SCHEME}CONTAINER/path/to/file"]})
-    container, _, relative = value[len(SCHEME):].partition("/")
+    storage_container_name, _, relative = value[len(SCHEME):].partition("/")
     parts = PurePosixPath(relative).parts
-    if not container or not relative or relative.startswith("/"):
+    if not storage_container_name or not relative or relative.startswith("/"):
         raise InvalidRequest({field: [f"give a path as {SCHEME}CONTAINER/path/to/file"]})
     if ".." in parts or "\x00" in relative:
         raise InvalidRequest({field: ["a storage path may not contain '..'"]})
-    return container, relative
+    return storage_container_name, relative
 
 
 def read_storage_path(value: str, cluster: Cluster, field: str = "customization.storage_path") -> bytes:
     """The bytes of a file inside a storage container; symlinks that lead out of it are refused too."""
     name, relative = parse_storage_path(value, field)
-    container = StorageContainer.objects.filter(cluster=cluster, name=name).first()
-    if container is None:
+    storage_container = StorageContainer.objects.filter(cluster=cluster, name=name).first()
+    if storage_container is None:
         raise InvalidRequest({field: [f"cluster {cluster.name} has no storage container {name!r}"]})
     try:
-        target = container.resolve(relative)  # follows symlinks: one leading out fails here
+        target = storage_container.resolve(relative)  # follows symlinks: one leading out fails here
     except ValueError:
         raise InvalidRequest({field: [f"{value} leads out of storage container {name}"]}) from None
-    root = Path(container.path).resolve()
+    root = Path(storage_container.path).resolve()
     try:
         # O_NOFOLLOW and the check of what was opened close the window in which a symlink could be swapped
         # in; O_NONBLOCK keeps a FIFO from blocking us.

@@ -118,17 +118,17 @@ def run_enable(task: Task, progress: Progress) -> str:
     return f"Guest Tools enabled on {vm.name}"
 
 
-def container_of(vm: VM) -> StorageContainer:
+def storage_container_of(vm: VM) -> StorageContainer:
     disk = next(iter(vm.disks.all()), None)  # the first by index (the model's order), prefetched in a batch
-    container = disk.container if disk else vm.cluster.storage_containers.order_by("id").first()
-    if container is None:
+    storage_container = disk.storage_container if disk else vm.cluster.storage_containers.order_by("id").first()
+    if storage_container is None:
         raise Conflict({"vm": [f"VM {vm.name} has no storage container to hold its tools ISO"]})
-    return container
+    return storage_container
 
 
 def new_iso_path(vm: VM) -> Path:
     """Where a new tools ISO of the VM goes: beside its first disk, named so that no two ISOs share a name."""
-    return container_of(vm).resolve(f"{ISO_DIRECTORY}/{vm.uuid}-{uuid.uuid4().hex[:12]}.iso")
+    return storage_container_of(vm).resolve(f"{ISO_DIRECTORY}/{vm.uuid}-{uuid.uuid4().hex[:12]}.iso")
 
 
 def _tools_cdrom(vm: VM) -> CdRom | None:

@@ -117,9 +117,10 @@ def _attached(restore: RestoreDisk) -> dict:
 
 
 def _layers(restore: RestoreDisk) -> list[tuple[DiskLayer, str]]:
-    layers = list(restore.snapshot.disks.select_related("disk__container"))
-    return [(DiskLayer(layer.disk.index, layer.path, layer.disk_format, layer.disk.container.resolve(file_name)),
-             serial) for layer, file_name, serial in zip(layers, restore.file_names, restore.serials, strict=True)]
+    layers = list(restore.snapshot.disks.select_related("disk__storage_container"))
+    return [(DiskLayer(layer.disk.index, layer.path, layer.disk_format,
+                       layer.disk.storage_container.resolve(file_name)), serial)
+            for layer, file_name, serial in zip(layers, restore.file_names, restore.serials, strict=True)]
 
 
 def _remove(vm: VM, restore: RestoreDisk, attached: bool = True) -> None:

@@ -35,8 +35,8 @@ def sweep_tools_isos(grace_seconds: float | None = None) -> list[str]:
     kept = _kept()
     oldest = time.time() - grace
     removed = []
-    for container in StorageContainer.objects.all():
-        directory = container.resolve(ISO_DIRECTORY)
+    for storage_container in StorageContainer.objects.all():
+        directory = storage_container.resolve(ISO_DIRECTORY)
         if not directory.is_dir():
             continue
         for path in directory.iterdir():

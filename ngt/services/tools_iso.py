@@ -169,7 +169,7 @@ def build_iso(files: Mapping[str, bytes]) -> bytes:
 
 def write_iso(path: Path, image: bytes) -> None:
     """Write the image through a `.part` file renamed at the end, so that no reader ever sees half an ISO;
-    the group is the container directory's (the hypervisor's, where the administrator set it up so)."""
+    the group is the storage container directory's (the hypervisor's, where the administrator set it up so)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     partial = path.with_name(path.name + ".part")
     partial.unlink(missing_ok=True)

@@ -12,10 +12,10 @@ from console.cli import main as cli
 from console.cli import values
 from console.cli.client import config_path
 from console.cli.output import Meter
-from console.core import tasks as task_service
 from console.core.access import ADMIN, create_token
 from console.core.actors import Actor
 from console.core.models import Task
+from console.core.tasks import running, sending
 from console.models import VM, CdRom, Cluster, Host, Image, Network, StorageContainer
 from tests.conftest import cli_runner
 
@@ -32,7 +32,7 @@ def isolated(monkeypatch, tmp_path):
     # Tasks are handed to Celery on commit. There is no worker here, and the default broker socket may be
     # a developer's running Redis whose worker would receive uuids it does not know: enqueue nothing. The
     # tasks stay `queued`, which is what the API answers (202) anyway; worker runs are tested elsewhere.
-    monkeypatch.setattr(task_service, "send", lambda task: None)
+    monkeypatch.setattr(sending, "send", lambda task: None)
     monkeypatch.setattr(cli, "pause", lambda seconds: None)
 
 
@@ -50,10 +50,10 @@ def world(transactional_db, live_server, tmp_path, monkeypatch):
                                cpus=16, memory_bytes=64 * GiB)
     root = tmp_path / "container"
     root.mkdir()
-    container = StorageContainer.objects.create(cluster=cluster, name="default", path=str(root))
+    storage_container = StorageContainer.objects.create(cluster=cluster, name="default", path=str(root))
     network = Network.objects.create(cluster=cluster, name="lan", vlan=10, cidr="10.20.0.0/24",
                                      gateway="10.20.0.1", pool_start="10.20.0.10", pool_end="10.20.0.50")
-    iso = Image.objects.create(cluster=cluster, name="rescue-iso", kind="iso", container=container,
+    iso = Image.objects.create(cluster=cluster, name="rescue-iso", kind="iso", storage_container=storage_container,
                                file_name="images/rescue.iso", size_bytes=64 * 1024)
     web = VM.objects.create(cluster=cluster, name="web-01", hostname="web-01", host=host, vcpus=2,
                             memory_bytes=4 * GiB, power_state="on")
@@ -480,7 +480,7 @@ def golden(world, monkeypatch):
     broker (the bulk's children go together)."""
     from console.models import Nic
 
-    monkeypatch.setattr(task_service, "send_all", lambda tasks: None)
+    monkeypatch.setattr(sending, "send_all", lambda tasks: None)
     vm = VM.objects.create(cluster=world.cluster, name="golden", hostname="golden", host=world.host, vcpus=1,
                            memory_bytes=256 * 1024**2, power_state="off")
     Nic.objects.create(vm=vm, index=0, network=world.network, mac="52:54:00:00:aa:01", ip="10.20.0.10")
@@ -496,7 +496,7 @@ def test_bulk_clone_with_a_csv_and_a_script_waits_with_progress_and_exits_0(worl
 
     def worker(seconds):  # stands in for the worker between two polls
         for task in Task.objects.filter(status="queued", children__isnull=True):
-            task_service.execute(str(task.uuid), task.attempts)
+            running.execute(str(task.uuid), task.attempts)
 
     monkeypatch.setattr(cli, "pause", worker)
     code, out, err = facet("vm", "bulk-clone", f"vm-id={golden.uuid}", "count=2", "name-pattern=app-{n:02}",

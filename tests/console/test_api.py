@@ -77,7 +77,7 @@ def test_vm_list_item_has_this_exact_json(api, cluster, actor, run_tasks):
             {"index": 1, "network": str(lan.uuid), "network_name": "lan", "mac": second_nic.mac, "ip": None,
              "ips": []},
         ],
-        "disks": [{"uuid": str(disk.uuid), "index": 0, "size_bytes": GiB, "container": str(disk.container.uuid),
+        "disks": [{"uuid": str(disk.uuid), "index": 0, "size_bytes": GiB, "container": str(disk.storage_container.uuid),
                    "file_name": disk.file_name, "backing_file": ""}],
         "cdroms": [{"slot": 0, "iso_path": str(iso.path), "purpose": "image", "image": str(iso.uuid)}],
         "created_at": vm.created_at.isoformat().replace("+00:00", "Z"),

@@ -47,8 +47,8 @@ def test_deleting_records_in_use_is_a_409_naming_the_users(api, cluster, vm):
     answer = api.delete(f"/api/v1/networks/{lan.uuid}/")
     assert answer.status_code == 409 and "1 nic (" in answer.json()["detail"][0]
 
-    container = StorageContainer.objects.get()
-    detail = api.delete(f"/api/v1/storage-containers/{container.uuid}/").json()["detail"][0]
+    storage_container = StorageContainer.objects.get()
+    detail = api.delete(f"/api/v1/storage-containers/{storage_container.uuid}/").json()["detail"][0]
     assert detail == "still used by 2 images (base-disk, rescue-iso); delete or move those first"
 
     detail = api.delete(f"/api/v1/clusters/{cluster.uuid}/").json()["detail"][0]

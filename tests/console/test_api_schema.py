@@ -56,7 +56,7 @@ def test_records_without_their_optional_links_fit_the_schema(call, vm, cluster):
     task = Task.objects.create(kind="vm.create", entity_type="vm", entity_uuid=vm.uuid, entity_name=vm.name)
     CustomizationScript.objects.create(name="orphan", content="#cloud-config\n{}\n", owner=None)
     DockerHost.objects.create(cluster=cluster, name="outside", kind="external", key_hash="0" * 64, key_hint="x")
-    VolumeGroup.objects.create(cluster=cluster, name="data", container=cluster.storage_containers.get())
+    VolumeGroup.objects.create(cluster=cluster, name="data", storage_container=cluster.storage_containers.get())
 
     assert call("GET", "/api/v1/tasks/{uuid}/", uuid=task.uuid).json()["created_by"] is None
     assert call("GET", "/api/v1/tasks/").status_code == 200
@@ -75,7 +75,7 @@ def test_refusals_are_documented_json(call, vm, cluster):
     assert call("GET", "/api/v1/vms/", query={"page": 9}).status_code == 404  # no such page
     assert call("POST", "/api/v1/vms/{uuid}/power/", uuid=vm.uuid, body={"action": "fly"}).status_code == 400
     assert call("POST", "/api/v1/vms/{uuid}/eject-iso/", uuid=vm.uuid, body={"slot": 0}).status_code in (400, 409)
-    group = VolumeGroup.objects.create(cluster=cluster, name="busy", container=cluster.storage_containers.get(),
+    group = VolumeGroup.objects.create(cluster=cluster, name="busy", storage_container=cluster.storage_containers.get(),
                                        state=VolumeGroup.State.READY)
     VolumeGroupAttachment.objects.create(group=group, vm=vm)  # being attached: its task is still to run
     assert call("POST", "/api/v1/volume-groups/{uuid}/detach/", uuid=group.uuid, body={}).status_code == 423

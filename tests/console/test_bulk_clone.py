@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from console.core.models import AuditEvent, SimDomain, Task
-from console.core.tasks import request_cancel
+from console.core.tasks.control import request_cancel
 from console.models import VM, Host, Network, Nic
 from console.services import vms
 from console.services.bulk_clone import BulkCloneRequest, plan_bulk_clone, request_bulk_clone
@@ -277,7 +277,7 @@ def test_a_viewer_cannot_bulk_clone(source, viewer):
 def test_cancel_drops_the_clones_not_started_and_keeps_the_made_ones(source, actor, run_tasks, api):
     parent = request_bulk_clone(actor, asked(source, count=5, options={
         "customization": CustomizationRequest(content=CLOUD_CONFIG)}))
-    from console.core.tasks import execute
+    from console.core.tasks.running import execute
 
     first, second = parent.children.order_by("id")[:2]
     execute(str(first.uuid), first.attempts)  # made

@@ -68,7 +68,7 @@ def test_a_delete_racing_a_linked_clone_never_leaves_the_clone_without_its_base(
         assert "VM base-vm is deleting" in refusal
     run_tasks()
     for disk in VirtualDisk.objects.exclude(backing_file=""):  # every linked disk's base is still there
-        assert disk.container.resolve(disk.backing_file).exists()
+        assert disk.storage_container.resolve(disk.backing_file).exists()
 
 
 def test_two_inserts_at_once_take_two_slots_or_one_is_refused(cluster, actor, run_tasks):

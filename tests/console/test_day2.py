@@ -353,8 +353,8 @@ def _foreign_domain(cluster, path: str, **definition) -> SimDomain:
 
 
 def test_an_unmanaged_domain_is_listed_adopted_and_powered_by_facet(cluster, api, run_tasks):
-    container = cluster.storage_containers.get()
-    disk = container.resolve("legacy/root.raw")
+    storage_container = cluster.storage_containers.get()
+    disk = storage_container.resolve("legacy/root.raw")
     disk.parent.mkdir()
     disk.write_bytes(b"\0" * MiB)
     _foreign_domain(cluster, str(disk))

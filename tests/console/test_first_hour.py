@@ -8,7 +8,8 @@ from console.core.drivers import DriverError
 from console.core.errors import Conflict, InvalidRequest
 from console.core.models import Task
 from console.core.registry import registry
-from console.core.tasks import rerun, task_label
+from console.core.tasks.control import rerun
+from console.core.tasks.kinds import task_label
 from console.models import VM
 from console.services import vms
 from tests.console.test_views import logged_in

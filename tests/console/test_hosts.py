@@ -9,7 +9,7 @@ from django.utils import timezone
 
 from console.core.errors import Conflict
 from console.core.models import SimDomain, Task
-from console.core.tasks import fail_here, reap_stale
+from console.core.tasks.reaper import fail_here, reap_stale
 from console.models import VM, Host
 from console.services import hosts, power, vms
 from ngt.models import GuestTools

@@ -123,8 +123,8 @@ def test_unmanaged_domains_are_listed_and_one_outside_the_containers_is_refused(
 
 
 def test_a_domain_with_its_disk_in_a_container_is_adopted(cluster, hosts, actor, run_tasks):
-    container = cluster.storage_containers.get()
-    disk = container.resolve("legacy/root.raw")
+    storage_container = cluster.storage_containers.get()
+    disk = storage_container.resolve("legacy/root.raw")
     disk.parent.mkdir()
     disk.write_bytes(b"\0" * MiB)
     connection = libvirt.open(URI)

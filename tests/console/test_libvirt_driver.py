@@ -354,10 +354,10 @@ def test_a_disk_detach_on_a_running_vm_waits_for_the_guest_to_let_go(monkeypatch
 @needs_qemu_img
 @pytest.mark.parametrize(("asked", "size"), [([], 64 * MiB), ([96 * MiB], 96 * MiB)])
 def test_a_vm_from_a_qcow2_image_records_the_size_of_its_disk(cluster, hosts, actor, run_tasks, asked, size):
-    container = cluster.storage_containers.get()
-    path = container.resolve("images/cloud.raw")  # uploads are named .raw whatever their format
+    storage_container = cluster.storage_containers.get()
+    path = storage_container.resolve("images/cloud.raw")  # uploads are named .raw whatever their format
     subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", str(path), str(64 * MiB)], check=True)
-    image = Image.objects.create(cluster=cluster, name="cloud", kind="disk", container=container,
+    image = Image.objects.create(cluster=cluster, name="cloud", kind="disk", storage_container=storage_container,
                                  file_name="images/cloud.raw", size_bytes=path.stat().st_size,
                                  disk_format="qcow2")
     disk = create(actor, run_tasks, image=image, disk_sizes=asked).disks.get()

@@ -1,15 +1,20 @@
 """Snapshots on libvirt's `test:///default` hypervisor, with real qcow2 files written and read by qemu-io:
 a stopped VM's overlays, reverts and commits are qemu-img's and the definition's, all of which that hypervisor
 does. It has no disk-only snapshot, block commit or hot plug of a running domain: those calls must fail
-cleanly here, and tests/integration/test_qemu_snapshots.py runs them on real QEMU."""
+cleanly here. On real QEMU, tests/integration/test_qemu_block_commit.py takes and deletes snapshots of a running
+VM (QEMU's block commit of a lower layer, and of the active layer with a pivot) and test_qemu_snapshots.py
+snapshots, reverts and restores from a real guest; when the pivot may start is tested here, on a stand-in
+domain."""
 
 import json
 import subprocess
+from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 from defusedxml.ElementTree import fromstring
 
-from console.core.drivers import get_driver
+from console.core.drivers import get_driver, libvirt_snapshots
 from console.core.drivers.base import DiskLayer, DriverError
 from console.core.models import Task
 from console.models import VM, Host, Image, Snapshot
@@ -157,3 +162,45 @@ def test_disk_usage_counts_the_blocks_a_file_holds(tmp_path):
         handle.write(b"x" * 8192)
     assert 8192 <= get_driver(URI).disk_usage(path) < MiB
     assert get_driver(URI).disk_usage(tmp_path / "missing") == 0
+
+
+class CommittingDomain:
+    """A running domain in an active commit of `top` into `base`, whose job QEMU has copied all of
+    (`cur == end`) some polls before libvirt has seen it ready (its event comes later), as on real QEMU."""
+
+    def __init__(self, top: Path, base: Path, ready_after_polls: int):
+        self.top, self.base, self.polls, self.ready_after = top, base, 0, ready_after_polls
+        self.pivoted = False
+
+    def isActive(self):  # noqa: N802  (libvirt's names)
+        return True
+
+    def XMLDesc(self, flags):  # noqa: N802
+        if flags:  # the definition: already on the base file
+            return f"<domain><devices><disk><source file='{self.base}'/><driver type='raw'/><target dev='vda'/>" \
+                   "</disk></devices></domain>"
+        ready = "yes" if self.polls >= self.ready_after else "no"
+        return f"<domain><devices><disk><source file='{self.top}'/><target dev='vda'/><backingStore>" \
+               f"<source file='{self.base}'/></backingStore><mirror ready='{ready}'/></disk></devices></domain>"
+
+    def blockCommit(self, *args):  # noqa: N802
+        return 0
+
+    def blockJobInfo(self, target, flags):  # noqa: N802
+        self.polls += 1
+        return {"type": 4, "bandwidth": 0, "cur": 1000, "end": 1000}
+
+    def blockJobAbort(self, target, flags):  # noqa: N802
+        if self.polls < self.ready_after:
+            raise libvirt.libvirtError("block job not ready for pivot yet")
+        self.pivoted = True
+
+
+def test_an_active_commit_pivots_once_libvirt_sees_the_job_ready(monkeypatch, tmp_path):
+    domain = CommittingDomain(tmp_path / "top.qcow2", tmp_path / "base.raw", ready_after_polls=3)
+    driver = get_driver(URI)
+    monkeypatch.setattr(driver, "_domain", lambda vm: domain)
+    monkeypatch.setattr(libvirt_snapshots, "COMMIT_POLL_SECONDS", 0)
+    driver.commit_disk(SimpleNamespace(name="db-1"), DiskLayer(0, domain.base, "raw", domain.top), active=True,
+                       above=[])
+    assert domain.pivoted and domain.polls == 3

@@ -10,7 +10,8 @@ from django.utils import timezone
 from console.celery import app
 from console.core.errors import Conflict, InvalidRequest, TooLarge
 from console.core.models import AuditEvent, SimDomain, Task
-from console.core.tasks import execute, fail_here, reap_stale
+from console.core.tasks.reaper import fail_here, reap_stale
+from console.core.tasks.running import execute
 from console.models import VM, CdRom, Host, Image, Network, Nic
 from console.services import bulk, cdroms, hosts, images, power, vms
 
@@ -55,11 +56,11 @@ def test_create_from_disk_image_copies_the_image_and_defines_the_vm(cluster, act
 
 def qcow2_image(cluster, virtual_size: int) -> Image:
     """A qcow2 image file as an upload leaves it: a few hundred bytes for a disk of `virtual_size`."""
-    container = cluster.storage_containers.get()
-    path = container.resolve("images/cloud.raw")  # uploads are named .raw whatever their format
+    storage_container = cluster.storage_containers.get()
+    path = storage_container.resolve("images/cloud.raw")  # uploads are named .raw whatever their format
     header = b"QFI\xfb" + (3).to_bytes(4, "big") + bytes(8) + bytes(4) + (16).to_bytes(4, "big")
     path.write_bytes(header + virtual_size.to_bytes(8, "big") + bytes(480))
-    return Image.objects.create(cluster=cluster, name="cloud", kind="disk", container=container,
+    return Image.objects.create(cluster=cluster, name="cloud", kind="disk", storage_container=storage_container,
                                 file_name="images/cloud.raw", size_bytes=path.stat().st_size,
                                 disk_format="qcow2")
 
@@ -420,7 +421,7 @@ def test_a_bulk_sends_its_children_together_once_committed(cluster, actor, run_t
 
 
 def test_a_batch_runs_its_tasks_and_rolls_their_parent_up_once(cluster, actor, run_tasks, monkeypatch):
-    from console.core.tasks import execute_batch
+    from console.core.tasks.running import execute_batch
     from console.services.bulk import request_bulk
 
     for number in range(3):
@@ -438,7 +439,7 @@ def test_the_reaper_resends_a_lost_batch_s_tasks_that_never_started(cluster, act
 
     from django.utils import timezone
 
-    from console.core.tasks import reap_stale
+    from console.core.tasks.reaper import reap_stale
 
     task = vms.request_create_vm(actor, vms.VMSpec(name="waiting", vcpus=1, memory_bytes=GiB))
     long_ago = timezone.now() - timedelta(seconds=settings.FACET_TASK_STALE_SECONDS + 5)
@@ -459,7 +460,7 @@ def test_a_task_a_lost_worker_took_before_starting_it_is_sent_again(cluster, act
     from celery.signals import task_received
 
     import console.tasks  # noqa: F401  (what a worker imports: the Celery tasks and the signal's handler)
-    from console.core.tasks import reap_stale
+    from console.core.tasks.reaper import reap_stale
 
     settings.FACET_TASK_STALE_SECONDS = 0.5
     task = vms.request_create_vm(actor, vms.VMSpec(name="taken", vcpus=1, memory_bytes=GiB))

@@ -19,7 +19,7 @@ def test_an_unexpected_error_shows_a_sentence_and_logs_the_traceback_under_its_i
                                                                                    caplog):
     image = Image.objects.get(name="base-disk")
     task = vms.request_create_vm(actor, vms.VMSpec(name="web-1", vcpus=1, memory_bytes=GiB, image=image))
-    vm_dir = image.container.resolve(f"vms/{task.entity_uuid}")
+    vm_dir = image.storage_container.resolve(f"vms/{task.entity_uuid}")
     vm_dir.parent.mkdir(parents=True, exist_ok=True)
     vm_dir.write_text("a file where the VM's directory goes")  # nothing the code expects: an unexpected error
     with caplog.at_level(logging.ERROR, logger="console.core.tasks"):

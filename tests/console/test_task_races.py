@@ -15,7 +15,10 @@ from django.utils import timezone
 from console.core.actors import Actor
 from console.core.errors import InvalidRequest
 from console.core.models import AuditEvent, Task
-from console.core.tasks import Heartbeat, fail, finish, reap_stale, rerun
+from console.core.tasks.control import rerun
+from console.core.tasks.ending import fail, finish
+from console.core.tasks.reaper import reap_stale
+from console.core.tasks.running import Heartbeat
 from console.models import VM
 from console.services import vms
 from tests.conftest import make_user

@@ -14,7 +14,8 @@ from django.utils import timezone
 
 from console import tasks as celery_tasks
 from console.core.models import Task
-from console.core.tasks import execute, reap_stale
+from console.core.tasks.reaper import reap_stale
+from console.core.tasks.running import execute
 from console.models import Image
 from console.services import images
 
@@ -49,7 +50,7 @@ def killed_upload(cluster, actor) -> tuple[Task, os.PathLike]:
 
 
 def test_a_killed_upload_is_failed_with_a_reason_and_its_part_file_removed(cluster, actor, monkeypatch):
-    monkeypatch.setattr("console.core.tasks.send", lambda task: None)  # the worker is called below
+    monkeypatch.setattr("console.core.tasks.sending.send", lambda task: None)  # the worker is called below
     task, partial = killed_upload(cluster, actor)
     assert reap_stale()["requeued"] == 1
     task.refresh_from_db()
@@ -62,7 +63,7 @@ def test_a_killed_upload_is_failed_with_a_reason_and_its_part_file_removed(clust
 
 
 def test_beat_sweeps_part_files_nobody_writes(cluster, actor, settings, monkeypatch):
-    monkeypatch.setattr("console.core.tasks.send", lambda task: None)
+    monkeypatch.setattr("console.core.tasks.sending.send", lambda task: None)
     settings.FACET_TASK_STALE_SECONDS = 60
     uploads = cluster.storage_containers.get().resolve("images")
     stale, fresh = uploads / "old.raw.part", uploads / "new.raw.part"

@@ -16,9 +16,9 @@ from .realdocker import Docker, Namespace, Plugin, release_devices, short_tempdi
 def docker_host(cluster, actor):
     """A registered machine that has said hello and sees the test's storage container; with its key."""
     host, key = docker_hosts.register(actor, "dh-1", address="127.0.0.1")
-    container = cluster.storage_containers.get()
+    storage_container = cluster.storage_containers.get()
     docker_hosts.hello(host, docker_version="test", plugin_version="test",
-                       probes={str(container.uuid): host.probe_file(container).read_text()})
+                       probes={str(storage_container.uuid): host.probe_file(storage_container).read_text()})
     host.key = key
     return host
 

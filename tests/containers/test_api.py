@@ -32,9 +32,9 @@ def host_api(docker_host):
 @pytest.fixture
 def other_host(cluster, actor):
     host, key = docker_hosts.register(actor, "dh-2")
-    container = cluster.storage_containers.get()
+    storage_container = cluster.storage_containers.get()
     docker_hosts.hello(host, docker_version="", plugin_version="",
-                       probes={str(container.uuid): host.probe_file(container).read_text()})
+                       probes={str(storage_container.uuid): host.probe_file(storage_container).read_text()})
     host.key = key
     return host
 
@@ -235,8 +235,8 @@ def test_a_create_with_a_bad_attach_is_refused_naming_it(host_api, docker_host):
 
 
 def test_a_create_whose_file_cannot_be_made_leaves_nothing(host_api, docker_host):
-    container = docker_host.cluster.storage_containers.get()
-    (Path(container.path) / "volume-groups").write_text("not a directory")  # where the disk files would go
+    storage_container = docker_host.cluster.storage_containers.get()
+    (Path(storage_container.path) / "volume-groups").write_text("not a directory")  # where the disk files would go
     refused = host_api.post(PLUGIN + "volumes/?wait=1", {"name": "nowhere", "size_bytes": MiB}, format="json")
     assert refused.status_code == 409 and "could not make disk file" in refused.json()["volume_group"][0]
     assert not VolumeGroup.objects.exists() and not Task.objects.filter(kind="volume-group.create").exists()

@@ -74,9 +74,9 @@ def test_sizemb_as_the_platform_plugin_takes_it(plugin):
 
 def test_mount_of_a_group_attached_elsewhere_is_refused(plugin, cluster, actor, run_tasks, docker_host):
     other, key = docker_hosts.register(actor, "dh-2")
-    container = cluster.storage_containers.get()
+    storage_container = cluster.storage_containers.get()
     docker_hosts.hello(other, docker_version="", plugin_version="",
-                       probes={str(container.uuid): other.probe_file(container).read_text()})
+                       probes={str(storage_container.uuid): other.probe_file(storage_container).read_text()})
     # Created by dh-2's plugin, which holds it attached there for its first Mount.
     its_plugin = APIClient(HTTP_AUTHORIZATION=f"Token {key}")
     created = its_plugin.post("/api/v1/docker-host/volumes/?wait=1", {"name": "busyvol", "size_bytes": 64 * 1024**2,
@@ -151,11 +151,11 @@ def start_refused(namespace, console: str, key: str, name: str, tmp_path) -> sub
 def test_a_machine_that_cannot_see_the_container_is_refused_saying_why(docker_world, live_server, cluster, actor,
                                                                         tmp_path):
     host, key = docker_hosts.register(actor, "blind")
-    container = cluster.storage_containers.get()
-    host.probe_file(container).unlink()  # as if the container's directory were not mounted on that machine
+    storage_container = cluster.storage_containers.get()
+    host.probe_file(storage_container).unlink()  # as if the container's directory were not mounted on that machine
     started = start_refused(docker_world[0], live_server.url, key, "blind", tmp_path)
     assert started.returncode == 1
-    assert f"cannot see any storage container's directory (default at {container.path}: probe file not found)" \
+    assert f"cannot see any storage container's directory (default at {storage_container.path}: probe file not found)" \
         in started.stderr
     host.refresh_from_db()
     assert host.state == "refused" and "probe file not found" in host.problem

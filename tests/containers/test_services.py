@@ -9,7 +9,7 @@ import yaml
 from console.core.actors import Actor
 from console.core.errors import Busy, Conflict, InvalidRequest
 from console.core.models import AuditEvent, SimDomain, Task
-from console.core.tasks import execute
+from console.core.tasks.running import execute
 from console.models import VM, Image, Network
 from console.services import vms
 from containers.models import DockerHost, VolumeGroup, VolumeGroupAttachment
@@ -44,7 +44,7 @@ def test_create_makes_sparse_disks_with_short_serials(group):
     assert group.state == "ready" and [d.index for d in disks] == [0, 1]
     for disk in disks:
         assert disk.path.stat().st_size == 64 * MiB and disk.path.stat().st_blocks == 0
-        assert len(disk.serial) <= 20 and disk.path.is_relative_to(group.container.path)
+        assert len(disk.serial) <= 20 and disk.path.is_relative_to(group.storage_container.path)
     assert AuditEvent.objects.filter(action="volume-group.create", entity_uuid=group.uuid).exists()
 
 
@@ -136,7 +136,7 @@ def test_delete_is_refused_while_attached(group, vm, actor, run_tasks):
     volume_groups.request_delete(actor, group)
     run_tasks()
     assert not VolumeGroup.objects.exists()
-    assert not (group.container.resolve(f"volume-groups/{group.uuid}")).exists()
+    assert not (group.storage_container.resolve(f"volume-groups/{group.uuid}")).exists()
 
 
 def test_deleting_the_vm_frees_its_groups(group, vm, actor, run_tasks):
@@ -186,17 +186,17 @@ def test_moving_away_from_a_docker_host_needs_an_admin(group, docker_host, opera
 
 def test_register_is_ready_only_once_the_plugin_sees_the_container(cluster, actor):
     host, key = docker_hosts.register(actor, "far-away")
-    container = cluster.storage_containers.get()
+    storage_container = cluster.storage_containers.get()
     assert host.state == "pending" and key.startswith("facetdh_") and host.key_hash != key
     assert docker_hosts.authenticate(key) == host and docker_hosts.authenticate(key + "x") is None
-    with pytest.raises(Conflict, match=f"cannot see any storage container's directory .*{container.path}"):
+    with pytest.raises(Conflict, match=f"cannot see any storage container's directory .*{storage_container.path}"):
         docker_hosts.hello(host, docker_version="27", plugin_version="0.1", probes={})
     host.refresh_from_db()
     assert host.state == "refused" and "probe file not found" in host.problem
     docker_hosts.hello(host, docker_version="27", plugin_version="0.1",
-                       probes={str(container.uuid): host.probe_file(container).read_text()})
+                       probes={str(storage_container.uuid): host.probe_file(storage_container).read_text()})
     host.refresh_from_db()
-    assert host.state == "ready" and list(host.containers_seen.all()) == [container]
+    assert host.state == "ready" and list(host.storage_containers_seen.all()) == [storage_container]
 
 
 def test_a_host_that_does_not_see_the_container_cannot_take_its_groups(group, actor, cluster):
@@ -221,7 +221,7 @@ def test_remove_refused_while_groups_are_attached(group, docker_host, actor, run
 
 def test_cloud_config_installs_docker_and_the_plugin_with_the_host_key():
     text = docker_host_user_data.render(host_name="dh-9", console_url="https://facet.example", key="facetdh_secret",
-                               default_container="default")
+                                        default_storage_container="default")
     assert text.startswith("#cloud-config\n")
     config = yaml.safe_load(text)
     assert "docker.io" in config["packages"] and config["hostname"] == "dh-9"

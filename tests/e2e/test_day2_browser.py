@@ -15,7 +15,7 @@ GiB = 1024**3
 
 @pytest.fixture
 def running_vm(cluster, run_tasks, monkeypatch):
-    monkeypatch.setattr("console.core.tasks.send", lambda task: None)
+    monkeypatch.setattr("console.core.tasks.sending.send", lambda task: None)
     user = make_user("admin-e2e", "Admin")
     actor = Actor(user=user)
     vms.request_create_vm(actor, vms.VMSpec(name="web-1", vcpus=1, memory_bytes=GiB, disk_sizes=[GiB]))

@@ -38,8 +38,8 @@ PRODUCT_NAMES = {"cloud-init"}  # spelled so by their makers
 def fleet(cluster, monkeypatch, run_tasks):
     """The demo VMs, a bulk power task, a create that failed and was undone, a volume group attached to a VM,
     a registered Docker host, a saved script; an Admin with a known password. Tasks run in-process."""
-    monkeypatch.setattr("console.core.tasks.send_all", lambda tasks: None)
-    monkeypatch.setattr("console.core.tasks.send", lambda task: None)
+    monkeypatch.setattr("console.core.tasks.sending.send_all", lambda tasks: None)
+    monkeypatch.setattr("console.core.tasks.sending.send", lambda task: None)
     demo.seed(6)
     admin = make_user("admin-e2e", "Admin")
     actor = Actor(user=admin)

@@ -17,7 +17,7 @@ GiB, MiB = 1024**3, 1024**2
 
 @pytest.fixture
 def operator_page(page, cluster, monkeypatch):
-    monkeypatch.setattr("console.core.tasks.send", lambda task: None)
+    monkeypatch.setattr("console.core.tasks.sending.send", lambda task: None)
     make_user("operator-e2e", "Operator")
     page.goto("/login/")
     page.get_by_label("Username").fill("operator-e2e")

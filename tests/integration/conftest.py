@@ -65,15 +65,16 @@ def qemu_cluster(db, libvirtd, qemu_dir):
     """A cluster with one host on real QEMU, a storage container in `qemu_dir` and an ISO image; every
     domain the test made is gone afterwards."""
     cluster = Cluster.objects.create(name="qemu", virtual_ip="127.0.0.10")
-    container = StorageContainer.objects.create(cluster=cluster, name="default", path=str(qemu_dir / "container"))
+    storage_container = StorageContainer.objects.create(cluster=cluster, name="default",
+                                                        path=str(qemu_dir / "container"))
     Host.objects.create(cluster=cluster, name="qemu-1", address="127.0.0.1", cpus=os.cpu_count() or 2,
                         memory_bytes=8 * GiB, driver_uri=libvirtd)
-    iso = container.resolve("images/rescue.iso")
+    iso = storage_container.resolve("images/rescue.iso")
     iso.parent.mkdir(parents=True)
     iso.write_bytes(demo_iso_bytes())
-    Image.objects.create(cluster=cluster, name="rescue-iso", kind="iso", container=container,
+    Image.objects.create(cluster=cluster, name="rescue-iso", kind="iso", storage_container=storage_container,
                          file_name="images/rescue.iso", size_bytes=iso.stat().st_size)
-    files.create_sparse(container.resolve("volumes/data.raw"), 64 * 1024**2)
+    files.create_sparse(storage_container.resolve("volumes/data.raw"), 64 * 1024**2)
     yield cluster
     driver = get_driver(libvirtd)
     for vm in VM.objects.filter(cluster=cluster):
@@ -83,13 +84,13 @@ def qemu_cluster(db, libvirtd, qemu_dir):
 def cluster_image(cluster: Cluster, cached: Path, name: str) -> Image:
     """A cached guest disk (tests/guest_image.py) as a disk image of the cluster: a hard link into its storage
     container when that shares the file system, else a sparse copy."""
-    container = cluster.storage_containers.get()
-    target = container.resolve(f"images/{name}.raw")
+    storage_container = cluster.storage_containers.get()
+    target = storage_container.resolve(f"images/{name}.raw")
     try:
         os.link(cached, target)
     except OSError:
         shutil.copyfile(cached, target)  # the build wrote it sparse; a plain copy is still correct
-    return Image.objects.create(cluster=cluster, name=name, kind="disk", container=container,
+    return Image.objects.create(cluster=cluster, name=name, kind="disk", storage_container=storage_container,
                                 file_name=f"images/{name}.raw", size_bytes=target.stat().st_size,
                                 disk_format=qemu_img.inspect(target))
 

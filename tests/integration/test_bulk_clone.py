@@ -7,7 +7,7 @@ import pytest
 
 from console.core.actors import Actor
 from console.core.models import SimDomain, Task
-from console.core.tasks import request_cancel
+from console.core.tasks.control import request_cancel
 from console.models import VM, Host, Network, Nic
 from console.services import vms
 from console.services.bulk_clone import BulkCloneRequest, request_bulk_clone
@@ -54,11 +54,11 @@ def assert_exactly(source: VM, count: int) -> list[VM]:
     nics = Nic.objects.filter(vm__parent=source)
     assert nics.values("mac").distinct().count() == count and nics.values("ip").distinct().count() == count
     assert SimDomain.objects.filter(uuid__in=[vm.uuid for vm in clones]).count() == count
-    container = Path(source.disks.get().container.path)
-    directories = {p.name for p in (container / "vms").iterdir()}
+    storage_container = Path(source.disks.get().storage_container.path)
+    directories = {p.name for p in (storage_container / "vms").iterdir()}
     assert directories == {str(vm.uuid) for vm in [*clones, source]}, "a directory of no VM is left"
     for vm in clones:
-        assert sorted(p.name for p in (container / "vms" / str(vm.uuid)).iterdir()) == [
+        assert sorted(p.name for p in (storage_container / "vms" / str(vm.uuid)).iterdir()) == [
             "customization.iso", "disk0.raw"], vm.name
     assert not Task.objects.exclude(status__in=Task.ENDED).exists()
     return clones

@@ -257,7 +257,7 @@ def quiet(timeout: float) -> None:
         raise AssertionError(f"tasks still not ended after {timeout} s: {left}") from None
 
 
-def files_of_rows(container: Path) -> set[Path]:
+def files_of_rows(storage_container: Path) -> set[Path]:
     """Every file the console's rows name in the storage container."""
     named = set()
     for vm in VM.objects.all():
@@ -267,7 +267,7 @@ def files_of_rows(container: Path) -> set[Path]:
                                                                                                  flat=True))
     for group in VolumeGroup.objects.all():
         named.update(disk.path for disk in group.disks.all())
-    return {path for path in named if path.is_relative_to(container)}
+    return {path for path in named if path.is_relative_to(storage_container)}
 
 
 def test_sigkills_at_random_points_of_clone_mount_and_attach_loops_leave_nothing_behind(
@@ -284,7 +284,7 @@ def test_sigkills_at_random_points_of_clone_mount_and_attach_loops_leave_nothing
     for part in ("worker", "beat", "web", "guest-tools", "sim-guests", "plugin"):
         installation.start(part)
     key = access.create_token(Actor(user=admin), admin, "faults")[1]
-    container = Path(cluster.storage_containers.get().path)
+    storage_container = Path(cluster.storage_containers.get().path)
     source = source_vm(installation, key)
     answer = api(installation, key, "POST", "volume-groups/", {"name": "shared", "size_bytes": 4 * MiB})
     assert answer is not None and answer.status_code == 202, answer and answer.text
@@ -311,7 +311,7 @@ def test_sigkills_at_random_points_of_clone_mount_and_attach_loops_leave_nothing
         quiet(90)
         assert not traffic.errors, traffic.errors
         check_clones(source, traffic.clones)
-        check_files(container)
+        check_files(storage_container)
         check_attachments(plugin, namespace, docker_host)
         check_guest_tools(source)
         print(f"FACET_FAULT_SEED={SEED}: kills {installation.kills}; {len(set(traffic.clones))} clones, "
@@ -334,15 +334,16 @@ def check_clones(source: VM, names: list[str]) -> None:
     assert SimDomain.objects.count() == VM.objects.count(), "a domain of no VM"
 
 
-def check_files(container: Path) -> None:
+def check_files(storage_container: Path) -> None:
     """No file of the storage container that no row names, once beat's sweep of tools ISOs has run (as it does
     every 10 minutes; here at once, with a short grace). The sweep's own log says what it removed."""
     time.sleep(SWEEP_GRACE_SECONDS + 1)
     sweep_tools_isos(grace_seconds=SWEEP_GRACE_SECONDS)
-    named = files_of_rows(container)
+    named = files_of_rows(storage_container)
     kept_aside = (".facet-probes", "images")
-    stray = sorted(str(path.relative_to(container)) for path in container.rglob("*")
-                   if path.is_file() and path not in named and path.relative_to(container).parts[0] not in kept_aside)
+    stray = sorted(str(path.relative_to(storage_container)) for path in storage_container.rglob("*")
+                   if path.is_file() and path not in named
+                   and path.relative_to(storage_container).parts[0] not in kept_aside)
     assert not stray, f"files no row names: {stray}"
 
 

@@ -12,9 +12,9 @@ import pytest
 from django.contrib.staticfiles.handlers import ASGIStaticFilesHandler
 from django.utils import timezone
 
-from console.core import tasks
 from console.core.drivers import get_driver
 from console.core.models import Task
+from console.core.tasks import sending
 from console.models import VM, ConsoleSession, MetricSample
 from console.services import metrics, power, vms
 from customization.services.lifecycle import CustomizationRequest
@@ -100,7 +100,7 @@ def _cpu(vm: VM) -> float | None:
 
 def test_console_in_chromium_and_the_cpu_chart_on_a_real_guest(
         qemu_cluster, console_site, browser, screenshots, actor, run_tasks, monkeypatch):
-    monkeypatch.setattr(tasks, "send", lambda task: None)  # run_tasks runs them here
+    monkeypatch.setattr(sending, "send", lambda task: None)  # run_tasks runs them here
     make_user("oscar-console", "Operator")
     make_user("vera-console", "Viewer")
     image = cluster_image(qemu_cluster, ensure_guest_image(), "debian-12")

@@ -15,9 +15,9 @@ import uuid
 
 import pytest
 
-from console.core import tasks
 from console.core.drivers import get_driver
 from console.core.models import Task
+from console.core.tasks import sending
 from console.models import VM, Host, Image, Network
 from console.services import adopt, image_import, power, vm_devices, vm_edit, vms
 from customization.services.lifecycle import CustomizationRequest
@@ -111,7 +111,7 @@ def import_qcow2(actor, run_tasks, web_server, size: int) -> Image:
 
 def test_a_running_guest_gets_vcpus_memory_disks_and_a_nic_and_sees_them(
         qemu_cluster, actor, run_tasks, monkeypatch, web_server):
-    monkeypatch.setattr(tasks, "send", lambda task: None)  # run_tasks runs them here
+    monkeypatch.setattr(sending, "send", lambda task: None)  # run_tasks runs them here
     guest_image = cluster_image(qemu_cluster, ensure_guest_image(), "debian-12")
     spec = vms.VMSpec(name=domain_name("day2"), vcpus=1, memory_bytes=GiB, image=guest_image, power_on=True,
                       options={"customization": CustomizationRequest(content=CLOUD_CONFIG)})
@@ -164,11 +164,11 @@ def test_a_running_guest_gets_vcpus_memory_disks_and_a_nic_and_sees_them(
 
 def test_a_domain_made_with_virsh_define_is_adopted_and_powered_by_facet(qemu_cluster, actor, run_tasks,
                                                                         monkeypatch):
-    monkeypatch.setattr(tasks, "send", lambda task: None)
+    monkeypatch.setattr(sending, "send", lambda task: None)
     host = Host.objects.get(cluster=qemu_cluster)
     Network.objects.create(cluster=qemu_cluster, name="lan", cidr="10.0.2.0/24")
-    container = qemu_cluster.storage_containers.get()
-    disk = container.resolve("legacy/root.qcow2")
+    storage_container = qemu_cluster.storage_containers.get()
+    disk = storage_container.resolve("legacy/root.qcow2")
     disk.parent.mkdir(parents=True)
     subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", str(disk), "32M"], check=True)
     name, domain_uuid = domain_name("legacy"), str(uuid.uuid4())

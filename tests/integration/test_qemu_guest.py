@@ -9,9 +9,9 @@ from pathlib import Path
 import pytest
 from defusedxml.ElementTree import fromstring
 
-from console.core import tasks
 from console.core.drivers import get_driver
 from console.core.models import Task
+from console.core.tasks import sending
 from console.models import VM, Image
 from console.services import power, processes, vms
 from customization.services.lifecycle import CustomizationRequest
@@ -57,7 +57,7 @@ def test_a_debian_guest_installs_the_tools_links_and_shuts_down_through_its_agen
         qemu_cluster, guest_image, guest_tools_packages, celery_processes, redis_url, settings, actor, run_tasks,
         monkeypatch):
     settings.REDIS_URL = redis_url
-    monkeypatch.setattr(tasks, "send", lambda task: None)  # run_tasks runs them here
+    monkeypatch.setattr(sending, "send", lambda task: None)  # run_tasks runs them here
     qemu_cluster.virtual_ip = free_vip()
     qemu_cluster.save()
     customization = CustomizationRequest(content=CLOUD_CONFIG)  # cloud-init on a ConfigDrive

@@ -15,10 +15,10 @@ import re
 import pytest
 from defusedxml.ElementTree import fromstring
 
-from console.core import tasks
 from console.core.drivers import get_driver
 from console.core.errors import Conflict
 from console.core.models import AuditEvent, Task
+from console.core.tasks import sending
 from console.models import VM, Image, Snapshot
 from console.services import power, processes, snapshots, vms
 from customization.services.lifecycle import CustomizationRequest
@@ -125,7 +125,7 @@ def live_serials(vm: VM) -> set[str]:
 def test_a_consistent_snapshot_reverts_and_restores_files_in_the_guest(
         qemu_cluster, guest_tools_packages, celery_processes, redis_url, settings, actor, run_tasks, monkeypatch):
     settings.REDIS_URL = redis_url
-    monkeypatch.setattr(tasks, "send", lambda task: None)  # run_tasks runs them here
+    monkeypatch.setattr(sending, "send", lambda task: None)  # run_tasks runs them here
     qemu_cluster.virtual_ip = free_vip()
     qemu_cluster.save()
     image: Image = cluster_image(qemu_cluster, ensure_guest_image(), "debian-12")

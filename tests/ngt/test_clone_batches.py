@@ -9,7 +9,7 @@ import pytest
 
 from console.core.drivers.base import CDROM_SLOTS
 from console.core.models import SimDomain, Task
-from console.core.tasks import execute_batch
+from console.core.tasks.running import execute_batch
 from console.models import VM, CdRom, Network
 from console.services import vms
 from console.services.bulk_clone import BulkCloneRequest, request_bulk_clone
@@ -86,7 +86,7 @@ def test_a_clone_that_fails_in_a_batch_is_undone_alone_and_the_others_are_made(g
     assert failed.entity_uuid == doomed.uuid and "has all its 12 CD-ROMs in use" in failed.error
     assert not VM.objects.filter(pk=doomed.pk).exists()  # undone: no rows left
     assert not GuestTools.objects.filter(vm_id=doomed.pk).exists()
-    container = Path(golden.disks.get().container.path)
+    container = Path(golden.disks.get().storage_container.path)
     assert not (container / "vms" / str(doomed.uuid)).exists()  # its disk and media files went with it
     assert not [iso for iso in (container / "guest-tools").iterdir() if str(doomed.uuid) in iso.name]
     made = VM.objects.filter(parent=golden)

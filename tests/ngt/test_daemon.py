@@ -17,9 +17,9 @@ from pathlib import Path
 import pytest
 from django.core.management import call_command
 
-from console.core import tasks
 from console.core.errors import Conflict
 from console.core.models import AuditEvent, SimDomain
+from console.core.tasks import sending
 from console.models import VM
 from console.services import processes, vms
 from ngt.agent import AGENT_VERSION
@@ -222,7 +222,7 @@ def test_guest_shutdown_succeeds_only_once_the_vm_is_off(service, mounted_vm, tm
     vm, media = mounted_vm
     settings.REDIS_URL = redis_url
     settings.FACET_GUEST_SHUTDOWN_SECONDS = 2
-    monkeypatch.setattr(tasks, "send", lambda task: None)  # run_tasks runs it here, no worker needed
+    monkeypatch.setattr(sending, "send", lambda task: None)  # run_tasks runs it here, no worker needed
     # The VM runs: the sim hypervisor and the inventory both say so.
     SimDomain.objects.filter(uuid=vm.uuid).update(power_state="on")
     VM.objects.filter(pk=vm.pk).update(power_state=VM.PowerState.ON)

@@ -6,9 +6,9 @@ from datetime import timedelta
 import pytest
 from django.utils import timezone
 
-from console.core import tasks
 from console.core.errors import Conflict
 from console.core.models import AuditEvent, SimDomain, Task
+from console.core.tasks import sending
 from console.models import VM, Image, Snapshot
 from console.services import snapshots, vms
 from ngt.models import RestoreDisk
@@ -20,7 +20,7 @@ MiB = 1024**2
 @pytest.fixture
 def guest_vm(cluster, actor, run_tasks, monkeypatch):
     """web-1, running, with a disk, two snapshots and self-service-restore on."""
-    monkeypatch.setattr(tasks, "send", lambda task: None)
+    monkeypatch.setattr(sending, "send", lambda task: None)
     vms.request_create_vm(actor, vms.VMSpec(name="web-1", vcpus=1, memory_bytes=256 * MiB, power_on=True,
                                             image=Image.objects.get(name="base-disk")))
     run_tasks()

@@ -9,7 +9,7 @@ import pytest
 from console.core.drivers.sim import SimDriver
 from console.core.errors import Conflict, InvalidRequest
 from console.core.models import AuditEvent, SimDomain, Task
-from console.core.tasks import rerun
+from console.core.tasks.control import rerun
 from console.models import VM, CdRom
 from console.services import bulk, vms
 from ngt.agent import AGENT_VERSION

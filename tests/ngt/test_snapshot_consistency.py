@@ -4,8 +4,8 @@ nothing stays frozen. fsfreeze is a logging script here (tests/ngt/test_agent_fr
 
 import pytest
 
-from console.core import tasks
 from console.core.drivers import files
+from console.core.tasks import sending
 from console.models import VM, Snapshot, VirtualDisk
 from console.services import snapshots
 from ngt.services import guest_tools, quiesce
@@ -23,11 +23,11 @@ def running_vm(mounted_vm, actor, run_tasks, tmp_path, settings, redis_url, monk
     """web-1 with a disk, on, Guest Tools remounted with vss-snapshot, and a fake fsfreeze for its agent."""
     vm, _ = mounted_vm
     settings.REDIS_URL = redis_url
-    monkeypatch.setattr(tasks, "send", lambda task: None)
-    container = vm.cluster.storage_containers.get()
-    VirtualDisk.objects.create(vm=vm, index=0, size_bytes=8 * MiB, container=container,
+    monkeypatch.setattr(sending, "send", lambda task: None)
+    storage_container = vm.cluster.storage_containers.get()
+    VirtualDisk.objects.create(vm=vm, index=0, size_bytes=8 * MiB, storage_container=storage_container,
                                file_name=f"vms/{vm.uuid}/disk0.raw")
-    files.create_sparse(container.resolve(f"vms/{vm.uuid}/disk0.raw"), 8 * MiB)
+    files.create_sparse(storage_container.resolve(f"vms/{vm.uuid}/disk0.raw"), 8 * MiB)
     from console.core.models import SimDomain
     SimDomain.objects.filter(uuid=vm.uuid).update(power_state="on")
     VM.objects.filter(pk=vm.pk).update(power_state="on")

@@ -214,7 +214,7 @@ class LibvirtDriver(LibvirtDevices, LibvirtInsight, LibvirtSnapshots):
         SubElement(domain, "on_poweroff").text = "destroy"
         SubElement(domain, "on_reboot").text = "restart"
         devices = SubElement(domain, "devices")
-        for disk in vm.disks.select_related("container").order_by("index"):
+        for disk in vm.disks.select_related("storage_container").order_by("index"):
             if not disk.path.is_file():
                 raise DriverError(f"disk {disk.index} of VM {vm.name} ({disk.path}) does not exist")
             devices.append(_disk_element(disk.path, disk.disk_format, _virtio_target(disk.index)))

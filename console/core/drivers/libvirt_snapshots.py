@@ -172,7 +172,7 @@ class LibvirtSnapshots:
             job = self._call("reading the commit job", vm, lambda: domain.blockJobInfo(target, 0))
             if not job:
                 return  # a lower layer's commit ended by itself
-            if active and job["end"] and job["cur"] == job["end"]:
+            if active and job["end"] and job["cur"] == job["end"] and self._ready_to_pivot(domain, target):
                 self._call("pivoting to the committed file", vm, lambda: domain.blockJobAbort(
                     target, libvirt.VIR_DOMAIN_BLOCK_JOB_ABORT_PIVOT))
                 return
@@ -181,6 +181,13 @@ class LibvirtSnapshots:
                 raise DriverError(f"committing {top.name} of VM {vm.name} took over {COMMIT_WAIT_SECONDS} s; "
                                   "cancelled, nothing merged")
             time.sleep(COMMIT_POLL_SECONDS)
+
+    def _ready_to_pivot(self, domain, target: str) -> bool:
+        """Whether libvirt has seen QEMU's job ready (the live disk's `<mirror ready='yes'>`): `cur == end` can
+        come first, and a pivot before libvirt saw it fails ("not ready for pivot yet")."""
+        disk = self._disk_by_target(fromstring(domain.XMLDesc(0)).find("devices"), target)
+        mirror = disk.find("mirror") if disk is not None else None
+        return mirror is not None and mirror.get("ready") == "yes"
 
     def disk_usage(self, path: Path) -> int:
         try:
