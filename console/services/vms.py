@@ -369,6 +369,15 @@ def _vm_of(task: Task) -> VM | None:
     return VM.objects.select_related("host", "cluster").filter(uuid=task.entity_uuid).first()
 
 
+def vm_of_task(task: Task) -> VM:
+    """The VM a task changes, with its host and cluster; a Conflict (the task fails saying so) when the VM was
+    deleted meanwhile."""
+    vm = _vm_of(task)
+    if vm is None:
+        raise Conflict("the VM no longer exists")
+    return vm
+
+
 def _provision(task: Task, progress: Progress) -> str:
     """Make the disks, define the VM, insert its media and power it on if asked. Safe to rerun."""
     vm = _vm_of(task)
