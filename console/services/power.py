@@ -12,7 +12,7 @@ from console.core.registry import registry
 from console.core.tasks import Progress, create_task, task_kind
 
 from ..models import VM
-from .vms import tell_powered
+from .vms import tell_powered, vm_of_task
 
 BUSY_STATES = (VM.PowerState.CREATING, VM.PowerState.DELETING)
 
@@ -79,9 +79,7 @@ def request_power(actor: Actor, vm: VM, action: str, parent: Task | None = None)
 
 @task_kind("vm.power", label="Change power state", discard=lambda task: None)  # its request wrote nothing to drop
 def run_power(task: Task, progress: Progress) -> str:
-    vm = VM.objects.select_related("host").filter(uuid=task.entity_uuid).first()
-    if vm is None:
-        raise Conflict("the VM no longer exists")
+    vm = vm_of_task(task)
     action = task.params["action"]
     progress(10, f"Sending {action}")
     state = driver_for(vm).power(vm, action)

@@ -13,6 +13,7 @@ from console.core.registry import registry
 from console.core.tasks import Progress, create_task, task_kind
 
 from ..models import VM
+from .vms import vm_of_task
 
 ACTIVE = (Task.Status.QUEUED, Task.Status.RUNNING)
 
@@ -33,12 +34,6 @@ def _start(actor: Actor, kind: str, vm: VM, is_template: bool) -> Task:
     return task
 
 
-def _vm_of(task: Task) -> VM:
-    vm = VM.objects.select_related("host", "cluster").filter(uuid=task.entity_uuid).first()
-    if vm is None:
-        raise Conflict("the VM no longer exists")
-    return vm
-
 
 def request_make_template(actor: Actor, vm: VM) -> Task:
     if vm.is_template:
@@ -55,7 +50,7 @@ def undo_make_template(task: Task) -> None:
 
 @task_kind("vm.make-template", undo=undo_make_template, label="Make Template")
 def run_make_template(task: Task, progress: Progress) -> str:
-    vm = _vm_of(task)
+    vm = vm_of_task(task)
     notes = []
     for made_template in registry.hooks("made_template"):
         progress(50, "Removing what belongs to this VM alone")
@@ -76,4 +71,4 @@ def undo_make_vm(task: Task) -> None:
 
 @task_kind("vm.make-vm", undo=undo_make_vm, label="Make VM")
 def run_make_vm(task: Task, progress: Progress) -> str:
-    return f"{_vm_of(task).name} is a VM again"
+    return f"{vm_of_task(task).name} is a VM again"

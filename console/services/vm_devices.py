@@ -33,12 +33,6 @@ def _ready(vm: VM) -> None:
         raise Conflict({"host": [f"VM {vm.name} is not placed on a host"]})
 
 
-def _vm_of(task: Task) -> VM:
-    vm = VM.objects.select_related("host").filter(uuid=task.entity_uuid).first()
-    if vm is None:
-        raise Conflict("the VM no longer exists")
-    return vm
-
 
 def disk_serial(disk: VirtualDisk) -> str:
     """What the guest sees as the disk's serial (/dev/disk/by-id/virtio-SERIAL): virtio takes 20 characters."""

@@ -20,7 +20,7 @@ from console.core.units import iec
 from ..models import VM
 from ..models.inventory import MAX_VCPUS
 from .power import BUSY_STATES
-from .vms import MIN_MEMORY_BYTES, check_new_name, memory_in_use
+from .vms import MIN_MEMORY_BYTES, check_new_name, memory_in_use, vm_of_task
 
 EDITABLE = ("name", "description", "vcpus", "memory_bytes", "boot_order", "high_availability")
 HARDWARE = ("vcpus", "memory_bytes")
@@ -140,9 +140,7 @@ def undo_update(task: Task) -> None:
 
 @task_kind("vm.update", undo=undo_update, label="Edit VM")
 def run_update(task: Task, progress: Progress) -> str:
-    vm = VM.objects.select_related("host").filter(uuid=task.entity_uuid).first()
-    if vm is None:
-        raise Conflict("the VM no longer exists")
+    vm = vm_of_task(task)
     driver = driver_for(vm)
     vcpus, memory = task.params["vcpus"], task.params["memory_bytes"]
     max_vcpus, max_memory = max(vcpus, vm.max_vcpus), max(memory, vm.max_memory_bytes)

@@ -379,6 +379,15 @@ def _vm_of(task: Task) -> VM | None:
     return VM.objects.select_related("host", "cluster").filter(uuid=task.entity_uuid).first()
 
 
+def vm_of_task(task: Task) -> VM:
+    """The VM a task changes, with its host and cluster; a Conflict (the task fails saying so) when the VM was
+    deleted meanwhile."""
+    vm = _vm_of(task)
+    if vm is None:
+        raise Conflict("the VM no longer exists")
+    return vm
+
+
 def _provision(work: list[tuple[Task, Progress]]) -> list[str]:
     """Make the disks, define the VMs, insert their media and power them on if asked: one create or clone
     task, or a batch of clones with a query per table for all of them (the hooks too). Safe to rerun."""

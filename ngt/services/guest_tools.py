@@ -24,7 +24,7 @@ from console.core.tasks import Progress, create_task, task_kind
 from console.models import VM, CdRom, Cluster, StorageContainer
 from console.services.cdroms import free_slot
 from console.services.power import BUSY_STATES
-from console.services.vms import tell_powered
+from console.services.vms import tell_powered, vm_of_task
 from ngt.services import authority, tools_iso
 
 from ..daemon import commands
@@ -112,7 +112,7 @@ def undo_enable(task: Task) -> None:
 
 @task_kind("ngt.enable", undo=undo_enable, label="Enable Guest Tools")
 def run_enable(task: Task, progress: Progress) -> str:
-    vm = _vm_of(task)
+    vm = vm_of_task(task)
     progress(30, "Preparing the certificate authority")
     check_authority(vm.cluster)  # made on first use; a key that does not open fails the task here
     return f"Guest Tools enabled on {vm.name}"
@@ -159,12 +159,6 @@ def request_mount(actor: Actor, vm: VM, config_only: bool = False, parent: Task 
             "slot": cdrom.slot, "iso_path": str(path), "previous_iso": previous_iso, "config_only": config_only,
             "was_enabled": was_enabled})
 
-
-def _vm_of(task: Task) -> VM:
-    vm = VM.objects.select_related("host", "cluster").filter(uuid=task.entity_uuid).first()
-    if vm is None:
-        raise Conflict("the VM no longer exists")
-    return vm
 
 
 def revoke_current(vm: VM) -> list[str]:
@@ -220,7 +214,7 @@ def undo_mount(task: Task) -> None:
 
 @task_kind("ngt.mount", undo=undo_mount, label="Mount Guest Tools")
 def run_mount(task: Task, progress: Progress) -> str:
-    vm = _vm_of(task)
+    vm = vm_of_task(task)
     state = GuestTools.objects.select_related("certificate").get(vm=vm)
     path, slot = Path(task.params["iso_path"]), task.params["slot"]
     driver = driver_for(vm)
@@ -279,7 +273,7 @@ def _eject_tools(vm: VM) -> None:
 
 @task_kind("ngt.unmount", label="Unmount Guest Tools")
 def run_unmount(task: Task, progress: Progress) -> str:
-    vm = _vm_of(task)
+    vm = vm_of_task(task)
     progress(30, "Ejecting the tools ISO")
     _eject_tools(vm)
     return f"Guest Tools ISO unmounted from {vm.name} and deleted"
@@ -298,7 +292,7 @@ def request_disable(actor: Actor, vm: VM) -> Task:
 
 @task_kind("ngt.disable", undo=undo_enable, label="Disable Guest Tools")
 def run_disable(task: Task, progress: Progress) -> str:
-    vm = _vm_of(task)
+    vm = vm_of_task(task)
     progress(30, "Ejecting the tools ISO")
     _eject_tools(vm)
     with transaction.atomic():
@@ -385,7 +379,7 @@ def request_guest_power(actor: Actor, vm: VM, action: str) -> Task:
 
 
 def run_guest_power(task: Task, progress: Progress) -> str:
-    vm = _vm_of(task)
+    vm = vm_of_task(task)
     command = GUEST_POWER[task.params["action"]]
     progress(20, f"Asking the Guest Tools agent of {vm.name} to {command}")
     reply = commands.send_command(str(vm.uuid), command)

@@ -17,12 +17,14 @@ from tests.realparts import wait_for
 pytestmark = [pytest.mark.slow, pytest.mark.django_db(transaction=True)]
 MiB = 1024**2
 GiB = 1024**3
+CLONES = 500  # killed in the middle of a job of this many
 CLOUD_CONFIG = "#cloud-config\nwrite_files:\n  - path: /etc/motd\n    content: made by a bulk clone\n"
 
 
 def template(cluster, actor, host: Host) -> VM:
-    """A template with a small disk and a NIC with a static address (the pool is widened to 250)."""
-    Network.objects.filter(name="lan").update(pool_end="10.0.0.250")
+    """A template with a small disk and a NIC with a static address (the network is widened to a /22, for
+    the addresses of 500 clones)."""
+    Network.objects.filter(name="lan").update(cidr="10.0.0.0/22", pool_end="10.0.3.250")
     task = vms.request_create_vm(actor, vms.VMSpec(
         name="golden", vcpus=1, memory_bytes=64 * MiB, disk_sizes=[MiB], host=host,
         nics=[vms.NicSpec(network=Network.objects.get(name="lan"), ip="auto")]))
@@ -83,31 +85,31 @@ def test_fifty_clones_each_with_its_own_media(cluster, actor, celery_processes):
     assert Task.objects.filter(parent=parent, status="succeeded").count() == 50
 
 
-def slow_cluster(cluster) -> Host:
-    """One enabled host whose every hypervisor call takes 50 ms (so a job lasts long enough to kill or cancel
-    it in the middle); the fixture's others are disabled."""
+def slow_cluster(cluster, delay: float = 0.05) -> Host:
+    """One enabled host whose every hypervisor call takes `delay` seconds (so a job lasts long enough to kill
+    or cancel it in the middle); the fixture's others are disabled."""
     Host.objects.update(enabled=False)
-    return Host.objects.create(cluster=cluster, name="slow", driver_uri="sim://?delay=0.05", cpus=8,
+    return Host.objects.create(cluster=cluster, name="slow", driver_uri=f"sim://?delay={delay}", cpus=8,
                                memory_bytes=64 * GiB)
 
 
 def test_a_worker_killed_in_the_middle_and_started_again_ends_with_exactly_n_clones(cluster, actor,
                                                                                     celery_processes):
-    host = slow_cluster(cluster)
+    host = slow_cluster(cluster, delay=0.005)
     worker = celery_processes.worker()
     source = template(cluster, actor, host)
-    parent = bulk(source, 60, actor)
-    wait_for(lambda: Task.objects.filter(parent=parent, status="succeeded").count() >= 10, 120,
-             "ten clones made")
+    parent = bulk(source, CLONES, actor)
+    wait_for(lambda: Task.objects.filter(parent=parent, status="succeeded").count() >= 50, 120,
+             "fifty clones made")
     celery_processes.kill(worker)
     done_before = Task.objects.filter(parent=parent, status="succeeded").count()
-    assert done_before < 60, "the job ended before the kill: make it slower"
+    assert done_before < CLONES, "the job ended before the kill: make it slower"
 
     celery_processes.worker()
     celery_processes.beat()
     parent = ended(parent, 240)
     assert parent.status == "succeeded", (parent.error, parent.message)
-    assert_exactly(source, 60)
+    assert_exactly(source, CLONES)
     assert Task.objects.filter(parent=parent, attempts__gt=1).exists()  # the reaper requeued what was lost
 
 
