@@ -263,7 +263,7 @@ def report(args, result: dict) -> None:
     print(f"\nresult checked: {'yes' if ok and not check_['unended'] else 'NO'}")
     if args.clones == TARGET_CLONES:
         verdict = "met" if result["took"] <= TARGET_SECONDS else "MISSED"
-        print(f"target: {TARGET_CLONES} clones in at most {TARGET_SECONDS:.0f} s: {result['took']:.1f} s, {verdict}")
+        print(f"target: {TARGET_CLONES} clones in at most {TARGET_SECONDS:.0f} s: {result['took']:.2f} s, {verdict}")
 
 
 def main() -> int:
