@@ -36,7 +36,6 @@ def _running(name: str) -> bool:
 
 @pytest.fixture(scope="session")
 def libvirtd():
-    libvirt = pytest.importorskip("libvirt", reason="libvirt-python is not installed (make setup installs it)")
     missing = [daemon for daemon in ("virtlogd", "libvirtd", "qemu-system-x86_64") if not shutil.which(daemon)]
     if missing:
         pytest.fail(f"{', '.join(missing)} not installed (make setup installs them)")
@@ -44,15 +43,17 @@ def libvirtd():
         if not _running(daemon):
             subprocess.run([daemon, "-d"], check=True)
 
-    def connects() -> bool:
-        try:
-            libvirt.open(QEMU_URI).close()
-            return True
-        except libvirt.libvirtError:
-            return False
-
-    wait_for(connects, 60, f"libvirtd to answer on {QEMU_URI}")
+    wait_for(lambda: answers(QEMU_URI), 60, f"libvirtd to answer on {QEMU_URI}")
     return QEMU_URI
+
+
+def answers(uri: str) -> bool:
+    """Whether a libvirtd answers on `uri` now."""
+    try:
+        libvirt.open(uri).close()
+        return True
+    except libvirt.libvirtError:
+        return False
 
 
 @pytest.fixture

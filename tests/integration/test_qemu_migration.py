@@ -13,7 +13,8 @@
   storage is unsafe" on ext4), and on one machine the directory is shared for real;
 - /var/log/libvirt stays common, so the domain's log (where QEMU's monitor answers qemu-io) is one file.
 The VM has no operating system (firmware waiting for a boot device, TCG); the test writes patterns into its
-running disk through QEMU's monitor before the move and reads them back on B; a stopped VM moves along by its definition. Needs root; about 8 s."""
+running disk through QEMU's monitor before the move and reads them back on B; a stopped VM moves along by its
+definition. Needs root; about 8 s."""
 
 import ipaddress
 import os
@@ -38,7 +39,7 @@ from console.core.tasks import sending
 from console.models import VM, Host
 from console.services import hosts, power, vms
 from tests.conftest import client_for
-from tests.integration.conftest import GiB, domain_name, file_io, holds, live_disk, monitor_io, run, write
+from tests.integration.conftest import GiB, answers, domain_name, file_io, holds, live_disk, monitor_io, run, write
 from tests.realparts import wait_for
 
 libvirt = pytest.importorskip("libvirt", reason="libvirt-python is not installed (make setup installs it)")
@@ -158,15 +159,11 @@ def host_b_uri(libvirtd, qemu_dir):
             stdout=log.open("w"), stderr=subprocess.STDOUT, start_new_session=True)
         uri = f"qemu+tls://{address_b}/system?pkipath={home / 'client'}"
 
-        def answers() -> bool:
+        def started() -> bool:
             assert daemons.poll() is None, log.read_text()
-            try:
-                libvirt.open(uri).close()
-                return True
-            except libvirt.libvirtError:
-                return False
+            return answers(uri)
 
-        wait_for(answers, 60, f"host B's libvirtd to answer on {uri}")
+        wait_for(started, 60, f"host B's libvirtd to answer on {uri}")
         yield uri
         connection = libvirt.open(uri)
         for domain in connection.listAllDomains():  # whatever a failed test left on B
