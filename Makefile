@@ -16,8 +16,8 @@ CONSOLE_ASSETS := $(FACET_DATA_DIR)/assets
 # The libvirt driver: libvirtd with its QEMU driver, QEMU and qemu-img, and what libvirt-python compiles against.
 LIBVIRT_PACKAGES := libvirt-daemon-system qemu-system-x86 qemu-utils libvirt-dev pkg-config
 # The browser tests need chromium; the volume plugin's real-parts tests a dockerd, busybox for an offline
-# image and xfsprogs for mkfs.xfs.
-TEST_SYSTEM_PACKAGES := chromium docker.io busybox-static xfsprogs
+# image and xfsprogs for mkfs.xfs; the live migration test bindfs, for a storage container libvirt takes as shared.
+TEST_SYSTEM_PACKAGES := chromium docker.io busybox-static xfsprogs bindfs
 # The real-QEMU tests' Debian guest (tests/guest_image.py): debootstrap, and syslinux on a FAT partition
 # made without mounting.
 GUEST_IMAGE_PACKAGES := debootstrap syslinux syslinux-common mtools dosfstools

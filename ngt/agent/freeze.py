@@ -32,6 +32,7 @@ FROZEN_FILE = "frozen.json"
 MOST_SECONDS = 600  # the longest freeze the console may ask for
 HOOK_SECONDS = 30
 WATCHDOG_START_SECONDS = 10
+WATCHDOG_THAW_SECONDS = 4 * HOOK_SECONDS  # how long a thaw waits for the watchdog's, hooks included
 # Filesystems fsfreeze works on; anything else (tmpfs, proc, iso9660, overlay...) is left alone.
 FREEZABLE = {"ext2", "ext3", "ext4", "xfs", "btrfs", "f2fs", "jfs", "reiserfs", "vfat", "exfat", "nilfs2"}
 
@@ -96,6 +97,7 @@ class Freezer:
     mounts_file: Path = Path("/proc/self/mounts")
     frozen: list[str] = field(default_factory=list)
     watchdog: subprocess.Popen | None = None
+    watchdog_deadline: float = 0.0  # time.monotonic() at which the watchdog thaws by itself
     # A thaw that arrives while a freeze is under way (the console gave up waiting) waits for it, then thaws all.
     lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -117,6 +119,8 @@ class Freezer:
             run_hooks(self.hooks_dir, "thaw", reverse=True)
             raise FreezeError(f"pre-freeze hook failed: {'; '.join(failed)}")
         try:
+            # Taken before the watchdog starts, so its own deadline is never earlier than this one.
+            self.watchdog_deadline = time.monotonic() + seconds
             self.watchdog = self._start_watchdog(mounts, seconds)
         except (FreezeError, OSError):
             run_hooks(self.hooks_dir, "thaw", reverse=True)
@@ -137,17 +141,29 @@ class Freezer:
             return self._thaw()
 
     def _thaw(self) -> dict:
-        # The watchdog removes the frozen list once it has thawed, before it exits.
-        by_watchdog = self.watchdog is not None and (self.watchdog.poll() is not None or not self.frozen_file.exists())
+        """Thaw once. A watchdog still running is told to thaw now and waited for: it may be running its own
+        thaw already (its deadline passed), and thawing beside it would run the thaw hooks twice."""
+        by_watchdog = self.watchdog is not None and time.monotonic() >= self.watchdog_deadline
         mounts = list(reversed(self.frozen)) or self._remembered()
-        problems = [] if by_watchdog or not mounts else thaw_all(self.command, mounts, self.hooks_dir)
-        if self.watchdog is not None and self.watchdog.poll() is None:
-            self.watchdog.kill()
-            self.watchdog.wait()
+        if self.watchdog is not None:
+            self._let_the_watchdog_thaw()
+        # The watchdog removes the frozen list once it has thawed, before it exits; if it is still there,
+        # nobody thawed (no watchdog, or one that died first).
+        thawed = not self.frozen_file.exists()
+        problems = [] if thawed or not mounts else thaw_all(self.command, mounts, self.hooks_dir)
         self.watchdog, self.frozen = None, []
         self.frozen_file.unlink(missing_ok=True)
         log.info("guest thawed%s", " (the watchdog had thawed it already)" if by_watchdog else "")
         return {"thawed": mounts, "thawed_by_watchdog": by_watchdog, "problems": problems}
+
+    def _let_the_watchdog_thaw(self) -> None:
+        if self.watchdog.poll() is None:
+            self.watchdog.terminate()
+            try:
+                self.watchdog.wait(WATCHDOG_THAW_SECONDS)
+            except subprocess.TimeoutExpired:  # stuck in a hook: it goes, and the thaw below runs instead
+                self.watchdog.kill()
+                self.watchdog.wait()
 
     def thaw_leftovers(self) -> None:
         """At start: thaw what a killed agent left frozen."""
@@ -191,6 +207,10 @@ class Freezer:
 def watchdog(after: float, command: list[str], hooks_dir: Path, state_dir: Path, mounts: list[str]) -> int:
     """The watchdog process: thaw at the deadline, or at once when told to stop."""
     def thaw_now(*_args) -> None:
+        # One thaw: a stop asked for while this one runs is ignored (one arriving before this line runs its
+        # own thaw_now to the end, and os._exit leaves this one unfinished and unstarted).
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        signal.signal(signal.SIGHUP, signal.SIG_IGN)
         problems = thaw_all(command, mounts, hooks_dir)  # in mount order: shallowest first
         (state_dir / FROZEN_FILE).unlink(missing_ok=True)
         sys.stderr.write(f"facet-guest-tools watchdog: thawed {', '.join(mounts)}"

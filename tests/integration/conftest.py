@@ -9,10 +9,14 @@ import tempfile
 import uuid
 from pathlib import Path
 
+import libvirt
+import libvirt_qemu
 import pytest
+from defusedxml.ElementTree import fromstring
 
 from console.core.drivers import files, get_driver, qemu_img
 from console.core.drivers.libvirt import CONSOLE_LOG_DIR
+from console.core.models import Task
 from console.models import VM, Cluster, Host, Image, StorageContainer
 from console.services.demo import demo_iso_bytes
 from tests.realparts import wait_for
@@ -32,7 +36,6 @@ def _running(name: str) -> bool:
 
 @pytest.fixture(scope="session")
 def libvirtd():
-    libvirt = pytest.importorskip("libvirt", reason="libvirt-python is not installed (make setup installs it)")
     missing = [daemon for daemon in ("virtlogd", "libvirtd", "qemu-system-x86_64") if not shutil.which(daemon)]
     if missing:
         pytest.fail(f"{', '.join(missing)} not installed (make setup installs them)")
@@ -40,15 +43,17 @@ def libvirtd():
         if not _running(daemon):
             subprocess.run([daemon, "-d"], check=True)
 
-    def connects() -> bool:
-        try:
-            libvirt.open(QEMU_URI).close()
-            return True
-        except libvirt.libvirtError:
-            return False
-
-    wait_for(connects, 60, f"libvirtd to answer on {QEMU_URI}")
+    wait_for(lambda: answers(QEMU_URI), 60, f"libvirtd to answer on {QEMU_URI}")
     return QEMU_URI
+
+
+def answers(uri: str) -> bool:
+    """Whether a libvirtd answers on `uri` now."""
+    try:
+        libvirt.open(uri).close()
+        return True
+    except libvirt.libvirtError:
+        return False
 
 
 @pytest.fixture
@@ -101,3 +106,56 @@ def serial_console(vm: VM) -> str:
         return (CONSOLE_LOG_DIR / f"{vm.uuid}-console.log").read_text(errors="replace")
     except OSError as exc:
         return f"(no console log: {exc})"
+
+
+def run(task: Task, run_tasks) -> Task:
+    run_tasks()
+    task.refresh_from_db()
+    assert task.status == Task.Status.SUCCEEDED, task.error
+    return task
+
+
+def domain_of(vm: VM):
+    return libvirt.open(vm.host.driver_uri).lookupByUUIDString(str(vm.uuid))
+
+
+def live_disk(vm: VM, flags: int = 0):
+    return next(d for d in fromstring(domain_of(vm).XMLDesc(flags)).iter("disk") if d.get("device") == "disk")
+
+
+def monitor_io(vm: VM, command: str) -> str:
+    """A qemu-io command on the running guest's disk device, so on what the guest writes to: its active layer.
+    QEMU prints what qemu-io says on its stderr, which is the domain's log beside the consoles'."""
+    log = CONSOLE_LOG_DIR / f"{vm.name}.log"
+    start = log.stat().st_size
+    device = live_disk(vm).find("alias").get("name") + "/virtio-backend"  # the virtio-blk device, not its PCI proxy
+    reply = libvirt_qemu.qemuMonitorCommand(domain_of(vm), f'qemu-io -d {device} "{command}"',
+                                            libvirt_qemu.VIR_DOMAIN_QEMU_MONITOR_COMMAND_HMP)
+    assert reply == "", reply
+
+    def said() -> str:
+        with log.open("rb") as handle:
+            handle.seek(start)
+            text = handle.read().decode(errors="replace")
+        return text if "ops/sec)" in text or "failed:" in text else ""  # how a read or write ends
+
+    return wait_for(said, 10, f"qemu-io to answer {command!r} in {log}")
+
+
+def write(vm: VM, byte: int, offset: int) -> None:
+    out = monitor_io(vm, f"write -P {byte} {offset} 4k")
+    assert f"wrote 4096/4096 bytes at offset {offset}" in out, out
+
+
+def holds(read, written: dict[int, int]) -> None:
+    """Every pattern written is where it was written, read by `read(command)`."""
+    for offset, byte in written.items():
+        out = read(f"read -P {byte} {offset} 4k")
+        assert f"read 4096/4096 bytes at offset {offset}" in out and "Pattern verification failed" not in out, (
+            offset, byte, out)
+
+
+def file_io(path: Path, command: str) -> str:
+    """A qemu-io command on a raw disk file no QEMU holds."""
+    return subprocess.run(["qemu-io", "-f", "raw", "-c", command, str(path)], capture_output=True, text=True,
+                          check=True).stdout

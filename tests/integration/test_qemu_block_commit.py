@@ -10,36 +10,16 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from defusedxml.ElementTree import fromstring
 
 from console.core.drivers import get_driver
-from console.core.drivers.libvirt import CONSOLE_LOG_DIR
-from console.core.models import Task
 from console.core.tasks import sending
 from console.models import VM, Snapshot
 from console.services import power, snapshots, vms
-from tests.integration.conftest import domain_name
-from tests.realparts import wait_for
+from tests.integration.conftest import domain_name, file_io, holds, live_disk, monitor_io, run, write
 
 libvirt = pytest.importorskip("libvirt", reason="libvirt-python is not installed (make setup installs it)")
-libvirt_qemu = pytest.importorskip("libvirt_qemu")
 pytestmark = pytest.mark.slow
 MiB, KiB = 1024**2, 1024
-
-
-def run(task: Task, run_tasks) -> Task:
-    run_tasks()
-    task.refresh_from_db()
-    assert task.status == Task.Status.SUCCEEDED, task.error
-    return task
-
-
-def domain_of(vm: VM):
-    return libvirt.open(vm.host.driver_uri).lookupByUUIDString(str(vm.uuid))
-
-
-def live_disk(vm: VM, flags: int = 0):
-    return next(d for d in fromstring(domain_of(vm).XMLDesc(flags)).iter("disk") if d.get("device") == "disk")
 
 
 def live_chain(vm: VM) -> list[tuple[str, str]]:
@@ -51,38 +31,6 @@ def live_chain(vm: VM) -> list[tuple[str, str]]:
         chain.append((backing.find("source").get("file"), backing.find("format").get("type")))
         backing = backing.find("backingStore")
     return chain
-
-
-def monitor_io(vm: VM, command: str) -> str:
-    """A qemu-io command on the running guest's disk device, so on what the guest writes to: its active layer.
-    QEMU prints what qemu-io says on its stderr, which is the domain's log beside the consoles'."""
-    log = CONSOLE_LOG_DIR / f"{vm.name}.log"
-    start = log.stat().st_size
-    device = live_disk(vm).find("alias").get("name") + "/virtio-backend"  # the virtio-blk device, not its PCI proxy
-    reply = libvirt_qemu.qemuMonitorCommand(domain_of(vm), f'qemu-io -d {device} "{command}"',
-                                            libvirt_qemu.VIR_DOMAIN_QEMU_MONITOR_COMMAND_HMP)
-    assert reply == "", reply
-
-    def said() -> str:
-        with log.open("rb") as handle:
-            handle.seek(start)
-            text = handle.read().decode(errors="replace")
-        return text if "ops/sec)" in text or "failed:" in text else ""  # how a read or write ends
-
-    return wait_for(said, 10, f"qemu-io to answer {command!r} in {log}")
-
-
-def write(vm: VM, byte: int, offset: int) -> None:
-    out = monitor_io(vm, f"write -P {byte} {offset} 4k")
-    assert f"wrote 4096/4096 bytes at offset {offset}" in out, out
-
-
-def holds(read, written: dict[int, int]) -> None:
-    """Every pattern written is where it was written, read by `read(command)`."""
-    for offset, byte in written.items():
-        out = read(f"read -P {byte} {offset} 4k")
-        assert f"read 4096/4096 bytes at offset {offset}" in out and "Pattern verification failed" not in out, (
-            offset, byte, out)
 
 
 def backing_file(path: Path) -> str:
@@ -161,10 +109,7 @@ def test_snapshots_of_a_running_vm_are_merged_by_block_commits_and_lose_no_data(
         if driver.state(vm) == "on":
             run(power.request_power(actor, vm, "power-off"), run_tasks)
 
-    def read_file(command: str) -> str:
-        return subprocess.run(["qemu-io", "-f", "raw", "-c", command, str(base)], capture_output=True, text=True,
-                              check=True).stdout
-
-    holds(read_file, written)  # the file the console names, off the running domain: nothing a commit lost
+    # The file the console names, off the running domain: nothing a commit lost.
+    holds(lambda command: file_io(base, command), written)
     run(vms.request_delete(actor, vm), run_tasks)
     assert not base.exists()

@@ -93,6 +93,19 @@ def test_a_freeze_nobody_thaws_is_thawed_by_the_watchdog(guest):
     assert len(log(guest, "fsfreeze.log")) == 4  # nothing thawed twice
 
 
+def test_a_thaw_arriving_while_the_watchdog_thaws_waits_for_it_and_runs_no_hook_twice(guest):
+    slow_hook = guest / "hooks.d" / "30-slow"
+    slow_hook.write_text(f"#!/bin/sh\necho \"30-slow $1\" >> {guest}/hooks.log\n[ $1 = thaw ] && sleep 2\nexit 0\n")
+    slow_hook.chmod(0o755)
+    agent = freezer(guest)
+    agent.freeze(1)
+    wait_for(lambda: "30-slow thaw" in log(guest, "hooks.log"), 10, "the watchdog's thaw to start")
+    answer = agent.thaw()  # the console's thaw, while the watchdog's runs its hooks
+    assert answer["thawed_by_watchdog"] is True
+    assert log(guest, "hooks.log")[3:] == ["30-slow thaw", "20-queue thaw", "10-database thaw"]  # once each
+    assert log(guest, "fsfreeze.log")[2:] == ["-u /", "-u /var"]
+
+
 def test_the_agent_killed_while_frozen_leaves_the_watchdog_to_thaw(guest):
     program = (f"import os, sys; sys.path.insert(0, {str(REPOSITORY)!r}); from pathlib import Path; "
                "from ngt.agent import freeze; "
