@@ -211,7 +211,12 @@ CELERY_TASK_REJECT_ON_WORKER_LOST = True
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 CELERY_TASK_DEFAULT_QUEUE = "default"
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
-CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": 3600}
+# A message a worker took from Redis and never acknowledged (it was killed, even before Celery said it had
+# received it) goes back to its queue after this long; Redis checks every 10 s. A task running longer has
+# its message given back too: that delivery finds the task claimed and is dropped (docs/production.md).
+FACET_BROKER_REDELIVER_SECONDS = float(os.environ.get("FACET_BROKER_REDELIVER_SECONDS", 120))
+CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": FACET_BROKER_REDELIVER_SECONDS,
+                                   "unacked_restore_throttle": 1}
 CELERY_WORKER_HIJACK_ROOT_LOGGER = False
 
 # Task bookkeeping: workers beat every FACET_TASK_HEARTBEAT_SECONDS; beat reaps tasks silent for longer

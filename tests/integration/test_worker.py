@@ -1,7 +1,11 @@
 """Tasks through a real redis-server and real Celery worker and beat processes."""
 
+import subprocess
+import sys
+
 import pytest
 import requests
+from celery import current_app
 
 from console.core import access
 from console.core.actors import Actor
@@ -106,3 +110,33 @@ def test_a_killed_worker_task_fails_cleanly_after_the_last_attempt(cluster, acto
     assert wait_until_ended(task, timeout=60).status == "failed"
     assert "worker lost" in task.error
     assert not VM.objects.filter(name="doomed").exists()  # no half-made VM
+
+
+TAKE_AND_HOLD = """
+import sys, time
+from kombu import Connection
+with Connection(sys.argv[1]) as connection:
+    message = connection.default_channel.basic_get(sys.argv[2], no_ack=False)
+    print("taken" if message else "empty", flush=True)
+    time.sleep(600)
+"""
+
+
+def test_a_message_taken_by_a_worker_killed_before_it_said_so_comes_back_from_redis(cluster, actor,
+                                                                                    celery_processes, tmp_path):
+    """A consumer killed between taking a task's message and Celery's `task_received` (here one that takes
+    the message and is SIGKILLed holding it): no heartbeat was stamped, so the reaper cannot tell the task from
+    one still waiting its turn, and Redis gives the message back after FACET_BROKER_REDELIVER_SECONDS."""
+    task = vms.request_create_vm(actor, vms.VMSpec(name="late", vcpus=1, memory_bytes=GiB,
+                                                   host=Host.objects.get(name="host-1")))
+    output = tmp_path / "taker.out"
+    broker = current_app.conf.broker_url
+    taker = subprocess.Popen([sys.executable, "-c", TAKE_AND_HOLD, broker, task.queue], stdout=output.open("w"),
+                             start_new_session=True)
+    wait_for(lambda: output.read_text().strip() in ("taken", "empty"), 30, "the message to be taken")
+    assert output.read_text().strip() == "taken"
+    celery_processes.kill(taker)
+
+    celery_processes.worker(FACET_BROKER_REDELIVER_SECONDS="2")  # no beat: no reaper
+    assert wait_until_ended(task, 60).status == "succeeded", task.error
+    assert task.attempts == 1 and VM.objects.get(name="late").power_state == "off"

@@ -22,8 +22,8 @@ Status = Task.Status
 def reap_stale() -> dict[str, int]:
     """Requeue (or, after the last attempt, fail) running tasks whose worker stopped beating.
 
-    Without this a killed worker's task stays "running" until Redis redelivers it after the broker's
-    one-hour visibility timeout; that late delivery is then dropped as stale by the worker's claim."""
+    Without this a killed worker's task stays "running" until Redis redelivers its message (after
+    FACET_BROKER_REDELIVER_SECONDS), and that delivery is dropped by the claim: the task is running."""
     cutoff = timezone.now() - timedelta(seconds=settings.FACET_TASK_STALE_SECONDS)
     requeued = failed = 0
     stale = Task.objects.filter(status=Status.RUNNING, heartbeat_at__lt=cutoff, children__isnull=True)

@@ -78,7 +78,7 @@ def _claim(task_uuid: str, attempt: int) -> Task | None:
 def received(items: list[tuple[str, int]]) -> None:
     """A worker took these tasks' message from the broker (Celery's `task_received`, in the worker's consumer,
     before a pool process claims them). The message now waits only in the broker's unacked set, which gives it
-    back after the hour-long visibility timeout: a worker killed before its claim would leave the tasks queued
+    back after FACET_BROKER_REDELIVER_SECONDS: a worker killed before its claim would leave the tasks queued
     that long. Their heartbeat from now on lets the reaper send them again once it is stale; the claim (or a
     batch's own heartbeat) takes over in a moment, and a live worker's late claim of a task sent again is
     dropped as a stale delivery."""
