@@ -139,18 +139,23 @@ def run(args) -> dict:
     template, token = make_template(args.hosts, args.clones)
     env = {"FACET_LOG_LEVEL": "INFO"}
     redis = start(processes.redis_command(SCRATCH / "redis.sock"), SCRATCH / "redis.log")
-    worker = web = None
+    workers, web = [], None
+    # One worker for every host, or one per host (as production runs them, each on its host's queue).
+    served = [[host.name] for host in Host.objects.order_by("name")] if args.worker_per_host else [None]
     try:
         wait_for((SCRATCH / "redis.sock").exists, 10, "redis-server")
-        worker_log, web_log = SCRATCH / "worker.log", SCRATCH / "web.log"
-        worker = start(processes.worker_command(processes.worker_queues(), concurrency=args.concurrency),
-                       worker_log, **env)
+        worker_logs, web_log = [SCRATCH / f"worker-{n}.log" for n in range(len(served))], SCRATCH / "web.log"
+        for names, worker_log in zip(served, worker_logs, strict=True):
+            workers.append(start(processes.worker_command(processes.worker_queues(names),
+                                                          concurrency=args.concurrency), worker_log, **env))
         port = free_port()
         web = start(processes.web_command(port, workers=1), web_log, **env)
-        wait_for(lambda: "ready." in worker_log.read_text() or worker.poll() is not None, 60, "the worker")
+        wait_for(lambda: all("ready." in log.read_text() or worker.poll() is not None
+                             for worker, log in zip(workers, worker_logs, strict=True)), 60, "the workers")
         wait_for(lambda: "Booting worker" in web_log.read_text() or web.poll() is not None, 60, "the web process")
-        if worker.poll() is not None or web.poll() is not None:
-            raise RuntimeError(f"a process exited:\n{worker_log.read_text()[-2000:]}\n{web_log.read_text()[-2000:]}")
+        if any(process.poll() is not None for process in [*workers, web]):
+            logs = "\n".join(log.read_text()[-2000:] for log in [*worker_logs, web_log])
+            raise RuntimeError(f"a process exited:\n{logs}")
         wait_for(lambda: request(port, token, "GET", "/api/v1/")[0] == 200, 30, "the API")
         table = "name,hostname,role\n" + "".join(f",node{n:04},{'db' if n % 10 == 0 else 'web'}\n"
                                                  for n in range(args.clones))
@@ -175,10 +180,10 @@ def run(args) -> dict:
 
         wait_for(ended, 3600, "the bulk clone", interval=0.02)
         took = time.perf_counter() - began
-        peaks = {"web": peak_memory(web), "worker": peak_memory(worker)}
-        stages = stage_times(worker_log)
+        peaks = {"web": peak_memory(web), "worker": max(peak_memory(worker) for worker in workers)}
+        stages = stage_times(worker_logs)
     finally:
-        for process in (web, worker):
+        for process in [web, *workers]:
             if process is not None:
                 stop(process)
         stop(redis)
@@ -186,11 +191,11 @@ def run(args) -> dict:
             "check": check(template, args.clones)}
 
 
-def stage_times(log: Path) -> dict[tuple[int, str], list[float]]:
+def stage_times(logs: list[Path]) -> dict[tuple[int, str], list[float]]:
     """Each stage's times in ms, by (clones in the run, stage name): a batch of clones run together logs one
     line, a clone run alone one of its own."""
     stages: dict[tuple[int, str], list[float]] = {}
-    for line in log.read_text().splitlines():
+    for line in (line for log in logs for line in log.read_text().splitlines()):
         found = STAGE_LINE.search(line)
         if found:
             for part in found[2].split(", "):
@@ -231,7 +236,8 @@ def report(args, result: dict) -> None:
     last = children.order_by("-finished_at").values_list("finished_at", flat=True).first()
     print(f"\nBulk clone: {args.clones} clones of a template with Guest Tools and a cloud-config, power on; "
           f"{args.hosts} sim hosts; "
-          f"one worker with {args.concurrency} threads; one gunicorn worker; SQLite")
+          f"{'a worker per host' if args.worker_per_host else 'one worker'} with {args.concurrency} threads; "
+          "one gunicorn worker; SQLite")
     print(f"machine: {machine()}\n")
     rows = [
         ("dry run answered (the whole plan)", f"{result['planned']:.2f} s"),
@@ -271,6 +277,8 @@ def main() -> int:
     parser.add_argument("--clones", type=int, default=TARGET_CLONES)
     parser.add_argument("--concurrency", type=int, default=4, help="worker threads (default 4)")
     parser.add_argument("--hosts", type=int, default=2, help="sim hosts to spread over (default 2)")
+    parser.add_argument("--worker-per-host", action="store_true",
+                        help="a worker process per host, on its queue (default: one worker serving every host)")
     parser.add_argument("--keep", action="store_true", help="keep the scratch directory (logs) and say where")
     args = parser.parse_args()
     try:
