@@ -50,3 +50,14 @@ def screenshots(request) -> Path:
         _emptied.add(folder)
     folder.mkdir(parents=True, exist_ok=True)
     return folder
+
+
+def log_in_as(page, username: str) -> None:
+    """Log in through the login form (as a user of tests.conftest.make_user); it lands on the dashboard."""
+    from playwright.sync_api import expect
+
+    page.goto("/login/")
+    page.get_by_label("Username").fill(username)
+    page.get_by_label("Password").fill("correct-horse-battery")
+    page.get_by_role("button", name="Log in").click()
+    expect(page.get_by_role("heading", name="Dashboard")).to_be_visible()

@@ -7,6 +7,7 @@ from playwright.sync_api import expect
 from console.core.models import Task
 from console.models import Image, Snapshot
 from console.services import vms
+from tests.browser import log_in_as
 from tests.conftest import make_user
 from tests.integration.test_worker import wait_until_ended
 
@@ -24,10 +25,7 @@ def test_the_snapshot_tree_and_a_revert_with_confirmation(page, cluster, actor, 
                                                    image=Image.objects.get(name="base-disk"), power_on=True))
     assert wait_until_ended(task).status == "succeeded", task.error
     make_user("operator-e2e", "Operator")
-    page.goto("/login/")
-    page.get_by_label("Username").fill("operator-e2e")
-    page.get_by_label("Password").fill("correct-horse-battery")
-    page.get_by_role("button", name="Log in").click()
+    log_in_as(page, "operator-e2e")
 
     page.goto(f"/vms/{task.entity_uuid}/")
     for number, (name, description) in enumerate([("before-upgrade", "kernel 6.1, app 2.3"),

@@ -5,6 +5,7 @@ from playwright.sync_api import expect
 
 from console.models import VM
 from customization.models import VMCustomization
+from tests.browser import log_in_as
 from tests.conftest import make_user
 from tests.customization.conftest import CLOUD_CONFIG
 from tests.realparts import wait_for
@@ -15,10 +16,7 @@ pytestmark = [pytest.mark.slow, pytest.mark.django_db(transaction=True)]
 def test_create_vm_with_a_live_validated_script(page, cluster, celery_processes, screenshots):
     celery_processes.worker()
     make_user("admin-e2e", "Admin")
-    page.goto("/login/")
-    page.get_by_label("Username").fill("admin-e2e")
-    page.get_by_label("Password").fill("correct-horse-battery")
-    page.get_by_role("button", name="Log in").click()
+    log_in_as(page, "admin-e2e")
 
     page.goto("/vms/new/")
     page.locator("#id_name").fill("web-1")

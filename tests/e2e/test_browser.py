@@ -11,6 +11,7 @@ from playwright.sync_api import expect
 from console.core.models import Task
 from console.models import VM
 from console.services import demo
+from tests.browser import log_in_as
 from tests.conftest import make_user
 
 pytestmark = [pytest.mark.slow, pytest.mark.django_db(transaction=True)]
@@ -23,17 +24,9 @@ def seeded(cluster):
     make_user("admin-e2e", "Admin")
 
 
-def log_in(page) -> None:
-    page.goto("/login/")
-    page.get_by_label("Username").fill("admin-e2e")
-    page.get_by_label("Password").fill("correct-horse-battery")
-    page.get_by_role("button", name="Log in").click()
-    expect(page.get_by_role("heading", name="Dashboard")).to_be_visible()
-
-
 def test_list_power_and_bulk_journey(page, seeded, celery_processes, screenshots):
     celery_processes.worker()
-    log_in(page)
+    log_in_as(page, "admin-e2e")
     page.screenshot(path=screenshots / "dashboard.png", full_page=True)
 
     page.get_by_role("link", name="VMs", exact=True).click()
@@ -79,7 +72,7 @@ def test_list_power_and_bulk_journey(page, seeded, celery_processes, screenshots
 
 
 def test_create_with_a_bad_value_shows_the_error_beside_the_field(page, seeded, screenshots):
-    log_in(page)
+    log_in_as(page, "admin-e2e")
     page.goto("/vms/new/")
     page.locator("#id_name").fill("too-big")
     page.locator("#id_memory_gib").fill("4096")
@@ -93,7 +86,7 @@ def test_create_with_a_bad_value_shows_the_error_beside_the_field(page, seeded, 
 
 
 def test_token_made_in_the_browser_works_with_the_cli(page, seeded, live_server, screenshots):
-    log_in(page)
+    log_in_as(page, "admin-e2e")
     page.get_by_role("link", name="Settings").click()
     page.get_by_label("Token name").fill("cli-e2e")
     page.get_by_role("button", name="Create token").click()
@@ -119,7 +112,7 @@ def test_image_upload_shows_progress_then_the_hash_and_refuses_a_fake_iso(page, 
     iso.write_bytes(demo_iso_bytes())
     fake = tmp_path / "fake.iso"
     fake.write_bytes(b"not an iso at all" * 100)
-    log_in(page)
+    log_in_as(page, "admin-e2e")
     page.goto("/images/")
     page.locator("#upload-form").get_by_label("Name").fill("uploaded-iso")
     page.get_by_label("Kind").select_option("iso")
@@ -139,7 +132,7 @@ def test_image_upload_shows_progress_then_the_hash_and_refuses_a_fake_iso(page, 
 def test_a_bulk_action_reaches_what_the_page_shows_and_names_it_first(page, seeded, celery_processes, screenshots):
     """Issue 14 item 2: "No templates match" + "All 0 matching the filter" + delete deleted a running VM."""
     celery_processes.worker()
-    log_in(page)
+    log_in_as(page, "admin-e2e")
     running = VM.objects.filter(power_state="on", is_template=False).order_by("name").first()
     vms_before = VM.objects.filter(is_template=False).count()
 

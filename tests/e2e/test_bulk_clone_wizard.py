@@ -12,6 +12,7 @@ from console.models import VM, Host, Network
 from console.services import templates, vms
 from ngt.models import GuestTools
 from ngt.services import guest_tools as guest_tools
+from tests.browser import log_in_as
 from tests.conftest import make_user
 from tests.e2e.test_first_hour import API_LABEL, FIELD_PREFIX, PAGE_WORDS, PRODUCT_NAMES, TASK_KIND, TEMPLATE_SYNTAX
 
@@ -67,10 +68,7 @@ def both_widths(page, screenshots, name: str) -> None:
 
 def test_deploy_vms_through_every_step_to_the_live_progress(page, gold, celery_processes, screenshots):
     celery_processes.worker()
-    page.goto("/login/")
-    page.get_by_label("Username").fill("operator-e2e")
-    page.get_by_label("Password").fill("correct-horse-battery")
-    page.get_by_role("button", name="Log in").click()
+    log_in_as(page, "operator-e2e")
     # The entry points: Deploy VMs on a template's page (no Clone there) and on Templates, Clone many on a VM's.
     page.goto(f"/vms/{gold.uuid}/")
     head = page.locator("#vm-head")

@@ -7,6 +7,7 @@ from playwright.sync_api import expect
 from console.core.actors import Actor
 from console.models import VM
 from console.services import power, vms
+from tests.browser import log_in_as
 from tests.conftest import make_user
 
 pytestmark = [pytest.mark.slow, pytest.mark.django_db(transaction=True)]
@@ -26,17 +27,9 @@ def running_vm(cluster, run_tasks, monkeypatch):
     return VM.objects.get(name="web-1")
 
 
-def log_in(page) -> None:
-    page.goto("/login/")
-    page.get_by_label("Username").fill("admin-e2e")
-    page.get_by_label("Password").fill("correct-horse-battery")
-    page.get_by_role("button", name="Log in").click()
-    expect(page.get_by_role("heading", name="Dashboard")).to_be_visible()
-
-
 def test_edit_pending_change_and_disk_and_nic_rows(page, running_vm, run_tasks, screenshots):
     vm = running_vm
-    log_in(page)
+    log_in_as(page, "admin-e2e")
     page.goto(f"/vms/{vm.uuid}/")
     page.get_by_role("link", name="Edit").click()
     page.get_by_label("vCPUs").fill("64")

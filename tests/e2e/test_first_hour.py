@@ -20,6 +20,7 @@ from containers.models import DockerHost, VolumeGroup
 from containers.services import attachments, docker_hosts, volume_groups
 from containers.services.targets import Target
 from customization.services import library
+from tests.browser import log_in_as
 from tests.conftest import make_user
 
 pytestmark = [pytest.mark.slow, pytest.mark.django_db(transaction=True)]
@@ -64,14 +65,6 @@ def _refuse(self, vm):
     raise DriverError("the hypervisor refused: no room")
 
 
-def log_in(page) -> None:
-    page.goto("/login/")
-    page.get_by_label("Username").fill("admin-e2e")
-    page.get_by_label("Password").fill("correct-horse-battery")
-    page.get_by_role("button", name="Log in").click()
-    expect(page.get_by_role("heading", name="Dashboard")).to_be_visible()
-
-
 def both_widths(page, screenshots, name: str) -> None:
     page.screenshot(path=screenshots / f"{name}-1280.png", full_page=True)
     page.set_viewport_size({"width": 900, "height": 900})
@@ -112,7 +105,7 @@ def walk(page, start: str, limit: int = 70) -> list[str]:
 
 
 def test_every_page_speaks_to_people_not_in_api_words(page, fleet, screenshots):
-    log_in(page)
+    log_in_as(page, "admin-e2e")
     problems = []
     pages = 0
     for url in walk(page, "/"):
@@ -132,7 +125,7 @@ def test_every_page_speaks_to_people_not_in_api_words(page, fleet, screenshots):
 
 
 def test_labels_come_from_the_one_table(page, fleet, screenshots):
-    log_in(page)
+    log_in_as(page, "admin-e2e")
     running = VM.objects.filter(is_template=False, power_state="on").order_by("name").first()
     page.goto(f"/vms/{running.uuid}/")
     head = page.locator("#vm-head")
@@ -153,7 +146,7 @@ def test_labels_come_from_the_one_table(page, fleet, screenshots):
 
 def test_a_rolled_back_create_has_no_rerun_and_no_link_and_a_huge_disk_is_refused_beside_its_field(
         page, fleet, screenshots):
-    log_in(page)
+    log_in_as(page, "admin-e2e")
     doomed = Task.objects.get(kind="vm.create", entity_name="doomed")
     page.goto(f"/tasks/{doomed.uuid}/")
     panel = page.locator("#task-panel")
@@ -173,7 +166,7 @@ def test_a_rolled_back_create_has_no_rerun_and_no_link_and_a_huge_disk_is_refuse
 
 
 def test_the_memory_field_steps_by_whole_gib(page, fleet):
-    log_in(page)
+    log_in_as(page, "admin-e2e")
     page.goto("/vms/new/")
     memory = page.locator("#id_memory_gib")
     memory.press("ArrowUp")
@@ -185,7 +178,7 @@ def test_the_memory_field_steps_by_whole_gib(page, fleet):
 
 def test_docker_host_key_page_copy_reload_and_regenerate(page, fleet, screenshots):
     page.context.grant_permissions(["clipboard-read", "clipboard-write"])
-    log_in(page)
+    log_in_as(page, "admin-e2e")
     page.goto("/docker-hosts/")
     register = page.locator("form[action$='/register/']")
     register.get_by_label("Name").fill("edge-2")
@@ -212,7 +205,7 @@ def test_docker_host_key_page_copy_reload_and_regenerate(page, fleet, screenshot
 
 
 def test_volume_groups_on_the_vm_page_and_the_attach_picker(page, fleet, screenshots, run_tasks):
-    log_in(page)
+    log_in_as(page, "admin-e2e")
     page.goto(f"/vms/{fleet.uuid}/")
     panel = page.locator("#volume-groups-panel")
     expect(panel.get_by_role("link", name="data-1")).to_be_visible()
@@ -241,7 +234,7 @@ def test_uploads_are_checked_before_the_file_goes_and_forms_keep_their_values(pa
     empty.write_bytes(b"")
     disk = tmp_path / "disk.raw"
     disk.write_bytes(b"\0" * 4 * 1024 * 1024)
-    log_in(page)
+    log_in_as(page, "admin-e2e")
     page.goto("/images/")
     uploads = []
     page.on("request", lambda request: uploads.append(request.url) if "/images/upload/" in request.url else None)

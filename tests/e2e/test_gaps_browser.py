@@ -9,6 +9,7 @@ from console.core.actors import Actor
 from console.core.models import SimDomain
 from console.models import VM, Host
 from console.services import power, vms
+from tests.browser import log_in_as
 from tests.conftest import make_user
 
 pytestmark = [pytest.mark.slow, pytest.mark.django_db(transaction=True)]
@@ -19,11 +20,7 @@ GiB, MiB = 1024**3, 1024**2
 def operator_page(page, cluster, monkeypatch):
     monkeypatch.setattr("console.core.tasks.sending.send", lambda task: None)
     make_user("operator-e2e", "Operator")
-    page.goto("/login/")
-    page.get_by_label("Username").fill("operator-e2e")
-    page.get_by_label("Password").fill("correct-horse-battery")
-    page.get_by_role("button", name="Log in").click()
-    expect(page.get_by_role("heading", name="Dashboard")).to_be_visible()
+    log_in_as(page, "operator-e2e")
     return page
 
 

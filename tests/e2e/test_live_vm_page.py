@@ -9,6 +9,7 @@ from playwright.sync_api import expect
 
 from console.core.models import SimDomain, Task
 from console.models import VM
+from tests.browser import log_in_as
 from tests.conftest import make_user
 from tests.ngt import test_daemon
 from tests.ngt.test_agent import REPOSITORY
@@ -27,10 +28,7 @@ def test_the_vm_page_follows_the_link_and_a_guest_shutdown_without_a_reload(
     VM.objects.filter(pk=vm.pk).update(power_state=VM.PowerState.ON)
     SimDomain.objects.filter(uuid=vm.uuid).update(power_state="on")
     make_user("operator-e2e", "Operator")
-    page.goto("/login/")
-    page.get_by_label("Username").fill("operator-e2e")
-    page.get_by_label("Password").fill("correct-horse-battery")
-    page.get_by_role("button", name="Log in").click()
+    log_in_as(page, "operator-e2e")
     page.goto(f"/vms/{vm.uuid}/")
     head = page.locator("#vm-head")
     expect(page.locator("#guest-tools-panel")).to_contain_text("inactive")

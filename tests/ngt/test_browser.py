@@ -5,6 +5,7 @@ import pytest
 from playwright.sync_api import expect
 
 from console.services import vms
+from tests.browser import log_in_as
 from tests.conftest import make_user
 from tests.integration.test_worker import wait_until_ended
 
@@ -16,10 +17,7 @@ def test_mount_from_the_vm_page(page, cluster, actor, celery_processes, screensh
     task = vms.request_create_vm(actor, vms.VMSpec(name="tools-1", vcpus=1, memory_bytes=1024**3))
     assert wait_until_ended(task).status == "succeeded", task.error
     make_user("operator-e2e", "Operator")
-    page.goto("/login/")
-    page.get_by_label("Username").fill("operator-e2e")
-    page.get_by_label("Password").fill("correct-horse-battery")
-    page.get_by_role("button", name="Log in").click()
+    log_in_as(page, "operator-e2e")
 
     page.goto(f"/vms/{task.entity_uuid}/")
     panel = page.locator("#guest-tools-panel")
