@@ -8,7 +8,7 @@ from rest_framework.test import APIClient
 from console.core import access
 from console.core.actors import Actor
 from console.core.drivers import files
-from console.core.models import Task
+from console.core.models import SimDomain, Task
 from console.core.tasks.running import execute
 from console.models import VM, Cluster, Host, Image, Network, StorageContainer
 from console.services import vms
@@ -90,6 +90,15 @@ def vm(cluster, actor, run_tasks):
     vms.request_create_vm(actor, vms.VMSpec(name="web-1", vcpus=1, memory_bytes=GiB))
     run_tasks()
     return VM.objects.get(name="web-1")
+
+
+@pytest.fixture
+def running_vm(vm):
+    """web-1 of `vm`, running (in the console and on the sim hypervisor) without a power task."""
+    VM.objects.filter(pk=vm.pk).update(power_state="on")
+    SimDomain.objects.filter(uuid=vm.uuid).update(power_state="on")
+    vm.refresh_from_db()
+    return vm
 
 
 @pytest.fixture

@@ -11,7 +11,7 @@ from django.contrib.auth.models import User
 from django.test import Client
 from django.urls import reverse
 
-from console.core.models import AuditEvent, SimDomain
+from console.core.models import AuditEvent
 from console.models import VM, ConsoleSession, Host
 from tests.realparts import asgi_server as serve_asgi
 from tests.realparts import run_coroutine
@@ -25,14 +25,6 @@ def asgi_server(transactional_db):
 
     with serve_asgi(application) as address:
         yield address
-
-
-@pytest.fixture
-def running_vm(vm):
-    VM.objects.filter(pk=vm.pk).update(power_state="on")
-    SimDomain.objects.filter(uuid=vm.uuid).update(power_state="on")
-    vm.refresh_from_db()
-    return vm
 
 
 def ticket_url(user: User, vm: VM, kind: str = "serial", server: str = "") -> str:

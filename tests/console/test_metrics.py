@@ -9,8 +9,7 @@ from django.utils import timezone
 
 from console.core.drivers import sim_insight
 from console.core.drivers.sim import SimDriver
-from console.core.models import SimDomain
-from console.models import VM, Host, MetricSample
+from console.models import Host, MetricSample
 from console.services import metrics
 from tests.conftest import client_for
 
@@ -24,14 +23,6 @@ def sample_clock(monkeypatch):
 
     metrics_sample_host = metrics.sample_host
     monkeypatch.setattr(metrics, "sample_host", sample_host)
-
-
-@pytest.fixture
-def running_vm(vm):
-    VM.objects.filter(pk=vm.pk).update(power_state="on")
-    SimDomain.objects.filter(uuid=vm.uuid).update(power_state="on")
-    vm.refresh_from_db()
-    return vm
 
 
 def test_two_samples_give_plausible_rates_from_one_driver_call_per_host(running_vm, monkeypatch):

@@ -9,7 +9,7 @@ import pytest
 
 from console.core.errors import Conflict, InvalidRequest
 from console.core.models import AuditEvent, Task
-from console.models import VM, Image, Snapshot
+from console.models import VM, Snapshot
 from console.services import snapshots, vms
 
 MiB = 1024**2
@@ -45,15 +45,6 @@ def chain(vm: VM) -> list[Path]:
         files.append(snapshot.disks.get(disk=disk).path)
         snapshot = snapshot.parent
     return files
-
-
-@pytest.fixture
-def disk_vm(cluster, actor, run_tasks):
-    """web-1, off, with one disk copied from the base image ("bootsector..." at its start)."""
-    vms.request_create_vm(actor, vms.VMSpec(name="web-1", vcpus=1, memory_bytes=256 * MiB,
-                                            image=Image.objects.get(name="base-disk")))
-    run_tasks()
-    return VM.objects.get(name="web-1")
 
 
 def take(actor, run_tasks, vm: VM, name: str, **kwargs) -> Snapshot:
