@@ -16,13 +16,12 @@ import uuid
 import pytest
 
 from console.core.drivers import get_driver
-from console.core.models import Task
 from console.core.tasks import sending
 from console.models import VM, Host, Image, Network
 from console.services import adopt, image_import, power, vm_devices, vm_edit, vms
 from customization.services.lifecycle import CustomizationRequest
 from tests.guest_image import ensure_guest_image
-from tests.integration.conftest import cluster_image, domain_name, serial_console
+from tests.integration.conftest import cluster_image, domain_name, run, serial_console
 from tests.realparts import wait_for
 
 libvirt = pytest.importorskip("libvirt", reason="libvirt-python is not installed (make setup installs it)")
@@ -53,13 +52,6 @@ runcmd:
   - [sh, -c, "udevadm control --reload; setsid /usr/local/bin/facet-report > /dev/ttyS0 2>&1 < /dev/null &"]
 """
 REPORT = re.compile(r"FACET-REPORT cpus=(\d+) memkib=(\d+) disks=(\S*) nics=(\S*) END")
-
-
-def run(task: Task, run_tasks) -> Task:
-    run_tasks()
-    task.refresh_from_db()
-    assert task.status == Task.Status.SUCCEEDED, task.error
-    return task
 
 
 def seen(vm: VM) -> dict | None:

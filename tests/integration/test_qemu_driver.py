@@ -8,22 +8,14 @@ import pytest
 from defusedxml.ElementTree import fromstring
 
 from console.core.drivers import DriverError, get_driver
-from console.core.models import Task
 from console.models import VM, Image
 from console.services import cdroms, power, vms
-from tests.integration.conftest import domain_name
+from tests.integration.conftest import domain_name, run
 
 libvirt = pytest.importorskip("libvirt", reason="libvirt-python is not installed (make setup installs it)")
 libvirt_driver = pytest.importorskip("console.core.drivers.libvirt")
 pytestmark = pytest.mark.slow
 MiB = 1024**2
-
-
-def run(task: Task, run_tasks) -> Task:
-    run_tasks()
-    task.refresh_from_db()
-    assert task.status == Task.Status.SUCCEEDED, task.error
-    return task
 
 
 def domain_xml(vm: VM, flags: int = 0) -> str:

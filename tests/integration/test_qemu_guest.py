@@ -10,7 +10,6 @@ import pytest
 from defusedxml.ElementTree import fromstring
 
 from console.core.drivers import get_driver
-from console.core.models import Task
 from console.core.tasks import sending
 from console.models import VM, Image
 from console.services import power, processes, vms
@@ -19,7 +18,7 @@ from ngt.daemon import commands
 from ngt.models import GuestTools
 from ngt.services import guest_tools
 from tests.guest_image import ensure_guest_image
-from tests.integration.conftest import cluster_image, domain_name, serial_console
+from tests.integration.conftest import cluster_image, domain_name, run, serial_console
 from tests.ngt import conftest as ngt_fixtures
 from tests.ngt.test_agent import free_vip
 from tests.realparts import wait_for
@@ -44,13 +43,6 @@ runcmd:
 @pytest.fixture
 def guest_image(qemu_cluster) -> Image:
     return cluster_image(qemu_cluster, ensure_guest_image(), "debian-12")
-
-
-def run(task: Task, run_tasks) -> Task:
-    run_tasks()
-    task.refresh_from_db()
-    assert task.status == Task.Status.SUCCEEDED, task.error
-    return task
 
 
 def test_a_debian_guest_installs_the_tools_links_and_shuts_down_through_its_agent(

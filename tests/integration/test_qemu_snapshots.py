@@ -17,7 +17,7 @@ from defusedxml.ElementTree import fromstring
 
 from console.core.drivers import get_driver
 from console.core.errors import Conflict
-from console.core.models import AuditEvent, Task
+from console.core.models import AuditEvent
 from console.core.tasks import sending
 from console.models import VM, Image, Snapshot
 from console.services import power, processes, snapshots, vms
@@ -25,7 +25,7 @@ from customization.services.lifecycle import CustomizationRequest
 from ngt.models import GuestTools, RestoreDisk
 from ngt.services import guest_tools
 from tests.guest_image import ensure_guest_image
-from tests.integration.conftest import cluster_image, domain_name, serial_console
+from tests.integration.conftest import cluster_image, domain_name, run, serial_console
 from tests.ngt import conftest as ngt_fixtures
 from tests.ngt.test_agent import free_vip
 from tests.realparts import wait_for
@@ -108,13 +108,6 @@ def reports(vm: VM) -> dict[str, str]:
 def reported(vm: VM, name: str, seconds: float) -> str:
     return wait_for(lambda: [reports(vm)[name]] if name in reports(vm) else [], seconds,
                     f"the guest to say {name}", interval=1)[0]
-
-
-def run(task: Task, run_tasks) -> Task:
-    run_tasks()
-    task.refresh_from_db()
-    assert task.status == Task.Status.SUCCEEDED, task.error
-    return task
 
 
 def live_serials(vm: VM) -> set[str]:
