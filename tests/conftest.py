@@ -3,6 +3,9 @@ users of every role, and a way to run queued tasks in-process (integration tests
 
 import pytest
 from django.contrib.auth.models import Group, User
+from django.db import transaction
+from django.db.models import QuerySet
+from django.db.transaction import TransactionManagementError
 from rest_framework.test import APIClient
 
 from console.core import access
@@ -138,6 +141,20 @@ def run_tasks():
         return done
 
     return run
+
+
+@pytest.fixture(autouse=True)
+def row_locks_need_a_transaction(monkeypatch):
+    """`select_for_update()` outside a transaction is refused, as PostgreSQL refuses it: SQLite has no row locks
+    and lets the mistake pass, which once failed every customized clone on PostgreSQL only. (Inside a plain
+    django_db test everything runs in the test's transaction; transactional tests and tasks run in autocommit.)"""
+    lock = QuerySet.select_for_update
+
+    def refused_outside_a_transaction(queryset, *args, **kwargs):
+        if transaction.get_autocommit(using=queryset.db):
+            raise TransactionManagementError("select_for_update cannot be used outside of a transaction.")
+        return lock(queryset, *args, **kwargs)
+    monkeypatch.setattr(QuerySet, "select_for_update", refused_outside_a_transaction)
 
 
 @pytest.fixture(autouse=True)
