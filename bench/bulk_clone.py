@@ -18,19 +18,15 @@ script exits 0 unless the benchmark itself could not run."""
 import argparse
 import http.client
 import json
-import os
 import re
-import shlex
 import shutil
-import signal
 import statistics
 import subprocess
 import sys
 import time
-from collections.abc import Callable
 from pathlib import Path
 
-from scratch import ROOT, scratch_console  # noqa: E402  (bench/ is the script's directory)
+from scratch import machine, scratch_console, start, stop  # noqa: E402  (bench/ is the script's directory)
 
 SCRATCH = scratch_console("facet-bench-bc-", FACET_LOG_LEVEL="WARNING")
 
@@ -44,6 +40,7 @@ from console.core.models import SimDomain, Task  # noqa: E402
 from console.models import VM, CdRom, Cluster, Host, Network, Nic, StorageContainer, VirtualDisk  # noqa: E402
 from console.services import processes  # noqa: E402
 from ngt.models import GuestTools, VMCertificate  # noqa: E402
+from tests.waiting import wait_for  # noqa: E402  (scratch_console put the checkout on the path)
 
 TARGET_SECONDS = 10.0
 TARGET_CLONES = 1000
@@ -77,27 +74,10 @@ def make_template(hosts: int, clones: int) -> tuple[VM, str]:
     return template, token
 
 
-def start(command: str, log: Path, **env: str) -> subprocess.Popen:
-    return subprocess.Popen(shlex.split(command), cwd=ROOT, start_new_session=True, stdout=log.open("w"),
-                            stderr=subprocess.STDOUT, env={**os.environ, **env})
 
 
-def wait_for(predicate: Callable[[], bool], timeout: float, what: str, interval: float = 0.05) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise RuntimeError(f"timed out after {timeout:.0f} s waiting for {what}")
-        time.sleep(interval)
 
 
-def stop(process: subprocess.Popen) -> None:
-    if process.poll() is None:
-        os.killpg(process.pid, signal.SIGTERM)
-        try:
-            process.wait(30)
-        except subprocess.TimeoutExpired:
-            os.killpg(process.pid, signal.SIGKILL)
-            process.wait()
 
 
 def peak_memory(process: subprocess.Popen) -> int:
@@ -218,15 +198,6 @@ def check(template: VM, count: int) -> dict:
             "expected": count}
 
 
-def machine() -> str:
-    import platform
-
-    cpuinfo = Path("/proc/cpuinfo")
-    models = [line.split(":", 1)[1].strip() for line in (cpuinfo.read_text().splitlines() if cpuinfo.exists() else [])
-              if line.startswith("model name")]
-    load = " ".join(f"{x:.2f}" for x in os.getloadavg())
-    return (f"{platform.system()} {platform.machine()}, {os.cpu_count()} cores ({models[0] if models else '?'}), "
-            f"Python {platform.python_version()}; load average before the run: {load}")
 
 
 def report(args, result: dict) -> None:

@@ -13,19 +13,14 @@ and wrote. Target (from the issue): the in-process ISO at least 10x faster than 
 reported, not an error: the script exits 0 unless the benchmark itself could not run."""
 
 import argparse
-import os
-import platform
-import shlex
 import shutil
-import signal
 import statistics
 import subprocess
 import sys
 import time
 from collections.abc import Callable
-from pathlib import Path
 
-from scratch import ROOT, scratch_console  # noqa: E402  (bench/ is the script's directory)
+from scratch import machine, scratch_console, start, stop  # noqa: E402  (bench/ is the script's directory)
 
 SCRATCH = scratch_console("facet-bench-ngt-", FACET_LOG_LEVEL="WARNING")
 
@@ -39,6 +34,7 @@ from console.services.bulk import request_bulk  # noqa: E402
 from ngt.agent.packaging.build import build as build_packages  # noqa: E402
 from ngt.models import GuestTools  # noqa: E402
 from ngt.services import authority, guest_tools, tools_iso  # noqa: E402
+from tests.waiting import wait_for  # noqa: E402  (scratch_console put the checkout on the path)
 
 TARGET_RATIO = 10.0
 
@@ -57,27 +53,10 @@ def make_vms(count: int) -> None:
     CdRom.objects.bulk_create(CdRom(vm=vm, slot=0) for vm in vms)
 
 
-def start(command: str, log: Path) -> subprocess.Popen:
-    return subprocess.Popen(shlex.split(command), cwd=ROOT, start_new_session=True, stdout=log.open("w"),
-                            stderr=subprocess.STDOUT)
 
 
-def wait_for(predicate: Callable[[], bool], timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise RuntimeError(f"timed out after {timeout:.0f} s waiting for {what}")
-        time.sleep(0.1)
 
 
-def stop(process: subprocess.Popen) -> None:
-    if process.poll() is None:
-        os.killpg(process.pid, signal.SIGTERM)
-        try:
-            process.wait(30)
-        except subprocess.TimeoutExpired:
-            os.killpg(process.pid, signal.SIGKILL)
-            process.wait()
 
 
 def bulk_mount(count: int, concurrency: int) -> dict:
@@ -166,13 +145,6 @@ def iso_builds(seconds: float) -> list[tuple[str, float]]:
     }, seconds).items())
 
 
-def machine() -> str:
-    cpuinfo = Path("/proc/cpuinfo")
-    models = [line.split(":", 1)[1].strip() for line in (cpuinfo.read_text().splitlines() if cpuinfo.exists() else [])
-              if line.startswith("model name")]
-    cpu = models[0] if models else platform.machine()
-    return (f"{platform.system()} {platform.machine()}, {os.cpu_count()} cores ({cpu}), "
-            f"Python {platform.python_version()}")
 
 
 def report(args, mount: dict, builds: list[tuple[str, float]]) -> None:

@@ -2,6 +2,10 @@
 the embedded SQLite database, and Django set up on it. Call before importing anything of the console."""
 
 import os
+import platform
+import shlex
+import signal
+import subprocess
 import sys
 import tempfile
 from pathlib import Path
@@ -27,3 +31,32 @@ def scratch_console(prefix: str, **environment: str) -> Path:
 
     django.setup()
     return scratch
+
+
+def start(command: str, log: Path, **environment: str) -> subprocess.Popen:
+    """A process of the scratch installation (redis-server, a worker, the web tier), in its own process group,
+    writing to `log`."""
+    return subprocess.Popen(shlex.split(command), cwd=ROOT, start_new_session=True, stdout=log.open("w"),
+                            stderr=subprocess.STDOUT, env={**os.environ, **environment})
+
+
+def stop(process: subprocess.Popen) -> None:
+    """Stop the process and its group: TERM, then KILL after 30 s."""
+    if process.poll() is None:
+        os.killpg(process.pid, signal.SIGTERM)
+        try:
+            process.wait(30)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait()
+
+
+def machine() -> str:
+    """What the figures were taken on: system, cores, CPU model, Python, and the load average just before."""
+    cpuinfo = Path("/proc/cpuinfo")
+    models = [line.split(":", 1)[1].strip() for line in (cpuinfo.read_text().splitlines() if cpuinfo.exists() else [])
+              if line.startswith("model name")]
+    load = " ".join(f"{x:.2f}" for x in os.getloadavg())
+    return (f"{platform.system()} {platform.machine()}, {os.cpu_count()} cores "
+            f"({models[0] if models else platform.machine()}), Python {platform.python_version()}; "
+            f"load average before the run: {load}")
