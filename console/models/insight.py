@@ -77,3 +77,13 @@ class MetricSample(models.Model):
     @property
     def time(self) -> datetime:
         return datetime.fromtimestamp(self.at_ms / 1000, tz=UTC)
+
+    @property
+    def disk_total(self) -> float:
+        """Bytes per second read and written (what the top-VMs table shows)."""
+        return (self.disk_read or 0) + (self.disk_write or 0)
+
+    @property
+    def net_total(self) -> float:
+        """Bytes per second received and sent."""
+        return (self.net_rx or 0) + (self.net_tx or 0)

@@ -34,10 +34,6 @@ def dashboard(request):
                   "memory": bar(h.memory_used or 0, h.memory_bytes),
                   "usage": chart(metrics.period_series(h.uuid, "hour"), f"{h.name} CPU", {"cpu_percent": "CPU"}, "%",
                                  top=100)} for h in hosts]
-    top_vms = metrics.top_vms()
-    for sample in top_vms:
-        sample.disk_total = (sample.disk_read or 0) + (sample.disk_write or 0)
-        sample.net_total = (sample.net_rx or 0) + (sample.net_tx or 0)
     states = dict(VM.objects.filter(is_template=False).values_list("power_state").annotate(n=Count("id")))
     total = sum(states.values())
     storage_containers = StorageContainer.objects.annotate(provisioned=Sum("disks__size_bytes"))
@@ -50,7 +46,7 @@ def dashboard(request):
         "template_count": VM.objects.filter(is_template=True).count(),
         "storage_containers": [{"storage_container": c, "usage": bar(c.provisioned or 0, c.capacity_bytes)}
                                for c in storage_containers],
-        "top_vms": top_vms, "metrics_interval": metrics.interval(),
+        "top_vms": metrics.top_vms(), "metrics_interval": metrics.interval(),
         "latest_tasks": link_entities(Task.objects.filter(parent__isnull=True).select_related("created_by")[:8]),
     })
 

@@ -9,6 +9,7 @@ from django.utils import timezone
 
 from console.core.drivers import sim_insight
 from console.core.drivers.sim import SimDriver
+from console.core.units import iec
 from console.models import Host, MetricSample
 from console.services import metrics
 from tests.conftest import client_for
@@ -113,6 +114,8 @@ def test_dashboard_shows_host_charts_and_the_top_vms(running_vm, client, viewer)
     page = client.get(reverse("dashboard")).content.decode()
     top = page.split('id="top-vms"')[1].split("</section>")[0]
     assert "web-1" in top and " %" in top
+    shown = metrics.top_vms()[0]  # its disk and network rates, read plus written and received plus sent
+    assert f"{iec(shown.disk_read + shown.disk_write)}/s" in top and f"{iec(shown.net_rx + shown.net_tx)}/s" in top
     assert 'data-chart="host-1 CPU"' in page
 
 
