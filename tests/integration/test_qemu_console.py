@@ -124,6 +124,12 @@ def test_console_in_chromium_and_the_cpu_chart_on_a_real_guest(
         page.locator("#terminal").click()
         wait_for(lambda: "login:" in _terminal_text(page) or page.keyboard.press("Enter"), BOOT_SECONDS,
                  "the login prompt in the serial console", interval=5)
+        # cloud-init's last line prints over whatever is being typed (the echo of "roo", its line, then "t"):
+        # typed only once it is out (read from the domain's serial log), at a fresh prompt.
+        wait_for(lambda: re.search(r"Cloud-init v\. \S+ finished", serial_console(vm)), BOOT_SECONDS,
+                 "cloud-init to finish", interval=2)
+        page.keyboard.press("Enter")
+        wait_for(lambda: _terminal_text(page).rstrip().endswith("login:"), 30, "a fresh login prompt")
         page.keyboard.type("root\n")
         wait_for(lambda: "Password:" in _terminal_text(page), 30, "the password prompt")
         # The guest's echo of what was typed, then its question (cloud-init's last words may print after the
